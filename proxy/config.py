@@ -1,0 +1,395 @@
+"""Settings: built once from TOML, then environment, then CLI flags; frozen; passed in.
+
+This is the only module that reads ``os.environ``. Every key is declared once in
+``FIELDS`` with its TOML path, environment variable and parser, so ``config check``,
+the docs and the loader cannot drift apart. A bad value stops start-up with one line::
+
+    gar-proxy: config: cache.max_size (GAR_PROXY_CACHE_MAX_SIZE): expected a size like
+    '50GiB', got 'lots'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from proxy.oci.names import KNOWN_LOCATIONS
+
+
+class ConfigError(Exception):
+    """A setting could not be read; the message is one line naming the key."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """Send repositories under ``prefix`` (``project`` or ``project/repo``) to ``location``."""
+
+    prefix: str
+    location: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    # [server]
+    host: str = "127.0.0.1"
+    port: int = 5000
+    log_level: str = "info"
+    log_format: str = "text"
+    allow_delete: bool = False
+    push_concurrency: int = 5
+    # [upstream]
+    upstream_url: str = "https://{location}-docker.pkg.dev"
+    auth: str = "gcp"
+    username: str | None = None
+    password: str | None = None
+    location: str = "us"
+    routes: tuple[Route, ...] = ()
+    resolve_locations: bool = True
+    metadata_api_url: str = "https://artifactregistry.googleapis.com"
+    trusted_realm_hosts: tuple[str, ...] = ()
+    timeout_seconds: float = 30.0
+    connect_timeout_seconds: float = 10.0
+    max_connections: int = 100
+    max_keepalive: int = 20
+    http2: bool = False
+    retries: int = 4
+    backoff_base_seconds: float = 0.5
+    backoff_max_seconds: float = 30.0
+    read_rate_per_minute: int = 60_000
+    write_rate_per_minute: int = 18_000
+    # [gcp]
+    project_id: str | None = None
+    credentials_file: Path | None = None
+    service_account_key: str | None = field(default=None, repr=False)
+    adc_file: Path | None = None
+    metadata_timeout_seconds: float = 2.0
+    metadata_host: str = "metadata.google.internal"
+    read_only: bool = False
+    # [cache]
+    cache_dir: Path = Path("~/.cache/gar-proxy")
+    max_size: int = 50 * 1024**3
+    tag_ttl_seconds: float = 60.0
+    max_stale_seconds: float = 7 * 24 * 3600.0
+    manifest_max_bytes: int = 64 * 1024**2
+    fill_timeout_seconds: float = 3600.0
+    offline: bool = False
+
+    @property
+    def is_gar(self) -> bool:
+        """Talking to Artifact Registry (location-templated URL) rather than any registry."""
+        return "{location}" in self.upstream_url
+
+    def upstream_base(self, location: str) -> str:
+        return self.upstream_url.replace("{location}", location).rstrip("/")
+
+
+# --- parsers -------------------------------------------------------------------------------
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
+               "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4,
+               "tb": 1000**4, "tib": 1024**4}
+_DURATION_UNITS = {"": 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _split_number(text: str) -> tuple[float, str]:
+    text = text.strip().lower().replace("_", "")
+    i = len(text)
+    while i and not (text[i - 1].isdigit() or text[i - 1] == "."):
+        i -= 1
+    return float(text[:i]), text[i:].strip()
+
+
+def parse_size(value: Any) -> int:
+    """``'50GiB'``, ``'512MB'``, ``1073741824`` -> bytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    try:
+        number, unit = _split_number(str(value))
+        if number < 0 or unit not in _SIZE_UNITS:
+            raise ValueError
+        return int(number * _SIZE_UNITS[unit])
+    except ValueError:
+        raise ValueError(f"expected a size like '50GiB', got {value!r}") from None
+
+
+def parse_duration(value: Any) -> float:
+    """``'60s'``, ``'5m'``, ``'7d'``, ``30`` -> seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    try:
+        number, unit = _split_number(str(value))
+        if number < 0 or unit not in _DURATION_UNITS:
+            raise ValueError
+        return number * _DURATION_UNITS[unit]
+    except ValueError:
+        raise ValueError(f"expected a duration like '60s' or '5m', got {value!r}") from None
+
+
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def parse_int(value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a whole number, got {value!r}") from None
+    if number < 0:
+        raise ValueError(f"expected a non-negative number, got {value!r}")
+    return number
+
+
+def parse_positive_int(value: Any) -> int:
+    number = parse_int(value)
+    if number == 0:
+        raise ValueError("expected a number above 0")
+    return number
+
+
+def parse_str(value: Any) -> str:
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise ValueError(f"expected a string, got {value!r}")
+    return str(value)
+
+
+def parse_optional_str(value: Any) -> str | None:
+    return parse_str(value) or None
+
+
+def parse_path(value: Any) -> Path:
+    return Path(parse_str(value)).expanduser()
+
+
+def parse_optional_path(value: Any) -> Path | None:
+    return parse_path(value) if str(value) else None
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = parse_str(value).lower()
+        if text not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {value!r}")
+        return text
+
+    return parse
+
+
+def parse_location(value: Any) -> str:
+    text = parse_str(value)
+    if text not in KNOWN_LOCATIONS:
+        raise ValueError(f"expected an Artifact Registry location such as 'us', got {value!r}")
+    return text
+
+
+def parse_listen(value: Any) -> tuple[str, int]:
+    text = parse_str(value)
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"expected HOST:PORT with a numeric port, got {value!r}") from None
+    if not 0 <= number <= 65535:
+        raise ValueError(f"port must be 0-65535, got {number}")
+    return host.strip("[]"), number
+
+
+def parse_hosts(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    return tuple(str(item).strip().lower() for item in items if str(item).strip())
+
+
+def parse_routes(value: Any) -> tuple[Route, ...]:
+    """TOML ``[[upstream.routes]]`` tables, or ``prefix=location,...`` in the environment."""
+    items: list[tuple[Any, Any]]
+    if isinstance(value, list):
+        items = [(r.get("prefix"), r.get("location")) for r in value if isinstance(r, dict)]
+        if len(items) != len(value):
+            raise ValueError("expected tables with prefix and location")
+    else:
+        items = [tuple(part.split("=", 1)) for part in str(value).split(",") if part.strip()]  # type: ignore[misc]
+    routes = []
+    for prefix, location in items:
+        if not prefix or not location:
+            raise ValueError("each route needs a prefix and a location")
+        routes.append(Route(str(prefix).strip("/ "), parse_location(str(location).strip())))
+    return tuple(routes)
+
+
+# --- the table of keys -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Field:
+    key: str  # TOML "section.name"
+    attr: str  # Settings attribute (listen fills two)
+    parse: Callable[[Any], Any]
+    env: tuple[str, ...] = ()
+    secret: bool = False
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("server.listen", "listen", parse_listen, ("GAR_PROXY_LISTEN",)),
+    Field("server.log_level", "log_level", _choice("debug", "info", "warning", "error"),
+          ("GAR_PROXY_LOG_LEVEL",)),
+    Field("server.log_format", "log_format", _choice("text", "json"), ("GAR_PROXY_LOG_FORMAT",)),
+    Field("server.allow_delete", "allow_delete", parse_bool, ("GAR_PROXY_ALLOW_DELETE",)),
+    Field("server.push_concurrency", "push_concurrency", parse_positive_int,
+          ("GAR_PROXY_PUSH_CONCURRENCY",)),
+    Field("upstream.url", "upstream_url", parse_str, ("GAR_PROXY_UPSTREAM_URL",)),
+    Field("upstream.auth", "auth", _choice("gcp", "basic", "none"), ("GAR_PROXY_AUTH",)),
+    Field("upstream.username", "username", parse_optional_str, ("GAR_PROXY_USERNAME",)),
+    Field("upstream.password", "password", parse_optional_str, ("GAR_PROXY_PASSWORD",),
+          secret=True),
+    Field("upstream.location", "location", parse_location, ("GAR_LOCATION",)),
+    Field("upstream.routes", "routes", parse_routes, ("GAR_PROXY_ROUTES",)),
+    Field("upstream.resolve_locations", "resolve_locations", parse_bool,
+          ("GAR_PROXY_RESOLVE_LOCATIONS",)),
+    Field("upstream.metadata_api_url", "metadata_api_url", parse_str,
+          ("GAR_PROXY_METADATA_API_URL",)),
+    Field("upstream.trusted_realm_hosts", "trusted_realm_hosts", parse_hosts,
+          ("GAR_PROXY_TRUSTED_REALM_HOSTS",)),
+    Field("upstream.timeout", "timeout_seconds", parse_duration, ("GAR_TIMEOUT_SECONDS",)),
+    Field("upstream.connect_timeout", "connect_timeout_seconds", parse_duration,
+          ("GAR_PROXY_CONNECT_TIMEOUT",)),
+    Field("upstream.max_connections", "max_connections", parse_positive_int,
+          ("GAR_PROXY_POOL_SIZE",)),
+    Field("upstream.max_keepalive", "max_keepalive", parse_int, ("GAR_PROXY_POOL_KEEPALIVE",)),
+    Field("upstream.http2", "http2", parse_bool, ("GAR_PROXY_HTTP2",)),
+    Field("upstream.retries", "retries", parse_int, ("GAR_PROXY_RETRIES",)),
+    Field("upstream.backoff_base", "backoff_base_seconds", parse_duration,
+          ("GAR_PROXY_BACKOFF_BASE",)),
+    Field("upstream.backoff_max", "backoff_max_seconds", parse_duration,
+          ("GAR_PROXY_BACKOFF_MAX",)),
+    Field("upstream.read_rate_per_minute", "read_rate_per_minute", parse_int,
+          ("GAR_PROXY_READ_RATE",)),
+    Field("upstream.write_rate_per_minute", "write_rate_per_minute", parse_int,
+          ("GAR_PROXY_WRITE_RATE",)),
+    Field("gcp.project_id", "project_id", parse_optional_str,
+          ("GAR_PROJECT_ID", "GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT")),
+    Field("gcp.credentials_file", "credentials_file", parse_optional_path,
+          ("GOOGLE_APPLICATION_CREDENTIALS",)),
+    Field("gcp.service_account_key", "service_account_key", parse_optional_str,
+          ("GAR_SERVICE_ACCOUNT_KEY",), secret=True),
+    Field("gcp.adc_file", "adc_file", parse_optional_path, ("GAR_PROXY_ADC_FILE",)),
+    Field("gcp.metadata_timeout", "metadata_timeout_seconds", parse_duration,
+          ("GAR_PROXY_METADATA_TIMEOUT",)),
+    Field("gcp.metadata_host", "metadata_host", parse_str, ("GCE_METADATA_HOST",)),
+    Field("gcp.read_only", "read_only", parse_bool, ("GAR_PROXY_READ_ONLY",)),
+    Field("cache.dir", "cache_dir", parse_path, ("GAR_PROXY_CACHE_DIR",)),
+    Field("cache.max_size", "max_size", parse_size, ("GAR_PROXY_CACHE_MAX_SIZE",)),
+    Field("cache.tag_ttl", "tag_ttl_seconds", parse_duration, ("GAR_PROXY_TAG_TTL",)),
+    Field("cache.max_stale", "max_stale_seconds", parse_duration, ("GAR_PROXY_MAX_STALE",)),
+    Field("cache.manifest_max_size", "manifest_max_bytes", parse_size,
+          ("GAR_PROXY_MANIFEST_MAX_SIZE",)),
+    Field("cache.fill_timeout", "fill_timeout_seconds", parse_duration,
+          ("GAR_PROXY_FILL_TIMEOUT",)),
+    Field("cache.offline", "offline", parse_bool, ("GAR_PROXY_OFFLINE",)),
+)
+_BY_KEY = {f.key: f for f in FIELDS}
+
+
+def _default_cache_dir(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME", "~")) / ".cache")
+    return Path(base).expanduser() / "gar-proxy"
+
+
+def _default_adc_file(env: Mapping[str, str]) -> Path:
+    config_dir = env.get("CLOUDSDK_CONFIG") or str(Path(env.get("HOME", "~")) / ".config/gcloud")
+    return Path(config_dir).expanduser() / "application_default_credentials.json"
+
+
+def _apply(values: dict[str, Any], spec: Field, raw: Any, source: str) -> None:
+    try:
+        parsed = spec.parse(raw)
+    except ValueError as error:
+        raise ConfigError(f"{spec.key} ({source}): {error}") from None
+    if spec.attr == "listen":
+        values["host"], values["port"] = parsed
+    else:
+        values[spec.attr] = parsed
+
+
+def _flatten(document: Mapping[str, Any], path: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for section, table in document.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{section} ({path}): expected a [{section}] table")
+        for name, value in table.items():
+            key = f"{section}.{name}"
+            if key not in _BY_KEY:
+                raise ConfigError(f"{key} ({path}): unknown setting")
+            flat[key] = value
+    return flat
+
+
+def load_settings(
+    config_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """TOML file < environment < ``overrides`` (CLI flags, keyed like ``cache.dir``)."""
+    env = dict(os.environ if env is None else env)
+    values: dict[str, Any] = {
+        "cache_dir": _default_cache_dir(env),
+        "adc_file": _default_adc_file(env),
+    }
+    config_file = config_file or (Path(env["GAR_PROXY_CONFIG"]) if env.get("GAR_PROXY_CONFIG")
+                                  else None)
+    if config_file is not None:
+        try:
+            document = tomllib.loads(config_file.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise ConfigError(f"config file {config_file}: {error}") from None
+        for key, raw in _flatten(document, str(config_file)).items():
+            _apply(values, _BY_KEY[key], raw, str(config_file))
+    for spec in FIELDS:
+        for name in spec.env:
+            if env.get(name, "") != "":
+                _apply(values, spec, env[name], name)
+                break
+    for key, raw in (overrides or {}).items():
+        if raw is not None:
+            if key not in _BY_KEY:
+                raise ConfigError(f"{key}: unknown setting")
+            _apply(values, _BY_KEY[key], raw, "command line")
+    settings = Settings(**values)
+    _check(settings)
+    return settings
+
+
+def _check(settings: Settings) -> None:
+    if settings.auth == "basic" and not (settings.username and settings.password):
+        raise ConfigError("upstream.auth (basic): needs upstream.username and upstream.password")
+    if not settings.upstream_url.startswith(("http://", "https://")):
+        raise ConfigError(f"upstream.url: expected an http(s) URL, got {settings.upstream_url!r}")
+
+
+def describe(settings: Settings) -> list[tuple[str, str]]:
+    """Effective settings as (key, value) rows, secrets redacted, for ``config check``."""
+    rows = []
+    for spec in FIELDS:
+        if spec.attr == "listen":
+            value: Any = f"{settings.host}:{settings.port}"
+        else:
+            value = getattr(settings, spec.attr)
+        if spec.secret and value:
+            value = "<redacted>"
+        elif isinstance(value, tuple):
+            value = ", ".join(str(v) if not dataclasses.is_dataclass(v) else
+                              f"{v.prefix}={v.location}" for v in value) or "-"
+        rows.append((spec.key, "-" if value is None else str(value)))
+    return rows

@@ -1,0 +1,160 @@
+"""Repository names, tags and image references, and GAR locations.
+
+The proxy accepts three spellings of the same image (DESIGN.md section 2)::
+
+    >>> Repository.parse("my-proj/my-repo/app").location is None      # resolved later
+    True
+    >>> Repository.parse("europe-west1-docker.pkg.dev/my-proj/my-repo/app").location
+    'europe-west1'
+    >>> Repository.parse("my-proj/my-repo/app", ns="asia-docker.pkg.dev").location  # containerd
+    'asia'
+
+Invalid names raise ``NAME_INVALID`` before any filesystem or upstream work happens.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from proxy.oci.digest import Digest
+from proxy.oci.errors import ErrorCode, RegistryError
+
+# Artifact Registry locations: multi-regions first, then regions.
+KNOWN_LOCATIONS: frozenset[str] = frozenset(
+    """
+    us europe asia
+    africa-south1 asia-east1 asia-east2 asia-northeast1 asia-northeast2 asia-northeast3
+    asia-south1 asia-south2 asia-southeast1 asia-southeast2 australia-southeast1
+    australia-southeast2 europe-central2 europe-north1 europe-north2 europe-southwest1
+    europe-west1 europe-west2 europe-west3 europe-west4 europe-west6 europe-west8
+    europe-west9 europe-west10 europe-west12 me-central1 me-central2 me-west1
+    northamerica-northeast1 northamerica-northeast2 northamerica-south1
+    southamerica-east1 southamerica-west1 us-central1 us-east1 us-east4 us-east5
+    us-south1 us-west1 us-west2 us-west3 us-west4
+    """.split()
+)
+
+_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+_NAME = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+_TAG = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
+_GAR_HOST = re.compile(r"([a-z0-9-]+)-docker\.pkg\.dev")
+# Clients limit "host/name" to 255 characters; we hold the name alone to that.
+MAX_NAME_LENGTH = 255
+
+
+def validate_location(location: str, extra: frozenset[str] = frozenset()) -> str:
+    if location in KNOWN_LOCATIONS or location in extra:
+        return location
+    raise RegistryError(
+        ErrorCode.NAME_INVALID,
+        f"unknown Artifact Registry location {location[:64]!r}",
+        detail={"known": sorted(KNOWN_LOCATIONS | extra)},
+    )
+
+
+def location_of_host(host: str) -> str | None:
+    """``'us-docker.pkg.dev'`` -> ``'us'``; ``None`` for any other host."""
+    match = _GAR_HOST.fullmatch(host.lower())
+    return match.group(1) if match else None
+
+
+def gar_host(location: str) -> str:
+    return f"{location}-docker.pkg.dev"
+
+
+@dataclass(frozen=True, slots=True)
+class Repository:
+    """A repository path as upstream knows it (``project/repository/image...``).
+
+    ``location`` is set when the client named it (host-qualified name or ``?ns=``).
+    """
+
+    path: str
+    location: str | None = None
+
+    @classmethod
+    def parse(cls, name: str, *, ns: str | None = None) -> Repository:
+        if not name or len(name) > MAX_NAME_LENGTH + len("europe-southwest1-docker.pkg.dev/"):
+            raise RegistryError(ErrorCode.NAME_INVALID, "repository name is empty or too long")
+        location = None
+        first, sep, rest = name.partition("/")
+        host_location = location_of_host(first) if sep else None
+        if host_location is not None:
+            location, name = validate_location(host_location), rest
+        elif ns:
+            ns_location = location_of_host(ns)
+            if ns_location is not None:
+                location = validate_location(ns_location)
+        if len(name) > MAX_NAME_LENGTH or not _NAME.fullmatch(name):
+            raise RegistryError(
+                ErrorCode.NAME_INVALID,
+                f"invalid repository name {name[:100]!r}: lowercase letters, digits and "
+                "separators (. _ __ -), path components joined by /",
+            )
+        return cls(name, location)
+
+    @property
+    def segments(self) -> list[str]:
+        return self.path.split("/")
+
+    @property
+    def project(self) -> str:
+        return self.segments[0]
+
+    @property
+    def repository(self) -> str | None:
+        parts = self.segments
+        return parts[1] if len(parts) > 1 else None
+
+    def require_gar_shape(self) -> None:
+        """GAR paths have at least PROJECT/REPOSITORY/IMAGE."""
+        if len(self.segments) < 3:
+            raise RegistryError(
+                ErrorCode.NAME_INVALID,
+                f"{self.path!r}: Artifact Registry images are named PROJECT/REPOSITORY/IMAGE",
+            )
+
+    def with_location(self, location: str) -> Repository:
+        return Repository(self.path, location)
+
+    def __str__(self) -> str:
+        return f"{gar_host(self.location)}/{self.path}" if self.location else self.path
+
+
+def parse_tag(text: str) -> str:
+    if not _TAG.fullmatch(text):
+        raise RegistryError(ErrorCode.MANIFEST_INVALID, f"invalid tag {text[:140]!r}")
+    return text
+
+
+def parse_reference(text: str) -> str | Digest:
+    """A manifest reference: a digest when it has a colon, else a tag."""
+    return Digest.parse(text) if Digest.is_digest(text) else parse_tag(text)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageReference:
+    """``[LOCATION-docker.pkg.dev/]PROJECT/REPO/IMAGE(:tag|@digest)``."""
+
+    repository: Repository
+    reference: str | Digest
+
+    @classmethod
+    def parse(cls, text: str, *, ns: str | None = None) -> ImageReference:
+        name, at, digest = text.partition("@")
+        if at:
+            return cls(Repository.parse(name, ns=ns), Digest.parse(digest))
+        slash = name.rfind("/")
+        colon = name.rfind(":")
+        if colon > slash:
+            return cls(Repository.parse(name[:colon], ns=ns), parse_tag(name[colon + 1 :]))
+        return cls(Repository.parse(name, ns=ns), "latest")
+
+    @property
+    def is_digest(self) -> bool:
+        return isinstance(self.reference, Digest)
+
+    def __str__(self) -> str:
+        sep = "@" if self.is_digest else ":"
+        return f"{self.repository}{sep}{self.reference}"

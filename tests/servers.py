@@ -1,0 +1,70 @@
+"""Run ASGI apps under a real uvicorn on 127.0.0.1, port 0, in a background thread.
+
+Streaming and disconnects only behave for real over a socket (httpx's ASGITransport
+reads whole bodies), so every fake and the proxy itself run this way in tests::
+
+    with serve_in_thread(app) as url:       # url == "http://127.0.0.1:PORT"
+        httpx.get(url + "/v2/")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+
+
+def bind_loopback() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+class ThreadedServer:
+    """A uvicorn server on its own thread and event loop; ``url`` once started."""
+
+    def __init__(self, app: Any, **config: Any) -> None:
+        self.sock = bind_loopback()
+        self.port: int = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = uvicorn.Config(
+            app, log_level=config.pop("log_level", "warning"), lifespan=config.pop("lifespan", "on"),
+            **config,
+        )
+        self.server = uvicorn.Server(self.config)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"uvicorn-{self.port}")
+
+    def _run(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self.server.serve(sockets=[self.sock]))
+        self.loop.close()
+
+    def start(self) -> ThreadedServer:
+        self._thread.start()
+        while not self.server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError("test server failed to start")
+            self._thread.join(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(10)
+        self.sock.close()
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: Any, **config: Any) -> Iterator[str]:
+    server = ThreadedServer(app, **config).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
