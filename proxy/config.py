@@ -10,7 +10,6 @@ the docs and the loader cannot drift apart. A bad value stops start-up with one 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -90,9 +89,22 @@ class Settings:
 
 # --- parsers -------------------------------------------------------------------------------
 
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
-               "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4,
-               "tb": 1000**4, "tib": 1024**4}
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
+}
 _DURATION_UNITS = {"": 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
@@ -243,60 +255,112 @@ class Field:
 
 FIELDS: tuple[Field, ...] = (
     Field("server.listen", "listen", parse_listen, ("GAR_PROXY_LISTEN",)),
-    Field("server.log_level", "log_level", _choice("debug", "info", "warning", "error"),
-          ("GAR_PROXY_LOG_LEVEL",)),
+    Field(
+        "server.log_level",
+        "log_level",
+        _choice("debug", "info", "warning", "error"),
+        ("GAR_PROXY_LOG_LEVEL",),
+    ),
     Field("server.log_format", "log_format", _choice("text", "json"), ("GAR_PROXY_LOG_FORMAT",)),
     Field("server.allow_delete", "allow_delete", parse_bool, ("GAR_PROXY_ALLOW_DELETE",)),
-    Field("server.push_concurrency", "push_concurrency", parse_positive_int,
-          ("GAR_PROXY_PUSH_CONCURRENCY",)),
+    Field(
+        "server.push_concurrency",
+        "push_concurrency",
+        parse_positive_int,
+        ("GAR_PROXY_PUSH_CONCURRENCY",),
+    ),
     Field("upstream.url", "upstream_url", parse_str, ("GAR_PROXY_UPSTREAM_URL",)),
     Field("upstream.auth", "auth", _choice("gcp", "basic", "none"), ("GAR_PROXY_AUTH",)),
     Field("upstream.username", "username", parse_optional_str, ("GAR_PROXY_USERNAME",)),
-    Field("upstream.password", "password", parse_optional_str, ("GAR_PROXY_PASSWORD",),
-          secret=True),
+    Field(
+        "upstream.password", "password", parse_optional_str, ("GAR_PROXY_PASSWORD",), secret=True
+    ),
     Field("upstream.location", "location", parse_location, ("GAR_LOCATION",)),
     Field("upstream.routes", "routes", parse_routes, ("GAR_PROXY_ROUTES",)),
-    Field("upstream.resolve_locations", "resolve_locations", parse_bool,
-          ("GAR_PROXY_RESOLVE_LOCATIONS",)),
-    Field("upstream.metadata_api_url", "metadata_api_url", parse_str,
-          ("GAR_PROXY_METADATA_API_URL",)),
-    Field("upstream.trusted_realm_hosts", "trusted_realm_hosts", parse_hosts,
-          ("GAR_PROXY_TRUSTED_REALM_HOSTS",)),
+    Field(
+        "upstream.resolve_locations",
+        "resolve_locations",
+        parse_bool,
+        ("GAR_PROXY_RESOLVE_LOCATIONS",),
+    ),
+    Field(
+        "upstream.metadata_api_url", "metadata_api_url", parse_str, ("GAR_PROXY_METADATA_API_URL",)
+    ),
+    Field(
+        "upstream.trusted_realm_hosts",
+        "trusted_realm_hosts",
+        parse_hosts,
+        ("GAR_PROXY_TRUSTED_REALM_HOSTS",),
+    ),
     Field("upstream.timeout", "timeout_seconds", parse_duration, ("GAR_TIMEOUT_SECONDS",)),
-    Field("upstream.connect_timeout", "connect_timeout_seconds", parse_duration,
-          ("GAR_PROXY_CONNECT_TIMEOUT",)),
-    Field("upstream.max_connections", "max_connections", parse_positive_int,
-          ("GAR_PROXY_POOL_SIZE",)),
+    Field(
+        "upstream.connect_timeout",
+        "connect_timeout_seconds",
+        parse_duration,
+        ("GAR_PROXY_CONNECT_TIMEOUT",),
+    ),
+    Field(
+        "upstream.max_connections", "max_connections", parse_positive_int, ("GAR_PROXY_POOL_SIZE",)
+    ),
     Field("upstream.max_keepalive", "max_keepalive", parse_int, ("GAR_PROXY_POOL_KEEPALIVE",)),
     Field("upstream.http2", "http2", parse_bool, ("GAR_PROXY_HTTP2",)),
     Field("upstream.retries", "retries", parse_int, ("GAR_PROXY_RETRIES",)),
-    Field("upstream.backoff_base", "backoff_base_seconds", parse_duration,
-          ("GAR_PROXY_BACKOFF_BASE",)),
-    Field("upstream.backoff_max", "backoff_max_seconds", parse_duration,
-          ("GAR_PROXY_BACKOFF_MAX",)),
-    Field("upstream.read_rate_per_minute", "read_rate_per_minute", parse_int,
-          ("GAR_PROXY_READ_RATE",)),
-    Field("upstream.write_rate_per_minute", "write_rate_per_minute", parse_int,
-          ("GAR_PROXY_WRITE_RATE",)),
-    Field("gcp.project_id", "project_id", parse_optional_str,
-          ("GAR_PROJECT_ID", "GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT")),
-    Field("gcp.credentials_file", "credentials_file", parse_optional_path,
-          ("GOOGLE_APPLICATION_CREDENTIALS",)),
-    Field("gcp.service_account_key", "service_account_key", parse_optional_str,
-          ("GAR_SERVICE_ACCOUNT_KEY",), secret=True),
+    Field(
+        "upstream.backoff_base", "backoff_base_seconds", parse_duration, ("GAR_PROXY_BACKOFF_BASE",)
+    ),
+    Field(
+        "upstream.backoff_max", "backoff_max_seconds", parse_duration, ("GAR_PROXY_BACKOFF_MAX",)
+    ),
+    Field(
+        "upstream.read_rate_per_minute", "read_rate_per_minute", parse_int, ("GAR_PROXY_READ_RATE",)
+    ),
+    Field(
+        "upstream.write_rate_per_minute",
+        "write_rate_per_minute",
+        parse_int,
+        ("GAR_PROXY_WRITE_RATE",),
+    ),
+    Field(
+        "gcp.project_id",
+        "project_id",
+        parse_optional_str,
+        ("GAR_PROJECT_ID", "GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT"),
+    ),
+    Field(
+        "gcp.credentials_file",
+        "credentials_file",
+        parse_optional_path,
+        ("GOOGLE_APPLICATION_CREDENTIALS",),
+    ),
+    Field(
+        "gcp.service_account_key",
+        "service_account_key",
+        parse_optional_str,
+        ("GAR_SERVICE_ACCOUNT_KEY",),
+        secret=True,
+    ),
     Field("gcp.adc_file", "adc_file", parse_optional_path, ("GAR_PROXY_ADC_FILE",)),
-    Field("gcp.metadata_timeout", "metadata_timeout_seconds", parse_duration,
-          ("GAR_PROXY_METADATA_TIMEOUT",)),
+    Field(
+        "gcp.metadata_timeout",
+        "metadata_timeout_seconds",
+        parse_duration,
+        ("GAR_PROXY_METADATA_TIMEOUT",),
+    ),
     Field("gcp.metadata_host", "metadata_host", parse_str, ("GCE_METADATA_HOST",)),
     Field("gcp.read_only", "read_only", parse_bool, ("GAR_PROXY_READ_ONLY",)),
     Field("cache.dir", "cache_dir", parse_path, ("GAR_PROXY_CACHE_DIR",)),
     Field("cache.max_size", "max_size", parse_size, ("GAR_PROXY_CACHE_MAX_SIZE",)),
     Field("cache.tag_ttl", "tag_ttl_seconds", parse_duration, ("GAR_PROXY_TAG_TTL",)),
     Field("cache.max_stale", "max_stale_seconds", parse_duration, ("GAR_PROXY_MAX_STALE",)),
-    Field("cache.manifest_max_size", "manifest_max_bytes", parse_size,
-          ("GAR_PROXY_MANIFEST_MAX_SIZE",)),
-    Field("cache.fill_timeout", "fill_timeout_seconds", parse_duration,
-          ("GAR_PROXY_FILL_TIMEOUT",)),
+    Field(
+        "cache.manifest_max_size",
+        "manifest_max_bytes",
+        parse_size,
+        ("GAR_PROXY_MANIFEST_MAX_SIZE",),
+    ),
+    Field(
+        "cache.fill_timeout", "fill_timeout_seconds", parse_duration, ("GAR_PROXY_FILL_TIMEOUT",)
+    ),
     Field("cache.offline", "offline", parse_bool, ("GAR_PROXY_OFFLINE",)),
 )
 _BY_KEY = {f.key: f for f in FIELDS}
@@ -347,8 +411,9 @@ def load_settings(
         "cache_dir": _default_cache_dir(env),
         "adc_file": _default_adc_file(env),
     }
-    config_file = config_file or (Path(env["GAR_PROXY_CONFIG"]) if env.get("GAR_PROXY_CONFIG")
-                                  else None)
+    config_file = config_file or (
+        Path(env["GAR_PROXY_CONFIG"]) if env.get("GAR_PROXY_CONFIG") else None
+    )
     if config_file is not None:
         try:
             document = tomllib.loads(config_file.read_text())
@@ -389,7 +454,11 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
         if spec.secret and value:
             value = "<redacted>"
         elif isinstance(value, tuple):
-            value = ", ".join(str(v) if not dataclasses.is_dataclass(v) else
-                              f"{v.prefix}={v.location}" for v in value) or "-"
+            value = (
+                ", ".join(
+                    f"{v.prefix}={v.location}" if isinstance(v, Route) else str(v) for v in value
+                )
+                or "-"
+            )
         rows.append((spec.key, "-" if value is None else str(value)))
     return rows

@@ -1,0 +1,84 @@
+"""``create_app(settings)``: the Starlette app; its lifespan owns every service."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from proxy.config import Settings
+from proxy.oci.errors import ErrorCode, RegistryError
+from proxy.routes import base, pull
+from proxy.services.container import open_services
+
+log = logging.getLogger("gar_proxy")
+
+NAME = "/v2/{name:path}"
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/v2/", base.version_check, methods=["GET", "HEAD"]),
+        Route(f"{NAME}/manifests/{{reference}}", pull.manifest, methods=["GET", "HEAD"]),
+        Route(f"{NAME}/blobs/{{digest}}", pull.blob, methods=["GET", "HEAD"]),
+        Route(f"{NAME}/tags/list", pull.tags, methods=["GET"]),
+        Route(f"{NAME}/referrers/{{digest}}", pull.referrers, methods=["GET"]),
+        Route("/healthz", base.health, methods=["GET"]),
+        Route("/metrics", base.metrics, methods=["GET"]),
+    ]
+
+
+async def registry_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RegistryError)
+    headers = {"Docker-Distribution-API-Version": "registry/2.0", **exc.headers}
+    if request.method == "HEAD":
+        return Response(status_code=exc.status, headers=headers)
+    return JSONResponse(exc.envelope(), exc.status, headers)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    request_id = uuid.uuid4().hex[:12]
+    log.error(
+        "request %s %s failed (id %s)", request.method, request.url.path, request_id, exc_info=exc
+    )
+    error = RegistryError(ErrorCode.UNKNOWN, f"internal error (request id {request_id})")
+    return JSONResponse(error.envelope(), 500)
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    error = RegistryError(
+        ErrorCode.UNSUPPORTED,
+        f"{request.method} {request.url.path} is not part of the registry API",
+        status=404,
+    )
+    return await registry_error(request, error)
+
+
+async def not_allowed(request: Request, exc: Exception) -> Response:
+    error = RegistryError(ErrorCode.UNSUPPORTED, f"{request.method} is not supported here")
+    return await registry_error(request, error)
+
+
+def create_app(settings: Settings) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with open_services(settings) as services:
+            app.state.services = services
+            yield
+
+    return Starlette(
+        routes=routes(),
+        lifespan=lifespan,
+        exception_handlers={
+            RegistryError: registry_error,
+            Exception: unexpected_error,
+            404: not_found,
+            405: not_allowed,
+        },
+    )

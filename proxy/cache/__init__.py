@@ -1,0 +1,1 @@
+"""The local cache: content-addressed blob files, their SQLite index, single-flight fills."""

@@ -1,0 +1,165 @@
+"""The blob cache: verified files on disk, their index, fills, readers and eviction.
+
+This is the only object the services use for blob bytes. It answers "do we have
+it?" with a ``stat`` (a file under ``blobs/`` is verified by construction), streams
+files out in large reads, counts open readers so eviction never pulls a blob from
+under one, and keeps the total under the configured cap (least recently used first,
+never what a pinned manifest needs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from proxy.cache.fills import Fill, Fills, Opener
+from proxy.cache.index import CacheIndex
+from proxy.cache.store import BlobStore
+from proxy.oci.digest import Digest
+
+log = logging.getLogger("gar_proxy.cache")
+
+READ_SIZE = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RecoveryReport:
+    temp_removed: int
+    rows_dropped: int
+    files_adopted: int
+    files_removed: int
+
+
+class BlobCache:
+    def __init__(self, store: BlobStore, index: CacheIndex, *, max_size: int, fill_limit: float):
+        self.store = store
+        self.index = index
+        self.max_size = max_size
+        self.fills = Fills(self._paths, self._commit, fill_limit)
+        self._readers: Counter[Digest] = Counter()
+        self._evicting = asyncio.Lock()
+
+    def _paths(self, digest: Digest) -> tuple[Path, Path]:
+        return self.store.new_temp(), self.store.path(digest)
+
+    async def _commit(self, temp: Path, digest: Digest, size: int) -> None:
+        await asyncio.to_thread(self.store.commit, temp, digest)
+        await self.index.add_blob(digest, size)
+        if self.index.total_bytes > self.max_size:
+            asyncio.get_running_loop().create_task(self.evict())
+
+    def size(self, digest: Digest) -> int | None:
+        """Size of a verified cached blob, or None when it is not (fully) here."""
+        return self.store.size(digest)
+
+    def fill(self, digest: Digest, opener: Opener) -> Fill:
+        return self.fills.start(digest, opener)
+
+    async def read(
+        self, digest: Digest, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """Stream ``[start, end)`` of a cached blob; the file stays while we read."""
+        self._readers[digest] += 1
+        self.index.touch(digest)
+        try:
+            fd = os.open(self.store.path(digest), os.O_RDONLY)
+        except FileNotFoundError:
+            self._release(digest)
+            raise
+        loop = asyncio.get_running_loop()
+        try:
+            position = start
+            stop = end if end is not None else os.fstat(fd).st_size
+            while position < stop:
+                chunk = await loop.run_in_executor(
+                    None, os.pread, fd, min(READ_SIZE, stop - position), position
+                )
+                if not chunk:
+                    raise OSError(f"cached blob {digest} shrank while being read")
+                position += len(chunk)
+                yield chunk
+        finally:
+            os.close(fd)
+            self._release(digest)
+
+    async def follow(
+        self, fill: Fill, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        self._readers[fill.digest] += 1
+        try:
+            async for chunk in fill.read(start, end):
+                yield chunk
+        finally:
+            self._release(fill.digest)
+
+    def _release(self, digest: Digest) -> None:
+        self._readers[digest] -= 1
+        if self._readers[digest] <= 0:
+            del self._readers[digest]
+
+    def in_use(self, digest: Digest) -> bool:
+        return self._readers[digest] > 0 or self.fills.get(digest) is not None
+
+    async def evict(self, target: int | None = None) -> tuple[int, int]:
+        """Remove least recently used blobs until the total is under ``target``."""
+        target = self.max_size if target is None else target
+        removed = freed = 0
+        async with self._evicting:
+            while self.index.total_bytes > target:
+                victims = [
+                    (d, s) for d, s in await self.index.eviction_candidates() if not self.in_use(d)
+                ]
+                if not victims:
+                    log.warning("cache over its cap but every blob is in use or pinned")
+                    break
+                chosen: list[Digest] = []
+                for digest, size in victims:
+                    if self.index.total_bytes - freed <= target:
+                        break
+                    chosen.append(digest)
+                    freed += size
+                for digest in chosen:
+                    self.store.remove(digest)
+                await self.index.remove_blobs(chosen)
+                removed += len(chosen)
+        if removed:
+            log.info("evicted %d blobs (%d bytes)", removed, freed)
+        return removed, freed
+
+    async def recover(self, *, rehash: bool = True) -> RecoveryReport:
+        """Start-up reconciliation of files and index after a crash or manual meddling."""
+        temp_removed = await asyncio.to_thread(self.store.clean_temp)
+        rows = await self.index.all_blobs()
+        files = {
+            str(d): (d, p)
+            for d, p in await asyncio.to_thread(lambda: list(self.store.iter_blobs()))
+        }
+        dropped = [Digest.parse(k) for k in rows if k not in files]
+        await self.index.remove_blobs(dropped)
+        adopted = removed = 0
+        for key, (digest, path) in files.items():
+            if key in rows:
+                continue
+            actual = await asyncio.to_thread(self.store.rehash, path, digest.algorithm)
+            if rehash and actual == digest.hex:
+                await self.index.add_blob(digest, path.stat().st_size)
+                adopted += 1
+            else:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return RecoveryReport(temp_removed, len(dropped), adopted, removed)
+
+    async def verify(self) -> list[Digest]:
+        """Re-hash every cached blob; remove and return the corrupt ones."""
+        corrupt = []
+        for digest, path in await asyncio.to_thread(lambda: list(self.store.iter_blobs())):
+            if await asyncio.to_thread(self.store.rehash, path, digest.algorithm) != digest.hex:
+                path.unlink(missing_ok=True)
+                corrupt.append(digest)
+        await self.index.remove_blobs(corrupt)
+        return corrupt

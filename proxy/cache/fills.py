@@ -1,0 +1,202 @@
+"""Single-flight fills: one upstream download per digest, any number of readers.
+
+A ``Fill`` is owned by the app, not by the request that started it: it runs as its
+own task, writing upstream bytes to a temp file and hashing them, and lives on if
+that first client goes away (bounded by ``fill_timeout``). Readers follow the file
+as it grows (``Fill.read``), so the twentieth client of a cold blob gets bytes as
+soon as the first does, and upstream sees one GET.
+
+Nothing is trusted until the digest matches: a follower never receives the last
+byte of a blob before verification, so a client can never complete a download of
+bad content; on a mismatch or an upstream fault every follower's response is cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import httpx
+
+from proxy.oci.digest import Digest
+from proxy.oci.errors import ErrorCode, RegistryError
+
+log = logging.getLogger("gar_proxy.cache")
+
+CHUNK = 1024 * 1024
+Opener = Callable[[], Awaitable[httpx.Response]]
+Committer = Callable[[Path, Digest, int], Awaitable[None]]
+
+
+class Fill:
+    def __init__(self, digest: Digest, temp: Path, final: Path) -> None:
+        self.digest = digest
+        self.temp = temp
+        self.final = final  # where commit moves the temp file
+        self.size: int | None = None  # from upstream Content-Length, once known
+        self.written = 0
+        self.error: RegistryError | None = None
+        self.done = False
+        self.headers_ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._progress = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    def _notify(self) -> None:
+        event, self._progress = self._progress, asyncio.Event()
+        event.set()
+
+    async def run(self, opener: Opener, commit: Committer, limit: float) -> None:
+        try:
+            async with asyncio.timeout(limit):
+                await self._download(opener)
+            await commit(self.temp, self.digest, self.written)
+            self.done = True
+        except RegistryError as error:
+            self._fail(error)
+        except (Exception, asyncio.CancelledError) as error:
+            log.warning("fill of %s failed: %r", self.digest, error)
+            self._fail(
+                RegistryError(
+                    ErrorCode.UPSTREAM_UNAVAILABLE,
+                    f"upstream fetch of {self.digest} failed: {type(error).__name__}",
+                    status=504 if isinstance(error, TimeoutError) else 502,
+                )
+            )
+            if isinstance(error, asyncio.CancelledError):
+                raise
+        finally:
+            self._notify()
+
+    def _fail(self, error: RegistryError) -> None:
+        self.error = error
+        with contextlib.suppress(OSError):
+            self.temp.unlink(missing_ok=True)
+        if not self.headers_ready.done():
+            self.headers_ready.set_exception(error)
+            self.headers_ready.exception()  # retrieved: every follower may be gone already
+
+    async def _download(self, opener: Opener) -> None:
+        response = await opener()
+        try:
+            length = response.headers.get("content-length")
+            encoded = response.headers.get("content-encoding", "identity") != "identity"
+            self.size = int(length) if length and length.isdigit() and not encoded else None
+            verifier = self.digest.verifier()
+            with self.temp.open("wb") as file:
+                self.headers_ready.set_result(None)
+                async for chunk in response.aiter_bytes(CHUNK):
+                    file.write(chunk)
+                    verifier.update(chunk)
+                    self.written += len(chunk)
+                    self._notify()
+        finally:
+            await response.aclose()
+        if self.size is not None and self.written != self.size:
+            raise RegistryError(
+                ErrorCode.UPSTREAM_UNAVAILABLE,
+                f"upstream sent {self.written} of {self.size} bytes of {self.digest}",
+                status=502,
+            )
+        if not verifier.matches():
+            log.error("upstream sent wrong bytes for %s (got %s)", self.digest, verifier.actual())
+            raise RegistryError(
+                ErrorCode.UPSTREAM_UNAVAILABLE,
+                f"upstream content does not match {self.digest}; not cached",
+                status=502,
+            )
+
+    async def started(self) -> None:
+        """Until upstream answered with headers; raises the fill's error if it did not."""
+        await asyncio.shield(self.headers_ready)
+
+    async def read(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Bytes ``[start, end)`` as they arrive; raises if the fill fails."""
+        await self.started()
+        fd = self._open()
+        try:
+            position = start
+            while True:
+                stop = self._readable_until(end)
+                if position < stop:
+                    chunk = os.pread(fd, min(CHUNK, stop - position), position)
+                    position += len(chunk)
+                    yield chunk
+                    continue
+                if self.failed:
+                    raise self.error  # type: ignore[misc]
+                if self.done and position >= stop:
+                    return
+                await self._progress.wait()
+        finally:
+            os.close(fd)
+
+    def _open(self) -> int:
+        try:
+            return os.open(self.temp, os.O_RDONLY)
+        except FileNotFoundError:
+            if self.failed:
+                raise self.error from None  # type: ignore[misc]
+            return os.open(self.final, os.O_RDONLY)
+
+    def _readable_until(self, end: int | None) -> int:
+        if self.done:
+            return self.written if end is None else min(end, self.written)
+        limit = self.written
+        if self.size is not None and limit >= self.size:
+            limit = self.size - 1  # the last byte waits for the digest check
+        return limit if end is None else min(end, limit)
+
+    async def wait(self) -> None:
+        """Until the fill ends; raises its error if it failed."""
+        while not self.done:
+            if self.failed:
+                raise self.error  # type: ignore[misc]
+            await self._progress.wait()
+
+
+class Fills:
+    """The running fills, by digest; ``start`` joins one that is already going."""
+
+    def __init__(
+        self,
+        paths: Callable[[Digest], tuple[Path, Path]],
+        commit: Committer,
+        limit: float,
+    ) -> None:
+        self._running: dict[Digest, Fill] = {}
+        self._paths = paths  # digest -> (temp, final)
+        self._commit = commit
+        self._limit = limit
+        self.started = 0
+
+    def get(self, digest: Digest) -> Fill | None:
+        return self._running.get(digest)
+
+    def start(self, digest: Digest, opener: Opener) -> Fill:
+        fill = self._running.get(digest)
+        if fill is not None:
+            return fill
+        fill = self._running[digest] = Fill(digest, *self._paths(digest))
+        self.started += 1
+        fill.task = asyncio.create_task(self._run(fill, opener), name=f"fill {digest}")
+        return fill
+
+    async def _run(self, fill: Fill, opener: Opener) -> None:
+        try:
+            await fill.run(opener, self._commit, self._limit)
+        finally:
+            self._running.pop(fill.digest, None)
+
+    async def aclose(self) -> None:
+        tasks = [f.task for f in self._running.values() if f.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,96 @@
+"""``gar-proxy``: serve, config check, gc, verify, warm."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from proxy.config import ConfigError, Settings, describe, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gar-proxy", description=__doc__)
+    parser.add_argument("--config", type=Path, help="TOML settings file (see config.example.toml)")
+    parser.add_argument("--cache-dir", help="cache directory (cache.dir)")
+    parser.add_argument("--upstream", help="upstream URL template (upstream.url)")
+    parser.add_argument("--auth", help="gcp, basic or none (upstream.auth)")
+    parser.add_argument("--offline", action="store_const", const="true", help="never call upstream")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the proxy")
+    serve.add_argument("--listen", help="HOST:PORT (server.listen); port 0 picks a free one")
+    config = commands.add_parser("config", help="settings")
+    config.add_argument("action", choices=["check"])
+    commands.add_parser("gc", help="evict least recently used blobs down to the size cap")
+    commands.add_parser("verify", help="re-hash every cached blob; remove corrupt ones")
+    warm = commands.add_parser("warm", help="pre-pull an image into the cache")
+    warm.add_argument("image", help="[LOCATION-docker.pkg.dev/]PROJECT/REPO/IMAGE[:TAG|@DIGEST]")
+    warm.add_argument("--platform", action="append", default=[], help="os/arch[/variant]")
+    warm.add_argument("--pin", action="store_true", help="never evict what this image needs")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {
+        "cache.dir": args.cache_dir,
+        "upstream.url": args.upstream,
+        "upstream.auth": args.auth,
+        "cache.offline": args.offline,
+        "server.listen": getattr(args, "listen", None),
+    }
+    return load_settings(args.config, overrides=overrides)
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn
+
+    from proxy.app import create_app
+    from proxy.logs import configure
+
+    configure(settings.log_level, settings.log_format)
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.host, settings.port))
+    host, port = sock.getsockname()[:2]
+    config = uvicorn.Config(
+        create_app(settings),
+        log_config=None,
+        access_log=settings.log_level == "debug",
+        timeout_graceful_shutdown=10,
+        server_header=False,
+    )
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                # One line that tools (and tests, with port 0) can wait for.
+                print(f"gar-proxy listening on http://{host}:{port}", flush=True)
+
+    asyncio.run(Server(config).serve(sockets=[sock]))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+    except ConfigError as error:
+        print(f"gar-proxy: config: {error}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        return serve(settings)
+    if args.command == "config":
+        width = max(len(key) for key, _ in describe(settings))
+        for key, value in describe(settings):
+            print(f"{key:<{width}}  {value}")
+        return 0
+    from proxy.maintenance import run
+
+    code: int = asyncio.run(run(args.command, settings, args))
+    return code

@@ -1,0 +1,1 @@
+"""Artifact Registry's own REST API (repository metadata), beside the registry protocol."""

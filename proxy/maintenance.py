@@ -1,0 +1,115 @@
+"""Offline commands over the cache: ``gc``, ``verify``, ``warm``.
+
+They open the same cache a running proxy uses; SQLite (WAL) and atomic renames make
+that safe. ``warm`` pulls through the same services the server uses, so what it
+caches is verified exactly as a client's pull would be.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import AsyncIterator
+
+from proxy.config import Settings
+from proxy.oci.digest import Digest
+from proxy.oci.errors import RegistryError
+from proxy.oci.manifest import Manifest, parse_manifest
+from proxy.oci.names import ImageReference
+from proxy.oci.platform import Platform
+from proxy.services.answers import Answer
+from proxy.services.container import Services, open_services
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+async def run(command: str, settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        async with open_services(settings) as services:
+            if command == "gc":
+                removed, freed = await services.cache.evict()
+                _say(
+                    f"evicted {removed} blobs, freed {freed} bytes; "
+                    f"{services.index.total_bytes} bytes cached (cap {settings.max_size})"
+                )
+                return 0
+            if command == "verify":
+                corrupt = await services.cache.verify()
+                for digest in corrupt:
+                    _say(f"corrupt, removed: {digest}")
+                _say(f"verified the cache: {len(corrupt)} corrupt blobs removed")
+                return 1 if corrupt else 0
+            if command == "warm":
+                platforms = [Platform.parse(p) for p in args.platform]
+                await warm(services, args.image, platforms, pin=args.pin)
+                return 0
+    except (RegistryError, ValueError) as error:
+        print(f"gar-proxy {command}: {getattr(error, 'message', error)}", file=sys.stderr)
+        return 1
+    raise AssertionError(command)
+
+
+async def _chunks(answer: Answer) -> AsyncIterator[bytes]:
+    if isinstance(answer.body, bytes):
+        yield answer.body
+    elif answer.body is not None:
+        async for chunk in answer.body:
+            yield chunk
+
+
+async def _drain(answer: Answer) -> int:
+    return sum([len(chunk) async for chunk in _chunks(answer)])
+
+
+async def _manifest(
+    services: Services, image: ImageReference, reference: str | Digest
+) -> tuple[Digest, Manifest]:
+    repo = await services.locations.resolve(image.repository)
+    answer = await services.manifests.get(repo, reference, (), head=False)
+    body = b"".join([chunk async for chunk in _chunks(answer)])  # bounded by manifest_max_size
+    return answer.digest, parse_manifest(body, answer.media_type)
+
+
+def choose(manifest: Manifest, wanted: list[Platform]) -> list[Digest]:
+    """Child manifests of an index for the wanted platforms (all when none asked)."""
+    if not wanted:
+        return [d.digest for d in manifest.manifests]
+    chosen = []
+    for platform in wanted:
+        match = next(
+            (
+                d
+                for d in manifest.manifests
+                if d.platform is not None and d.platform.matches(platform)
+            ),
+            None,
+        )
+        if match is None:
+            available = ", ".join(str(p) for p in manifest.platforms()) or "none"
+            raise ValueError(f"platform {platform} is not in the index; available: {available}")
+        chosen.append(match.digest)
+    return chosen
+
+
+async def warm(services: Services, text: str, platforms: list[Platform], *, pin: bool) -> None:
+    image = ImageReference.parse(text)
+    repo = await services.locations.resolve(image.repository)
+    digest, manifest = await _manifest(services, image, image.reference)
+    _say(f"{image}: {manifest.media_type} {digest}")
+    images: list[tuple[Digest, Manifest]] = [(digest, manifest)]
+    if manifest.is_index:
+        images = [await _manifest(services, image, child) for child in choose(manifest, platforms)]
+    total = 0
+    for child_digest, child in images:
+        for descriptor in child.blobs:
+            answer = await services.blobs.get(repo, descriptor.digest, None)
+            size = await _drain(answer)
+            total += size
+            _say(f"  {descriptor.digest}  {size:>12,} bytes")
+        if pin:
+            await services.index.pin([child_digest])
+    if pin:
+        await services.index.pin([digest])
+    _say(f"warmed {len(images)} image(s), {total:,} bytes of blobs")

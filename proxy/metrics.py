@@ -1,0 +1,45 @@
+"""Prometheus metrics, one registry per app (tests run several apps in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "garproxy_requests", "Requests answered", ["method", "kind", "status"], registry=r
+        )
+        self.cache = Counter(
+            "garproxy_cache_lookups", "Cache lookups by outcome", ["kind", "outcome"], registry=r
+        )
+        self.upstream_fetches = Counter(
+            "garproxy_upstream_fetches", "Upstream GETs started", ["kind"], registry=r
+        )
+        self.stale_served = Counter(
+            "garproxy_stale_tags_served", "Tags served stale because upstream failed", registry=r
+        )
+        self.bytes_served = Counter(
+            "garproxy_bytes_served", "Body bytes sent to clients", ["source"], registry=r
+        )
+        self.cache_bytes = Gauge("garproxy_cache_bytes", "Bytes of blobs in the cache", registry=r)
+
+    def blob_hit(self) -> None:
+        self.cache.labels("blob", "hit").inc()
+
+    def blob_miss(self) -> None:
+        self.cache.labels("blob", "miss").inc()
+
+    def manifest(self, outcome: str) -> None:
+        self.cache.labels("manifest", outcome).inc()
+
+    def upstream_blob_fetch(self) -> None:
+        self.upstream_fetches.labels("blob").inc()
+
+    def upstream_manifest_fetch(self) -> None:
+        self.upstream_fetches.labels("manifest").inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

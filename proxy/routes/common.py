@@ -1,0 +1,63 @@
+"""Helpers every route uses: the services, name parsing, digest headers, bodies."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from proxy.oci.names import Repository
+from proxy.services.answers import Answer
+from proxy.services.container import Services
+
+API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+async def repository(request: Request) -> Repository:
+    """The path's repository, location resolved; NAME_INVALID before any I/O."""
+    repo = Repository.parse(request.path_params["name"], ns=request.query_params.get("ns"))
+    return await services(request).locations.resolve(repo)
+
+
+async def _counted(
+    body: AsyncIterator[bytes], services_: Services, source: str
+) -> AsyncIterator[bytes]:
+    sent = 0
+    try:
+        async for chunk in body:
+            sent += len(chunk)
+            yield chunk
+    finally:
+        services_.metrics.bytes_served.labels(source).inc(sent)
+
+
+def answer_response(request: Request, answer: Answer, *, source: str) -> Response:
+    headers = {
+        "Docker-Content-Digest": str(answer.digest),
+        "ETag": f'"{answer.digest}"',
+        **API_VERSION,
+        **answer.headers,
+    }
+    status = 200
+    length = answer.size
+    if answer.span is not None and answer.size is not None:
+        start, end = answer.span
+        status, length = 206, end - start
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{answer.size}"
+    if length is not None:
+        headers["Content-Length"] = str(length)
+    if isinstance(answer.body, bytes):
+        return Response(answer.body, status, headers, media_type=answer.media_type)
+    if answer.body is None:  # HEAD: headers only, the body is not even opened
+        response = Response(b"", status, headers, media_type=answer.media_type)
+        if length is not None:
+            response.headers["Content-Length"] = str(length)
+        return response
+    body = _counted(answer.body, services(request), source)
+    return StreamingResponse(body, status, headers, media_type=answer.media_type)

@@ -1,0 +1,51 @@
+"""Read API: manifests, blobs, tag lists, referrers (OCI distribution spec 1.1)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from proxy.oci.digest import Digest
+from proxy.oci.mediatypes import parse_accept
+from proxy.oci.names import parse_reference
+from proxy.routes.common import API_VERSION, answer_response, repository, services
+
+
+async def manifest(request: Request) -> Response:
+    repo = await repository(request)
+    reference = parse_reference(request.path_params["reference"])
+    accept = parse_accept(request.headers.getlist("accept"))
+    head = request.method == "HEAD"
+    answer = await services(request).manifests.get(repo, reference, accept, head=head)
+    return answer_response(request, answer, source="manifest")
+
+
+async def blob(request: Request) -> Response:
+    repo = await repository(request)
+    digest = Digest.parse(request.path_params["digest"])
+    blobs = services(request).blobs
+    if request.method == "HEAD":
+        answer = await blobs.head(repo, digest)
+    else:
+        answer = await blobs.get(repo, digest, request.headers.get("range"))
+    response = answer_response(request, answer, source="blob")
+    response.headers["Accept-Ranges"] = "bytes"
+    return response
+
+
+async def tags(request: Request) -> Response:
+    repo = await repository(request)
+    query = request.query_params
+    listing = await services(request).listings.tags(
+        repo, query.get("n"), query.get("last"), client_name=request.path_params["name"]
+    )
+    return Response(listing.body, 200, {**listing.headers, **API_VERSION}, listing.media_type)
+
+
+async def referrers(request: Request) -> Response:
+    repo = await repository(request)
+    digest = Digest.parse(request.path_params["digest"])
+    listing = await services(request).listings.referrers(
+        repo, digest, request.query_params.get("artifactType")
+    )
+    return Response(listing.body, 200, {**listing.headers, **API_VERSION}, listing.media_type)

@@ -1,0 +1,1 @@
+"""What the routes call: pull-through logic over the cache and the upstream client."""

@@ -1,0 +1,86 @@
+"""Blob GET/HEAD: answer from the cache, or fill it from upstream while streaming."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+
+from proxy.cache.blobs import BlobCache
+from proxy.cache.fills import Fill
+from proxy.metrics import Metrics
+from proxy.oci import mediatypes as mt
+from proxy.oci.digest import Digest
+from proxy.oci.errors import ErrorCode, RegistryError
+from proxy.oci.names import Repository
+from proxy.oci.ranges import parse_range
+from proxy.services.answers import Answer
+from proxy.upstream import errors
+from proxy.upstream.client import Upstream
+
+log = logging.getLogger("gar_proxy.blobs")
+
+
+class BlobService:
+    def __init__(
+        self, cache: BlobCache, upstream: Upstream, metrics: Metrics, *, offline: bool
+    ) -> None:
+        self.cache = cache
+        self.upstream = upstream
+        self.metrics = metrics
+        self.offline = offline
+
+    def _unknown(self, digest: Digest) -> RegistryError:
+        return RegistryError(
+            ErrorCode.BLOB_UNKNOWN, f"blob {digest} is not known", detail={"digest": str(digest)}
+        )
+
+    async def head(self, repo: Repository, digest: Digest) -> Answer:
+        size = self.cache.size(digest)
+        if size is not None:
+            self.metrics.blob_hit()
+            return Answer(digest, mt.OCTET_STREAM, size)
+        if self.offline:
+            raise self._unknown(digest)
+        response = await self.upstream.send("HEAD", repo, f"/blobs/{digest}")
+        if response.status_code != 200:
+            raise errors.from_response(response, b"", not_found=ErrorCode.BLOB_UNKNOWN)
+        length = response.headers.get("content-length")
+        return Answer(digest, mt.OCTET_STREAM, int(length) if length else None)
+
+    async def get(self, repo: Repository, digest: Digest, range_header: str | None) -> Answer:
+        size = self.cache.size(digest)
+        if size is not None:
+            self.metrics.blob_hit()
+            return self._from_cache(digest, size, range_header)
+        if self.offline:
+            raise self._unknown(digest)
+        self.metrics.blob_miss()
+        fill = self.cache.fill(digest, lambda: self._open_upstream(repo, digest))
+        await fill.started()
+        if range_header:
+            # A range of unverified bytes could be wrong bytes: serve it once verified.
+            await fill.wait()
+            return self._from_cache(digest, fill.written, range_header)
+        return Answer(digest, mt.OCTET_STREAM, fill.size, body=self.cache.follow(fill))
+
+    def _from_cache(self, digest: Digest, size: int, range_header: str | None) -> Answer:
+        span = parse_range(range_header, size)
+        if span is None:
+            return Answer(digest, mt.OCTET_STREAM, size, body=self.cache.read(digest))
+        start, end = span
+        return Answer(
+            digest, mt.OCTET_STREAM, size, body=self.cache.read(digest, start, end), span=span
+        )
+
+    async def _open_upstream(self, repo: Repository, digest: Digest) -> httpx.Response:
+        response = await self.upstream.send("GET", repo, f"/blobs/{digest}", stream=True)
+        if response.status_code != 200:
+            body = await response.aread() if response.status_code < 500 else b""
+            await response.aclose()
+            raise errors.from_response(response, body, not_found=ErrorCode.BLOB_UNKNOWN)
+        self.metrics.upstream_blob_fetch()
+        return response
+
+    def fill_for(self, digest: Digest) -> Fill | None:
+        return self.cache.fills.get(digest)

@@ -1,0 +1,95 @@
+"""Everything with a lifetime, built once per app in its lifespan and closed with it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from proxy.cache.blobs import BlobCache
+from proxy.cache.index import CacheIndex
+from proxy.cache.store import BlobStore
+from proxy.config import Settings
+from proxy.gar.repositories import RepositoryApi
+from proxy.metrics import Metrics
+from proxy.services.blobs import BlobService
+from proxy.services.listings import ListingService
+from proxy.services.locations import LocationResolver
+from proxy.services.manifests import ManifestService
+from proxy.upstream.auth import AccessTokens
+from proxy.upstream.client import Upstream
+
+log = logging.getLogger("gar_proxy")
+FLUSH_INTERVAL = 5.0
+
+
+@dataclass
+class Services:
+    settings: Settings
+    metrics: Metrics
+    index: CacheIndex
+    cache: BlobCache
+    upstream: Upstream
+    locations: LocationResolver
+    blobs: BlobService
+    manifests: ManifestService
+    listings: ListingService
+
+
+def make_tokens(settings: Settings) -> AccessTokens | None:
+    if settings.auth != "gcp":
+        return None
+    from proxy.upstream.gcp import GoogleTokenSource  # google-auth is only needed for gcp
+
+    return GoogleTokenSource(settings)
+
+
+async def _flush_forever(index: CacheIndex, cache: BlobCache, metrics: Metrics) -> None:
+    while True:
+        await asyncio.sleep(FLUSH_INTERVAL)
+        try:
+            await index.flush()
+            metrics.cache_bytes.set(index.total_bytes)
+        except Exception:  # the flusher must outlive a transient database error
+            log.exception("flushing cache access times failed")
+
+
+@contextlib.asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[Services]:
+    settings.cache_dir.mkdir(parents=True, exist_ok=True)
+    store = BlobStore(settings.cache_dir)
+    index = await CacheIndex.open(settings.cache_dir / "index.sqlite3")
+    metrics = Metrics()
+    cache = BlobCache(
+        store, index, max_size=settings.max_size, fill_limit=settings.fill_timeout_seconds
+    )
+    report = await cache.recover()
+    if any(vars(report).values()):
+        log.info("cache recovery: %s", report)
+    tokens = make_tokens(settings)
+    upstream = Upstream(settings, tokens)
+    api = RepositoryApi(settings, upstream.http, tokens) if settings.is_gar else None
+    locations = LocationResolver(settings, api, index)
+    services = Services(
+        settings=settings,
+        metrics=metrics,
+        index=index,
+        cache=cache,
+        upstream=upstream,
+        locations=locations,
+        blobs=BlobService(cache, upstream, metrics, offline=settings.offline),
+        manifests=ManifestService(settings, index, cache, upstream, metrics),
+        listings=ListingService(settings, index, upstream),
+    )
+    flusher = asyncio.create_task(_flush_forever(index, cache, metrics))
+    try:
+        yield services
+    finally:
+        flusher.cancel()
+        await cache.fills.aclose()
+        await upstream.aclose()
+        if tokens is not None and hasattr(tokens, "aclose"):
+            await tokens.aclose()
+        await index.close()

@@ -1,0 +1,104 @@
+"""Tag lists and referrers: passed through, remembered for offline use and outages."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from urllib.parse import parse_qsl, urlsplit
+
+from proxy.cache.index import CacheIndex
+from proxy.config import Settings
+from proxy.oci import mediatypes as mt
+from proxy.oci.digest import Digest
+from proxy.oci.errors import ErrorCode, RegistryError
+from proxy.oci.names import Repository
+from proxy.upstream import errors
+from proxy.upstream.client import Upstream, read_limited
+
+log = logging.getLogger("gar_proxy.listings")
+LISTING_LIMIT = 8 * 1024 * 1024
+
+
+class Listing:
+    def __init__(self, media_type: str, body: bytes, headers: dict[str, str]) -> None:
+        self.media_type = media_type
+        self.body = body
+        self.headers = headers
+
+
+class ListingService:
+    def __init__(self, settings: Settings, index: CacheIndex, upstream: Upstream) -> None:
+        self.settings = settings
+        self.index = index
+        self.upstream = upstream
+
+    async def tags(
+        self, repo: Repository, n: str | None, last: str | None, *, client_name: str
+    ) -> Listing:
+        params = {k: v for k, v in (("n", n), ("last", last)) if v}
+        key = f"tags:{repo}?{json.dumps(params, sort_keys=True)}"
+        try:
+            listing = await self._fetch(repo, "/tags/list", params, key, fresh_for=0)
+        except RegistryError as error:
+            if not (self.settings.offline or errors.is_transient(error)):
+                raise
+            local = await self.index.list_tags(str(repo))
+            if not local:
+                raise
+            body = json.dumps({"name": repo.path, "tags": local}).encode()
+            return Listing("application/json", body, {})
+        next_link = listing.headers.pop("link", None)
+        if next_link:
+            listing.headers["Link"] = _rewrite_link(next_link, client_name)
+        return listing
+
+    async def referrers(
+        self, repo: Repository, digest: Digest, artifact_type: str | None
+    ) -> Listing:
+        params = {"artifactType": artifact_type} if artifact_type else {}
+        key = f"referrers:{repo}@{digest}?{artifact_type or ''}"
+        return await self._fetch(
+            repo, f"/referrers/{digest}", params, key, fresh_for=self.settings.tag_ttl_seconds
+        )
+
+    async def _fetch(
+        self, repo: Repository, path: str, params: dict[str, str], key: str, *, fresh_for: float
+    ) -> Listing:
+        cached = await self.index.get_document(key)
+        if cached and (self.settings.offline or time.time() - cached[3] < fresh_for):
+            return Listing(cached[0], cached[1], json.loads(cached[2]))
+        if self.settings.offline:
+            raise RegistryError(ErrorCode.NAME_UNKNOWN, f"{repo} has no cached listing (offline)")
+        try:
+            response = await self.upstream.send("GET", repo, path, params=params, stream=True)
+            try:
+                body = await read_limited(response, LISTING_LIMIT)
+            finally:
+                await response.aclose()
+            if response.status_code != 200:
+                raise errors.from_response(response, body)
+        except RegistryError as error:
+            if cached and errors.is_transient(error):
+                log.warning("serving cached %s: %s", key, error.message)
+                return Listing(cached[0], cached[1], json.loads(cached[2]))
+            raise
+        media_type = response.headers.get("content-type", "application/json").split(";")[0]
+        headers = {
+            name: response.headers[name]
+            for name in ("link", "oci-filters-applied")
+            if name in response.headers
+        }
+        await self.index.put_document(key, media_type, body, json.dumps(headers))
+        return Listing(media_type, body, headers)
+
+
+def _rewrite_link(link: str, client_name: str) -> str:
+    """Point upstream's ``Link: <...?n=&last=>`` at the proxy; the query is all we keep."""
+    target = link.split(">")[0].lstrip("<")
+    query = dict(parse_qsl(urlsplit(target).query))
+    keep = "&".join(f"{k}={query[k]}" for k in ("n", "last") if k in query)
+    return f'</v2/{client_name}/tags/list?{keep}>; rel="next"'
+
+
+__all__ = ["Listing", "ListingService", "mt"]

@@ -1,0 +1,86 @@
+"""Which GAR location serves ``PROJECT/REPO/...`` when the client did not say.
+
+In order: a location the client named (host-qualified name, ``?ns=``); a configured
+route for the longest matching prefix; the repository's real location from GAR's
+metadata API (looked up once, remembered in the index across restarts); the
+configured default location (``us`` unless set).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from proxy.cache.index import CacheIndex
+from proxy.cache.singleflight import SingleFlight
+from proxy.config import Settings
+from proxy.gar.repositories import RepositoryApi
+from proxy.oci.errors import RegistryError
+from proxy.oci.names import KNOWN_LOCATIONS, Repository
+
+log = logging.getLogger("gar_proxy.locations")
+# After a failed lookup, use the default for this long before asking again.
+NEGATIVE_TTL = 600.0
+
+
+class LocationResolver:
+    def __init__(self, settings: Settings, api: RepositoryApi | None, index: CacheIndex) -> None:
+        self.settings = settings
+        self.api = api
+        self.index = index
+        self._known: dict[str, str] = {}
+        self._failed: dict[str, float] = {}
+        self._lookups: SingleFlight[str | None] = SingleFlight()
+        self._routes = sorted(settings.routes, key=lambda r: len(r.prefix), reverse=True)
+
+    async def resolve(self, repo: Repository) -> Repository:
+        if not self.settings.is_gar:
+            return repo
+        repo.require_gar_shape()
+        if repo.location:
+            return repo
+        for route in self._routes:
+            if repo.path == route.prefix or repo.path.startswith(route.prefix + "/"):
+                return repo.with_location(route.location)
+        return repo.with_location(await self._remembered(repo))
+
+    async def _remembered(self, repo: Repository) -> str:
+        key = f"{repo.project}/{repo.repository}"
+        location = self._known.get(key)
+        if location is not None:
+            return location
+        document = await self.index.get_document(f"location:{key}")
+        if document is not None and document[1].decode() in KNOWN_LOCATIONS:
+            location = self._known[key] = document[1].decode()
+            return location
+        if not self._may_look_up(key):
+            return self.settings.location
+        found = await self._lookups.do(key, lambda: self._look_up(repo, key))
+        return found or self.settings.location
+
+    def _may_look_up(self, key: str) -> bool:
+        if not self.settings.resolve_locations or self.settings.offline or self.api is None:
+            return False
+        return time.monotonic() - self._failed.get(key, -NEGATIVE_TTL) >= NEGATIVE_TTL
+
+    async def _look_up(self, repo: Repository, key: str) -> str | None:
+        assert self.api is not None
+        try:
+            location = await self.api.find_location(
+                repo.project, repo.repository or "", self.settings.location
+            )
+        except RegistryError as error:
+            log.warning(
+                "could not look up the location of %s (%s); using %s",
+                key,
+                error.message,
+                self.settings.location,
+            )
+            location = None
+        if location is None or location not in KNOWN_LOCATIONS:
+            self._failed[key] = time.monotonic()
+            return None
+        self._known[key] = location
+        await self.index.put_document(f"location:{key}", "text/plain", location.encode(), "{}")
+        log.info("repository %s lives in %s", key, location)
+        return location

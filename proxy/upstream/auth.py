@@ -1,0 +1,170 @@
+"""How the proxy proves itself to upstream: credentials, challenges, registry tokens.
+
+GAR takes a Google access token straight as ``Authorization: Bearer``. It (and any
+OCI registry with token auth) may instead answer 401 with a ``Bearer realm=...``
+challenge; the proxy then trades its credentials at the realm for a registry token
+(``oauth2accesstoken:<access token>`` as Basic for GAR) and caches it per scope.
+A host that ever asked for the trade is remembered and gets registry tokens from
+then on, saving the 401 round trip.
+
+Credentials (a Google token, a Basic password) go only to a realm on the upstream's
+own host, or one named in ``upstream.trusted_realm_hosts``.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import httpx
+
+from proxy.config import Settings
+from proxy.oci.errors import ErrorCode, RegistryError
+from proxy.upstream.challenge import Challenge, parse_challenge
+
+log = logging.getLogger("gar_proxy.auth")
+
+
+class AccessTokens(Protocol):
+    """A source of Google access tokens (``proxy.upstream.gcp.GoogleTokenSource``)."""
+
+    async def token(self, *, wide: bool = False) -> str: ...
+
+    async def refresh(self, stale: str, *, wide: bool = False) -> str: ...
+
+
+@dataclass
+class AuthState:
+    """What one upstream request has tried so far; at most one refresh, one trade."""
+
+    scope: str
+    wide: bool = False
+    sent_google_token: str | None = None
+    refreshed: bool = False
+    retraded: bool = False
+    escalated: bool = False
+    extra_scopes: list[str] = field(default_factory=list)
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def _host(url: str) -> str:
+    parts = urlsplit(url)
+    return (parts.netloc or "").lower()
+
+
+class Authorizer:
+    def __init__(
+        self, settings: Settings, tokens: AccessTokens | None, http: httpx.AsyncClient
+    ) -> None:
+        self._settings = settings
+        self._tokens = tokens
+        self._http = http
+        self._challenges: dict[str, Challenge] = {}
+        self._registry_tokens: dict[tuple[str, str], tuple[str, float]] = {}
+
+    @property
+    def mode(self) -> str:
+        return self._settings.auth
+
+    async def authorization(self, base: str, state: AuthState) -> str | None:
+        """The ``Authorization`` value for a request to ``base`` (None: send nothing)."""
+        if base in self._challenges:
+            return "Bearer " + await self._registry_token(base, state)
+        if self.mode == "gcp":
+            assert self._tokens is not None
+            state.sent_google_token = await self._tokens.token(wide=state.wide)
+            return "Bearer " + state.sent_google_token
+        if self.mode == "basic":
+            return _basic(self._settings.username or "", self._settings.password or "")
+        return None
+
+    async def should_retry_401(self, base: str, response: httpx.Response, state: AuthState) -> bool:
+        """Prepare one more try after a 401, or say that another try cannot help."""
+        challenge = parse_challenge(response.headers.get("www-authenticate"))
+        if challenge is not None and challenge.scope_for(state.scope) != state.scope:
+            state.extra_scopes = challenge.scope_for(state.scope).split(" ")
+        if base in self._challenges:
+            self._registry_tokens.pop((base, state.scope), None)
+            if not state.retraded:
+                state.retraded = True
+                await self._refresh_google(state)
+                return True
+            return False
+        if self.mode == "gcp" and not state.refreshed:
+            await self._refresh_google(state)
+            return True
+        if challenge is not None and challenge.scheme == "bearer" and challenge.realm:
+            self._challenges[base] = challenge
+            log.info("upstream %s wants registry tokens; trading credentials at its realm", base)
+            return True
+        return False
+
+    async def escalate(self, state: AuthState) -> bool:
+        """After a 403 with a read-only token, try once with full cloud-platform scope."""
+        if self.mode != "gcp" or not self._settings.read_only or state.escalated:
+            return False
+        state.escalated = state.wide = True
+        return True
+
+    async def _refresh_google(self, state: AuthState) -> None:
+        if self.mode == "gcp" and state.sent_google_token is not None and not state.refreshed:
+            assert self._tokens is not None
+            state.refreshed = True
+            await self._tokens.refresh(state.sent_google_token, wide=state.wide)
+
+    async def _realm_credentials(self, realm: str, base: str, state: AuthState) -> str | None:
+        if self.mode == "none":
+            return None
+        realm_host = _host(realm)
+        if realm_host != _host(base) and realm_host.split(":")[0] not in (
+            self._settings.trusted_realm_hosts
+        ):
+            raise RegistryError(
+                ErrorCode.DENIED,
+                f"upstream asked for credentials at {realm_host}, which is not the upstream "
+                f"host {_host(base)}; refusing to send them (trust it with "
+                "upstream.trusted_realm_hosts)",
+            )
+        if self.mode == "basic":
+            return _basic(self._settings.username or "", self._settings.password or "")
+        assert self._tokens is not None
+        state.sent_google_token = await self._tokens.token(wide=state.wide)
+        return _basic("oauth2accesstoken", state.sent_google_token)
+
+    async def _registry_token(self, base: str, state: AuthState) -> str:
+        scopes = [state.scope, *[s for s in state.extra_scopes if s != state.scope]]
+        key = (base, " ".join(scopes) + (" wide" if state.wide else ""))
+        cached = self._registry_tokens.get(key)
+        if cached and cached[1] > time.monotonic():
+            return cached[0]
+        challenge = self._challenges[base]
+        realm = challenge.realm or ""
+        headers = {}
+        credentials = await self._realm_credentials(realm, base, state)
+        if credentials:
+            headers["Authorization"] = credentials
+        params: list[tuple[str, str | int | float | bool | None]] = [("scope", s) for s in scopes]
+        if "service" in challenge.params:
+            params.insert(0, ("service", challenge.params["service"]))
+        response = await self._http.get(realm, params=params, headers=headers)
+        if response.status_code != 200:
+            code = ErrorCode.DENIED
+            raise RegistryError(
+                code,
+                f"upstream token service refused gar-proxy's credentials "
+                f"(HTTP {response.status_code}) for {' '.join(scopes)}",
+            )
+        body = response.json()
+        token = body.get("token") or body.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise RegistryError(ErrorCode.DENIED, "upstream token service sent no token")
+        lifetime = float(body.get("expires_in") or 60)
+        self._registry_tokens[key] = (token, time.monotonic() + lifetime * 0.9)
+        return token

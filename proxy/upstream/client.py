@@ -1,0 +1,205 @@
+"""The upstream registry client: one pooled httpx client, auth, retries, rate limits.
+
+Policy lives here; bytes flow through ``httpx``. Every call names the repository it
+acts for (which picks the upstream base URL, the quota bucket and the token scope)::
+
+    response = await upstream.send("GET", repo, f"/manifests/{tag}", accept=...)
+    try:
+        ...  # read response, maybe streaming
+    finally:
+        await response.aclose()
+
+``send`` returns any final answer (callers decide what a 404 means for them) and
+raises ``RegistryError`` only for transport failures and exhausted retries. Bodies
+that can be replayed (bytes, or none) are retried on 429, 5xx and connection errors
+with exponential backoff and full jitter, honouring ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import time
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+
+import httpx
+
+from proxy.config import Settings
+from proxy.oci.errors import RegistryError
+from proxy.oci.names import Repository
+from proxy.upstream import errors
+from proxy.upstream.auth import AccessTokens, Authorizer, AuthState
+from proxy.upstream.ratelimit import RateLimits
+
+log = logging.getLogger("gar_proxy.upstream")
+
+Body = bytes | AsyncIterable[bytes] | None
+# A wait longer than this is not worth holding a client for; pass the 429 on instead.
+MAX_RETRY_AFTER = 60.0
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when - (now if now is not None else time.time()))
+
+
+class Upstream:
+    def __init__(
+        self,
+        settings: Settings,
+        tokens: AccessTokens | None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        location_of: Callable[[Repository], Awaitable[str]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(
+                settings.timeout_seconds, connect=settings.connect_timeout_seconds
+            ),
+            limits=httpx.Limits(
+                max_connections=settings.max_connections,
+                max_keepalive_connections=settings.max_keepalive,
+            ),
+            http2=settings.http2,
+            transport=transport,
+            follow_redirects=True,  # httpx drops Authorization on a cross-origin redirect
+            trust_env=False,
+        )
+        self.auth = Authorizer(settings, tokens, self.http)
+        self.limits = RateLimits(settings.read_rate_per_minute, settings.write_rate_per_minute)
+        self._sleep = sleep
+        self._location_of = location_of
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def location(self, repo: Repository) -> str:
+        if repo.location:
+            return repo.location
+        if self._location_of is not None:
+            return await self._location_of(repo)
+        return self.settings.location
+
+    def base_url(self, location: str) -> str:
+        return self.settings.upstream_base(location)
+
+    async def send(
+        self,
+        method: str,
+        repo: Repository,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        content: Body = None,
+        write: bool = False,
+        stream: bool = False,
+        extra_scopes: tuple[str, ...] = (),
+    ) -> httpx.Response:
+        """One logical request to ``/v2/<repo>{path}``; ``path`` starts with '/'."""
+        location = await self.location(repo)
+        base = self.base_url(location)
+        url = f"{base}/v2/{repo.path}{path}"
+        action = "pull,push" if write else "pull"
+        state = AuthState(scope=f"repository:{repo.path}:{action}")
+        state.extra_scopes = list(extra_scopes)
+        replayable = content is None or isinstance(content, bytes)
+        attempt = 0
+        while True:
+            await self._take_quota(repo, location, write)
+            request = self.http.build_request(
+                method, url, headers=dict(headers or {}), params=params, content=content
+            )
+            authorization = await self.auth.authorization(base, state)
+            if authorization:
+                request.headers["Authorization"] = authorization
+            try:
+                response = await self.http.send(request, stream=True)
+            except httpx.HTTPError as error:
+                if replayable and attempt < self.settings.retries:
+                    attempt += 1
+                    await self._backoff(attempt, None, f"{type(error).__name__} on {method}")
+                    continue
+                raise errors.from_transport(error, url) from None
+            retry = await self._should_retry(response, base, state, replayable, attempt)
+            if retry is None:
+                if not stream:
+                    await response.aread()
+                return response
+            await response.aclose()
+            if retry >= 0:
+                attempt += 1
+                await self._backoff(attempt, retry or None, f"HTTP {response.status_code}")
+
+    async def _should_retry(
+        self,
+        response: httpx.Response,
+        base: str,
+        state: AuthState,
+        replayable: bool,
+        attempt: int,
+    ) -> float | None:
+        """None: hand the answer back. -1: retry now (auth). >=0: back off, then retry."""
+        status = response.status_code
+        if status == 401 and replayable and await self.auth.should_retry_401(base, response, state):
+            return -1.0
+        if status == 403 and replayable and await self.auth.escalate(state):
+            return -1.0
+        if status not in errors.RETRYABLE_STATUSES or not replayable:
+            return None
+        if attempt >= self.settings.retries:
+            return None
+        wait = retry_after_seconds(response.headers.get("retry-after"))
+        if wait is not None and wait > MAX_RETRY_AFTER:
+            return None
+        return wait or 0.0
+
+    async def _take_quota(self, repo: Repository, location: str, write: bool) -> None:
+        waited = await self.limits.bucket(repo.project, location, write=False).acquire()
+        if write:
+            waited += await self.limits.bucket(repo.project, location, write=True).acquire()
+        if waited:
+            log.info("rate limit: waited %.2fs for quota (%s/%s)", waited, repo.project, location)
+
+    async def _backoff(self, attempt: int, retry_after: float | None, why: str) -> None:
+        settings = self.settings
+        ceiling = min(settings.backoff_max_seconds, settings.backoff_base_seconds * 2**attempt)
+        delay = random.uniform(0, ceiling)  # full jitter spreads a herd of retries
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        log.warning("upstream %s; retry %d in %.2fs", why, attempt, delay)
+        await self._sleep(delay)
+
+
+async def read_limited(response: httpx.Response, limit: int) -> bytes:
+    """Read a (streamed) response body, refusing one larger than ``limit``."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            await response.aclose()
+            raise ValueError(f"body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def raise_for_status(response: httpx.Response, body: bytes = b"", **kwargs: object) -> None:
+    if response.status_code >= 400:
+        raise errors.from_response(response, body, **kwargs)  # type: ignore[arg-type]
+
+
+__all__ = ["RegistryError", "Upstream", "raise_for_status", "read_limited", "retry_after_seconds"]

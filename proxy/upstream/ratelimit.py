@@ -1,0 +1,78 @@
+"""Token buckets that keep the proxy inside GAR's per-project, per-region quotas.
+
+GAR counts requests per minute (60,000 reads, 18,000 writes by default). A bucket
+of capacity ``C`` refilled at ``(rate - C)`` per minute never lets more than ``rate``
+calls through in any 60-second window, yet still allows a burst of ``C`` (one
+second's worth) after a quiet spell::
+
+    bucket = TokenBucket(60)          # 60 per minute
+    await bucket.acquire()            # waits when the minute's budget is spent
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+
+class TokenBucket:
+    def __init__(
+        self,
+        per_minute: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.per_minute = per_minute
+        self.capacity = max(1.0, per_minute / 60.0) if per_minute else 0.0
+        self._refill_per_second = max(per_minute - self.capacity, 0.0) / 60.0
+        self._tokens = self.capacity
+        self._clock = clock
+        self._sleep = sleep
+        self._updated = clock()
+        self._lock = asyncio.Lock()
+
+    @property
+    def unlimited(self) -> bool:
+        return self.per_minute == 0
+
+    def _take(self) -> float:
+        """Take a token if there is one; else return how long until there will be."""
+        now = self._clock()
+        self._tokens = min(
+            self.capacity, self._tokens + (now - self._updated) * self._refill_per_second
+        )
+        self._updated = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0.0
+        if self._refill_per_second == 0:
+            return 60.0
+        return (1.0 - self._tokens) / self._refill_per_second
+
+    async def acquire(self) -> float:
+        """Wait for a token; returns the seconds waited (0 on the fast path)."""
+        if self.unlimited:
+            return 0.0
+        waited = 0.0
+        async with self._lock:  # first come, first served
+            while (delay := self._take()) > 0:
+                await self._sleep(delay)
+                waited += delay
+        return waited
+
+
+class RateLimits:
+    """One read and one write bucket per (project, location), made on first use."""
+
+    def __init__(self, reads_per_minute: int, writes_per_minute: int) -> None:
+        self._rates = {False: reads_per_minute, True: writes_per_minute}
+        self._buckets: dict[tuple[str, str, bool], TokenBucket] = {}
+
+    def bucket(self, project: str, location: str, *, write: bool) -> TokenBucket:
+        key = (project, location, write)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(self._rates[write])
+        return bucket
