@@ -1,0 +1,73 @@
+"""The proxy under test: real uvicorn on 127.0.0.1:0 in a thread, with its services reachable.
+
+    with run_proxy(proxy_settings(tmp_path, upstream_url, auth="none")) as proxy:
+        httpx.get(proxy.url + "/v2/")
+        proxy.services.metrics ...          # the running app's own objects
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from proxy.app import create_app
+from proxy.config import Settings, load_settings
+from proxy.services.container import Services
+from tests.servers import ThreadedServer
+
+T = TypeVar("T")
+
+
+def proxy_settings(cache: Path, upstream_url: str, *, auth: str = "none", **keys: Any
+                   ) -> Settings:
+    """Settings for tests: no real credentials, fast retries, the given upstream."""
+    env = {"HOME": str(cache / "home")}
+    overrides = {
+        "cache.dir": str(cache / "cache"),
+        "upstream.url": upstream_url,
+        "upstream.auth": auth,
+        "upstream.backoff_base": "0.01",
+        "upstream.backoff_max": "0.1",
+        "upstream.resolve_locations": "false",
+        **{key.replace("__", "."): value for key, value in keys.items()},
+    }
+    return load_settings(None, env=env, overrides=overrides)
+
+
+@dataclass
+class RunningProxy:
+    server: ThreadedServer
+    settings: Settings
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def services(self) -> Services:
+        found: Services = self.server.config.loaded_app.app.state.services  # type: ignore[union-attr]
+        return found
+
+    def call(self, coroutine: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        """Run a coroutine on the proxy's own event loop (its objects live there)."""
+        assert self.server.loop is not None
+        return asyncio.run_coroutine_threadsafe(coroutine, self.server.loop).result(timeout)
+
+    def upstream_fetches(self, kind: str) -> float:
+        value = self.services.metrics.registry.get_sample_value(
+            "garproxy_upstream_fetches_total", {"kind": kind}
+        )
+        return value or 0.0
+
+
+@contextlib.contextmanager
+def run_proxy(settings: Settings) -> Iterator[RunningProxy]:
+    server = ThreadedServer(create_app(settings)).start()
+    try:
+        yield RunningProxy(server, settings)
+    finally:
+        server.stop()
