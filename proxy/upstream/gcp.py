@@ -54,6 +54,9 @@ CLOUD_PLATFORM_READ_ONLY = "https://www.googleapis.com/auth/cloud-platform.read-
 # Renew this long before expiry so a token never dies in the middle of a blob transfer.
 _MAX_MARGIN_SECONDS = 300.0
 _MARGIN_FRACTION = 0.1
+# With no source found, requests fail fast for this long instead of each waiting for the
+# metadata server again; after it, a newly mounted key or a recovered server is noticed.
+_RETRY_DISCOVERY_SECONDS = 30.0
 
 _NO_CREDENTIALS = (
     "no Google credentials found: set GOOGLE_APPLICATION_CREDENTIALS, GAR_SERVICE_ACCOUNT_KEY, "
@@ -102,6 +105,7 @@ class GoogleTokenSource:
         )
         self._resolved: _Source | None = None
         self._discovery: asyncio.Task[_Source] | None = None
+        self._failure: tuple[float, RegistryError] | None = None  # (retry after, error)
         self._credentials: dict[Scopes, Any] = {}
         self._tokens: dict[Scopes, _Token] = {}
         self._locks: dict[Scopes, asyncio.Lock] = {}
@@ -183,7 +187,7 @@ class GoogleTokenSource:
 
     def _translate(self, source: _Source, credentials: Any, error: Exception) -> RegistryError:
         """One place that turns google-auth's failures into the registry's error."""
-        reason = self._scrub(_reason(error))
+        reason = _reason(error)  # OAuth error bodies carry no tokens
         _LOG.debug("token refresh from %s failed: %s: %s", source.name, type(error).__name__,
                    reason)
         transient = isinstance(error, google.auth.exceptions.TransportError) or getattr(
@@ -202,29 +206,27 @@ class GoogleTokenSource:
             return _unauthorized(f"Google refused an access token for {source.name}: {reason}")
         return _unauthorized(_rotation_message(source, credentials, reason))
 
-    def _scrub(self, text: str) -> str:
-        # Error bodies come from a server; make sure none echoes a token we hold.
-        for token in self._tokens.values():
-            text = text.replace(token.value, "<redacted>")
-        return text
-
     # --- finding a credential source ------------------------------------------------------
 
     async def _resolve(self) -> _Source:
         """The credential source, discovered once; concurrent callers share one discovery."""
         if self._resolved is not None:
             return self._resolved
+        if self._failure is not None and time.monotonic() < self._failure[0]:
+            failed = self._failure[1]
+            # A fresh copy: re-raising one object would grow its traceback with every request.
+            raise RegistryError(failed.code, failed.message, status=failed.status)
         if self._discovery is None:
             self._discovery = asyncio.ensure_future(self._discover())
         task = self._discovery
         try:
             # shield: one caller giving up must not cancel the discovery the others wait on.
             self._resolved = await asyncio.shield(task)
-        except BaseException:
-            # A failed discovery is retried by the next request (the metadata server may be
-            # back, or a key may have been mounted), not remembered.
+        except BaseException as error:
             if task.done() and self._discovery is task:
                 self._discovery = None
+                if isinstance(error, RegistryError):
+                    self._failure = (time.monotonic() + _RETRY_DISCOVERY_SECONDS, error)
             raise
         return self._resolved
 
