@@ -1,8 +1,8 @@
 """The proxy under test: real uvicorn on 127.0.0.1:0 in a thread, with its services reachable.
 
-    with run_proxy(proxy_settings(tmp_path, upstream_url, auth="none")) as proxy:
-        httpx.get(proxy.url + "/v2/")
-        proxy.services.metrics ...          # the running app's own objects
+with run_proxy(proxy_settings(tmp_path, upstream_url, auth="none")) as proxy:
+    httpx.get(proxy.url + "/v2/")
+    proxy.services.metrics ...          # the running app's own objects
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from tests.servers import ThreadedServer
 T = TypeVar("T")
 
 
-def proxy_settings(cache: Path, upstream_url: str, *, auth: str = "none", **keys: Any
-                   ) -> Settings:
+def proxy_settings(cache: Path, upstream_url: str, *, auth: str = "none", **keys: Any) -> Settings:
     """Settings for tests: no real credentials, fast retries, the given upstream."""
     env = {"HOME": str(cache / "home")}
     overrides = {

@@ -20,7 +20,7 @@ import uvicorn
 
 
 def bind_loopback() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     return sock
@@ -34,7 +34,9 @@ class ThreadedServer:
         self.port: int = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = uvicorn.Config(
-            app, log_level=config.pop("log_level", "warning"), lifespan=config.pop("lifespan", "on"),
+            app,
+            log_level=config.pop("log_level", "warning"),
+            lifespan=config.pop("lifespan", "on"),
             **config,
         )
         self.server = uvicorn.Server(self.config)

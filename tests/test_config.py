@@ -16,8 +16,9 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_environment_overrides_toml_and_flags_override_both(tmp_path: Path) -> None:
-    config = write(tmp_path, '[cache]\nmax_size = "1GiB"\ntag_ttl = "5m"\n'
-                             '[upstream]\nlocation = "europe"\n')
+    config = write(
+        tmp_path, '[cache]\nmax_size = "1GiB"\ntag_ttl = "5m"\n[upstream]\nlocation = "europe"\n'
+    )
     env = {"HOME": str(tmp_path), "GAR_PROXY_CACHE_MAX_SIZE": "2GiB", "GAR_LOCATION": "asia"}
     settings = load_settings(config, env=env, overrides={"cache.tag_ttl": "10s"})
     assert settings.max_size == 2 * 1024**3
@@ -27,8 +28,12 @@ def test_environment_overrides_toml_and_flags_override_both(tmp_path: Path) -> N
 
 
 def test_seed_environment_names(tmp_path: Path) -> None:
-    env = {"HOME": str(tmp_path), "GCLOUD_PROJECT": "p1", "GAR_TIMEOUT_SECONDS": "12",
-           "GAR_SERVICE_ACCOUNT_KEY": '{"type": "service_account"}'}
+    env = {
+        "HOME": str(tmp_path),
+        "GCLOUD_PROJECT": "p1",
+        "GAR_TIMEOUT_SECONDS": "12",
+        "GAR_SERVICE_ACCOUNT_KEY": '{"type": "service_account"}',
+    }
     settings = load_settings(env=env)
     assert settings.project_id == "p1"
     assert settings.timeout_seconds == 12.0
@@ -37,13 +42,16 @@ def test_seed_environment_names(tmp_path: Path) -> None:
     assert "service_account" not in repr(settings)
 
 
-@pytest.mark.parametrize(("env", "fragment"), [
-    ({"GAR_PROXY_CACHE_MAX_SIZE": "lots"}, "cache.max_size (GAR_PROXY_CACHE_MAX_SIZE)"),
-    ({"GAR_LOCATION": "mars-north1"}, "upstream.location (GAR_LOCATION)"),
-    ({"GAR_PROXY_LISTEN": "localhost"}, "server.listen"),
-    ({"GAR_PROXY_AUTH": "kerberos"}, "upstream.auth"),
-    ({"GAR_PROXY_OFFLINE": "maybe"}, "cache.offline"),
-])
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"GAR_PROXY_CACHE_MAX_SIZE": "lots"}, "cache.max_size (GAR_PROXY_CACHE_MAX_SIZE)"),
+        ({"GAR_LOCATION": "mars-north1"}, "upstream.location (GAR_LOCATION)"),
+        ({"GAR_PROXY_LISTEN": "localhost"}, "server.listen"),
+        ({"GAR_PROXY_AUTH": "kerberos"}, "upstream.auth"),
+        ({"GAR_PROXY_OFFLINE": "maybe"}, "cache.offline"),
+    ],
+)
 def test_bad_values_name_the_key(env: dict[str, str], fragment: str) -> None:
     with pytest.raises(ConfigError) as raised:
         load_settings(env=env)
@@ -51,7 +59,7 @@ def test_bad_values_name_the_key(env: dict[str, str], fragment: str) -> None:
 
 
 def test_unknown_toml_key_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cache.colour"):
+    with pytest.raises(ConfigError, match=r"cache\.colour"):
         load_settings(write(tmp_path, '[cache]\ncolour = "red"\n'), env={})
 
 
@@ -59,7 +67,9 @@ def test_bad_value_exits_non_zero_with_one_line(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "proxy", "config", "check"],
         env={"HOME": str(tmp_path), "GAR_PROXY_TAG_TTL": "soon", "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -70,7 +80,9 @@ def test_config_check_prints_effective_settings(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "proxy", "config", "check"],
         env={"HOME": str(tmp_path), "GAR_PROXY_PASSWORD": "hunter2", "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert "cache.max_size" in result.stdout and "hunter2" not in result.stdout

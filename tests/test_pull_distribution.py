@@ -14,12 +14,15 @@ from tests.realclients import DistributionRegistry
 ACCEPT = ", ".join(mt.DEFAULT_ACCEPT)
 
 
-def test_manifest_and_blobs_round_trip(distribution_registry: DistributionRegistry,
-                                       tmp_path: Path) -> None:
+def test_manifest_and_blobs_round_trip(
+    distribution_registry: DistributionRegistry, tmp_path: Path
+) -> None:
     image = build_image([make_layer({"a": b"1"}), make_layer(size=3 << 20, seed=3)])
     push_image(distribution_registry.url, "proj/repo/app", "v1", image)
-    with run_proxy(proxy_settings(tmp_path, distribution_registry.url)) as proxy, \
-            httpx.Client(base_url=proxy.url, timeout=30) as client:
+    with (
+        run_proxy(proxy_settings(tmp_path, distribution_registry.url)) as proxy,
+        httpx.Client(base_url=proxy.url, timeout=30) as client,
+    ):
         for _ in range(2):
             got = client.get("/v2/proj/repo/app/manifests/v1", headers={"Accept": ACCEPT})
             assert got.status_code == 200, got.text
@@ -35,14 +38,17 @@ def test_manifest_and_blobs_round_trip(distribution_registry: DistributionRegist
         assert proxy.upstream_fetches("manifest") == 1
 
 
-def test_index_by_tag_then_children_by_digest(distribution_registry: DistributionRegistry,
-                                              tmp_path: Path) -> None:
+def test_index_by_tag_then_children_by_digest(
+    distribution_registry: DistributionRegistry, tmp_path: Path
+) -> None:
     amd = build_image([make_layer({"x": b"amd"})])
     arm = build_image([make_layer({"x": b"arm"})], architecture="arm64")
     index = build_index([amd, arm])
     push_image(distribution_registry.url, "proj/repo/multi", "latest", index)
-    with run_proxy(proxy_settings(tmp_path, distribution_registry.url)) as proxy, \
-            httpx.Client(base_url=proxy.url, timeout=30) as client:
+    with (
+        run_proxy(proxy_settings(tmp_path, distribution_registry.url)) as proxy,
+        httpx.Client(base_url=proxy.url, timeout=30) as client,
+    ):
         head = client.head("/v2/proj/repo/multi/manifests/latest", headers={"Accept": ACCEPT})
         assert head.status_code == 200
         assert head.headers["docker-content-digest"] == index.digest

@@ -140,7 +140,9 @@ class Authorizer:
 
     async def _registry_token(self, base: str, state: AuthState) -> str:
         scopes = [state.scope, *[s for s in state.extra_scopes if s != state.scope]]
-        key = (base, " ".join(scopes) + (" wide" if state.wide else ""))
+        # Keyed by our own scope: a token bought with extra scopes a challenge named
+        # still serves plain requests for this repository.
+        key = (base, state.scope + (" wide" if state.wide else ""))
         cached = self._registry_tokens.get(key)
         if cached and cached[1] > time.monotonic():
             return cached[0]

@@ -15,9 +15,11 @@ Use::
     ...                                    # GAR answered 401 to `sent`:
     retry_with = await tokens.refresh(sent)
 
-Failures are ``RegistryError(UNAUTHORIZED, ..., status=502)``: the client did nothing wrong
-and cannot fix it by logging in (a 401 would only make docker prompt for a password); the
-proxy's own upstream credentials are broken, so to the client this is a bad gateway.
+Failures are ``RegistryError(DENIED)`` (403): the client did nothing wrong and cannot fix
+it by logging in (a 401 would only make docker prompt for a password). It is a 4xx on
+purpose: docker and containerd print the message of a 4xx answer ("denied: Google
+rejected the service-account key ... create a new key ...") but only the status line of
+a 5xx, and the message is the whole point.
 Google being unreachable or slow is ``UPSTREAM_UNAVAILABLE`` (503), which clients retry.
 Token values never reach a log line, an exception or a repr.
 """
@@ -86,7 +88,7 @@ class _Source:
 
 
 def _unauthorized(message: str) -> RegistryError:
-    return RegistryError(ErrorCode.UNAUTHORIZED, message, status=502)
+    return RegistryError(ErrorCode.DENIED, message)
 
 
 class GoogleTokenSource:

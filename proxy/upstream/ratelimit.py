@@ -44,8 +44,8 @@ class TokenBucket:
             self.capacity, self._tokens + (now - self._updated) * self._refill_per_second
         )
         self._updated = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self._tokens >= 1.0 - 1e-9:  # float sums of refills land a hair short of 1
+            self._tokens = max(0.0, self._tokens - 1.0)
             return 0.0
         if self._refill_per_second == 0:
             return 60.0

@@ -10,10 +10,15 @@ from proxy.oci.digest import Digest
 from proxy.oci.errors import ErrorCode, RegistryError
 
 
-@given(data=st.binary(min_size=1, max_size=4096), index=st.integers(min_value=0),
-       delta=st.integers(min_value=1, max_value=255), split=st.integers(min_value=0))
-def test_verifier_never_accepts_altered_data(data: bytes, index: int, delta: int, split: int
-                                             ) -> None:
+@given(
+    data=st.binary(min_size=1, max_size=4096),
+    index=st.integers(min_value=0),
+    delta=st.integers(min_value=1, max_value=255),
+    split=st.integers(min_value=0),
+)
+def test_verifier_never_accepts_altered_data(
+    data: bytes, index: int, delta: int, split: int
+) -> None:
     digest = Digest.of(data)
     altered = bytearray(data)
     altered[index % len(data)] = (altered[index % len(data)] + delta) % 256
@@ -46,8 +51,17 @@ def test_parse_and_str_round_trip(data: bytes) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["sha256:xyz", "sha256:" + "a" * 63, "sha256:" + "A" * 64, "md5:" + "a" * 32,
-     "sha256", "", "sha256:" + "a" * 65, "sha512:" + "a" * 64, "../../etc/passwd"],
+    [
+        "sha256:xyz",
+        "sha256:" + "a" * 63,
+        "sha256:" + "A" * 64,
+        "md5:" + "a" * 32,
+        "sha256",
+        "",
+        "sha256:" + "a" * 65,
+        "sha512:" + "a" * 64,
+        "../../etc/passwd",
+    ],
 )
 def test_malformed_digests_are_digest_invalid(text: str) -> None:
     with pytest.raises(RegistryError) as raised:

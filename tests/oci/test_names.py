@@ -16,8 +16,7 @@ from proxy.oci.names import (
 
 projects = st.from_regex(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", fullmatch=True)
 repos = st.from_regex(r"[a-z][a-z0-9]{0,20}(-[a-z0-9]{1,10})?", fullmatch=True)
-images = st.from_regex(r"[a-z][a-z0-9]{0,15}([._][a-z0-9]{1,8})?(/[a-z0-9]{1,10})?",
-                       fullmatch=True)
+images = st.from_regex(r"[a-z][a-z0-9]{0,15}([._][a-z0-9]{1,8})?(/[a-z0-9]{1,10})?", fullmatch=True)
 tags = st.from_regex(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,40}", fullmatch=True)
 locations = st.sampled_from(sorted(KNOWN_LOCATIONS))
 
@@ -28,8 +27,9 @@ def test_location_round_trips_through_the_host_name(location: str) -> None:
 
 
 @given(project=projects, repo=repos, image=images, tag=tags, location=locations)
-def test_host_qualified_references_round_trip(project: str, repo: str, image: str, tag: str,
-                                              location: str) -> None:
+def test_host_qualified_references_round_trip(
+    project: str, repo: str, image: str, tag: str, location: str
+) -> None:
     text = f"{location}-docker.pkg.dev/{project}/{repo}/{image}:{tag}"
     parsed = ImageReference.parse(text)
     assert parsed.repository == Repository(f"{project}/{repo}/{image}", location)
@@ -38,8 +38,9 @@ def test_host_qualified_references_round_trip(project: str, repo: str, image: st
 
 
 @given(project=projects, repo=repos, image=images, data=st.binary(max_size=16))
-def test_short_references_by_digest_round_trip(project: str, repo: str, image: str, data: bytes
-                                               ) -> None:
+def test_short_references_by_digest_round_trip(
+    project: str, repo: str, image: str, data: bytes
+) -> None:
     text = f"{project}/{repo}/{image}@{Digest.of(data)}"
     parsed = ImageReference.parse(text)
     assert parsed.repository.location is None
@@ -47,8 +48,9 @@ def test_short_references_by_digest_round_trip(project: str, repo: str, image: s
 
 
 @given(project=projects, repo=repos, image=images, tag=tags, location=locations)
-def test_containerd_ns_form_names_the_location(project: str, repo: str, image: str, tag: str,
-                                               location: str) -> None:
+def test_containerd_ns_form_names_the_location(
+    project: str, repo: str, image: str, tag: str, location: str
+) -> None:
     path = f"{project}/{repo}/{image}"
     via_ns = ImageReference.parse(f"{path}:{tag}", ns=gar_host(location))
     assert via_ns == ImageReference.parse(f"{gar_host(location)}/{path}:{tag}")
@@ -61,8 +63,19 @@ def test_tag_defaults_to_latest() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["../x", "p/../x", "Upper/r/i", "p//i", "/p/r/i", "p/r/i/", "p/r/" + "a" * 300, "p r/i",
-     "p/r/i..", "nowhere-docker.pkg.dev/p/r/i", ""],
+    [
+        "../x",
+        "p/../x",
+        "Upper/r/i",
+        "p//i",
+        "/p/r/i",
+        "p/r/i/",
+        "p/r/" + "a" * 300,
+        "p r/i",
+        "p/r/i..",
+        "nowhere-docker.pkg.dev/p/r/i",
+        "",
+    ],
 )
 def test_invalid_names_are_name_invalid(name: str) -> None:
     with pytest.raises(RegistryError) as raised:

@@ -1,0 +1,263 @@
+"""The upstream client against small real servers on loopback: retries, auth, quotas."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from proxy.config import Settings, load_settings
+from proxy.oci.errors import ErrorCode, RegistryError
+from proxy.oci.names import Repository
+from proxy.upstream.client import Upstream, retry_after_seconds
+from proxy.upstream.ratelimit import TokenBucket
+from tests.servers import serve_in_thread
+
+REPO = Repository("proj/repo/img")
+Handler = Callable[[Request, int], Response]
+
+
+class Script:
+    """A registry whose answers a test scripts; it records what it was sent."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.seen: list[Request] = []
+        self.times: list[float] = []
+        self.auth: list[str | None] = []
+
+    async def endpoint(self, request: Request) -> Response:
+        self.seen.append(request)
+        self.times.append(time.monotonic())
+        self.auth.append(request.headers.get("authorization"))
+        return self.handler(request, len(self.seen))
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[Route("/{path:path}", self.endpoint, methods=["GET", "HEAD"])])
+
+
+@pytest.fixture
+def script_server() -> Iterator[Callable[[Handler], tuple[Script, str]]]:
+    servers = []
+
+    def start(handler: Handler) -> tuple[Script, str]:
+        script = Script(handler)
+        context = serve_in_thread(script.app())
+        url = context.__enter__()
+        servers.append(context)
+        return script, url
+
+    yield start
+    for context in servers:
+        context.__exit__(None, None, None)
+
+
+def settings(tmp_path: Path, url: str, **keys: str) -> Settings:
+    overrides = {
+        "upstream.url": url,
+        "upstream.auth": "none",
+        "upstream.backoff_base": "0.01",
+        "upstream.backoff_max": "0.05",
+        **{k.replace("__", "."): v for k, v in keys.items()},
+    }
+    return load_settings(None, env={"HOME": str(tmp_path)}, overrides=overrides)
+
+
+class FakeTokens:
+    """Google tokens as GoogleTokenSource hands them out, without Google."""
+
+    def __init__(self) -> None:
+        self.current = "ya29.first-token"
+        self.refreshes = 0
+
+    async def token(self, *, wide: bool = False) -> str:
+        return self.current + ("-wide" if wide else "")
+
+    async def refresh(self, stale: str, *, wide: bool = False) -> str:
+        if stale.startswith(self.current):
+            self.refreshes += 1
+            self.current = f"ya29.refreshed-{self.refreshes}"
+        return await self.token(wide=wide)
+
+
+def ok(request: Request, n: int) -> Response:
+    return JSONResponse({"n": n})
+
+
+async def test_429_with_retry_after_is_retried_after_the_pause(script_server, tmp_path) -> None:
+    def handler(request: Request, n: int) -> Response:
+        return Response(status_code=429, headers={"Retry-After": "1"}) if n == 1 else ok(request, n)
+
+    script, url = script_server(handler)
+    upstream = Upstream(settings(tmp_path, url), None)
+    response = await upstream.send("GET", REPO, "/manifests/latest")
+    await upstream.aclose()
+    assert response.status_code == 200
+    assert len(script.seen) == 2
+    assert script.times[1] - script.times[0] >= 1.0
+
+
+async def test_two_503_then_200_succeeds(script_server, tmp_path) -> None:
+    _script, url = script_server(lambda r, n: Response(status_code=503) if n <= 2 else ok(r, n))
+    upstream = Upstream(settings(tmp_path, url), None)
+    response = await upstream.send("GET", REPO, "/blobs/x")
+    await upstream.aclose()
+    assert response.status_code == 200 and response.json() == {"n": 3}
+
+
+async def test_persistent_500_gives_an_oci_error_after_bounded_retries(
+    script_server, tmp_path
+) -> None:
+    script, url = script_server(
+        lambda r, n: JSONResponse({"errors": [{"code": "UNKNOWN", "message": "boom"}]}, 500)
+    )
+    upstream = Upstream(settings(tmp_path, url, upstream__retries="3"), None)
+    response = await upstream.send("GET", REPO, "/manifests/latest")
+    await upstream.aclose()
+    assert response.status_code == 500 and len(script.seen) == 4
+    from proxy.upstream.errors import from_response
+
+    error = from_response(response, response.content)
+    assert error.code is ErrorCode.UPSTREAM_UNAVAILABLE and error.status == 502
+    assert "boom" in error.message
+
+
+async def test_unreachable_upstream_is_an_oci_error(tmp_path) -> None:
+    upstream = Upstream(settings(tmp_path, "http://127.0.0.1:9", upstream__retries="1"), None)
+    with pytest.raises(RegistryError) as raised:
+        await upstream.send("GET", REPO, "/manifests/latest")
+    await upstream.aclose()
+    assert raised.value.code is ErrorCode.UPSTREAM_UNAVAILABLE
+
+
+async def test_401_refreshes_the_google_token_once_and_retries(script_server, tmp_path) -> None:
+    tokens = FakeTokens()
+
+    def handler(request: Request, n: int) -> Response:
+        if request.headers.get("authorization") == "Bearer ya29.refreshed-1":
+            return ok(request, n)
+        return Response(status_code=401)
+
+    _script, url = script_server(handler)
+    upstream = Upstream(settings(tmp_path, url, upstream__auth="gcp"), tokens)
+    responses = await asyncio.gather(
+        *[upstream.send("GET", REPO, "/manifests/latest") for _ in range(20)]
+    )
+    await upstream.aclose()
+    assert {r.status_code for r in responses} == {200}
+    assert tokens.refreshes == 1
+
+
+def _token_realm(registry_token: str, expect_basic: str | None) -> Handler:
+    def handler(request: Request, n: int) -> Response:
+        if request.url.path.endswith("/token"):
+            if expect_basic is not None and request.headers.get("authorization") != expect_basic:
+                return Response(status_code=401)
+            return JSONResponse({"token": registry_token, "expires_in": 300})
+        if request.headers.get("authorization") == f"Bearer {registry_token}":
+            return ok(request, n)
+        realm = f"{request.base_url}v2/token"
+        return Response(
+            status_code=401,
+            headers={
+                "WWW-Authenticate": f'Bearer realm="{realm}",service="reg",'
+                'scope="repository:proj/repo/img:pull"'
+            },
+        )
+
+    return handler
+
+
+async def test_registry_token_dance_with_oauth2accesstoken(script_server, tmp_path) -> None:
+    tokens = FakeTokens()
+    basic = "Basic " + base64.b64encode(b"oauth2accesstoken:ya29.refreshed-1").decode()
+    script, url = script_server(_token_realm("reg-token", basic))
+    upstream = Upstream(settings(tmp_path, url, upstream__auth="gcp"), tokens)
+    first = await upstream.send("GET", REPO, "/manifests/latest")
+    second = await upstream.send("GET", REPO, "/manifests/latest")
+    await upstream.aclose()
+    assert first.status_code == second.status_code == 200
+    token_requests = [r for r in script.seen if r.url.path.endswith("/token")]
+    assert len(token_requests) == 1  # cached per scope after the first trade
+    assert token_requests[0].query_params.getlist("scope") == ["repository:proj/repo/img:pull"]
+    assert token_requests[0].query_params["service"] == "reg"
+    assert script.auth[-1] == "Bearer reg-token"  # no 401 round trip the second time
+
+
+async def test_realm_on_another_host_gets_no_google_token(script_server, tmp_path) -> None:
+    realm_script, realm_url = script_server(lambda r, n: JSONResponse({"token": "t"}))
+
+    other_host = realm_url.replace("127.0.0.1", "localhost")
+
+    def registry(request: Request, n: int) -> Response:
+        return Response(
+            status_code=401,
+            headers={
+                "WWW-Authenticate": f'Bearer realm="{other_host}/token"'
+            },
+        )
+
+    _script, url = script_server(registry)
+    upstream = Upstream(settings(tmp_path, url, upstream__auth="gcp"), FakeTokens())
+    with pytest.raises(RegistryError) as raised:
+        await upstream.send("GET", REPO, "/manifests/latest")
+    await upstream.aclose()
+    assert raised.value.code is ErrorCode.DENIED
+    assert "refusing" in raised.value.message
+    assert realm_script.seen == []
+
+
+async def test_403_with_read_only_token_escalates_scope_once(script_server, tmp_path) -> None:
+    def handler(request: Request, n: int) -> Response:
+        wide = (request.headers.get("authorization") or "").endswith("-wide")
+        return ok(request, n) if wide else Response(status_code=403)
+
+    script, url = script_server(handler)
+    upstream = Upstream(
+        settings(tmp_path, url, upstream__auth="gcp", gcp__read_only="true"), FakeTokens()
+    )
+    response = await upstream.send("GET", REPO, "/manifests/latest")
+    await upstream.aclose()
+    assert response.status_code == 200 and len(script.seen) == 2
+
+
+async def test_tokens_never_reach_the_logs(script_server, tmp_path, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    tokens = FakeTokens()
+    _script, url = script_server(_token_realm("secret-registry-token", None))
+    upstream = Upstream(settings(tmp_path, url, upstream__auth="gcp"), tokens)
+    await upstream.send("GET", REPO, "/manifests/latest")
+    await upstream.aclose()
+    assert "ya29" not in caplog.text and "secret-registry-token" not in caplog.text
+
+
+async def test_rate_limiter_holds_60_per_minute_on_a_fake_clock() -> None:
+    now = [0.0]
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    bucket = TokenBucket(60, clock=lambda: now[0], sleep=sleep)
+    times = []
+    for _ in range(200):
+        await bucket.acquire()
+        times.append(now[0])
+    for i, start in enumerate(times):
+        in_window = sum(1 for t in times[i:] if t < start + 60.0)
+        assert in_window <= 60
+    assert times[-1] < 210.0  # and it does not starve: ~59 calls a minute in the long run
+
+
+def test_retry_after_as_http_date() -> None:
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
+    assert retry_after_seconds("3") == 3.0
+    assert retry_after_seconds("soon") is None
