@@ -43,6 +43,7 @@ class BlobCache:
         self.fills = Fills(self._paths, self._commit, fill_limit)
         self._readers: Counter[Digest] = Counter()
         self._evicting = asyncio.Lock()
+        self._background: set[asyncio.Task[tuple[int, int]]] = set()
 
     def _paths(self, digest: Digest) -> tuple[Path, Path]:
         return self.store.new_temp(), self.store.path(digest)
@@ -51,7 +52,9 @@ class BlobCache:
         await asyncio.to_thread(self.store.commit, temp, digest)
         await self.index.add_blob(digest, size)
         if self.index.total_bytes > self.max_size:
-            asyncio.get_running_loop().create_task(self.evict())
+            task = asyncio.get_running_loop().create_task(self.evict())
+            self._background.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(self._background.discard)
 
     def size(self, digest: Digest) -> int | None:
         """Size of a verified cached blob, or None when it is not (fully) here."""

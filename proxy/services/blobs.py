@@ -16,7 +16,7 @@ from proxy.oci.names import Repository
 from proxy.oci.ranges import parse_range
 from proxy.services.answers import Answer
 from proxy.upstream import errors
-from proxy.upstream.client import Upstream
+from proxy.upstream.client import Upstream, read_error_body
 
 log = logging.getLogger("gar_proxy.blobs")
 
@@ -76,8 +76,7 @@ class BlobService:
     async def _open_upstream(self, repo: Repository, digest: Digest) -> httpx.Response:
         response = await self.upstream.send("GET", repo, f"/blobs/{digest}", stream=True)
         if response.status_code != 200:
-            body = await response.aread() if response.status_code < 500 else b""
-            await response.aclose()
+            body = await read_error_body(response)
             raise errors.from_response(response, body, not_found=ErrorCode.BLOB_UNKNOWN)
         self.metrics.upstream_blob_fetch()
         return response

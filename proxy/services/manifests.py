@@ -26,7 +26,7 @@ from proxy.oci.manifest import MANIFEST_READ_LIMIT, parse_manifest
 from proxy.oci.names import Repository
 from proxy.services.answers import Answer
 from proxy.upstream import errors
-from proxy.upstream.client import Upstream, read_limited
+from proxy.upstream.client import Upstream, read_error_body, read_limited
 
 log = logging.getLogger("gar_proxy.manifests")
 
@@ -180,7 +180,7 @@ class ManifestService:
         )
         try:
             if response.status_code != 200:
-                body = await read_limited(response, 64 * 1024)
+                body = await read_error_body(response)
                 raise errors.from_response(response, body, not_found=ErrorCode.MANIFEST_UNKNOWN)
             digest = expected or _header_digest(response)
             length = response.headers.get("content-length")

@@ -27,7 +27,6 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 import httpx
 
 from proxy.config import Settings
-from proxy.oci.errors import RegistryError
 from proxy.oci.names import Repository
 from proxy.upstream import errors
 from proxy.upstream.auth import AccessTokens, Authorizer, AuthState
@@ -197,9 +196,14 @@ async def read_limited(response: httpx.Response, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def raise_for_status(response: httpx.Response, body: bytes = b"", **kwargs: object) -> None:
-    if response.status_code >= 400:
-        raise errors.from_response(response, body, **kwargs)  # type: ignore[arg-type]
-
-
-__all__ = ["RegistryError", "Upstream", "raise_for_status", "read_limited", "retry_after_seconds"]
+async def read_error_body(response: httpx.Response, limit: int = 64 * 1024) -> bytes:
+    """The start of an error answer (enough for its OCI message); the rest is dropped."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    await response.aclose()
+    return b"".join(chunks)[:limit]
