@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from proxy.config import Settings
 from proxy.oci.errors import ErrorCode, RegistryError
-from proxy.routes import base, pull
+from proxy.routes import base, pull, push
 from proxy.services.container import open_services
 
 log = logging.getLogger("gar_proxy")
@@ -26,6 +26,9 @@ def routes() -> list[Route]:
     return [
         Route("/v2/", base.version_check, methods=["GET", "HEAD"]),
         Route(f"{NAME}/manifests/{{reference}}", pull.manifest, methods=["GET", "HEAD"]),
+        Route(f"{NAME}/manifests/{{reference}}", push.manifest, methods=["PUT", "DELETE"]),
+        Route(f"{NAME}/blobs/uploads/", push.start_upload, methods=["POST"]),
+        Route(f"{NAME}/blobs/uploads/{{upload_id}}", push.upload, methods=push.SESSION_METHODS),
         Route(f"{NAME}/blobs/{{digest}}", pull.blob, methods=["GET", "HEAD"]),
         Route(f"{NAME}/tags/list", pull.tags, methods=["GET"]),
         Route(f"{NAME}/referrers/{{digest}}", pull.referrers, methods=["GET"]),

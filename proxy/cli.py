@@ -1,4 +1,4 @@
-"""``gar-proxy``: serve, config check, gc, verify, warm."""
+"""``gar-proxy``: serve, config check, gc, verify, warm, push."""
 
 from __future__ import annotations
 
@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     warm.add_argument("image", help="[LOCATION-docker.pkg.dev/]PROJECT/REPO/IMAGE[:TAG|@DIGEST]")
     warm.add_argument("--platform", action="append", default=[], help="os/arch[/variant]")
     warm.add_argument("--pin", action="store_true", help="never evict what this image needs")
+    push = commands.add_parser("push", help="push an OCI image layout straight to upstream")
+    push.add_argument("layout", help="OCI_LAYOUT_DIR[:TAG]")
+    push.add_argument("target", help="[LOCATION-docker.pkg.dev/]PROJECT/REPO/IMAGE[:TAG]")
     return parser
 
 
@@ -74,7 +77,9 @@ def serve(settings: Settings) -> int:
                 # One line that tools (and tests, with port 0) can wait for.
                 print(f"gar-proxy listening on http://{host}:{port}", flush=True)
 
-    asyncio.run(Server(config).serve(sockets=[sock]))
+    # Server.run, not asyncio.run(serve()): it builds the loop uvicorn picked (uvloop
+    # when installed); asyncio.run would always use the slower stdlib loop.
+    Server(config).run(sockets=[sock])
     return 0
 
 
@@ -92,6 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key, value in describe(settings):
             print(f"{key:<{width}}  {value}")
         return 0
+    if args.command == "push":
+        from proxy.push import run as push
+
+        pushed: int = asyncio.run(push(settings, args.layout, args.target))
+        return pushed
     from proxy.maintenance import run
 
     code: int = asyncio.run(run(args.command, settings, args))

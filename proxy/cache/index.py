@@ -37,6 +37,9 @@ CREATE TABLE IF NOT EXISTS pins (digest TEXT PRIMARY KEY, created REAL NOT NULL)
 CREATE TABLE IF NOT EXISTS documents (
     key TEXT PRIMARY KEY, media_type TEXT NOT NULL, body BLOB NOT NULL, headers TEXT NOT NULL,
     fetched REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS uploads (
+    id TEXT PRIMARY KEY, repo TEXT NOT NULL, location TEXT, upstream_url TEXT NOT NULL,
+    received INTEGER NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);
 """
 # Manifests (bodies) kept in memory for query-free hits; bounded in bytes.
 MEMO_BYTES = 32 * 1024 * 1024
@@ -73,10 +76,21 @@ class CacheIndex:
         await db.executescript(SCHEMA)
         await db.commit()
         index = cls(db)
-        async with db.execute("SELECT COALESCE(SUM(size), 0) FROM blobs") as cursor:
-            row = await cursor.fetchone()
-        index.total_bytes = int(row[0]) if row else 0
+        await index.refresh_total()
         return index
+
+    async def refresh_total(self) -> int:
+        """Recount ``total_bytes`` from the table: another process (``gar-proxy gc``,
+        ``warm``, a second proxy) may have added or removed blobs since we counted."""
+        async with self._db.execute("SELECT COALESCE(SUM(size), 0) FROM blobs") as cursor:
+            row = await cursor.fetchone()
+        self.total_bytes = int(row[0]) if row else 0
+        return self.total_bytes
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        """The connection, for tables kept by other modules (``proxy.cache.uploads``)."""
+        return self._db
 
     async def close(self) -> None:
         await self.flush()

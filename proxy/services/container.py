@@ -10,7 +10,10 @@ from dataclasses import dataclass
 
 from proxy.cache.blobs import BlobCache
 from proxy.cache.index import CacheIndex
+from proxy.cache.lock import CacheLock
 from proxy.cache.store import BlobStore
+from proxy.cache.uploads import UploadFiles, UploadTable
+from proxy.cache.uploads import recover as recover_uploads
 from proxy.config import Settings
 from proxy.gar.repositories import RepositoryApi
 from proxy.metrics import Metrics
@@ -18,6 +21,9 @@ from proxy.services.blobs import BlobService
 from proxy.services.listings import ListingService
 from proxy.services.locations import LocationResolver
 from proxy.services.manifests import ManifestService
+from proxy.services.mounts import MountService
+from proxy.services.pushes import PushService
+from proxy.services.uploads import UploadService
 from proxy.upstream.auth import AccessTokens
 from proxy.upstream.client import Upstream
 
@@ -36,6 +42,9 @@ class Services:
     blobs: BlobService
     manifests: ManifestService
     listings: ListingService
+    uploads: UploadService
+    mounts: MountService
+    pushes: PushService
 
 
 def make_tokens(settings: Settings) -> AccessTokens | None:
@@ -56,6 +65,27 @@ async def _flush_forever(index: CacheIndex, cache: BlobCache, metrics: Metrics) 
             log.exception("flushing cache access times failed")
 
 
+async def _recover(
+    settings: Settings, cache: BlobCache, uploads: UploadTable, files: UploadFiles
+) -> CacheLock:
+    """Start-up recovery, only when no other process has the cache open: its temp
+    files and upload bytes would look like a crash's leftovers (``proxy.cache.lock``)."""
+    lock = await CacheLock.acquire(settings.cache_dir)
+    try:
+        if lock.alone:
+            report = await cache.recover()
+            if any(vars(report).values()):
+                log.info("cache recovery: %s", report)
+            await recover_uploads(uploads, files)
+        else:
+            log.info("cache %s is open in another process: no recovery", settings.cache_dir)
+        lock.opened()
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
 @contextlib.asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -65,13 +95,14 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     cache = BlobCache(
         store, index, max_size=settings.max_size, fill_limit=settings.fill_timeout_seconds
     )
-    report = await cache.recover()
-    if any(vars(report).values()):
-        log.info("cache recovery: %s", report)
     tokens = make_tokens(settings)
     upstream = Upstream(settings, tokens)
     api = RepositoryApi(settings, upstream.http, tokens) if settings.is_gar else None
     locations = LocationResolver(settings, api, index)
+    blobs = BlobService(cache, upstream, metrics, offline=settings.offline)
+    upload_table, upload_files = UploadTable(index.db), UploadFiles(settings.cache_dir)
+    uploads = UploadService(upstream, cache, upload_table, upload_files)
+    mounts = MountService(settings, upstream, cache, blobs, uploads)
     services = Services(
         settings=settings,
         metrics=metrics,
@@ -79,10 +110,14 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         cache=cache,
         upstream=upstream,
         locations=locations,
-        blobs=BlobService(cache, upstream, metrics, offline=settings.offline),
+        blobs=blobs,
         manifests=ManifestService(settings, index, cache, upstream, metrics),
         listings=ListingService(settings, index, upstream),
+        uploads=uploads,
+        mounts=mounts,
+        pushes=PushService(settings, index, upstream, mounts),
     )
+    lock = await _recover(settings, cache, upload_table, upload_files)
     flusher = asyncio.create_task(_flush_forever(index, cache, metrics))
     try:
         yield services
@@ -93,3 +128,4 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         if tokens is not None and hasattr(tokens, "aclose"):
             await tokens.aclose()
         await index.close()
+        lock.release()

@@ -1,0 +1,143 @@
+"""Write API: blob uploads (start, chunks, progress, finish, cancel), mounts, manifests.
+
+Bodies are never read whole here: blob chunks go on to the services as the request
+stream, manifests are read up to the 4 MiB limit and refused (413) past it, before
+the rest is read when ``Content-Length`` already says so.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from proxy.oci.digest import Digest
+from proxy.oci.errors import ErrorCode, RegistryError
+from proxy.oci.manifest import MANIFEST_READ_LIMIT
+from proxy.oci.names import Repository, parse_reference
+from proxy.routes.common import API_VERSION, repository, services
+from proxy.services.container import Services
+from proxy.services.upload_session import Chunk, Session
+
+SESSION_METHODS = ["GET", "PATCH", "PUT", "DELETE"]
+
+
+def _writable(request: Request) -> Services:
+    found = services(request)
+    if found.settings.offline:
+        raise RegistryError(ErrorCode.UNSUPPORTED, "gar-proxy is offline: pushes need upstream")
+    return found
+
+
+def _content_length(request: Request) -> int | None:
+    header = request.headers.get("content-length")
+    if header is None:
+        return None
+    if not header.strip().isdigit():
+        raise RegistryError(ErrorCode.SIZE_INVALID, f"bad Content-Length {header[:40]!r}")
+    return int(header)
+
+
+def _chunk(request: Request) -> Chunk:
+    length = _content_length(request)
+    chunked = "chunked" in request.headers.get("transfer-encoding", "").lower()
+    body = request.stream() if (length or chunked) else None
+    return Chunk(body, length, request.headers.get("content-range"))
+
+
+def _created(name: str, digest: Digest) -> Response:
+    headers = {
+        "Location": f"/v2/{name}/blobs/{digest}",
+        "Docker-Content-Digest": str(digest),
+        **API_VERSION,
+    }
+    return Response(status_code=201, headers=headers)
+
+
+def _session_answer(request: Request, session: Session, status: int) -> Response:
+    headers = session.headers(request.path_params["name"])
+    return Response(status_code=status, headers={**headers, **API_VERSION})
+
+
+async def _source(request: Request, text: str | None) -> Repository | None:
+    if not text:
+        return None
+    source = Repository.parse(text, ns=request.query_params.get("ns"))
+    return await services(request).locations.resolve(source)
+
+
+async def start_upload(request: Request) -> Response:
+    """POST: a session (202), a monolithic upload (``?digest=``) or a mount (201)."""
+    found = _writable(request)
+    repo = await repository(request)
+    name = request.path_params["name"]
+    query = request.query_params
+    if "mount" in query:
+        digest = Digest.parse(query["mount"])
+        source = await _source(request, query.get("from"))
+        session = await found.mounts.mount(repo, digest, source)
+        return _created(name, digest) if session is None else _session_answer(request, session, 202)
+    if "digest" in query:
+        digest = Digest.parse(query["digest"])
+        await found.uploads.monolithic(repo, digest, _chunk(request))
+        return _created(name, digest)
+    session = await found.uploads.start(repo)
+    return _session_answer(request, session, 202)
+
+
+async def upload(request: Request) -> Response:
+    """GET (progress), PATCH (a chunk), PUT (finish), DELETE (cancel) on a session."""
+    found = _writable(request)
+    repo = await repository(request)
+    uploads = found.uploads
+    session = await uploads.session(repo, request.path_params["upload_id"])
+    if request.method in ("GET", "HEAD"):
+        await uploads.progress(session)
+        return _session_answer(request, session, 204)
+    if request.method == "PATCH":
+        await uploads.append(session, _chunk(request))
+        return _session_answer(request, session, 202)
+    if request.method == "PUT":
+        digest = Digest.parse(request.query_params.get("digest", ""))
+        await uploads.finish(session, digest, _chunk(request))
+        return _created(request.path_params["name"], digest)
+    await uploads.cancel(session)
+    return Response(status_code=204, headers=API_VERSION)
+
+
+async def _manifest_body(request: Request) -> bytes:
+    too_big = RegistryError(
+        ErrorCode.SIZE_INVALID,
+        f"manifest over the limit of {MANIFEST_READ_LIMIT} bytes",
+        status=413,
+    )
+    length = _content_length(request)
+    if length is not None and length > MANIFEST_READ_LIMIT:
+        raise too_big  # before reading a byte of it
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > MANIFEST_READ_LIMIT:
+            raise too_big
+        parts.append(part)
+    return b"".join(parts)
+
+
+async def manifest(request: Request) -> Response:
+    """PUT a manifest (201) or DELETE one (202, when allowed)."""
+    found = _writable(request)
+    repo = await repository(request)
+    reference = parse_reference(request.path_params["reference"])
+    if request.method == "DELETE":
+        await found.pushes.delete(repo, reference)
+        return Response(status_code=202, headers=API_VERSION)
+    body = await _manifest_body(request)
+    pushed = await found.pushes.put(repo, reference, request.headers.get("content-type"), body)
+    headers = {
+        "Location": f"/v2/{request.path_params['name']}/manifests/{pushed.digest}",
+        "Docker-Content-Digest": str(pushed.digest),
+        **API_VERSION,
+    }
+    if pushed.subject:
+        headers["OCI-Subject"] = pushed.subject
+    return Response(status_code=201, headers=headers)

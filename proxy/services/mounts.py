@@ -1,0 +1,139 @@
+"""Cross-repository mounts, and getting a blob upstream without the client's bytes.
+
+GAR mounts only within one project and location. A mount there is forwarded; any
+other mount (or one upstream answers with 202) is done by the proxy itself: it
+uploads the blob from its cache, or streams it from the source repository through
+an ordinary (cache-filling) GET, and answers 201, so a client never sends bytes the
+proxy can reach. Only when the proxy cannot reach them either does the client get
+an upload session (202), as the spec says a registry that cannot mount answers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from proxy.cache.blobs import BlobCache
+from proxy.config import Settings
+from proxy.oci.digest import Digest
+from proxy.oci.errors import ErrorCode, RegistryError
+from proxy.oci.names import Repository
+from proxy.services.blobs import BlobService
+from proxy.services.upload_session import Chunk, Session
+from proxy.services.uploads import UploadService
+from proxy.upstream import errors
+from proxy.upstream.client import Upstream
+
+log = logging.getLogger("gar_proxy.mounts")
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+class MountService:
+    def __init__(
+        self,
+        settings: Settings,
+        upstream: Upstream,
+        cache: BlobCache,
+        blobs: BlobService,
+        uploads: UploadService,
+    ) -> None:
+        self.settings = settings
+        self.upstream = upstream
+        self.cache = cache
+        self.blobs = blobs
+        self.uploads = uploads
+
+    def same_home(self, repo: Repository, source: Repository) -> bool:
+        """Can upstream mount between these two (GAR: same project and location)?"""
+        if not self.settings.is_gar:
+            return True
+        return repo.project == source.project and repo.location == source.location
+
+    async def mount(
+        self, repo: Repository, digest: Digest, source: Repository | None
+    ) -> Session | None:
+        """None: ``digest`` is in ``repo`` upstream now. A session: the client uploads it."""
+        if source is None or self.same_home(repo, source):
+            session = await self._forward(repo, digest, source)
+            if session is None:
+                return None
+        else:
+            if await self.upstream_has(repo, digest):
+                return None
+            session = await self.uploads.start(repo)
+        body = await self._reachable(digest, source)
+        if body is None:
+            return session
+        await self._copy(session, digest, body)
+        return None
+
+    async def ensure(self, repo: Repository, digest: Digest) -> bool:
+        """Is ``digest`` in ``repo`` upstream, if need be uploaded from the cache?"""
+        if await self.upstream_has(repo, digest):
+            return True
+        body = await self._reachable(digest, None)
+        if body is None:
+            return False
+        log.info("%s: uploading %s from the cache", repo, digest)
+        await self._copy(await self.uploads.start(repo), digest, body)
+        return True
+
+    async def upstream_has(self, repo: Repository, digest: Digest) -> bool:
+        response = await self.upstream.send("HEAD", repo, f"/blobs/{digest}")
+        if response.status_code == 200:
+            return True
+        if response.status_code == 404:
+            return False
+        raise errors.from_response(response, b"", not_found=ErrorCode.BLOB_UNKNOWN)
+
+    async def _forward(
+        self, repo: Repository, digest: Digest, source: Repository | None
+    ) -> Session | None:
+        params = {"mount": str(digest)}
+        scopes: tuple[str, ...] = ()
+        if source is not None:
+            params["from"] = source.path
+            scopes = (f"repository:{source.path}:pull",)
+        response = await self.upstream.send(
+            "POST", repo, "/blobs/uploads/", params=params, write=True, extra_scopes=scopes
+        )
+        if response.status_code == 201:
+            return None
+        if response.status_code != 202:
+            raise errors.from_response(response, response.content)
+        return await self.uploads.adopt(repo, response, keep=True)
+
+    async def _reachable(
+        self, digest: Digest, source: Repository | None
+    ) -> tuple[AsyncIterator[bytes], int | None] | None:
+        """The blob's bytes from the cache or the source repository, or None."""
+        size = self.cache.size(digest)
+        if size is not None:
+            return self.cache.read(digest), size
+        if source is None or self.settings.offline:
+            return None
+        try:
+            answer = await self.blobs.get(source, digest, None)
+        except RegistryError as error:
+            if error.status == 404:
+                return None
+            raise
+        if isinstance(answer.body, bytes):
+            return _once(answer.body), len(answer.body)
+        assert answer.body is not None
+        return answer.body, answer.size
+
+    async def _copy(
+        self, session: Session, digest: Digest, body: tuple[AsyncIterator[bytes], int | None]
+    ) -> None:
+        """Upload the blob into ``session`` ourselves; already cached, so no tee."""
+        session.tee.discard()
+        stream, size = body
+        try:
+            await self.uploads.finish(session, digest, Chunk(stream, size))
+        except Exception:
+            await self.uploads.abandon(session)
+            raise

@@ -1,0 +1,166 @@
+"""Manifest PUT and DELETE: validated, forwarded to upstream, then cached.
+
+A manifest is checked before upstream sees it: JSON shape, media type, digest (when
+pushed by digest), and that every blob and child manifest it references is in the
+repository upstream. A blob HEAD upstream is the authority: a cached blob counts
+only once it is upstream too, so a blob the cache holds but upstream lacks (a client
+trusted the proxy's cached HEAD and skipped it) is uploaded from the cache first.
+What upstream accepted is cached under its digest and, for a tag, the tag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any
+
+from proxy.cache.index import CacheIndex, ManifestRow
+from proxy.config import Settings
+from proxy.oci import mediatypes as mt
+from proxy.oci.digest import Digest
+from proxy.oci.errors import ErrorCode, RegistryError
+from proxy.oci.manifest import Manifest, parse_manifest
+from proxy.oci.names import Repository
+from proxy.services.mounts import MountService
+from proxy.upstream import errors
+from proxy.upstream.client import Upstream
+
+log = logging.getLogger("gar_proxy.pushes")
+
+
+@dataclass(frozen=True)
+class Pushed:
+    digest: Digest
+    subject: str | None  # upstream's OCI-Subject, passed on
+
+
+def _foreign_layers(document: dict[str, Any]) -> set[str]:
+    """Digests of descriptors with ``urls`` (non-distributable layers): not in registries."""
+    layers = document.get("layers")
+    if not isinstance(layers, list):
+        return set()
+    return {
+        str(layer.get("digest"))
+        for layer in layers
+        if isinstance(layer, dict) and layer.get("urls")
+    }
+
+
+def _check_media_type(document: dict[str, Any], content_type: str | None) -> None:
+    declared = (content_type or "").split(";")[0].strip()
+    inside = document.get("mediaType")
+    if inside and declared in mt.MANIFEST_TYPES and declared != inside:
+        raise RegistryError(
+            ErrorCode.MANIFEST_INVALID,
+            f"Content-Type {declared} does not match the manifest's mediaType {inside}",
+        )
+
+
+class PushService:
+    def __init__(
+        self,
+        settings: Settings,
+        index: CacheIndex,
+        upstream: Upstream,
+        mounts: MountService,
+    ) -> None:
+        self.settings = settings
+        self.index = index
+        self.upstream = upstream
+        self.mounts = mounts
+
+    async def put(
+        self, repo: Repository, reference: str | Digest, content_type: str | None, body: bytes
+    ) -> Pushed:
+        manifest = parse_manifest(body, content_type)  # a JSON object, or MANIFEST_INVALID
+        document: dict[str, Any] = json.loads(body)
+        _check_media_type(document, content_type)
+        media_type = manifest.media_type
+        algorithm = reference.algorithm if isinstance(reference, Digest) else "sha256"
+        digest = Digest.of(body, algorithm)
+        if isinstance(reference, Digest) and reference != digest:
+            raise RegistryError(
+                ErrorCode.DIGEST_INVALID,
+                f"manifest hashes to {digest}, not {reference}",
+                detail={"expected": str(reference), "actual": str(digest)},
+            )
+        await self._check_references(repo, manifest, _foreign_layers(document))
+        response = await self.upstream.send(
+            "PUT",
+            repo,
+            f"/manifests/{reference}",
+            headers={"Content-Type": media_type},
+            content=body,
+            write=True,
+        )
+        if response.status_code not in (200, 201, 202):
+            raise errors.from_response(response, response.content)
+        stored = response.headers.get("docker-content-digest")
+        if stored and stored != str(digest):
+            log.warning("upstream stored manifest %s as %s", digest, stored)
+        children = [d.digest for d in (*manifest.blobs, *manifest.manifests)]
+        await self.index.put_manifest(ManifestRow(digest, media_type, len(body), body), children)
+        if isinstance(reference, str):
+            await self.index.put_tag(str(repo), reference, digest, media_type)
+        return Pushed(digest, response.headers.get("oci-subject"))
+
+    async def _check_references(
+        self, repo: Repository, manifest: Manifest, foreign: set[str]
+    ) -> None:
+        blobs = sorted({d.digest for d in manifest.blobs if str(d.digest) not in foreign}, key=str)
+        children = sorted({d.digest for d in manifest.manifests}, key=str)
+        limit = asyncio.Semaphore(self.settings.push_concurrency)
+
+        async def bounded(check: Awaitable[bool]) -> bool:
+            async with limit:
+                return await check
+
+        found = await asyncio.gather(
+            *[bounded(self.mounts.ensure(repo, d)) for d in blobs],
+            *[bounded(self._has_manifest(repo, d)) for d in children],
+        )
+        missing = [str(d) for d, ok in zip([*blobs, *children], found, strict=True) if not ok]
+        if missing:
+            raise RegistryError(
+                ErrorCode.MANIFEST_BLOB_UNKNOWN,
+                f"{len(missing)} referenced blob(s) or manifest(s) not in {repo.path} upstream, "
+                f"first {missing[0]}",
+                detail={"digest": missing[0]},
+            )
+
+    async def _has_manifest(self, repo: Repository, digest: Digest) -> bool:
+        response = await self.upstream.send(
+            "HEAD", repo, f"/manifests/{digest}", headers={"Accept": ", ".join(mt.MANIFEST_TYPES)}
+        )
+        if response.status_code == 200:
+            return True
+        if response.status_code == 404:
+            return False
+        raise errors.from_response(response, b"", not_found=ErrorCode.MANIFEST_UNKNOWN)
+
+    async def delete(self, repo: Repository, reference: str | Digest) -> None:
+        """Forwarded only when ``server.allow_delete``; the cached tag goes with it."""
+        if not self.settings.allow_delete:
+            raise RegistryError(
+                ErrorCode.UNSUPPORTED,
+                "deleting through gar-proxy is disabled (server.allow_delete)",
+            )
+        response = await self.upstream.send("DELETE", repo, f"/manifests/{reference}", write=True)
+        if response.status_code in (200, 202, 204, 404):
+            await self._forget(str(repo), reference)  # gone upstream, either way
+        if response.status_code not in (200, 202, 204):
+            raise errors.from_response(
+                response, response.content, not_found=ErrorCode.MANIFEST_UNKNOWN
+            )
+
+    async def _forget(self, key: str, reference: str | Digest) -> None:
+        if isinstance(reference, str):
+            await self.index.delete_tag(key, reference)
+            return
+        for tag in await self.index.list_tags(key):
+            row = await self.index.get_tag(key, tag)
+            if row is not None and row.digest == reference:
+                await self.index.delete_tag(key, tag)

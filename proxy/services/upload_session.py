@@ -1,0 +1,142 @@
+"""The pieces of an upload session: its request bodies, state, and upstream's answers."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass, field
+
+import httpx
+
+from proxy.cache.uploads import Tee, UploadRow
+from proxy.oci.errors import ErrorCode, RegistryError
+from proxy.oci.names import Repository
+from proxy.upstream.client import Upstream
+
+CONTENT_RANGE = re.compile(r"(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?")
+_RANGE = re.compile(r"(?:bytes=)?0-(\d+)")
+UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+
+
+@dataclass
+class Chunk:
+    """A request body for an upload: streamed, with what the client said about it."""
+
+    body: AsyncIterator[bytes] | None
+    length: int | None = None  # Content-Length, when sent
+    content_range: str | None = None
+
+
+@dataclass(eq=False)
+class Session:
+    row: UploadRow
+    tee: Tee
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def id(self) -> str:
+        return self.row.id
+
+    @property
+    def offset(self) -> int:
+        return self.row.offset
+
+    def headers(self, name: str | None = None) -> dict[str, str]:
+        """Location (on the proxy), Range and id; ``name`` as the client spelled it."""
+        where = name if name is not None else str(self.row.repository)
+        return {
+            "Location": f"/v2/{where}/blobs/uploads/{self.id}",
+            # Registries write "0-0" for an empty upload too; clients expect this form.
+            "Range": f"0-{max(self.row.offset - 1, 0)}",
+            "Docker-Upload-UUID": self.id,
+        }
+
+
+def out_of_range(session: Session, what: str) -> RegistryError:
+    return RegistryError(
+        ErrorCode.RANGE_INVALID,
+        f"{what}: the upload is at offset {session.offset}",
+        headers=session.headers(),
+    )
+
+
+def expected_length(session: Session, chunk: Chunk) -> int | None:
+    """Check Content-Range against the offset; the chunk's length when it has one."""
+    if chunk.content_range is None:
+        return None
+    match = CONTENT_RANGE.fullmatch(chunk.content_range.strip())
+    if match is None or int(match[1]) != session.offset or int(match[2]) < int(match[1]):
+        raise out_of_range(session, f"Content-Range {chunk.content_range[:60]!r}")
+    expected = int(match[2]) - int(match[1]) + 1
+    if chunk.length is not None and chunk.length != expected:
+        raise RegistryError(
+            ErrorCode.SIZE_INVALID,
+            f"Content-Length {chunk.length} does not match Content-Range "
+            f"{chunk.content_range[:60]!r} ({expected} bytes)",
+        )
+    return expected
+
+
+def unknown_upload(upload_id: str) -> RegistryError:
+    return RegistryError(
+        ErrorCode.BLOB_UPLOAD_UNKNOWN,
+        f"upload {upload_id[:64]} is not known (finished, cancelled or expired)",
+        detail={"upload": upload_id[:64]},
+    )
+
+
+class Flow:
+    """Counts, tees and bounds one request body on its way to upstream."""
+
+    def __init__(self, tee: Tee, limit: int | None) -> None:
+        self.tee = tee
+        self.limit = limit
+        self.received = 0
+
+    async def through(self, body: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
+        try:
+            async for chunk in body:
+                if not chunk:
+                    continue
+                self.received += len(chunk)
+                if self.limit is not None and self.received > self.limit:
+                    raise RegistryError(
+                        ErrorCode.SIZE_INVALID,
+                        f"chunk longer than its Content-Range ({self.limit} bytes)",
+                    )
+                self.tee.write(chunk)
+                yield chunk
+        finally:
+            aclose = getattr(body, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+def upstream_offset(header: str | None, local: int) -> int:
+    """Upstream's offset from its ``Range: 0-N`` (N+1 bytes; "0-0" may also mean none)."""
+    match = _RANGE.fullmatch((header or "").strip())
+    if match is None:
+        return local
+    last = int(match[1])
+    return min(local, 1) if last == 0 else last + 1
+
+
+async def session_path(
+    upstream: Upstream, repo: Repository, url: str, params: dict[str, str] | None = None
+) -> str:
+    """Upstream's session URL as a path under ``/v2/<repo>`` (what ``Upstream.send`` takes),
+    with ``params`` added to its own query (``send(params=...)`` would replace that
+    query, and with it a registry's ``_state``)."""
+    if params:
+        url = str(httpx.URL(url).copy_merge_params(params))
+    base = upstream.base_url(await upstream.location(repo))
+    prefix = str(httpx.URL(f"{base}/v2/{repo.path}"))
+    normalized = str(httpx.URL(url))
+    if not normalized.startswith(prefix + "/"):
+        raise RegistryError(
+            ErrorCode.UPSTREAM_UNAVAILABLE,
+            f"upstream upload URL {normalized.split('?')[0]} is not under {prefix}",
+            status=502,
+        )
+    return normalized[len(prefix) :]
