@@ -113,6 +113,7 @@ class BlobCache:
         target = self.max_size if target is None else target
         removed = freed = 0
         async with self._evicting:
+            await self.index.refresh_total()
             while self.index.total_bytes > target:
                 victims = [
                     (d, s) for d, s in await self.index.eviction_candidates() if not self.in_use(d)

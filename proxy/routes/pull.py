@@ -12,8 +12,9 @@ from proxy.routes.common import API_VERSION, answer_response, repository, servic
 
 
 async def manifest(request: Request) -> Response:
-    repo = await repository(request)
+    # Checked before the location is resolved, which may ask GAR's metadata API.
     reference = parse_reference(request.path_params["reference"])
+    repo = await repository(request)
     accept = parse_accept(request.headers.getlist("accept"))
     head = request.method == "HEAD"
     answer = await services(request).manifests.get(repo, reference, accept, head=head)
@@ -21,8 +22,8 @@ async def manifest(request: Request) -> Response:
 
 
 async def blob(request: Request) -> Response:
-    repo = await repository(request)
     digest = Digest.parse(request.path_params["digest"])
+    repo = await repository(request)
     blobs = services(request).blobs
     if request.method == "HEAD":
         answer = await blobs.head(repo, digest)
@@ -43,8 +44,8 @@ async def tags(request: Request) -> Response:
 
 
 async def referrers(request: Request) -> Response:
-    repo = await repository(request)
     digest = Digest.parse(request.path_params["digest"])
+    repo = await repository(request)
     listing = await services(request).listings.referrers(
         repo, digest, request.query_params.get("artifactType")
     )

@@ -80,8 +80,16 @@ class ManifestService:
         body = None if head else (row.body if row.body is not None else self.cache.read(row.digest))
         return Answer(row.digest, row.media_type, row.size, body=body)
 
-    async def _by_digest(self, repo: Repository, digest: Digest) -> ManifestRow:
+    async def _cached(self, digest: Digest) -> ManifestRow | None:
+        """The cached manifest; a miss if it was kept as a blob file (over 4 MiB) that
+        eviction or ``verify`` has removed since."""
         row = await self.index.get_manifest(digest)
+        if row is not None and row.body is None and self.cache.size(digest) is None:
+            return None
+        return row
+
+    async def _by_digest(self, repo: Repository, digest: Digest) -> ManifestRow:
+        row = await self._cached(digest)
         if row is not None:
             self.metrics.manifest("hit")
             return row
@@ -116,7 +124,7 @@ class ManifestService:
         self, repo: Repository, key: str, tag: str, tag_row: TagRow, accept: tuple[str, ...]
     ) -> ManifestRow | None:
         """The cached manifest for a tag if it is fresh, revalidated, or servable stale."""
-        cached = await self.index.get_manifest(tag_row.digest)
+        cached = await self._cached(tag_row.digest)
         if cached is None or not mt.accepts(accept, tag_row.media_type):
             return None
         age = time.time() - tag_row.verified

@@ -13,6 +13,7 @@ own host, or one named in ``upstream.trusted_realm_hosts``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
@@ -68,6 +69,7 @@ class Authorizer:
         self._http = http
         self._challenges: dict[str, Challenge] = {}
         self._registry_tokens: dict[tuple[str, str], tuple[str, float]] = {}
+        self._buying: dict[tuple[str, str], asyncio.Lock] = {}
 
     @property
     def mode(self) -> str:
@@ -146,6 +148,16 @@ class Authorizer:
         cached = self._registry_tokens.get(key)
         if cached and cached[1] > time.monotonic():
             return cached[0]
+        # Concurrent cold requests for one scope wait for a single trade at the realm.
+        async with self._buying.setdefault(key, asyncio.Lock()):
+            cached = self._registry_tokens.get(key)
+            if cached and cached[1] > time.monotonic():
+                return cached[0]
+            return await self._buy_token(base, state, scopes, key)
+
+    async def _buy_token(
+        self, base: str, state: AuthState, scopes: list[str], key: tuple[str, str]
+    ) -> str:
         challenge = self._challenges[base]
         realm = challenge.realm or ""
         headers = {}

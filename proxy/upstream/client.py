@@ -184,15 +184,22 @@ class Upstream:
 
 
 async def read_limited(response: httpx.Response, limit: int) -> bytes:
-    """Read a (streamed) response body, refusing one larger than ``limit``."""
+    """Read a (streamed) response body, refusing one larger than ``limit``.
+
+    A connection cut mid-body is upstream trouble (``RegistryError``), like one cut
+    before the headers; it must not reach the client as an internal error.
+    """
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > limit:
-            await response.aclose()
-            raise ValueError(f"body larger than {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                await response.aclose()
+                raise ValueError(f"body larger than {limit} bytes")
+            chunks.append(chunk)
+    except httpx.HTTPError as error:
+        raise errors.from_transport(error, str(response.request.url)) from None
     return b"".join(chunks)
 
 
