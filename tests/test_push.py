@@ -312,6 +312,19 @@ def test_manifest_put_answers_location_digest_and_subject(
     assert answer.headers["oci-subject"] == image.digest
 
 
+def test_pushing_a_referrer_refreshes_the_cached_referrers_list(
+    proxy: RunningProxy, client: httpx.Client
+) -> None:
+    image = build_image([make_layer(seed=4)])
+    push_image(proxy.url, REPO, "v1", image)
+    before = client.get(f"/v2/{REPO}/referrers/{image.digest}")
+    assert before.status_code == 200 and before.json()["manifests"] == []  # now cached
+    artifact = build_artifact(image, "application/vnd.example.sbom")
+    push_image(proxy.url, REPO, None, artifact)
+    after = client.get(f"/v2/{REPO}/referrers/{image.digest}")
+    assert [m["digest"] for m in after.json()["manifests"]] == [artifact.digest]
+
+
 def test_blob_cached_but_not_upstream_is_uploaded_before_the_manifest(
     fake: FakeGAR, proxy: RunningProxy, client: httpx.Client
 ) -> None:

@@ -271,6 +271,14 @@ class CacheIndex:
         )
         await self._db.commit()
 
+    async def delete_documents(self, prefix: str) -> None:
+        """Forget cached listings whose key starts with ``prefix`` (they went out of date)."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        await self._db.execute(
+            "DELETE FROM documents WHERE key LIKE ? ESCAPE '\\'", (escaped + "%",)
+        )
+        await self._db.commit()
+
     async def get_document(self, key: str) -> tuple[str, bytes, str, float] | None:
         async with self._db.execute(
             "SELECT media_type, body, headers, fetched FROM documents WHERE key = ?", (key,)

@@ -68,18 +68,20 @@ async def _source(request: Request, text: str | None) -> Repository | None:
 async def start_upload(request: Request) -> Response:
     """POST: a session (202), a monolithic upload (``?digest=``) or a mount (201)."""
     found = _writable(request)
-    repo = await repository(request)
     name = request.path_params["name"]
     query = request.query_params
+    # Digests are checked before the location is resolved, which may ask GAR's API.
     if "mount" in query:
         digest = Digest.parse(query["mount"])
+        repo = await repository(request)
         source = await _source(request, query.get("from"))
         session = await found.mounts.mount(repo, digest, source)
         return _created(name, digest) if session is None else _session_answer(request, session, 202)
-    if "digest" in query:
-        digest = Digest.parse(query["digest"])
-        await found.uploads.monolithic(repo, digest, _chunk(request))
-        return _created(name, digest)
+    whole = Digest.parse(query["digest"]) if "digest" in query else None
+    repo = await repository(request)
+    if whole is not None:
+        await found.uploads.monolithic(repo, whole, _chunk(request))
+        return _created(name, whole)
     session = await found.uploads.start(repo)
     return _session_answer(request, session, 202)
 
@@ -126,8 +128,8 @@ async def _manifest_body(request: Request) -> bytes:
 async def manifest(request: Request) -> Response:
     """PUT a manifest (201) or DELETE one (202, when allowed)."""
     found = _writable(request)
-    repo = await repository(request)
     reference = parse_reference(request.path_params["reference"])
+    repo = await repository(request)
     if request.method == "DELETE":
         await found.pushes.delete(repo, reference)
         return Response(status_code=202, headers=API_VERSION)

@@ -105,6 +105,8 @@ class PushService:
         await self.index.put_manifest(ManifestRow(digest, media_type, len(body), body), children)
         if isinstance(reference, str):
             await self.index.put_tag(str(repo), reference, digest, media_type)
+        if manifest.subject is not None:  # the subject's cached referrers list is now short
+            await self.index.delete_documents(f"referrers:{repo}@{manifest.subject.digest}?")
         return Pushed(digest, response.headers.get("oci-subject"))
 
     async def _check_references(

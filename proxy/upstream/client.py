@@ -136,7 +136,10 @@ class Upstream:
             retry = await self._should_retry(response, base, state, replayable, attempt)
             if retry is None:
                 if not stream:
-                    await response.aread()
+                    try:
+                        await response.aread()
+                    except httpx.HTTPError as error:  # cut mid-body: upstream trouble too
+                        raise errors.from_transport(error, url) from None
                 return response
             await response.aclose()
             if retry >= 0:
