@@ -8,6 +8,7 @@ caches is verified exactly as a client's pull would be.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import AsyncIterator
 
@@ -15,7 +16,7 @@ from proxy.config import Settings
 from proxy.oci.digest import Digest
 from proxy.oci.errors import RegistryError
 from proxy.oci.manifest import Manifest, parse_manifest
-from proxy.oci.names import ImageReference
+from proxy.oci.names import ImageReference, Repository
 from proxy.oci.platform import Platform
 from proxy.services.answers import Answer
 from proxy.services.container import Services, open_services
@@ -93,6 +94,21 @@ def choose(manifest: Manifest, wanted: list[Platform]) -> list[Digest]:
     return chosen
 
 
+async def _check_single_platform(
+    services: Services, repo: Repository, manifest: Manifest, wanted: list[Platform]
+) -> None:
+    """A single-platform image: its config says which platform it is; refuse a mismatch."""
+    assert manifest.config is not None
+    answer = await services.blobs.get(repo, manifest.config.digest, None)
+    config = json.loads(b"".join([chunk async for chunk in _chunks(answer)]))
+    own = Platform(
+        str(config.get("os", "")), str(config.get("architecture", "")), config.get("variant")
+    )
+    if not any(own.matches(platform) for platform in wanted):
+        asked = ", ".join(map(str, wanted))
+        raise ValueError(f"single-platform image for {own}, not {asked}")
+
+
 async def warm(services: Services, text: str, platforms: list[Platform], *, pin: bool) -> None:
     image = ImageReference.parse(text)
     repo = await services.locations.resolve(image.repository)
@@ -101,6 +117,8 @@ async def warm(services: Services, text: str, platforms: list[Platform], *, pin:
     images: list[tuple[Digest, Manifest]] = [(digest, manifest)]
     if manifest.is_index:
         images = [await _manifest(services, image, child) for child in choose(manifest, platforms)]
+    elif platforms and manifest.config is not None:
+        await _check_single_platform(services, repo, manifest, platforms)
     total = 0
     for child_digest, child in images:
         for descriptor in child.blobs:

@@ -144,6 +144,21 @@ def test_warm_a_platform_not_in_the_index_fails_naming_the_available_ones(
     assert gar.fake.count("GET", "blob") == 0
 
 
+def test_warm_a_single_platform_image_checks_the_platform_asked_for(
+    gar: Upstream, cache: Path
+) -> None:
+    image = _image("solo", "arm64")
+    gar.fake.put_image("us", REPO, "solo", image)
+
+    refused = run_cli(cache, gar.url, "warm", "--platform", "linux/amd64", f"{REPO}:solo")
+    assert refused.returncode != 0
+    assert "single-platform image for linux/arm64, not linux/amd64" in refused.stderr
+    assert cached_files(cache) == {image.config.digest}  # only the config was read
+
+    _ok(run_cli(cache, gar.url, "warm", "--platform", "linux/aarch64", f"{REPO}:solo"))
+    assert cached_files(cache) == digests(image)
+
+
 # ---------------------------------------------------------------- verify
 
 
