@@ -1,0 +1,176 @@
+"""Parsers for setting values: each takes what TOML or the environment gave and returns
+the typed value, or raises ``ValueError`` saying what was expected (``config.py`` adds
+which key it was).
+
+>>> parse_size("50GiB"), parse_duration("5m"), parse_listen("127.0.0.1:0")
+(53687091200, 300.0, ('127.0.0.1', 0))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from proxy.oci.names import KNOWN_LOCATIONS
+
+
+@dataclass(frozen=True)
+class Route:
+    """Send repositories under ``prefix`` (``project`` or ``project/repo``) to ``location``."""
+
+    prefix: str
+    location: str
+
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
+}
+_DURATION_UNITS = {"": 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _split_number(text: str) -> tuple[float, str]:
+    text = text.strip().lower().replace("_", "")
+    i = len(text)
+    while i and not (text[i - 1].isdigit() or text[i - 1] == "."):
+        i -= 1
+    return float(text[:i]), text[i:].strip()
+
+
+def parse_size(value: Any) -> int:
+    """``'50GiB'``, ``'512MB'``, ``1073741824`` -> bytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    try:
+        number, unit = _split_number(str(value))
+        if number < 0 or unit not in _SIZE_UNITS:
+            raise ValueError
+        return int(number * _SIZE_UNITS[unit])
+    except ValueError:
+        raise ValueError(f"expected a size like '50GiB', got {value!r}") from None
+
+
+def parse_duration(value: Any) -> float:
+    """``'60s'``, ``'5m'``, ``'7d'``, ``30`` -> seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    try:
+        number, unit = _split_number(str(value))
+        if number < 0 or unit not in _DURATION_UNITS:
+            raise ValueError
+        return number * _DURATION_UNITS[unit]
+    except ValueError:
+        raise ValueError(f"expected a duration like '60s' or '5m', got {value!r}") from None
+
+
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def parse_int(value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a whole number, got {value!r}") from None
+    if number < 0:
+        raise ValueError(f"expected a non-negative number, got {value!r}")
+    return number
+
+
+def parse_positive_int(value: Any) -> int:
+    number = parse_int(value)
+    if number == 0:
+        raise ValueError("expected a number above 0")
+    return number
+
+
+def parse_str(value: Any) -> str:
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise ValueError(f"expected a string, got {value!r}")
+    return str(value)
+
+
+def parse_optional_str(value: Any) -> str | None:
+    return parse_str(value) or None
+
+
+def parse_path(value: Any) -> Path:
+    return Path(parse_str(value)).expanduser()
+
+
+def parse_optional_path(value: Any) -> Path | None:
+    return parse_path(value) if str(value) else None
+
+
+def choice(*options: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = parse_str(value).lower()
+        if text not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {value!r}")
+        return text
+
+    return parse
+
+
+def parse_location(value: Any) -> str:
+    text = parse_str(value)
+    if text not in KNOWN_LOCATIONS:
+        raise ValueError(f"expected an Artifact Registry location such as 'us', got {value!r}")
+    return text
+
+
+def parse_listen(value: Any) -> tuple[str, int]:
+    text = parse_str(value)
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"expected HOST:PORT with a numeric port, got {value!r}") from None
+    if not 0 <= number <= 65535:
+        raise ValueError(f"port must be 0-65535, got {number}")
+    return host.strip("[]"), number
+
+
+def parse_hosts(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    return tuple(str(item).strip().lower() for item in items if str(item).strip())
+
+
+def parse_routes(value: Any) -> tuple[Route, ...]:
+    """TOML ``[[upstream.routes]]`` tables, or ``prefix=location,...`` in the environment."""
+    items: list[tuple[Any, Any]]
+    if isinstance(value, list):
+        items = [(r.get("prefix"), r.get("location")) for r in value if isinstance(r, dict)]
+        if len(items) != len(value):
+            raise ValueError("expected tables with prefix and location")
+    else:
+        items = [tuple(part.split("=", 1)) for part in str(value).split(",") if part.strip()]  # type: ignore[misc]
+    routes = []
+    for prefix, location in items:
+        if not prefix or not location:
+            raise ValueError("each route needs a prefix and a location")
+        routes.append(Route(str(prefix).strip("/ "), parse_location(str(location).strip())))
+    return tuple(routes)

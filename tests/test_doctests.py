@@ -1,0 +1,24 @@
+"""The examples in module docstrings are run, so they cannot drift from the code."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "proxy.config_values",
+    "proxy.oci.digest",
+    "proxy.oci.names",
+    "proxy.oci.platform",
+    "proxy.oci.ranges",
+    "proxy.upstream.challenge",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name: str) -> None:
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0, f"{name} has no examples"
+    assert result.failed == 0
