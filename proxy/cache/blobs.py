@@ -27,6 +27,16 @@ log = logging.getLogger("gar_proxy.cache")
 READ_SIZE = 1024 * 1024
 
 
+_PROBE = bytearray(1)
+
+
+def _in_page_cache(fd: int, offset: int) -> bool:
+    try:
+        return os.preadv(fd, [_PROBE], offset, os.RWF_NOWAIT) == 1
+    except OSError:
+        return False
+
+
 @dataclass(frozen=True)
 class RecoveryReport:
     temp_removed: int
@@ -79,9 +89,12 @@ class BlobCache:
             position = start
             stop = end if end is not None else os.fstat(fd).st_size
             while position < stop:
-                chunk = await loop.run_in_executor(
-                    None, os.pread, fd, min(READ_SIZE, stop - position), position
-                )
+                size = min(READ_SIZE, stop - position)
+                if _in_page_cache(fd, position + size - 1):
+                    chunk = os.pread(fd, size, position)
+                    await asyncio.sleep(0)  # the loop was not given up: let others run
+                else:
+                    chunk = await loop.run_in_executor(None, os.pread, fd, size, position)
                 if not chunk:
                     raise OSError(f"cached blob {digest} shrank while being read")
                 position += len(chunk)
@@ -122,10 +135,12 @@ class BlobCache:
                     log.warning("cache over its cap but every blob is in use or pinned")
                     break
                 chosen: list[Digest] = []
+                excess = self.index.total_bytes - target  # fills may add bytes meanwhile
                 for digest, size in victims:
-                    if self.index.total_bytes - freed <= target:
+                    if excess <= 0:
                         break
                     chosen.append(digest)
+                    excess -= size
                     freed += size
                 for digest in chosen:
                     self.store.remove(digest)
