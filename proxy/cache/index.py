@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
@@ -87,6 +88,17 @@ class CacheIndex:
         self.total_bytes = int(row[0]) if row else 0
         return self.total_bytes
 
+    async def _run(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """One statement whose cursor is closed at once: a cursor left open keeps its
+        statement busy, and the next coroutine running the same SQL on this shared
+        connection can then fail with "bad parameter or other API misuse"."""
+        async with self._db.execute(sql, params):
+            pass
+
+    async def _run_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        async with self._db.executemany(sql, rows):
+            pass
+
     @property
     def db(self) -> aiosqlite.Connection:
         """The connection, for tables kept by other modules (``proxy.cache.uploads``)."""
@@ -118,7 +130,7 @@ class CacheIndex:
         if not self._touched:
             return
         touched, self._touched = self._touched, {}
-        await self._db.executemany(
+        await self._run_many(
             "UPDATE blobs SET last_access = ?, hits = hits + ? WHERE digest = ?",
             [(when, hits, digest) for digest, (when, hits) in touched.items()],
         )
@@ -162,12 +174,12 @@ class CacheIndex:
     # --- manifests -----------------------------------------------------------------------
 
     async def put_manifest(self, row: ManifestRow, children: Iterable[Digest] = ()) -> None:
-        await self._db.execute(
+        await self._run(
             "INSERT OR IGNORE INTO manifests (digest, media_type, size, body, created)"
             " VALUES (?, ?, ?, ?, ?)",
             (str(row.digest), row.media_type, row.size, row.body, time.time()),
         )
-        await self._db.executemany(
+        await self._run_many(
             "INSERT OR IGNORE INTO manifest_refs (manifest, child) VALUES (?, ?)",
             [(str(row.digest), str(child)) for child in children],
         )
@@ -224,7 +236,7 @@ class CacheIndex:
     async def put_tag(self, repo: str, tag: str, digest: Digest, media_type: str) -> TagRow:
         now = time.time()
         row = self._tags[(repo, tag)] = TagRow(digest, media_type, now, now)
-        await self._db.execute(
+        await self._run(
             "INSERT OR REPLACE INTO tags (repo, tag, digest, media_type, fetched, verified)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             (repo, tag, str(digest), media_type, now, now),
@@ -237,14 +249,14 @@ class CacheIndex:
         now = time.time()
         if row is not None:
             self._tags[(repo, tag)] = TagRow(row.digest, row.media_type, row.fetched, now)
-        await self._db.execute(
+        await self._run(
             "UPDATE tags SET verified = ? WHERE repo = ? AND tag = ?", (now, repo, tag)
         )
         await self._db.commit()
 
     async def delete_tag(self, repo: str, tag: str) -> None:
         self._tags.pop((repo, tag), None)
-        await self._db.execute("DELETE FROM tags WHERE repo = ? AND tag = ?", (repo, tag))
+        await self._run("DELETE FROM tags WHERE repo = ? AND tag = ?", (repo, tag))
         await self._db.commit()
 
     async def list_tags(self, repo: str) -> list[str]:
@@ -257,14 +269,14 @@ class CacheIndex:
 
     async def pin(self, digests: Iterable[Digest]) -> None:
         now = time.time()
-        await self._db.executemany(
+        await self._run_many(
             "INSERT OR IGNORE INTO pins (digest, created) VALUES (?, ?)",
             [(str(d), now) for d in digests],
         )
         await self._db.commit()
 
     async def put_document(self, key: str, media_type: str, body: bytes, headers: str) -> None:
-        await self._db.execute(
+        await self._run(
             "INSERT OR REPLACE INTO documents (key, media_type, body, headers, fetched)"
             " VALUES (?, ?, ?, ?, ?)",
             (key, media_type, body, headers, time.time()),
@@ -274,7 +286,7 @@ class CacheIndex:
     async def delete_documents(self, prefix: str) -> None:
         """Forget cached listings whose key starts with ``prefix`` (they went out of date)."""
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        await self._db.execute(
+        await self._run(
             "DELETE FROM documents WHERE key LIKE ? ESCAPE '\\'", (escaped + "%",)
         )
         await self._db.commit()

@@ -56,7 +56,7 @@ class UploadTable:
         self._db = db
 
     async def put(self, row: UploadRow) -> None:
-        await self._db.execute(
+        async with self._db.execute(
             f"INSERT OR REPLACE INTO uploads ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 row.id,
@@ -67,7 +67,8 @@ class UploadTable:
                 row.created,
                 row.updated,
             ),
-        )
+        ):
+            pass  # closed at once (see CacheIndex._run)
         await self._db.commit()
 
     async def get(self, upload_id: str) -> UploadRow | None:
@@ -83,7 +84,8 @@ class UploadTable:
         )  # fmt: skip
 
     async def delete(self, upload_id: str) -> None:
-        await self._db.execute("DELETE FROM uploads WHERE id = ?", (upload_id,))
+        async with self._db.execute("DELETE FROM uploads WHERE id = ?", (upload_id,)):
+            pass  # closed at once (see CacheIndex._run)
         await self._db.commit()
 
     async def expire(self, before: float) -> list[str]:
