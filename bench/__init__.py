@@ -1,0 +1,1 @@
+"""Reproducible benchmarks of gar-proxy against the distribution registry's proxy mode."""

@@ -1,0 +1,242 @@
+"""The six scenarios. Each runs ``runs`` times, alternating the order of the targets
+(gar-proxy, distribution, upstream) from run to run; cold runs restart each proxy on
+empty storage first. Results go into a ``Measurements``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Coroutine, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bench import measure as mm
+from bench.client import ACCEPT, BenchError, new_client, pull_image, read_blob
+from bench.content import ImageRef
+from bench.load import head_load, parallel_blob_reads
+from bench.procstat import Memory, cpu_seconds
+from bench.rig import Rig
+from bench.servers import Target
+
+T = TypeVar("T")
+MiB = 1024 * 1024
+HERD = 8
+HEAD_CONNECTIONS = 64
+
+
+@dataclass
+class Options:
+    runs: int
+    head_seconds: float
+    py_spy: Path | None = None  # record gar-proxy profiles of the warm scenarios here
+    py_spy_format: str = "flamegraph"  # or raw (collapsed stacks), speedscope
+
+
+def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
+
+
+def alternate(targets: Sequence[Target], run: int) -> list[Target]:
+    return list(targets) if run % 2 == 0 else list(reversed(targets))
+
+
+@dataclass
+class Pulled:
+    seconds: float
+    upstream_bytes: int
+    cpu: float
+    peak_rss: int
+
+
+def pull_many(rig: Rig, target: Target, image: ImageRef, pullers: int) -> Pulled:
+    """``pullers`` simultaneous pulls of ``image``, each with its own connections."""
+
+    async def one() -> int:
+        async with new_client() as client:
+            return await pull_image(client, target.url, image.repo, image.tag)
+
+    async def all_of_them() -> list[int]:
+        return await asyncio.gather(*(one() for _ in range(pullers)))
+
+    rig.relay.reset()
+    cpu = cpu_seconds(target.pid)
+    with Memory(target.pid) as memory:
+        started = time.perf_counter()
+        received = run_async(all_of_them())
+        seconds = time.perf_counter() - started
+    if received != [image.blob_bytes] * pullers:
+        raise BenchError(f"{target.name}: pulled {received}, expected {image.blob_bytes} each")
+    return Pulled(seconds, rig.relay.counts()[1], cpu_seconds(target.pid) - cpu, memory.peak)
+
+
+@contextlib.contextmanager
+def profiled(rig: Rig, target: Target, options: Options, name: str) -> Iterator[None]:
+    """py-spy on gar-proxy while the block runs, when ``--py-spy DIR`` asked for it."""
+    if options.py_spy is None or target is not rig.gar or target.pid is None:
+        yield
+        return
+    options.py_spy.mkdir(parents=True, exist_ok=True)
+    suffix = {"flamegraph": "svg", "raw": "txt", "speedscope": "json"}[options.py_spy_format]
+    output = options.py_spy / f"{name}.{suffix}"
+    spy = subprocess.Popen(
+        [shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record",
+         "--nonblocking", "-r", "200", "-f", options.py_spy_format, "--pid", str(target.pid),
+         "-o", str(output)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(0.5)  # attach before the load starts
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        try:
+            spy.wait(30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait()
+
+
+def cold_pull(rig: Rig, m: mm.Measurements, options: Options) -> None:
+    image = rig.corpus.big
+    for run in range(options.runs):
+        for target in alternate(rig.targets, run):
+            target.fresh()
+            pulled = pull_many(rig, target, image, 1)
+            m.add(mm.COLD_PULL, target.name, pulled.seconds)
+            m.add(mm.COLD_CPU, target.name, pulled.cpu)
+
+
+def warm_pull(rig: Rig, m: mm.Measurements, options: Options) -> None:
+    image = rig.corpus.big
+    for target in rig.proxies:
+        target.fresh()
+        for _ in range(2):  # the second makes sure the proxy's copy is complete
+            pull_many(rig, target, image, 1)
+    for run in range(options.runs):
+        for target in alternate(rig.targets, run):
+            with profiled(rig, target, options, f"2-warm-pull-{run}"):
+                pulled = pull_many(rig, target, image, 1)
+            m.add(mm.WARM_PULL, target.name, pulled.seconds)
+            m.add(mm.WARM_CPU, target.name, pulled.cpu)
+            if target is not rig.direct:
+                m.add(mm.WARM_UPSTREAM, target.name, pulled.upstream_bytes / 1024)
+
+
+def herd(rig: Rig, m: mm.Measurements, options: Options) -> None:
+    image = rig.corpus.big
+    for run in range(options.runs):
+        for target in alternate(rig.targets, run):
+            target.fresh()
+            pulled = pull_many(rig, target, image, HERD)
+            m.add(mm.HERD_WALL, target.name, pulled.seconds)
+            m.add(mm.HERD_CPU, target.name, pulled.cpu)
+            if target is not rig.direct:
+                m.add(mm.HERD_BYTES, target.name, pulled.upstream_bytes / image.blob_bytes)
+                m.add(mm.HERD_RSS, target.name, pulled.peak_rss / MiB)
+
+
+def big_blob(rig: Rig, m: mm.Measurements, options: Options) -> None:
+    image = rig.corpus.huge
+    layer = image.blobs[1]
+
+    async def read(target: Target) -> None:
+        async with new_client() as client:
+            await read_blob(client, target.url, image.repo, layer.digest, layer.size)
+
+    for target in rig.proxies:
+        target.fresh()
+        with Memory(target.pid) as memory:
+            run_async(read(target))  # the cold fill
+            run_async(read(target))
+        m.add(mm.BLOB_RSS, target.name, memory.peak / MiB)
+    for run in range(options.runs):
+        for clients, metric in ((1, mm.BLOB_1), (4, mm.BLOB_4)):
+            for target in alternate(rig.targets, run):
+                url = f"{target.url}/v2/{image.repo}/blobs/{layer.digest}"
+                cpu = cpu_seconds(target.pid)
+                with (
+                    Memory(target.pid) as memory,
+                    profiled(rig, target, options, f"4-blob-{clients}-{run}"),
+                ):
+                    seconds = parallel_blob_reads(url, layer.size, clients)
+                gib = clients * layer.size / 1024**3
+                m.add(metric, target.name, clients * layer.size / seconds / 1e6)
+                m.add(mm.BLOB_CPU, target.name, (cpu_seconds(target.pid) - cpu) / gib)
+                if target is not rig.direct:
+                    m.add(mm.BLOB_RSS, target.name, memory.peak / MiB)
+
+
+def manifest_heads(rig: Rig, m: mm.Measurements, options: Options) -> None:
+    images = rig.corpus.small
+    paths = [f"/v2/{i.repo}/manifests/{i.tag}" for i in images]
+
+    async def warm(target: Target) -> None:
+        async with new_client() as client:
+            for path in paths:
+                response = await client.get(target.url + path, headers={"Accept": ACCEPT})
+                if response.status_code != 200:
+                    raise BenchError(f"{target.name}: GET {path} -> {response.status_code}")
+
+    for target in rig.targets:
+        run_async(warm(target))
+    for run in range(options.runs):
+        for target in alternate(rig.targets, run):
+            cpu = cpu_seconds(target.pid)
+            with profiled(rig, target, options, f"5-head-{run}"):
+                result = head_load(
+                    target.url, paths, seconds=options.head_seconds,
+                    connections=HEAD_CONNECTIONS, scratch=rig.workdir,
+                )  # fmt: skip
+            if result.errors:
+                m.notes.append(f"5: {target.name} run {run}: {result.errors} errors")
+            m.add(mm.HEAD_RATE, target.name, result.rate)
+            m.add(mm.HEAD_P50, target.name, result.p50_ms)
+            m.add(mm.HEAD_P99, target.name, result.p99_ms)
+            cost = (cpu_seconds(target.pid) - cpu) / max(1, result.requests) * 1000
+            m.add(mm.HEAD_CPU, target.name, cost)
+
+
+def peak_rss(m: mm.Measurements) -> None:
+    for target in (mm.GAR, mm.DIST):
+        peaks = [s.high for s in (m.stats(mm.HERD_RSS, target), m.stats(mm.BLOB_RSS, target)) if s]
+        if peaks:
+            m.add(mm.PEAK_RSS, target, max(peaks))
+
+
+SCENARIOS = {1: cold_pull, 2: warm_pull, 3: herd, 4: big_blob, 5: manifest_heads}
+
+
+def skopeo_sanity(rig: Rig, m: mm.Measurements) -> None:
+    """A real client through each proxy: skopeo copies the index (all platforms) and
+    the big image into OCI layouts, whose digests must be the pushed ones."""
+    from tests.realclients import Skopeo
+
+    skopeo = Skopeo(rig.workdir / "skopeo")
+    for target in rig.proxies:
+        host = target.url.removeprefix("http://")
+        for image in (rig.corpus.multi, rig.corpus.big):
+            layout = rig.workdir / "skopeo" / f"{target.name}-{image.repo.replace('/', '-')}"
+            started = time.perf_counter()
+            skopeo("copy", "--quiet", "--all", f"docker://{host}/{image.repo}:{image.tag}",
+                   f"oci:{layout}:{image.tag}", timeout=600)  # fmt: skip
+            seconds = time.perf_counter() - started
+            index = json.loads((layout / "index.json").read_text())
+            digests = [d["digest"] for d in index["manifests"]]
+            if digests != [image.digest]:
+                raise BenchError(f"skopeo via {target.name}: got {digests}, not {image.digest}")
+            m.notes.append(
+                f"skopeo copy --all {image.repo}:{image.tag} via {target.name}: "
+                f"digest ok, {seconds:.2f}s"
+            )

@@ -1,0 +1,103 @@
+"""A fill writes and hashes on a worker thread: followers see only bytes already in the
+file, and a fill that times out mid-batch waits for the thread before closing it."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import BinaryIO
+
+import httpx
+import pytest
+
+from proxy.cache import fills
+from proxy.cache.fills import CHUNK, Fill
+from proxy.oci.digest import Digest, DigestVerifier
+
+
+class Pieces(httpx.AsyncByteStream):
+    def __init__(self, pieces: list[bytes], pause: float = 0.0) -> None:
+        self.pieces, self.pause = pieces, pause
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for piece in self.pieces:
+            await asyncio.sleep(self.pause)
+            yield piece
+
+
+def _fill(tmp_path: Path, data: bytes) -> Fill:
+    return Fill(Digest.of(data), tmp_path / "temp", tmp_path / "final")
+
+
+async def _commit(temp: Path, digest: Digest, size: int) -> None:
+    await asyncio.to_thread(temp.rename, temp.with_name("final"))
+
+
+async def test_followers_read_exactly_the_bytes_of_uneven_pieces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_absorb = fills._absorb
+
+    def slow_disk(file: BinaryIO, verifier: DigestVerifier, pieces: list[bytes]) -> None:
+        time.sleep(0.05)  # followers catch up with what was counted before this batch
+        real_absorb(file, verifier, pieces)
+
+    monkeypatch.setattr(fills, "_absorb", slow_disk)
+    data = random.Random(3).randbytes(3 * CHUNK + 5000)
+    # Pieces smaller than a file buffer and bigger than a batch; a small one ends a
+    # batch, small ones end the blob.
+    end = len(data)
+    cuts = [0, 7, 4096, CHUNK - 5, CHUNK + 5, 2 * CHUNK + 3, end - 300, end - 100, end]
+    pieces = [data[a:b] for a, b in itertools.pairwise(cuts)]
+    fill = _fill(tmp_path, data)
+
+    async def opened() -> httpx.Response:
+        headers = {"content-length": str(len(data))}
+        return httpx.Response(200, headers=headers, stream=Pieces(pieces, pause=0.001))
+
+    run = asyncio.create_task(fill.run(opened, _commit, 30))
+    followed = bytearray()
+    async for chunk in fill.read():
+        assert chunk, f"an empty read at {len(followed)}: counted bytes not in the file"
+        followed += chunk
+    await run
+    assert fill.done and not fill.failed
+    assert followed == data
+
+
+async def test_a_fill_cut_mid_batch_waits_for_its_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = random.Random(4).randbytes(2 * CHUNK)
+    writer_errors: list[BaseException] = []
+    writing, written = threading.Event(), threading.Event()
+    real_absorb = fills._absorb
+
+    def slow_absorb(file: BinaryIO, verifier: DigestVerifier, pieces: list[bytes]) -> None:
+        writing.set()
+        time.sleep(0.3)  # still writing when the fill's time runs out
+        try:
+            real_absorb(file, verifier, pieces)
+        except BaseException as error:
+            writer_errors.append(error)
+            raise
+        finally:
+            written.set()
+
+    monkeypatch.setattr(fills, "_absorb", slow_absorb)
+    fill = _fill(tmp_path, data)
+
+    async def opened() -> httpx.Response:
+        return httpx.Response(200, stream=Pieces([data[:CHUNK], data[CHUNK:]], pause=0.0))
+
+    await fill.run(opened, _commit, 0.1)
+    assert writing.is_set()
+    assert await asyncio.to_thread(written.wait, 5)
+    assert fill.error is not None and fill.error.status == 504
+    assert writer_errors == []  # the file was not closed under the thread
+    assert not fill.temp.exists()
