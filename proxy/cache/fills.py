@@ -29,9 +29,9 @@ from proxy.oci.errors import ErrorCode, RegistryError
 log = logging.getLogger("gar_proxy.cache")
 
 CHUNK = 1024 * 1024  # bytes per batch handed to the writer thread
-# Per follower read: dozens of streams run at once, and each holds about one read in
-# flight; 256 KiB halved peak RSS for 8 concurrent cold pulls against 1 MiB, at the
-# same CPU per byte (bench/README.md).
+# Per follower read: dozens of streams run at once, each holding about one read in
+# flight; 256 KiB rather than 1 MiB took the peak RSS of 8 concurrent cold pulls from
+# about 115 to 86 MiB at the same CPU per byte (bench/RESULTS.md).
 READ_SIZE = 256 * 1024
 Opener = Callable[[], Awaitable[httpx.Response]]
 Committer = Callable[[Path, Digest, int], Awaitable[None]]

@@ -38,9 +38,9 @@ log = logging.getLogger("gar_proxy.upstream")
 Body = bytes | AsyncIterable[bytes] | None
 # httpcore reads a response 64 KiB at a time, and for each read anyio splits what the
 # event loop handed over (up to 256 KiB) and copies the rest back into its queue.
-# Reading what the loop delivers quarters the work per byte of a blob fill (a 1 GiB
-# cold fill measured 3.6 s before, 2.2 s after; bench/README.md). A class attribute,
-# so this is the one place that sets it.
+# Reading what the loop delivers means a quarter of the reads and no split copies (a
+# 1 GiB cold fill: 3.6-4.2 s before, 2.7-3.2 s after; bench/RESULTS.md). A class
+# attribute, so this is the one place that sets it.
 httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = 256 * 1024
 # A wait longer than this is not worth holding a client for; pass the 429 on instead.
 MAX_RETRY_AFTER = 60.0
