@@ -25,6 +25,7 @@ from typing import BinaryIO
 
 import aiosqlite
 
+from proxy.cache.store import BlobStore
 from proxy.oci.digest import Digest
 from proxy.oci.names import Repository
 
@@ -169,7 +170,7 @@ class Tee:
             return False
         if digest.algorithm == "sha256":
             return self._hash.hexdigest() == digest.hex
-        actual = await asyncio.to_thread(_rehash, self.path, digest.algorithm)
+        actual = await asyncio.to_thread(BlobStore.rehash, self.path, digest.algorithm)
         return actual == digest.hex
 
     def discard(self) -> None:
@@ -178,14 +179,6 @@ class Tee:
         self.keep = False
         self._hash = None
         self.path.unlink(missing_ok=True)
-
-
-def _rehash(path: Path, algorithm: str) -> str:
-    hasher = hashlib.new(algorithm)
-    with path.open("rb") as file:
-        while chunk := file.read(READ_SIZE):
-            hasher.update(chunk)
-    return hasher.hexdigest()
 
 
 class UploadFiles:
