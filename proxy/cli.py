@@ -52,6 +52,7 @@ def serve(settings: Settings) -> int:
     import uvicorn
 
     from proxy.app import create_app
+    from proxy.http.server import ZeroCopyProtocol
     from proxy.logs import configure
 
     configure(settings.log_level, settings.log_format)
@@ -64,6 +65,7 @@ def serve(settings: Settings) -> int:
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(
         create_app(settings),
+        http=ZeroCopyProtocol,  # blob bodies go file -> socket in the kernel
         log_config=None,
         access_log=settings.log_level == "debug",
         timeout_graceful_shutdown=10,

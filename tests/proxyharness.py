@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from proxy.app import create_app
 from proxy.config import Settings, load_settings
+from proxy.http.server import ZeroCopyProtocol
 from proxy.services.container import Services
 from tests.servers import ThreadedServer
 
@@ -64,8 +65,10 @@ class RunningProxy:
 
 
 @contextlib.contextmanager
-def run_proxy(settings: Settings) -> Iterator[RunningProxy]:
-    server = ThreadedServer(create_app(settings)).start()
+def run_proxy(settings: Settings, *, zero_copy: bool = True) -> Iterator[RunningProxy]:
+    """``zero_copy=False``: plain uvicorn, as another ASGI server would serve the app."""
+    http = ZeroCopyProtocol if zero_copy else "httptools"
+    server = ThreadedServer(create_app(settings), http=http).start()
     try:
         yield RunningProxy(server, settings)
     finally:

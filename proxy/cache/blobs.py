@@ -17,7 +17,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxy.cache.fills import Fill, Fills, Opener
+from proxy.cache.bodies import FileBody, Segment
+from proxy.cache.fills import FOLLOW_READ_SIZE, Fill, Fills, Opener
 from proxy.cache.index import CacheIndex
 from proxy.cache.store import BlobStore
 from proxy.oci.digest import Digest
@@ -25,27 +26,8 @@ from proxy.oci.digest import Digest
 log = logging.getLogger("gar_proxy.cache")
 
 # Large reads: per-read work on the event loop, not the copy, limits a warm stream
-# (1 MiB served 4 clients 10-30% faster than 256 KiB; bench/RESULTS.md).
+# served as bytes (1 MiB served 4 clients 10-30% faster than 256 KiB; bench/RESULTS.md).
 READ_SIZE = 1024 * 1024
-_PROBE = bytearray(1)
-_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)  # Linux only
-
-
-def _in_page_cache(fd: int, offset: int) -> bool:
-    """Whether the byte at ``offset`` is in the page cache (read without blocking).
-
-    A hit is read on the event loop: a thread hop per read cost more CPU than the
-    copy itself, and 1 MiB buffers made in pool threads and freed on the loop kept
-    glibc returning pages to the kernel and faulting them back (warm 1 GiB reads by
-    4 clients: 0.68 s of CPU per GiB on threads, 0.28 s inline; bench/RESULTS.md). A
-    miss, or a kernel or filesystem without ``RWF_NOWAIT``, goes to a thread as before.
-    """
-    if _NOWAIT is None:
-        return False
-    try:
-        return os.preadv(fd, [_PROBE], offset, _NOWAIT) == 1
-    except OSError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -84,44 +66,35 @@ class BlobCache:
     def fill(self, digest: Digest, opener: Opener) -> Fill:
         return self.fills.start(digest, opener)
 
-    async def read(
-        self, digest: Digest, start: int = 0, end: int | None = None
-    ) -> AsyncIterator[bytes]:
-        """Stream ``[start, end)`` of a cached blob; the file stays while we read."""
+    def read(self, digest: Digest, start: int = 0, end: int | None = None) -> FileBody:
+        """``[start, end)`` of a cached blob; the file stays while it is being read."""
+        return FileBody(lambda: self._segments(digest, start, end), READ_SIZE)
+
+    async def _segments(
+        self, digest: Digest, start: int, end: int | None
+    ) -> AsyncIterator[Segment]:
         self._readers[digest] += 1
         self.index.touch(digest)
         try:
             fd = os.open(self.store.path(digest), os.O_RDONLY)
-        except FileNotFoundError:
-            self._release(digest)
-            raise
-        loop = asyncio.get_running_loop()
-        try:
-            position = start
-            stop = end if end is not None else os.fstat(fd).st_size
-            while position < stop:
-                size = min(READ_SIZE, stop - position)
-                # The last byte stands for the read: readahead fills pages in order.
-                if _in_page_cache(fd, position + size - 1):
-                    chunk = os.pread(fd, size, position)
-                    await asyncio.sleep(0)  # the loop was not given up: let others run
-                else:
-                    chunk = await loop.run_in_executor(None, os.pread, fd, size, position)
-                if not chunk:
-                    raise OSError(f"cached blob {digest} shrank while being read")
-                position += len(chunk)
-                yield chunk
+            try:
+                stop = end if end is not None else os.fstat(fd).st_size
+                if start < stop:
+                    yield fd, start, stop - start
+            finally:
+                os.close(fd)
         finally:
-            os.close(fd)
             self._release(digest)
 
-    async def follow(
-        self, fill: Fill, start: int = 0, end: int | None = None
-    ) -> AsyncIterator[bytes]:
+    def follow(self, fill: Fill, start: int = 0, end: int | None = None) -> FileBody:
+        """The bytes of a running fill as they land (see ``Fill.segments``)."""
+        return FileBody(lambda: self._following(fill, start, end), FOLLOW_READ_SIZE)
+
+    async def _following(self, fill: Fill, start: int, end: int | None) -> AsyncIterator[Segment]:
         self._readers[fill.digest] += 1
         try:
-            async for chunk in fill.read(start, end):
-                yield chunk
+            async for segment in fill.segments(start, end):
+                yield segment
         finally:
             self._release(fill.digest)
 

@@ -3,7 +3,7 @@
 A ``Fill`` is owned by the app, not by the request that started it: it runs as its
 own task, writing upstream bytes to a temp file and hashing them, and lives on if
 that first client goes away (bounded by ``fill_timeout``). Readers follow the file
-as it grows (``Fill.read``), so the twentieth client of a cold blob gets bytes as
+as it grows (``Fill.segments``), so the twentieth client of a cold blob gets bytes as
 soon as the first does, and upstream sees one GET.
 
 Nothing is trusted until the digest matches: a follower never receives the last
@@ -23,16 +23,18 @@ from typing import BinaryIO
 
 import httpx
 
+from proxy.cache.bodies import Segment
 from proxy.oci.digest import Digest, DigestVerifier
 from proxy.oci.errors import ErrorCode, RegistryError
 
 log = logging.getLogger("gar_proxy.cache")
 
 CHUNK = 1024 * 1024  # bytes per batch handed to the writer thread
-# Per follower read: dozens of streams run at once, each holding about one read in
-# flight; 256 KiB rather than 1 MiB took the peak RSS of 8 concurrent cold pulls from
-# about 115 to 86 MiB at the same CPU per byte (bench/RESULTS.md).
-READ_SIZE = 256 * 1024
+# Per follower read, when bytes rather than file segments are sent: dozens of streams
+# run at once, each holding about one read in flight; 256 KiB rather than 1 MiB took
+# the peak RSS of 8 concurrent cold pulls from about 115 to 86 MiB at the same CPU
+# per byte (bench/RESULTS.md).
+FOLLOW_READ_SIZE = 256 * 1024
 Opener = Callable[[], Awaitable[httpx.Response]]
 Committer = Callable[[Path, Digest, int], Awaitable[None]]
 
@@ -157,8 +159,11 @@ class Fill:
         """Until upstream answered with headers; raises the fill's error if it did not."""
         await asyncio.shield(self.headers_ready)
 
-    async def read(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        """Bytes ``[start, end)`` as they arrive; raises if the fill fails."""
+    async def segments(self, start: int = 0, end: int | None = None) -> AsyncIterator[Segment]:
+        """``[start, end)`` of the temp file as it grows, as (fd, offset, count).
+
+        Each segment is everything readable at the time; raises if the fill fails.
+        """
         await self.started()
         fd = self._open()
         try:
@@ -166,9 +171,8 @@ class Fill:
             while True:
                 stop = self._readable_until(end)
                 if position < stop:
-                    chunk = os.pread(fd, min(READ_SIZE, stop - position), position)
-                    position += len(chunk)
-                    yield chunk
+                    yield fd, position, stop - position
+                    position = stop
                     continue
                 if self.failed:
                     raise self.error  # type: ignore[misc]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from proxy.cache.bodies import FileBody
+from proxy.http.responses import FileBodyResponse
 from proxy.oci.names import Repository
 from proxy.services.answers import Answer
 from proxy.services.container import Services
@@ -26,7 +28,7 @@ async def repository(request: Request) -> Repository:
 
 
 async def _counted(
-    body: AsyncIterator[bytes], services_: Services, source: str
+    body: AsyncIterable[bytes], on_sent: Callable[[int], None]
 ) -> AsyncIterator[bytes]:
     sent = 0
     try:
@@ -34,7 +36,7 @@ async def _counted(
             sent += len(chunk)
             yield chunk
     finally:
-        services_.metrics.bytes_served.labels(source).inc(sent)
+        on_sent(sent)
 
 
 def answer_response(request: Request, answer: Answer, *, source: str) -> Response:
@@ -59,5 +61,8 @@ def answer_response(request: Request, answer: Answer, *, source: str) -> Respons
         if length is not None:
             response.headers["Content-Length"] = str(length)
         return response
-    body = _counted(answer.body, services(request), source)
+    counter = services(request).metrics.bytes_served.labels(source)
+    if isinstance(answer.body, FileBody):
+        return FileBodyResponse(answer.body, status, headers, answer.media_type, counter.inc)
+    body = _counted(answer.body, counter.inc)
     return StreamingResponse(body, status, headers, media_type=answer.media_type)

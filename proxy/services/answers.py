@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
 
 from proxy.oci.digest import Digest
@@ -13,6 +13,6 @@ class Answer:
     digest: Digest
     media_type: str
     size: int | None  # None: unknown until streamed (chunked)
-    body: AsyncIterator[bytes] | bytes | None = None
+    body: AsyncIterable[bytes] | bytes | None = None  # a FileBody can be sent zero-copy
     span: tuple[int, int] | None = None  # a 206's half-open range
     headers: dict[str, str] = field(default_factory=dict)

@@ -11,7 +11,7 @@ an upload session (202), as the spec says a registry that cannot mount answers.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 
 from proxy.cache.blobs import BlobCache
 from proxy.config import Settings
@@ -108,7 +108,7 @@ class MountService:
 
     async def _reachable(
         self, digest: Digest, source: Repository | None
-    ) -> tuple[AsyncIterator[bytes], int | None] | None:
+    ) -> tuple[AsyncIterable[bytes], int | None] | None:
         """The blob's bytes from the cache or the source repository, or None."""
         size = self.cache.size(digest)
         if size is not None:
@@ -127,7 +127,7 @@ class MountService:
         return answer.body, answer.size
 
     async def _copy(
-        self, session: Session, digest: Digest, body: tuple[AsyncIterator[bytes], int | None]
+        self, session: Session, digest: Digest, body: tuple[AsyncIterable[bytes], int | None]
     ) -> None:
         """Upload the blob into ``session`` ourselves; already cached, so no tee."""
         session.tee.discard()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable
 from dataclasses import dataclass, field
 
 import httpx
@@ -23,7 +23,7 @@ UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 class Chunk:
     """A request body for an upload: streamed, with what the client said about it."""
 
-    body: AsyncIterator[bytes] | None
+    body: AsyncIterable[bytes] | None
     length: int | None = None  # Content-Length, when sent
     content_range: str | None = None
 
@@ -94,7 +94,7 @@ class Flow:
         self.limit = limit
         self.received = 0
 
-    async def through(self, body: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
+    async def through(self, body: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
         try:
             async for chunk in body:
                 if not chunk:

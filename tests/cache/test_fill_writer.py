@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import random
 import threading
 import time
@@ -62,8 +63,10 @@ async def test_followers_read_exactly_the_bytes_of_uneven_pieces(
 
     run = asyncio.create_task(fill.run(opened, _commit, 30))
     followed = bytearray()
-    async for chunk in fill.read():
-        assert chunk, f"an empty read at {len(followed)}: counted bytes not in the file"
+    async for fd, offset, count in fill.segments():
+        assert offset == len(followed)
+        chunk = os.pread(fd, count, offset)
+        assert len(chunk) == count, f"a short read at {offset}: counted bytes not in the file"
         followed += chunk
     await run
     assert fill.done and not fill.failed

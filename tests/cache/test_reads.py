@@ -1,5 +1,5 @@
-"""BlobCache.read serves the same bytes whether the page cache has them (read on the
-event loop) or not (read on a thread), whole or as a range."""
+"""BlobCache.read, iterated as bytes, serves the same bytes whether the page cache has
+them (read on the event loop) or not (read on a thread), whole or as a range."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.cache import blobs
+from proxy.cache import bodies, pagecache
 from proxy.cache.blobs import READ_SIZE, BlobCache
 from proxy.cache.index import CacheIndex
 from proxy.cache.store import BlobStore
@@ -21,7 +21,7 @@ from proxy.oci.digest import Digest
 async def test_reads_return_the_bytes_either_way(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cached: bool
 ) -> None:
-    monkeypatch.setattr(blobs, "_in_page_cache", lambda fd, offset: cached)
+    monkeypatch.setattr(bodies, "in_page_cache", lambda fd, offset: cached)
     data = random.Random(7).randbytes(3 * READ_SIZE + 123)
     digest = Digest.of(data)
     index = await CacheIndex.open(tmp_path / "index.sqlite3")
@@ -41,14 +41,14 @@ async def test_reads_return_the_bytes_either_way(
 
 
 def test_the_probe_sees_a_file_just_written(tmp_path: Path) -> None:
-    if blobs._NOWAIT is None:
+    if pagecache._NOWAIT is None:
         pytest.skip("no RWF_NOWAIT here: every read goes to a thread")
     path = tmp_path / "blob"
     path.write_bytes(b"x" * 8192)
     with path.open("rb") as file:
         try:
-            os.preadv(file.fileno(), [bytearray(1)], 0, blobs._NOWAIT)
+            os.preadv(file.fileno(), [bytearray(1)], 0, pagecache._NOWAIT)
         except OSError as error:
             if error.errno == errno.EOPNOTSUPP:
                 pytest.skip(f"{tmp_path} is on a filesystem without RWF_NOWAIT reads")
-        assert blobs._in_page_cache(file.fileno(), 4096)
+        assert pagecache.in_page_cache(file.fileno(), 4096)

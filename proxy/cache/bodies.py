@@ -1,0 +1,46 @@
+"""A body that is a file: zero-copy segments for the server, or bytes for anyone.
+
+Cache hits and followers of a running fill hand the route a ``FileBody``. A server
+that can send files (``proxy.http.server``) takes its ``segments()`` - (descriptor,
+offset, count) triples, each valid until the next is asked for - and the kernel moves
+the bytes; everything else (httpx upload bodies, other ASGI servers) iterates it as
+``bytes``, read in large chunks, on the loop when page-cached::
+
+    async for fd, offset, count in body.segments(): ...
+    async for chunk in body: ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+
+from proxy.cache.pagecache import in_page_cache
+
+Segment = tuple[int, int, int]  # (file descriptor, offset, count)
+
+
+class FileBody:
+    def __init__(self, segments: Callable[[], AsyncIterator[Segment]], read_size: int) -> None:
+        self._segments = segments
+        self.read_size = read_size
+
+    def segments(self) -> AsyncIterator[Segment]:
+        return self._segments()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        async for fd, offset, count in self._segments():
+            end = offset + count
+            while offset < end:
+                size = min(self.read_size, end - offset)
+                if in_page_cache(fd, offset + size - 1):
+                    chunk = os.pread(fd, size, offset)
+                    await asyncio.sleep(0)  # the loop was not given up: let others run
+                else:
+                    chunk = await loop.run_in_executor(None, os.pread, fd, size, offset)
+                if not chunk:
+                    raise OSError(f"file ended {end - offset} bytes early")
+                offset += len(chunk)
+                yield chunk

@@ -1,0 +1,1 @@
+"""HTTP serving pieces below the routes: zero-copy file sends under uvicorn."""

@@ -1,0 +1,55 @@
+"""``FileResponse`` for a ``FileBody``: zero-copy when the server offers it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from proxy.cache.bodies import FileBody
+from proxy.http.server import ZEROCOPY
+
+
+class FileBodyResponse(StreamingResponse):
+    """Streams a ``FileBody``; ``on_sent(n)`` gets the bytes handed to the server.
+
+    Disconnects are handled as ``StreamingResponse`` does: a task waits for
+    ``http.disconnect`` and cancels the stream, so a client that leaves while a fill
+    is still running stops waiting for it.
+    """
+
+    def __init__(
+        self,
+        body: FileBody,
+        status_code: int,
+        headers: dict[str, str],
+        media_type: str,
+        on_sent: Callable[[int], None],
+    ) -> None:
+        super().__init__(body, status_code, headers, media_type)
+        self.file_body = body
+        self.on_sent = on_sent
+        self.zero_copy = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.zero_copy = ZEROCOPY in scope.get("extensions", {})
+        await super().__call__(scope, receive, send)
+
+    async def stream_response(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})  # fmt: skip
+        sent = 0
+        try:
+            if self.zero_copy:
+                async for fd, offset, count in self.file_body.segments():
+                    await send({"type": ZEROCOPY, "file": fd, "offset": offset, "count": count,
+                                "more_body": True})  # fmt: skip
+                    sent += count
+            else:
+                async for chunk in self.file_body:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    sent += len(chunk)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            self.on_sent(sent)

@@ -1,0 +1,95 @@
+"""uvicorn's httptools protocol, plus the ASGI ``http.response.zerocopysend`` extension.
+
+uvicorn copies every body byte through Python: a blob hit is read into a buffer and
+written to the socket, about a third of a core per GiB on the event loop thread,
+which also runs every other request. With this protocol a response may instead send
+``{"type": "http.response.zerocopysend", "file": fd, "offset": o, "count": n,
+"more_body": b}`` (the ASGI spec's extension, advertised in ``scope["extensions"]``)
+and the kernel copies file to socket (``proxy.http.sendfile``). Routes fall back to
+plain bodies when the extension is absent (another server, TLS, h11), so nothing
+depends on it but speed.
+
+It hooks uvicorn in two documented-by-code places, each checked when it is used:
+the cycle uvicorn makes per request is given this subclass's ``send``, and the
+connection's write buffer high-water mark is 0, so a cycle's ``drain`` returns only
+once uvicorn's buffer is empty: file bytes must not overtake buffered headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+from proxy.http.sendfile import PeerGone, sendfile
+
+ZEROCOPY = "http.response.zerocopysend"
+
+
+class ZeroCopyCycle(RequestResponseCycle):
+    async def send(self, message: Any) -> None:
+        if message["type"] != ZEROCOPY:
+            await super().send(message)
+            return
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+        if self.disconnected or self.transport.is_closing():
+            return
+        if not self.response_started or self.response_complete or self.chunked_encoding:
+            raise RuntimeError(f"'{ZEROCOPY}' needs a started response with a Content-Length")
+        more_body = bool(message.get("more_body", False))
+        count = int(message["count"])
+        if self.scope["method"] != "HEAD" and count:
+            if count > self.expected_content_length:
+                raise RuntimeError("Response content longer than Content-Length")
+            await self._send_file(_fileno(message["file"]), int(message.get("offset", 0)), count)
+            if self.disconnected:
+                return
+            self.expected_content_length -= count
+        await super().send({"type": "http.response.body", "body": b"", "more_body": more_body})
+
+    async def _send_file(self, file: int, offset: int, count: int) -> None:
+        while self.transport.get_write_buffer_size():  # high-water 0 makes this rare
+            await asyncio.sleep(0.001)
+            if self.transport.is_closing():
+                return
+        sock = self.transport.get_extra_info("socket")
+        try:
+            await sendfile(sock.fileno(), file, offset, count)
+        except PeerGone:
+            # What uvicorn does when a write finds the client gone: stop, quietly.
+            self.disconnected = True
+            self.message_event.set()
+            self.transport.close()
+
+
+def _fileno(file: Any) -> int:
+    return file if isinstance(file, int) else int(file.fileno())
+
+
+class ZeroCopyProtocol(HttpToolsProtocol):
+    """Pass as ``uvicorn.Config(http=ZeroCopyProtocol)``; plain TCP only."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._zero_copy = transport.get_extra_info("sslcontext") is None and _has_fd(transport)
+        if self._zero_copy:
+            transport.set_write_buffer_limits(high=0)
+
+    def on_headers_complete(self) -> None:
+        before = self.cycle
+        super().on_headers_complete()
+        cycle = self.cycle
+        if self._zero_copy and cycle is not before and type(cycle) is RequestResponseCycle:
+            cycle.__class__ = ZeroCopyCycle  # only send() differs; no new state
+            self.scope.setdefault("extensions", {})[ZEROCOPY] = {}
+
+
+def _has_fd(transport: asyncio.Transport) -> bool:
+    sock = transport.get_extra_info("socket")
+    try:
+        return sock is not None and os.fstat(sock.fileno()) is not None
+    except (OSError, AttributeError):
+        return False
