@@ -82,6 +82,7 @@ class Settings:
     max_size: int = 50 * 1024**3
     tag_ttl_seconds: float = 60.0
     max_stale_seconds: float = 7 * 24 * 3600.0
+    stale_recheck_seconds: float = 10.0
     manifest_max_bytes: int = 64 * 1024**2
     fill_timeout_seconds: float = 3600.0
     offline: bool = False
@@ -206,6 +207,12 @@ FIELDS: tuple[Field, ...] = (
     Field("cache.max_size", "max_size", parse_size, ("GAR_PROXY_CACHE_MAX_SIZE",)),
     Field("cache.tag_ttl", "tag_ttl_seconds", parse_duration, ("GAR_PROXY_TAG_TTL",)),
     Field("cache.max_stale", "max_stale_seconds", parse_duration, ("GAR_PROXY_MAX_STALE",)),
+    Field(
+        "cache.stale_recheck",
+        "stale_recheck_seconds",
+        parse_duration,
+        ("GAR_PROXY_STALE_RECHECK",),
+    ),
     Field(
         "cache.manifest_max_size",
         "manifest_max_bytes",

@@ -128,7 +128,8 @@ def test_stale_tag_served_while_upstream_fails_until_max_stale(
 ) -> None:
     image = build_image([make_layer({"s": b"1"})])
     fake.put_image("us", REPO, "1.0", image)
-    settings = {"cache__tag_ttl": "0", "cache__max_stale": "1s"}
+    # stale_recheck 0: each request asks upstream (the window has its own test below).
+    settings = {"cache__tag_ttl": "0", "cache__max_stale": "1s", "cache__stale_recheck": "0s"}
     failures = [(503, "UNAVAILABLE", 502), (429, "TOOMANYREQUESTS", 429)]
     with start(tmp_path, upstream, **settings) as proxy, client(proxy) as http:
         assert get_tag(http).status_code == 200
@@ -155,6 +156,38 @@ def test_stale_tag_served_while_upstream_fails_until_max_stale(
         assert proxy.call(proxy.services.index.get_tag(KEY, "1.0")) is not None  # kept
         fake.clear_faults()
         assert get_tag(http).status_code == 200  # upstream is back: fine again
+
+
+def test_a_failed_revalidation_is_not_retried_within_stale_recheck(
+    fake: FakeGAR, upstream: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    image = build_image([make_layer({"r": b"1"})])
+    fake.put_image("us", REPO, "1.0", image)
+    settings = {"cache__tag_ttl": "0", "cache__stale_recheck": "1s"}
+    with start(tmp_path, upstream, **settings) as proxy, client(proxy) as http:
+        assert get_tag(http).status_code == 200
+        fake.reset_counts()
+        fake.add_fault(Fault(kind="manifest", status=503))
+        failed_at = time.monotonic()
+        for _ in range(5):
+            stale = get_tag(http)
+            assert stale.status_code == 200 and stale.content == image.manifest
+        assert time.monotonic() < failed_at + 1.0, "too slow for this test's window"
+        assert manifest_calls(fake) == (2, 0)  # the first request: one try, one retry
+        assert stale_served(proxy) == 5
+        warnings = [r for r in caplog.records if "serving stale tag" in r.getMessage()]
+        assert len(warnings) == 1
+        while time.monotonic() < failed_at + 1.05:  # the window is over: ask again
+            time.sleep(0.02)
+        assert get_tag(http).status_code == 200
+        assert manifest_calls(fake) == (4, 0)
+        fake.clear_faults()
+        while time.monotonic() < failed_at + 2.2:
+            time.sleep(0.02)
+        assert get_tag(http).status_code == 200  # revalidated, the failure forgotten
+        assert get_tag(http).status_code == 200
+        assert manifest_calls(fake) == (6, 0)
+        assert stale_served(proxy) == 6
 
 
 # --------------------------------------------------------------------------- listings

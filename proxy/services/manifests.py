@@ -3,7 +3,8 @@
 By digest: answered from the cache forever once fetched and verified.
 By tag: within ``tag_ttl`` answered locally; after it, one upstream ``HEAD`` (not a
 GET) revalidates; a changed digest is fetched once; an upstream 404 drops the tag;
-an upstream outage or rate limit serves the stale tag (up to ``max_stale``), counted.
+an upstream outage or rate limit serves the stale tag (up to ``max_stale``), counted,
+and for ``stale_recheck`` after such a failure without asking upstream again.
 Concurrent misses and revalidations of one key share one upstream call.
 """
 
@@ -59,6 +60,8 @@ class ManifestService:
         self.metrics = metrics
         self._flights: SingleFlight[ManifestRow] = SingleFlight()
         self._checks: SingleFlight[Digest | None] = SingleFlight()
+        # (repo, tag) -> monotonic time before which a stale tag is served unasked.
+        self._recheck_at: dict[tuple[str, str], float] = {}
 
     def _unknown(self, repo: Repository, reference: str | Digest) -> RegistryError:
         return RegistryError(
@@ -131,16 +134,26 @@ class ManifestService:
         if age < self.settings.tag_ttl_seconds or self.settings.offline:
             self.metrics.manifest("hit")
             return cached
+        servable_stale = age < self.settings.max_stale_seconds
+        if servable_stale and self._recheck_at.get((key, tag), 0.0) > time.monotonic():
+            self.metrics.stale_served.inc()  # upstream failed moments ago: don't wait on it
+            return cached
         try:
             current = await self._checks.do((key, tag), lambda: self._head_digest(repo, tag))
         except RegistryError as error:
-            if errors.is_transient(error) and age < self.settings.max_stale_seconds:
-                log.warning("serving stale tag %s:%s (%.0fs old): %s", key, tag, age, error.message)
+            if errors.is_transient(error) and servable_stale:
+                wait = self.settings.stale_recheck_seconds
+                self._recheck_at[(key, tag)] = time.monotonic() + wait
+                log.warning(
+                    "serving stale tag %s:%s (%.0fs old) for %gs: %s",
+                    key, tag, age, wait, error.message,
+                )  # fmt: skip
                 self.metrics.stale_served.inc()
                 return cached
             if error.code is ErrorCode.MANIFEST_UNKNOWN:
                 await self.index.delete_tag(key, tag)
             raise
+        self._recheck_at.pop((key, tag), None)
         if current == tag_row.digest:
             await self.index.mark_verified(key, tag)
             self.metrics.manifest("revalidated")
