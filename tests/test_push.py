@@ -121,6 +121,19 @@ def test_chunked_upload_reports_progress_and_pulls_back_from_the_cache(
     assert client.get(location).status_code == 404  # the session is over
 
 
+def test_upstream_minimum_chunk_size_is_passed_on(
+    fake: FakeGAR, proxy: RunningProxy, client: httpx.Client
+) -> None:
+    assert "oci-chunk-min-length" not in client.post(UPLOADS).headers  # none upstream
+    fake.upload_chunk_min_length = 5 * 1024 * 1024
+    started = client.post(UPLOADS)
+    assert started.headers["oci-chunk-min-length"] == str(5 * 1024 * 1024)
+    data, _ = blob(1000, seed=9)
+    answer = patch(client, started.headers["location"], data, 0)
+    assert answer.status_code == 202, answer.text
+    assert answer.headers["oci-chunk-min-length"] == str(5 * 1024 * 1024)
+
+
 def test_streamed_chunk_then_put_with_the_last_chunk(
     fake: FakeGAR, proxy: RunningProxy, client: httpx.Client
 ) -> None:

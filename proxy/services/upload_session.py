@@ -33,6 +33,9 @@ class Session:
     row: UploadRow
     tee: Tee
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Upstream's OCI-Chunk-Min-Length, passed on so clients size their PATCHes to
+    # what GAR takes; not kept across a restart (it is advice, repeated on each answer).
+    chunk_min_length: int | None = None
 
     @property
     def id(self) -> str:
@@ -43,14 +46,18 @@ class Session:
         return self.row.offset
 
     def headers(self, name: str | None = None) -> dict[str, str]:
-        """Location (on the proxy), Range and id; ``name`` as the client spelled it."""
+        """Location (on the proxy), Range, id and upstream's minimum chunk size, if any;
+        ``name`` as the client spelled it."""
         where = name if name is not None else str(self.row.repository)
-        return {
+        headers = {
             "Location": f"/v2/{where}/blobs/uploads/{self.id}",
             # Registries write "0-0" for an empty upload too; clients expect this form.
             "Range": f"0-{max(self.row.offset - 1, 0)}",
             "Docker-Upload-UUID": self.id,
         }
+        if self.chunk_min_length is not None:
+            headers["OCI-Chunk-Min-Length"] = str(self.chunk_min_length)
+        return headers
 
 
 def out_of_range(session: Session, what: str) -> RegistryError:

@@ -81,6 +81,8 @@ class UploadService:
         await self.upload_path(row)  # refuse a session we could not address before using it
         await self.table.put(row)
         session = self._live[row.id] = Session(row, self.files.tee(row.id, keep=keep))
+        minimum = response.headers.get("oci-chunk-min-length", "")
+        session.chunk_min_length = int(minimum) if minimum.isdigit() else None
         return session
 
     async def session(self, repo: Repository, upload_id: str) -> Session:

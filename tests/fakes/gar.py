@@ -378,6 +378,7 @@ class FakeGAR:
         self.auto_create_repositories = auto_create_repositories
         self.referrers_api = referrers_api
         self.upload_state_query = upload_state_query
+        self.upload_chunk_min_length: int | None = None  # sent as OCI-Chunk-Min-Length
         self.absolute_locations = absolute_locations
         self.chunk_size = chunk_size
         self.default_location = default_location  # serves plain /v2/ for real clients
@@ -983,6 +984,8 @@ class FakeGAR:
         with self._lock:
             self._uploads[upload.id] = upload
         headers = self._upload_headers(request, upload)
+        if self.upload_chunk_min_length is not None:
+            headers["OCI-Chunk-Min-Length"] = str(self.upload_chunk_min_length)
         return Response(status_code=202, headers=headers)
 
     def _can_mount(self, route: _Route, digest: str, source: str) -> bool:
