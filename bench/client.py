@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import httpx
 
@@ -21,6 +22,15 @@ from proxy.oci import mediatypes as mt
 
 ACCEPT = ", ".join(mt.DEFAULT_ACCEPT)
 PULL_TIMEOUT = 600.0
+T = TypeVar("T")
+
+
+def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
 
 
 class BenchError(RuntimeError):

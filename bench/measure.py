@@ -36,6 +36,8 @@ class Check:
 
 COLD_PULL = Metric("1-cold", "1 cold pull, 1 client (s)")
 COLD_CPU = Metric("1-cold-cpu", "1 cold pull: server CPU (s)")
+COLD_CLIENT_CPU = Metric("1-cold-client", "1 cold pull: client CPU (s)")
+COLD_ALL_CPU = Metric("1-cold-all", "1 cold pull: CPU of client+server+relay+upstream (s)")
 WARM_PULL = Metric("2-warm", "2 warm pull, 1 client (s)")
 WARM_CPU = Metric("2-warm-cpu", "2 warm pull: server CPU (s)")
 WARM_UPSTREAM = Metric("2-warm-up", "2 warm pull: upstream bytes (KiB)")

@@ -11,7 +11,8 @@ from pathlib import Path
 from bench import measure as mm
 
 ROWS = (
-    mm.COLD_PULL, mm.COLD_CPU, mm.WARM_PULL, mm.WARM_CPU, mm.WARM_UPSTREAM,
+    mm.COLD_PULL, mm.COLD_CPU, mm.COLD_CLIENT_CPU, mm.COLD_ALL_CPU,
+    mm.WARM_PULL, mm.WARM_CPU, mm.WARM_UPSTREAM,
     mm.HERD_WALL, mm.HERD_BYTES, mm.HERD_CPU, mm.HERD_RSS,
     mm.BLOB_1, mm.BLOB_4, mm.BLOB_CPU, mm.BLOB_RSS,
     mm.HEAD_RATE, mm.HEAD_P50, mm.HEAD_P99, mm.HEAD_CPU, mm.PEAK_RSS,

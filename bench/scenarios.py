@@ -5,7 +5,6 @@ empty storage first. Results go into a ``Measurements``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import shutil
@@ -13,20 +12,26 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 from bench import measure as mm
-from bench.client import ACCEPT, BenchError, new_client, pull_image, read_blob
+from bench.client import (
+    ACCEPT,
+    PULL_TIMEOUT,
+    BenchError,
+    new_client,
+    pull_image,
+    read_blob,
+    run_async,
+)
 from bench.content import ImageRef
 from bench.load import head_load, parallel_blob_reads
 from bench.procstat import Memory, cpu_seconds
 from bench.rig import Rig
-from bench.servers import Target
+from bench.servers import ROOT, Target
 
-T = TypeVar("T")
 MiB = 1024 * 1024
 HERD = 8
 HEAD_CONNECTIONS = 64
@@ -38,14 +43,6 @@ class Options:
     head_seconds: float
     py_spy: Path | None = None  # record gar-proxy profiles of the warm scenarios here
     py_spy_format: str = "flamegraph"  # or raw (collapsed stacks), speedscope
-
-
-def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coroutine)
-    return uvloop.run(coroutine)
 
 
 def alternate(targets: Sequence[Target], run: int) -> list[Target]:
@@ -61,24 +58,55 @@ class Pulled:
 
 
 def pull_many(rig: Rig, target: Target, image: ImageRef, pullers: int) -> Pulled:
-    """``pullers`` simultaneous pulls of ``image``, each with its own connections."""
+    """``pullers`` simultaneous pulls of ``image``: one in this process, several each in
+    its own process (``bench.puller``), timed from the go signal to the last byte."""
+    if pullers == 1:
 
-    async def one() -> int:
-        async with new_client() as client:
-            return await pull_image(client, target.url, image.repo, image.tag)
+        async def one() -> list[int]:
+            async with new_client() as client:
+                return [await pull_image(client, target.url, image.repo, image.tag)]
 
-    async def all_of_them() -> list[int]:
-        return await asyncio.gather(*(one() for _ in range(pullers)))
-
+        start: Callable[[], list[int]] = lambda: run_async(one())  # noqa: E731
+    else:
+        start = _processes(target, image, pullers)
     rig.relay.reset()
     cpu = cpu_seconds(target.pid)
     with Memory(target.pid) as memory:
         started = time.perf_counter()
-        received = run_async(all_of_them())
+        received = start()
         seconds = time.perf_counter() - started
     if received != [image.blob_bytes] * pullers:
         raise BenchError(f"{target.name}: pulled {received}, expected {image.blob_bytes} each")
     return Pulled(seconds, rig.relay.counts()[1], cpu_seconds(target.pid) - cpu, memory.peak)
+
+
+def _processes(target: Target, image: ImageRef, count: int) -> Callable[[], list[int]]:
+    """Start ``count`` pullers, wait until each is ready; the callable sets them off."""
+    command = [sys.executable, "-m", "bench.puller", target.url, image.repo, image.tag]
+    procs = [
+        subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT)
+        for _ in range(count)
+    ]
+    for proc in procs:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != b"ready":
+            raise BenchError(f"puller {proc.pid} did not start")
+
+    def go() -> list[int]:
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write(b"go\n")
+            proc.stdin.flush()
+        received = []
+        for proc in procs:
+            assert proc.stdout is not None
+            line = proc.stdout.readline().split()
+            if proc.wait(PULL_TIMEOUT) != 0 or len(line) != 2:
+                raise BenchError(f"puller {proc.pid} failed")
+            received.append(int(line[1]))
+        return received
+
+    return go
 
 
 @contextlib.contextmanager
@@ -113,9 +141,21 @@ def cold_pull(rig: Rig, m: mm.Measurements, options: Options) -> None:
     for run in range(options.runs):
         for target in alternate(rig.targets, run):
             target.fresh()
+            others = _pids(rig, target)
+            before = time.process_time(), [cpu_seconds(pid) for pid in others]
             pulled = pull_many(rig, target, image, 1)
+            client = time.process_time() - before[0]
+            rest = sum(cpu_seconds(pid) - c for pid, c in zip(others, before[1], strict=True))
             m.add(mm.COLD_PULL, target.name, pulled.seconds)
             m.add(mm.COLD_CPU, target.name, pulled.cpu)
+            m.add(mm.COLD_CLIENT_CPU, target.name, client)
+            m.add(mm.COLD_ALL_CPU, target.name, client + pulled.cpu + rest)
+
+
+def _pids(rig: Rig, target: Target) -> list[int]:
+    """The processes a pull through ``target`` also keeps busy: relay and upstream."""
+    pids = [] if target is rig.direct else [rig.relay.pid, rig.direct.pid]
+    return [pid for pid in pids if pid is not None]
 
 
 def warm_pull(rig: Rig, m: mm.Measurements, options: Options) -> None:

@@ -82,6 +82,10 @@ class Relay:
         up, down, connections = (int(x) for x in data.split())
         return up, down, connections
 
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
     def counts(self) -> tuple[int, int, int]:
         """(bytes sent to upstream, bytes received from it, connections) since reset."""
         return self._ask("get")
