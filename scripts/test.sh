@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install everything the tests need and run them: ruff, mypy, pytest.
+# Install everything the tests need and run them: ruff (lint, format), mypy, pytest.
 #
 #   scripts/test.sh                 # whole suite
 #   scripts/test.sh -m "not realclient" -x   # extra arguments go to pytest
@@ -141,7 +141,8 @@ install_python_env
 export PATH="$VENV/bin:$PATH"
 
 # All three run even when one fails, so one CI run shows every problem.
-check "ruff" ruff check proxy tests
+check "ruff" ruff check proxy tests bench
+check "ruff format" ruff format --check proxy tests bench
 check "mypy" mypy
 # pytest's exit 5 ("no tests collected") counts as a failure like any other.
 check "pytest" pytest "$@"

@@ -60,8 +60,13 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {})}
     result = subprocess.run(
-        list(cmd), capture_output=True, text=True, timeout=timeout, env=full_env,
-        stdin=subprocess.DEVNULL, check=False,
+        list(cmd),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+        check=False,
     )
     if result.returncode != 0:
         raise CommandError(result.returncode, result.args, result.stdout, result.stderr)
@@ -105,8 +110,12 @@ class _Daemon:
             # A session of its own: a Ctrl-C meant for pytest must not stop the server
             # before the fixture's orderly stop() does.
             self.proc = subprocess.Popen(
-                [*guard, *cmd], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                env=dict(env) if env is not None else None, start_new_session=True,
+                [*guard, *cmd],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=dict(env) if env is not None else None,
+                start_new_session=True,
             )
 
     def wait_until(self, ready: Callable[[], bool], timeout: float = START_TIMEOUT) -> None:
@@ -162,7 +171,10 @@ class DistributionRegistry:
     PORT_ATTEMPTS = 5
 
     def __init__(
-        self, workdir: Path, *, remote_url: str | None = None,
+        self,
+        workdir: Path,
+        *,
+        remote_url: str | None = None,
         config: Mapping[str, Any] | None = None,
     ) -> None:
         self.workdir, self.remote_url, self.extra_config = workdir, remote_url, config or {}
@@ -203,8 +215,12 @@ class DistributionRegistry:
             port = free_port()
             config_path = self.workdir / "config.yml"
             config_path.write_text(json.dumps(self.config(port), indent=2))  # JSON is YAML
-            daemon = _Daemon("docker-registry", [binary, "serve", str(config_path)],
-                             self.workdir / "registry.log", env)
+            daemon = _Daemon(
+                "docker-registry",
+                [binary, "serve", str(config_path)],
+                self.workdir / "registry.log",
+                env,
+            )
             try:
                 daemon.wait_until(functools.partial(_http_ok, f"http://127.0.0.1:{port}/v2/"))
             except DaemonExited as exc:
@@ -252,9 +268,14 @@ class Dockerd:
             # Our own (empty) config file: flags that repeat a host daemon.json key
             # make dockerd refuse to start.
             f"--config-file={base / 'daemon.json'}",
-            f"--data-root={base / 'data'}", f"--exec-root={base / 'exec'}",
-            f"--pidfile={base / 'dockerd.pid'}", f"--host={self.host}",
-            "--iptables=false", "--ip6tables=false", "--ip-masq=false", "--bridge=none",
+            f"--data-root={base / 'data'}",
+            f"--exec-root={base / 'exec'}",
+            f"--pidfile={base / 'dockerd.pid'}",
+            f"--host={self.host}",
+            "--iptables=false",
+            "--ip6tables=false",
+            "--ip-masq=false",
+            "--bridge=none",
             "--storage-driver=vfs",
             # If a system containerd is running dockerd uses it instead of starting its
             # own; private namespaces keep our state apart from the host's engine.
@@ -429,9 +450,14 @@ class Podman(_ContainersTool):
     def global_flags(self) -> list[str]:
         w = self.workdir
         return [
-            f"--root={self.root}", f"--runroot={self.runroot}", f"--tmpdir={w / 'libpod'}",
-            f"--network-config-dir={w / 'net'}", f"--volumepath={w / 'volumes'}",
-            "--storage-driver=vfs", "--cgroup-manager=cgroupfs", "--events-backend=file",
+            f"--root={self.root}",
+            f"--runroot={self.runroot}",
+            f"--tmpdir={w / 'libpod'}",
+            f"--network-config-dir={w / 'net'}",
+            f"--volumepath={w / 'volumes'}",
+            "--storage-driver=vfs",
+            "--cgroup-manager=cgroupfs",
+            "--events-backend=file",
         ]
 
     def image_digest(self, ref: str) -> str:

@@ -79,6 +79,7 @@ def _ok(result: subprocess.CompletedProcess[str]) -> None:
         f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     )
 
+
 # ---------------------------------------------------------------- warm
 
 

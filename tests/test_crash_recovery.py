@@ -43,9 +43,7 @@ def index_rows(cache: Path) -> dict[str, int]:
 
 
 def cached_files(cache: Path) -> dict[str, int]:
-    return {
-        f"sha256:{p.name}": p.stat().st_size for p in (cache / "blobs" / "sha256").glob("*/*")
-    }
+    return {f"sha256:{p.name}": p.stat().st_size for p in (cache / "blobs" / "sha256").glob("*/*")}
 
 
 def temp_files(cache: Path) -> list[Path]:

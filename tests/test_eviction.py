@@ -68,8 +68,9 @@ def test_fills_over_the_cap_evict_the_least_recently_used(
         def expect(names: str) -> None:
             want = {blobs[n][0] for n in names}
             eventually(
-                lambda: cached(proxy) == want
-                and proxy.services.index.total_bytes == len(names) * MIB,
+                lambda: (
+                    cached(proxy) == want and proxy.services.index.total_bytes == len(names) * MIB
+                ),
                 f"the cache holds {names}",
             )
 

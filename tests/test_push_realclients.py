@@ -105,9 +105,10 @@ def test_a_1_gib_push_streams_through_a_small_proxy(
     distribution_registry: DistributionRegistry, tmp_path: Path
 ) -> None:
     hasher = hashlib.sha256()
-    with proxy_process(distribution_registry.url, tmp_path) as (url, pid), httpx.Client(
-        base_url=url, timeout=300
-    ) as client:
+    with (
+        proxy_process(distribution_registry.url, tmp_path) as (url, pid),
+        httpx.Client(base_url=url, timeout=300) as client,
+    ):
         location = client.post("/v2/proj/repo/big/blobs/uploads/").headers["location"]
         sent = client.patch(location, content=_gib_of_chunks(hasher))  # chunked, streamed
         assert sent.status_code == 202, sent.text

@@ -37,7 +37,9 @@ def docker_image() -> Image:
 
 
 def test_skopeo_copies_an_oci_layout_in_and_out(
-    distribution_registry: DistributionRegistry, skopeo_runner: Skopeo, oci_image: Image,
+    distribution_registry: DistributionRegistry,
+    skopeo_runner: Skopeo,
+    oci_image: Image,
     tmp_path: Path,
 ) -> None:
     layout = write_oci_layout(tmp_path / "in", oci_image, "v1")

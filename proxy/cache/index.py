@@ -249,9 +249,7 @@ class CacheIndex:
         now = time.time()
         if row is not None:
             self._tags[(repo, tag)] = TagRow(row.digest, row.media_type, row.fetched, now)
-        await self._run(
-            "UPDATE tags SET verified = ? WHERE repo = ? AND tag = ?", (now, repo, tag)
-        )
+        await self._run("UPDATE tags SET verified = ? WHERE repo = ? AND tag = ?", (now, repo, tag))
         await self._db.commit()
 
     async def delete_tag(self, repo: str, tag: str) -> None:
@@ -286,9 +284,7 @@ class CacheIndex:
     async def delete_documents(self, prefix: str) -> None:
         """Forget cached listings whose key starts with ``prefix`` (they went out of date)."""
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        await self._run(
-            "DELETE FROM documents WHERE key LIKE ? ESCAPE '\\'", (escaped + "%",)
-        )
+        await self._run("DELETE FROM documents WHERE key LIKE ? ESCAPE '\\'", (escaped + "%",))
         await self._db.commit()
 
     async def get_document(self, key: str) -> tuple[str, bytes, str, float] | None:

@@ -65,8 +65,17 @@ _NO_CREDENTIALS = (
     "run `gcloud auth application-default login`, or run on GCE/GKE"
 )
 # What Google's token endpoint says about keys and logins that no longer work.
-_REJECTION_MARKERS = ("invalid_grant", "invalid_client", "unauthorized_client", "jwt signature",
-                      "not found", "disabled", "deleted", "expired", "revoked")
+_REJECTION_MARKERS = (
+    "invalid_grant",
+    "invalid_client",
+    "unauthorized_client",
+    "jwt signature",
+    "not found",
+    "disabled",
+    "deleted",
+    "expired",
+    "revoked",
+)
 
 Scopes = tuple[str, ...]
 
@@ -183,17 +192,23 @@ class GoogleTokenSource:
         lifetime = _lifetime(credentials.expiry)
         usable = max(0.0, lifetime - min(_MAX_MARGIN_SECONDS, _MARGIN_FRACTION * lifetime))
         self._tokens[scopes] = _Token(value, started + usable)
-        _LOG.info("obtained a Google access token from %s (scope %s, valid %.0f s)",
-                  source.name, " ".join(scopes), lifetime)
+        _LOG.info(
+            "obtained a Google access token from %s (scope %s, valid %.0f s)",
+            source.name,
+            " ".join(scopes),
+            lifetime,
+        )
         return value
 
     def _translate(self, source: _Source, credentials: Any, error: Exception) -> RegistryError:
         """One place that turns google-auth's failures into the registry's error."""
         reason = _reason(error)  # OAuth error bodies carry no tokens
-        _LOG.debug("token refresh from %s failed: %s: %s", source.name, type(error).__name__,
-                   reason)
+        _LOG.debug(
+            "token refresh from %s failed: %s: %s", source.name, type(error).__name__, reason
+        )
         transient = isinstance(error, google.auth.exceptions.TransportError) or getattr(
-            error, "retryable", False)
+            error, "retryable", False
+        )
         if transient:
             return RegistryError(
                 ErrorCode.UPSTREAM_UNAVAILABLE,
@@ -237,16 +252,23 @@ class GoogleTokenSource:
         path = settings.credentials_file
         if path is not None:
             if path.is_file():
-                return _file_source(f"key file {path}", path,
-                                    "point GOOGLE_APPLICATION_CREDENTIALS at it")
-            _LOG.warning("GOOGLE_APPLICATION_CREDENTIALS names %s, which does not exist; "
-                         "trying the next credential source", path)
+                return _file_source(
+                    f"key file {path}", path, "point GOOGLE_APPLICATION_CREDENTIALS at it"
+                )
+            _LOG.warning(
+                "GOOGLE_APPLICATION_CREDENTIALS names %s, which does not exist; "
+                "trying the next credential source",
+                path,
+            )
         if settings.service_account_key:
             return _inline_source(settings.service_account_key)
         adc = settings.adc_file
         if adc is not None and adc.is_file():
-            return _file_source(f"application default credentials {adc}", adc,
-                                f"copy it to {adc} (or point GOOGLE_APPLICATION_CREDENTIALS at it)")
+            return _file_source(
+                f"application default credentials {adc}",
+                adc,
+                f"copy it to {adc} (or point GOOGLE_APPLICATION_CREDENTIALS at it)",
+            )
         # Normal on GCE/GKE, hence not a warning.
         _LOG.info("no application default credentials at %s; trying the metadata server", adc)
         if await self._metadata_answers():
@@ -261,18 +283,25 @@ class GoogleTokenSource:
         try:
             # The overall deadline also covers a slow DNS lookup of metadata.google.internal;
             # trust_env=False because the link-local metadata server is never behind a proxy.
-            async with asyncio.timeout(timeout), httpx.AsyncClient(
-                timeout=timeout, trust_env=False
-            ) as client:
-                response = await client.get(f"http://{host}/computeMetadata/v1/",
-                                            headers={"Metadata-Flavor": "Google"})
+            async with (
+                asyncio.timeout(timeout),
+                httpx.AsyncClient(timeout=timeout, trust_env=False) as client,
+            ):
+                response = await client.get(
+                    f"http://{host}/computeMetadata/v1/", headers={"Metadata-Flavor": "Google"}
+                )
         except (TimeoutError, httpx.HTTPError, OSError) as error:
-            _LOG.warning("metadata server %s did not answer within %g s (%s); no credential "
-                         "source left", host, timeout, type(error).__name__)
+            _LOG.warning(
+                "metadata server %s did not answer within %g s (%s); no credential source left",
+                host,
+                timeout,
+                type(error).__name__,
+            )
             return False
         if response.headers.get("Metadata-Flavor") != "Google":
-            _LOG.warning("%s answered, but not as a Google metadata server; no credential "
-                         "source left", host)
+            _LOG.warning(
+                "%s answered, but not as a Google metadata server; no credential source left", host
+            )
             return False
         return True
 
@@ -283,7 +312,8 @@ class GoogleTokenSource:
 def _file_source(name: str, path: Path, install_hint: str) -> _Source:
     def load(scopes: Scopes) -> Any:
         return google.auth.load_credentials_from_file(  # type: ignore[no-untyped-call]
-            str(path), scopes=list(scopes))[0]
+            str(path), scopes=list(scopes)
+        )[0]
 
     return _Source(name, load, install_hint)
 
@@ -302,10 +332,12 @@ def _inline_source(text: str) -> _Source:
 
     def load(scopes: Scopes) -> Any:
         return google.auth.load_credentials_from_dict(  # type: ignore[no-untyped-call]
-            info, scopes=list(scopes))[0]
+            info, scopes=list(scopes)
+        )[0]
 
-    return _Source("inline key (GAR_SERVICE_ACCOUNT_KEY)", load,
-                   "put its JSON in GAR_SERVICE_ACCOUNT_KEY")
+    return _Source(
+        "inline key (GAR_SERVICE_ACCOUNT_KEY)", load, "put its JSON in GAR_SERVICE_ACCOUNT_KEY"
+    )
 
 
 def _metadata_credentials(host: str, scopes: Scopes) -> Any:
@@ -316,15 +348,17 @@ def _metadata_credentials(host: str, scopes: Scopes) -> Any:
     if getattr(_metadata, "_GCE_METADATA_HOST", host) != host:
         _metadata._GCE_METADATA_HOST = host
     return google.auth.compute_engine.Credentials(  # type: ignore[no-untyped-call]
-        scopes=list(scopes))
+        scopes=list(scopes)
+    )
 
 
 def _load(source: _Source, scopes: Scopes, token_uri: str | None) -> Any:
     try:
         credentials = source.load(scopes)
     except (google.auth.exceptions.GoogleAuthError, ValueError, OSError) as error:
-        raise _unauthorized(f"could not load Google credentials from {source.name}: "
-                            f"{_reason(error)}") from None
+        raise _unauthorized(
+            f"could not load Google credentials from {source.name}: {_reason(error)}"
+        ) from None
     if token_uri is not None and hasattr(credentials, "with_token_uri"):
         credentials = credentials.with_token_uri(token_uri)
     return credentials
@@ -356,11 +390,15 @@ def _reason(error: BaseException) -> str:
 
 def _rotation_message(source: _Source, credentials: Any, reason: str) -> str:
     if isinstance(credentials, google.oauth2.credentials.Credentials):
-        return (f"Google rejected the application default credentials ({reason}): the login "
-                "expired or was revoked. Run `gcloud auth application-default login` again "
-                "and restart gar-proxy.")
+        return (
+            f"Google rejected the application default credentials ({reason}): the login "
+            "expired or was revoked. Run `gcloud auth application-default login` again "
+            "and restart gar-proxy."
+        )
     email = getattr(credentials, "service_account_email", None) or "SA_EMAIL"
-    return (f"Google rejected the service-account key from {source.name} ({reason}): it is "
-            "expired, revoked or disabled. Create a new key (gcloud iam service-accounts keys "
-            f"create KEY.json --iam-account={email}), {source.install_hint}, "
-            "and restart gar-proxy.")
+    return (
+        f"Google rejected the service-account key from {source.name} ({reason}): it is "
+        "expired, revoked or disabled. Create a new key (gcloud iam service-accounts keys "
+        f"create KEY.json --iam-account={email}), {source.install_hint}, "
+        "and restart gar-proxy."
+    )

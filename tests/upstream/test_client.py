@@ -201,9 +201,7 @@ async def test_realm_on_another_host_gets_no_google_token(script_server, tmp_pat
     def registry(request: Request, n: int) -> Response:
         return Response(
             status_code=401,
-            headers={
-                "WWW-Authenticate": f'Bearer realm="{other_host}/token"'
-            },
+            headers={"WWW-Authenticate": f'Bearer realm="{other_host}/token"'},
         )
 
     _script, url = script_server(registry)

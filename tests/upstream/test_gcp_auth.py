@@ -57,15 +57,16 @@ def settings_for(tmp_path: Path, refused_host: str) -> Any:
     """Settings from an environment with HOME in tmp (no real ADC) and no metadata server."""
 
     def build(**env: str) -> Settings:
-        return load_settings(env={"HOME": str(tmp_path), "GCE_METADATA_HOST": refused_host,
-                                  **env})
+        return load_settings(env={"HOME": str(tmp_path), "GCE_METADATA_HOST": refused_host, **env})
 
     return build
 
 
 @contextlib.asynccontextmanager
-async def token_source(settings: Settings, token_uri: str | None = None,
-                       ) -> AsyncIterator[GoogleTokenSource]:
+async def token_source(
+    settings: Settings,
+    token_uri: str | None = None,
+) -> AsyncIterator[GoogleTokenSource]:
     source = GoogleTokenSource(settings, token_uri=token_uri)
     try:
         yield source
@@ -145,8 +146,14 @@ def test_metadata_server(tmp_path: Path, in_process_env: bool) -> None:
         if in_process_env:
             env |= {"GCE_METADATA_HOST": host, "GCE_METADATA_IP": host}
         settings_env = {"HOME": str(tmp_path), "GCE_METADATA_HOST": host}
-        done = subprocess.run([sys.executable, "-c", _METADATA_SCRIPT, json.dumps(settings_env)],
-                              env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            [sys.executable, "-c", _METADATA_SCRIPT, json.dumps(settings_env)],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["source"] == "metadata server"
@@ -200,8 +207,9 @@ async def test_key_file_beats_inline_key_beats_adc(
     write_json(adc_path(tmp_path), oauth.authorized_user())
     inline = json.dumps(inline_key.info)
 
-    everything = settings_for(GOOGLE_APPLICATION_CREDENTIALS=str(path),
-                              GAR_SERVICE_ACCOUNT_KEY=inline)
+    everything = settings_for(
+        GOOGLE_APPLICATION_CREDENTIALS=str(path), GAR_SERVICE_ACCOUNT_KEY=inline
+    )
     async with token_source(everything) as tokens:
         assert oauth.issued[await tokens.token()].subject == file_key.email
     async with token_source(settings_for(GAR_SERVICE_ACCOUNT_KEY=inline)) as tokens:
@@ -213,8 +221,9 @@ async def test_missing_key_file_falls_through_with_warning(
 ) -> None:
     key = oauth.service_account()
     missing = tmp_path / "gone.json"
-    settings = settings_for(GOOGLE_APPLICATION_CREDENTIALS=str(missing),
-                            GAR_SERVICE_ACCOUNT_KEY=json.dumps(key.info))
+    settings = settings_for(
+        GOOGLE_APPLICATION_CREDENTIALS=str(missing), GAR_SERVICE_ACCOUNT_KEY=json.dumps(key.info)
+    )
     async with token_source(settings) as tokens:
         assert oauth.issued[await tokens.token()].subject == key.email
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -253,8 +262,7 @@ async def test_no_source_and_metadata_silent_fails_within_timeout(
     started = time.monotonic()
     async with token_source(settings) as tokens:
         # Concurrent callers share one discovery rather than waiting 2 s each in turn.
-        results = await asyncio.gather(*(tokens.token() for _ in range(5)),
-                                       return_exceptions=True)
+        results = await asyncio.gather(*(tokens.token() for _ in range(5)), return_exceptions=True)
         elapsed = time.monotonic() - started
         # For a while afterwards requests fail at once rather than waiting 2 s each.
         again = time.monotonic()
@@ -308,8 +316,10 @@ async def test_revoked_key_says_how_to_rotate_and_leaks_nothing(
     assert error.code is ErrorCode.DENIED and error.status == 403
     assert "Invalid JWT Signature" in error.message
     assert "expired, revoked or disabled" in error.message
-    assert ("gcloud iam service-accounts keys create KEY.json "
-            "--iam-account=builder@proj.iam.gserviceaccount.com") in error.message
+    assert (
+        "gcloud iam service-accounts keys create KEY.json "
+        "--iam-account=builder@proj.iam.gserviceaccount.com"
+    ) in error.message
     assert "GOOGLE_APPLICATION_CREDENTIALS" in error.message
     private_key_body = key.private_key.splitlines()[3]
     logged = everything_logged(debug_everything)
@@ -360,8 +370,9 @@ async def test_read_only_asks_for_narrow_scope_and_wide_on_demand(
     oauth: FakeOAuth, settings_for: Any
 ) -> None:
     key = oauth.service_account()
-    settings = settings_for(GAR_SERVICE_ACCOUNT_KEY=json.dumps(key.info),
-                            GAR_PROXY_READ_ONLY="true")
+    settings = settings_for(
+        GAR_SERVICE_ACCOUNT_KEY=json.dumps(key.info), GAR_PROXY_READ_ONLY="true"
+    )
     async with token_source(settings) as tokens:
         narrow = await tokens.token()
         wide = await tokens.token(wide=True)
