@@ -29,24 +29,28 @@ from __future__ import annotations
 import asyncio
 import datetime
 import functools
-import json
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import google.auth
-import google.auth.compute_engine
 import google.auth.exceptions
 import google.auth.transport.requests
-import google.oauth2.credentials
-import httpx
 import requests
 
 from proxy.config import Settings
 from proxy.oci.errors import ErrorCode, RegistryError
+from proxy.upstream.gcp_sources import (
+    REJECTION_MARKERS,
+    Scopes,
+    Source,
+    discover,
+    load_credentials,
+    reason,
+    rotation_message,
+    unauthorized,
+)
 
 _LOG = logging.getLogger("gar_proxy.auth")
 
@@ -60,25 +64,6 @@ _MARGIN_FRACTION = 0.1
 # metadata server again; after it, a newly mounted key or a recovered server is noticed.
 _RETRY_DISCOVERY_SECONDS = 30.0
 
-_NO_CREDENTIALS = (
-    "no Google credentials found: set GOOGLE_APPLICATION_CREDENTIALS, GAR_SERVICE_ACCOUNT_KEY, "
-    "run `gcloud auth application-default login`, or run on GCE/GKE"
-)
-# What Google's token endpoint says about keys and logins that no longer work.
-_REJECTION_MARKERS = (
-    "invalid_grant",
-    "invalid_client",
-    "unauthorized_client",
-    "jwt signature",
-    "not found",
-    "disabled",
-    "deleted",
-    "expired",
-    "revoked",
-)
-
-Scopes = tuple[str, ...]
-
 
 @dataclass(frozen=True)
 class _Token:
@@ -87,17 +72,6 @@ class _Token:
 
     def fresh(self) -> bool:
         return time.monotonic() < self.refresh_at
-
-
-@dataclass(frozen=True)
-class _Source:
-    name: str
-    load: Callable[[Scopes], Any]  # scopes -> google.auth credentials
-    install_hint: str | None = None  # where a replacement key goes; None for the metadata server
-
-
-def _unauthorized(message: str) -> RegistryError:
-    return RegistryError(ErrorCode.DENIED, message)
 
 
 class GoogleTokenSource:
@@ -114,8 +88,8 @@ class GoogleTokenSource:
             google.auth.transport.requests.Request(self._session),
             timeout=settings.timeout_seconds,
         )
-        self._resolved: _Source | None = None
-        self._discovery: asyncio.Task[_Source] | None = None
+        self._resolved: Source | None = None
+        self._discovery: asyncio.Task[Source] | None = None
         self._failure: tuple[float, RegistryError] | None = None  # (retry after, error)
         self._credentials: dict[Scopes, Any] = {}
         self._tokens: dict[Scopes, _Token] = {}
@@ -173,7 +147,9 @@ class GoogleTokenSource:
         source = await self._resolve()
         credentials = self._credentials.get(scopes)
         if credentials is None:
-            credentials = self._credentials[scopes] = _load(source, scopes, self._token_uri)
+            credentials = self._credentials[scopes] = load_credentials(
+                source, scopes, self._token_uri
+            )
         started = time.monotonic()
         timeout = self._settings.timeout_seconds
         try:
@@ -188,7 +164,7 @@ class GoogleTokenSource:
             raise self._translate(source, credentials, error) from None
         value = credentials.token
         if not isinstance(value, str) or not value:
-            raise _unauthorized(f"Google answered without an access token ({source.name})")
+            raise unauthorized(f"Google answered without an access token ({source.name})")
         lifetime = _lifetime(credentials.expiry)
         usable = max(0.0, lifetime - min(_MAX_MARGIN_SECONDS, _MARGIN_FRACTION * lifetime))
         self._tokens[scopes] = _Token(value, started + usable)
@@ -200,32 +176,30 @@ class GoogleTokenSource:
         )
         return value
 
-    def _translate(self, source: _Source, credentials: Any, error: Exception) -> RegistryError:
+    def _translate(self, source: Source, credentials: Any, error: Exception) -> RegistryError:
         """One place that turns google-auth's failures into the registry's error."""
-        reason = _reason(error)  # OAuth error bodies carry no tokens
-        _LOG.debug(
-            "token refresh from %s failed: %s: %s", source.name, type(error).__name__, reason
-        )
+        why = reason(error)  # OAuth error bodies carry no tokens
+        _LOG.debug("token refresh from %s failed: %s: %s", source.name, type(error).__name__, why)
         transient = isinstance(error, google.auth.exceptions.TransportError) or getattr(
             error, "retryable", False
         )
         if transient:
             return RegistryError(
                 ErrorCode.UPSTREAM_UNAVAILABLE,
-                f"could not reach Google for an access token ({source.name}): {reason}",
+                f"could not reach Google for an access token ({source.name}): {why}",
             )
         if source.install_hint is None:
-            return _unauthorized(
-                f"the metadata server did not issue an access token ({reason}): check the "
+            return unauthorized(
+                f"the metadata server did not issue an access token ({why}): check the "
                 "service account attached to this VM, or the GKE workload identity binding"
             )
-        if not any(marker in reason.lower() for marker in _REJECTION_MARKERS):
-            return _unauthorized(f"Google refused an access token for {source.name}: {reason}")
-        return _unauthorized(_rotation_message(source, credentials, reason))
+        if not any(marker in why.lower() for marker in REJECTION_MARKERS):
+            return unauthorized(f"Google refused an access token for {source.name}: {why}")
+        return unauthorized(rotation_message(source, credentials, why))
 
     # --- finding a credential source ------------------------------------------------------
 
-    async def _resolve(self) -> _Source:
+    async def _resolve(self) -> Source:
         """The credential source, discovered once; concurrent callers share one discovery."""
         if self._resolved is not None:
             return self._resolved
@@ -234,7 +208,7 @@ class GoogleTokenSource:
             # A fresh copy: re-raising one object would grow its traceback with every request.
             raise RegistryError(failed.code, failed.message, status=failed.status)
         if self._discovery is None:
-            self._discovery = asyncio.ensure_future(self._discover())
+            self._discovery = asyncio.ensure_future(discover(self._settings))
         task = self._discovery
         try:
             # shield: one caller giving up must not cancel the discovery the others wait on.
@@ -247,122 +221,6 @@ class GoogleTokenSource:
             raise
         return self._resolved
 
-    async def _discover(self) -> _Source:
-        settings = self._settings
-        path = settings.credentials_file
-        if path is not None:
-            if path.is_file():
-                return _file_source(
-                    f"key file {path}", path, "point GOOGLE_APPLICATION_CREDENTIALS at it"
-                )
-            _LOG.warning(
-                "GOOGLE_APPLICATION_CREDENTIALS names %s, which does not exist; "
-                "trying the next credential source",
-                path,
-            )
-        if settings.service_account_key:
-            return _inline_source(settings.service_account_key)
-        adc = settings.adc_file
-        if adc is not None and adc.is_file():
-            return _file_source(
-                f"application default credentials {adc}",
-                adc,
-                f"copy it to {adc} (or point GOOGLE_APPLICATION_CREDENTIALS at it)",
-            )
-        # Normal on GCE/GKE, hence not a warning.
-        _LOG.info("no application default credentials at %s; trying the metadata server", adc)
-        if await self._metadata_answers():
-            host = settings.metadata_host
-            return _Source("metadata server", functools.partial(_metadata_credentials, host))
-        raise _unauthorized(_NO_CREDENTIALS)
-
-    async def _metadata_answers(self) -> bool:
-        """Whether a metadata server answers as one, within the metadata timeout."""
-        host = self._settings.metadata_host
-        timeout = self._settings.metadata_timeout_seconds
-        try:
-            # The overall deadline also covers a slow DNS lookup of metadata.google.internal;
-            # trust_env=False because the link-local metadata server is never behind a proxy.
-            async with (
-                asyncio.timeout(timeout),
-                httpx.AsyncClient(timeout=timeout, trust_env=False) as client,
-            ):
-                response = await client.get(
-                    f"http://{host}/computeMetadata/v1/", headers={"Metadata-Flavor": "Google"}
-                )
-        except (TimeoutError, httpx.HTTPError, OSError) as error:
-            _LOG.warning(
-                "metadata server %s did not answer within %g s (%s); no credential source left",
-                host,
-                timeout,
-                type(error).__name__,
-            )
-            return False
-        if response.headers.get("Metadata-Flavor") != "Google":
-            _LOG.warning(
-                "%s answered, but not as a Google metadata server; no credential source left", host
-            )
-            return False
-        return True
-
-
-# --- credential loaders -----------------------------------------------------------------------
-
-
-def _file_source(name: str, path: Path, install_hint: str) -> _Source:
-    def load(scopes: Scopes) -> Any:
-        return google.auth.load_credentials_from_file(  # type: ignore[no-untyped-call]
-            str(path), scopes=list(scopes)
-        )[0]
-
-    return _Source(name, load, install_hint)
-
-
-def _inline_source(text: str) -> _Source:
-    # Never echo the text: it is a private key.
-    try:
-        info = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise _unauthorized(
-            f"GAR_SERVICE_ACCOUNT_KEY is not valid JSON (line {error.lineno}, column "
-            f"{error.colno}); it must hold a whole service-account key file"
-        ) from None
-    if not isinstance(info, dict):
-        raise _unauthorized("GAR_SERVICE_ACCOUNT_KEY must hold a JSON object (a key file)")
-
-    def load(scopes: Scopes) -> Any:
-        return google.auth.load_credentials_from_dict(  # type: ignore[no-untyped-call]
-            info, scopes=list(scopes)
-        )[0]
-
-    return _Source(
-        "inline key (GAR_SERVICE_ACCOUNT_KEY)", load, "put its JSON in GAR_SERVICE_ACCOUNT_KEY"
-    )
-
-
-def _metadata_credentials(host: str, scopes: Scopes) -> Any:
-    from google.auth.compute_engine import _metadata
-
-    # google-auth reads GCE_METADATA_HOST once, when it is imported; the setting (which may
-    # come from the TOML file) must win, or the ping and the token would use different hosts.
-    if getattr(_metadata, "_GCE_METADATA_HOST", host) != host:
-        _metadata._GCE_METADATA_HOST = host
-    return google.auth.compute_engine.Credentials(  # type: ignore[no-untyped-call]
-        scopes=list(scopes)
-    )
-
-
-def _load(source: _Source, scopes: Scopes, token_uri: str | None) -> Any:
-    try:
-        credentials = source.load(scopes)
-    except (google.auth.exceptions.GoogleAuthError, ValueError, OSError) as error:
-        raise _unauthorized(
-            f"could not load Google credentials from {source.name}: {_reason(error)}"
-        ) from None
-    if token_uri is not None and hasattr(credentials, "with_token_uri"):
-        credentials = credentials.with_token_uri(token_uri)
-    return credentials
-
 
 # --- helpers ----------------------------------------------------------------------------------
 
@@ -374,31 +232,3 @@ def _lifetime(expiry: datetime.datetime | None) -> float:
     if expiry.tzinfo is None:
         expiry = expiry.replace(tzinfo=datetime.UTC)
     return max(0.0, (expiry - datetime.datetime.now(datetime.UTC)).total_seconds())
-
-
-def _reason(error: BaseException) -> str:
-    """A short, one-line reason: the OAuth error fields if there are any, else the message."""
-    data = error.args[1] if len(error.args) > 1 else None
-    if isinstance(data, dict) and "error" in data:
-        text = f"{data['error']}: {data.get('error_description') or ''}".rstrip(": ")
-    else:
-        text = str(error.args[0]) if error.args else type(error).__name__
-        if error.__cause__ is not None:
-            text = f"{text}: {error.__cause__}"
-    return " ".join(text.split())[:300]
-
-
-def _rotation_message(source: _Source, credentials: Any, reason: str) -> str:
-    if isinstance(credentials, google.oauth2.credentials.Credentials):
-        return (
-            f"Google rejected the application default credentials ({reason}): the login "
-            "expired or was revoked. Run `gcloud auth application-default login` again "
-            "and restart gar-proxy."
-        )
-    email = getattr(credentials, "service_account_email", None) or "SA_EMAIL"
-    return (
-        f"Google rejected the service-account key from {source.name} ({reason}): it is "
-        "expired, revoked or disabled. Create a new key (gcloud iam service-accounts keys "
-        f"create KEY.json --iam-account={email}), {source.install_hint}, "
-        "and restart gar-proxy."
-    )

@@ -1,0 +1,207 @@
+"""Where Google credentials come from, and what to say when Google rejects them.
+
+``discover(settings)`` picks the source (see ``proxy.upstream.gcp`` for the order);
+``load_credentials`` turns it into google-auth credentials for some scopes;
+``rotation_message`` tells a user exactly how to replace a key Google refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import google.auth
+import google.auth.compute_engine
+import google.auth.exceptions
+import google.oauth2.credentials
+import httpx
+
+from proxy.config import Settings
+from proxy.oci.errors import ErrorCode, RegistryError
+
+_LOG = logging.getLogger("gar_proxy.auth")
+
+Scopes = tuple[str, ...]
+
+NO_CREDENTIALS = (
+    "no Google credentials found: set GOOGLE_APPLICATION_CREDENTIALS, GAR_SERVICE_ACCOUNT_KEY, "
+    "run `gcloud auth application-default login`, or run on GCE/GKE"
+)
+# What Google's token endpoint says about keys and logins that no longer work.
+REJECTION_MARKERS = (
+    "invalid_grant",
+    "invalid_client",
+    "unauthorized_client",
+    "jwt signature",
+    "not found",
+    "disabled",
+    "deleted",
+    "expired",
+    "revoked",
+)
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    load: Callable[[Scopes], Any]  # scopes -> google.auth credentials
+    install_hint: str | None = None  # where a replacement key goes; None for the metadata server
+
+
+def unauthorized(message: str) -> RegistryError:
+    return RegistryError(ErrorCode.DENIED, message)
+
+
+# --- finding the source ------------------------------------------------------------------------
+
+
+async def discover(settings: Settings) -> Source:
+    """The first credential source that is configured, or the metadata server."""
+    path = settings.credentials_file
+    if path is not None:
+        if path.is_file():
+            return file_source(
+                f"key file {path}", path, "point GOOGLE_APPLICATION_CREDENTIALS at it"
+            )
+        _LOG.warning(
+            "GOOGLE_APPLICATION_CREDENTIALS names %s, which does not exist; "
+            "trying the next credential source",
+            path,
+        )
+    if settings.service_account_key:
+        return inline_source(settings.service_account_key)
+    adc = settings.adc_file
+    if adc is not None and adc.is_file():
+        return file_source(
+            f"application default credentials {adc}",
+            adc,
+            f"copy it to {adc} (or point GOOGLE_APPLICATION_CREDENTIALS at it)",
+        )
+    # Normal on GCE/GKE, hence not a warning.
+    _LOG.info("no application default credentials at %s; trying the metadata server", adc)
+    if await _metadata_answers(settings):
+        host = settings.metadata_host
+        return Source("metadata server", functools.partial(_metadata_credentials, host))
+    raise unauthorized(NO_CREDENTIALS)
+
+
+async def _metadata_answers(settings: Settings) -> bool:
+    """Whether a metadata server answers as one, within the metadata timeout."""
+    host = settings.metadata_host
+    timeout = settings.metadata_timeout_seconds
+    try:
+        # The overall deadline also covers a slow DNS lookup of metadata.google.internal;
+        # trust_env=False because the link-local metadata server is never behind a proxy.
+        async with (
+            asyncio.timeout(timeout),
+            httpx.AsyncClient(timeout=timeout, trust_env=False) as client,
+        ):
+            response = await client.get(
+                f"http://{host}/computeMetadata/v1/", headers={"Metadata-Flavor": "Google"}
+            )
+    except (TimeoutError, httpx.HTTPError, OSError) as error:
+        _LOG.warning(
+            "metadata server %s did not answer within %g s (%s); no credential source left",
+            host,
+            timeout,
+            type(error).__name__,
+        )
+        return False
+    if response.headers.get("Metadata-Flavor") != "Google":
+        _LOG.warning(
+            "%s answered, but not as a Google metadata server; no credential source left", host
+        )
+        return False
+    return True
+
+
+# --- credential loaders -----------------------------------------------------------------------
+
+
+def file_source(name: str, path: Path, install_hint: str) -> Source:
+    def load(scopes: Scopes) -> Any:
+        return google.auth.load_credentials_from_file(  # type: ignore[no-untyped-call]
+            str(path), scopes=list(scopes)
+        )[0]
+
+    return Source(name, load, install_hint)
+
+
+def inline_source(text: str) -> Source:
+    # Never echo the text: it is a private key.
+    try:
+        info = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise unauthorized(
+            f"GAR_SERVICE_ACCOUNT_KEY is not valid JSON (line {error.lineno}, column "
+            f"{error.colno}); it must hold a whole service-account key file"
+        ) from None
+    if not isinstance(info, dict):
+        raise unauthorized("GAR_SERVICE_ACCOUNT_KEY must hold a JSON object (a key file)")
+
+    def load(scopes: Scopes) -> Any:
+        return google.auth.load_credentials_from_dict(  # type: ignore[no-untyped-call]
+            info, scopes=list(scopes)
+        )[0]
+
+    return Source(
+        "inline key (GAR_SERVICE_ACCOUNT_KEY)", load, "put its JSON in GAR_SERVICE_ACCOUNT_KEY"
+    )
+
+
+def _metadata_credentials(host: str, scopes: Scopes) -> Any:
+    from google.auth.compute_engine import _metadata
+
+    # google-auth reads GCE_METADATA_HOST once, when it is imported; the setting (which may
+    # come from the TOML file) must win, or the ping and the token would use different hosts.
+    if getattr(_metadata, "_GCE_METADATA_HOST", host) != host:
+        _metadata._GCE_METADATA_HOST = host
+    return google.auth.compute_engine.Credentials(  # type: ignore[no-untyped-call]
+        scopes=list(scopes)
+    )
+
+
+def load_credentials(source: Source, scopes: Scopes, token_uri: str | None) -> Any:
+    try:
+        credentials = source.load(scopes)
+    except (google.auth.exceptions.GoogleAuthError, ValueError, OSError) as error:
+        raise unauthorized(
+            f"could not load Google credentials from {source.name}: {reason(error)}"
+        ) from None
+    if token_uri is not None and hasattr(credentials, "with_token_uri"):
+        credentials = credentials.with_token_uri(token_uri)
+    return credentials
+
+
+def reason(error: BaseException) -> str:
+    """A short, one-line reason: the OAuth error fields if there are any, else the message."""
+    data = error.args[1] if len(error.args) > 1 else None
+    if isinstance(data, dict) and "error" in data:
+        text = f"{data['error']}: {data.get('error_description') or ''}".rstrip(": ")
+    else:
+        text = str(error.args[0]) if error.args else type(error).__name__
+        if error.__cause__ is not None:
+            text = f"{text}: {error.__cause__}"
+    return " ".join(text.split())[:300]
+
+
+def rotation_message(source: Source, credentials: Any, reason: str) -> str:
+    if isinstance(credentials, google.oauth2.credentials.Credentials):
+        return (
+            f"Google rejected the application default credentials ({reason}): the login "
+            "expired or was revoked. Run `gcloud auth application-default login` again "
+            "and restart gar-proxy."
+        )
+    email = getattr(credentials, "service_account_email", None) or "SA_EMAIL"
+    return (
+        f"Google rejected the service-account key from {source.name} ({reason}): it is "
+        "expired, revoked or disabled. Create a new key (gcloud iam service-accounts keys "
+        f"create KEY.json --iam-account={email}), {source.install_hint}, "
+        "and restart gar-proxy."
+    )
