@@ -24,24 +24,18 @@ import random
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 
-import httpcore
 import httpx
 
 from proxy.config import Settings
 from proxy.oci.names import Repository
-from proxy.upstream import errors
+from proxy.upstream import errors, tuning
 from proxy.upstream.auth import AccessTokens, Authorizer, AuthState
 from proxy.upstream.ratelimit import RateLimits
 
 log = logging.getLogger("gar_proxy.upstream")
 
 Body = bytes | AsyncIterable[bytes] | None
-# httpcore reads a response 64 KiB at a time, and for each read anyio splits what the
-# event loop handed over (up to 256 KiB) and copies the rest back into its queue.
-# Reading what the loop delivers means a quarter of the reads and no split copies (a
-# 1 GiB cold fill: 3.6-4.2 s before, 2.7-3.2 s after; bench/RESULTS.md). A class
-# attribute, so this is the one place that sets it.
-httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = 256 * 1024
+tuning.apply()  # larger reads, fewer copies for blob bodies (see tuning.py)
 # A wait longer than this is not worth holding a client for; pass the 429 on instead.
 MAX_RETRY_AFTER = 60.0
 
