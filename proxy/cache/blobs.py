@@ -13,7 +13,8 @@ import asyncio
 import logging
 import os
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,7 +73,7 @@ class BlobCache:
 
     async def _segments(
         self, digest: Digest, start: int, end: int | None
-    ) -> AsyncIterator[Segment]:
+    ) -> AsyncGenerator[Segment, None]:
         self._readers[digest] += 1
         self.index.touch(digest)
         try:
@@ -90,11 +91,14 @@ class BlobCache:
         """The bytes of a running fill as they land (see ``Fill.segments``)."""
         return FileBody(lambda: self._following(fill, start, end), FOLLOW_READ_SIZE)
 
-    async def _following(self, fill: Fill, start: int, end: int | None) -> AsyncIterator[Segment]:
+    async def _following(
+        self, fill: Fill, start: int, end: int | None
+    ) -> AsyncGenerator[Segment, None]:
         self._readers[fill.digest] += 1
         try:
-            async for segment in fill.segments(start, end):
-                yield segment
+            async with aclosing(fill.segments(start, end)) as segments:
+                async for segment in segments:
+                    yield segment
         finally:
             self._release(fill.digest)
 

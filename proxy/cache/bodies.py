@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 
 from proxy.cache.pagecache import in_page_cache
 
@@ -22,25 +23,32 @@ Segment = tuple[int, int, int]  # (file descriptor, offset, count)
 
 
 class FileBody:
-    def __init__(self, segments: Callable[[], AsyncIterator[Segment]], read_size: int) -> None:
+    def __init__(
+        self, segments: Callable[[], AsyncGenerator[Segment, None]], read_size: int
+    ) -> None:
         self._segments = segments
         self.read_size = read_size
 
-    def segments(self) -> AsyncIterator[Segment]:
+    def segments(self) -> AsyncGenerator[Segment, None]:
         return self._segments()
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    def __aiter__(self) -> AsyncGenerator[bytes, None]:
+        return self.chunks()
+
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
+        """The bytes, read in ``read_size`` pieces; ``aclose()`` releases the file."""
         loop = asyncio.get_running_loop()
-        async for fd, offset, count in self._segments():
-            end = offset + count
-            while offset < end:
-                size = min(self.read_size, end - offset)
-                if in_page_cache(fd, offset + size - 1):
-                    chunk = os.pread(fd, size, offset)
-                    await asyncio.sleep(0)  # the loop was not given up: let others run
-                else:
-                    chunk = await loop.run_in_executor(None, os.pread, fd, size, offset)
-                if not chunk:
-                    raise OSError(f"file ended {end - offset} bytes early")
-                offset += len(chunk)
-                yield chunk
+        async with aclosing(self._segments()) as segments:
+            async for fd, offset, count in segments:
+                end = offset + count
+                while offset < end:
+                    size = min(self.read_size, end - offset)
+                    if in_page_cache(fd, offset + size - 1):
+                        chunk = os.pread(fd, size, offset)
+                        await asyncio.sleep(0)  # the loop was not given up: let others run
+                    else:
+                        chunk = await loop.run_in_executor(None, os.pread, fd, size, offset)
+                    if not chunk:
+                        raise OSError(f"file ended {end - offset} bytes early")
+                    offset += len(chunk)
+                    yield chunk

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -159,7 +159,9 @@ class Fill:
         """Until upstream answered with headers; raises the fill's error if it did not."""
         await asyncio.shield(self.headers_ready)
 
-    async def segments(self, start: int = 0, end: int | None = None) -> AsyncIterator[Segment]:
+    async def segments(
+        self, start: int = 0, end: int | None = None
+    ) -> AsyncGenerator[Segment, None]:
         """``[start, end)`` of the temp file as it grows, as (fd, offset, count).
 
         Each segment is everything readable at the time; raises if the fill fails.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import aclosing
 
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -42,14 +43,18 @@ class FileBodyResponse(StreamingResponse):
         sent = 0
         try:
             if self.zero_copy:
-                async for fd, offset, count in self.file_body.segments():
-                    await send({"type": ZEROCOPY, "file": fd, "offset": offset, "count": count,
-                                "more_body": True})  # fmt: skip
-                    sent += count
+                # aclosing: a client gone mid-body releases the file now, not at GC.
+                async with aclosing(self.file_body.segments()) as segments:
+                    async for fd, offset, count in segments:
+                        await send({"type": ZEROCOPY, "file": fd, "offset": offset,
+                                    "count": count, "more_body": True})  # fmt: skip
+                        sent += count
             else:
-                async for chunk in self.file_body:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    sent += len(chunk)
+                async with aclosing(self.file_body.chunks()) as chunks:
+                    async for chunk in chunks:
+                        await send({"type": "http.response.body", "body": chunk,
+                                    "more_body": True})  # fmt: skip
+                        sent += len(chunk)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             self.on_sent(sent)

@@ -35,7 +35,9 @@ class ZeroCopyCycle(RequestResponseCycle):
             return
         if self.flow.write_paused and not self.disconnected:
             await self.flow.drain()
-        if self.disconnected or self.transport.is_closing():
+        if self.transport.is_closing():
+            self._gone()
+        if self.disconnected:
             return
         if not self.response_started or self.response_complete or self.chunked_encoding:
             raise RuntimeError(f"'{ZEROCOPY}' needs a started response with a Content-Length")
@@ -54,15 +56,20 @@ class ZeroCopyCycle(RequestResponseCycle):
         while self.transport.get_write_buffer_size():  # high-water 0 makes this rare
             await asyncio.sleep(0.001)
             if self.transport.is_closing():
+                self._gone()
                 return
         sock = self.transport.get_extra_info("socket")
         try:
             await sendfile(sock.fileno(), file, offset, count)
         except PeerGone:
-            # What uvicorn does when a write finds the client gone: stop, quietly.
-            self.disconnected = True
-            self.message_event.set()
-            self.transport.close()
+            self._gone()
+
+    def _gone(self) -> None:
+        """What uvicorn does when the client is gone mid-response: stop, quietly; the
+        app's next ``receive()`` says ``http.disconnect`` and its sends do nothing."""
+        self.disconnected = True
+        self.message_event.set()
+        self.transport.close()
 
 
 def _fileno(file: Any) -> int:
