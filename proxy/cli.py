@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import socket
 import sys
 from collections.abc import Sequence
@@ -52,10 +53,16 @@ def serve(settings: Settings) -> int:
     import uvicorn
 
     from proxy.app import create_app
-    from proxy.http.server import ZeroCopyProtocol
     from proxy.logs import configure
 
     configure(settings.log_level, settings.log_format)
+    http: Any = "auto"
+    try:  # blob bodies go file -> socket in the kernel (proxy/http/server.py)
+        from proxy.http.server import ZeroCopyProtocol
+
+        http = ZeroCopyProtocol
+    except ImportError as error:  # no httptools, or a uvicorn reorganised
+        logging.getLogger("gar_proxy").warning("zero-copy blob sends off: %s", error)
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     # IPPROTO_TCP, not 0: asyncio only sets TCP_NODELAY on accepted sockets of that
     # protocol, and without it every keep-alive response waits ~40 ms for a delayed ACK.
@@ -65,7 +72,7 @@ def serve(settings: Settings) -> int:
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(
         create_app(settings),
-        http=ZeroCopyProtocol,  # blob bodies go file -> socket in the kernel
+        http=http,
         log_config=None,
         access_log=settings.log_level == "debug",
         timeout_graceful_shutdown=10,
