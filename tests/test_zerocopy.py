@@ -80,6 +80,58 @@ def test_hits_and_ranges_go_through_sendfile(
     assert served == 5 * len(data) + 1000
 
 
+def _read_response(raw: socket.socket, pending: bytearray) -> tuple[bytes, bytes]:
+    """One HTTP/1.1 response with a Content-Length off ``raw``: (head, body)."""
+    while b"\r\n\r\n" not in pending:
+        pending += raw.recv(65536)
+    head, _, rest = bytes(pending).partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    pending[:] = rest
+    while len(pending) < length:
+        pending += raw.recv(1 << 20)
+    body = bytes(pending[:length])
+    del pending[:length]
+    return head, body
+
+
+def test_pipelined_requests_get_their_own_bodies_in_order(
+    tmp_path: Path, upstream: str, fake: FakeGAR, sent: list[int]
+) -> None:
+    first, second = make_layer(size=2_000_000, seed=26), make_layer(size=700_000, seed=27)
+    digests = [fake.put_blob("us", REPO, data) for data in (first, second)]
+    with run_proxy(proxy_settings(tmp_path, upstream)) as proxy, client(proxy) as http:
+        for digest in digests:
+            http.get(f"/v2/{REPO}/blobs/{digest}")  # cached
+        sent.clear()
+        requests = [
+            f"GET /v2/{REPO}/blobs/{digests[0]} HTTP/1.1\r\nHost: x\r\n\r\n",
+            f"HEAD /v2/{REPO}/blobs/{digests[1]} HTTP/1.1\r\nHost: x\r\n\r\n",
+            f"GET /v2/{REPO}/blobs/{digests[1]} HTTP/1.1\r\nHost: x\r\nRange: bytes=10-19\r\n\r\n",
+            f"GET /v2/{REPO}/blobs/{digests[1]} HTTP/1.1\r\nHost: x\r\n\r\n",
+        ]
+        with socket.create_connection(("127.0.0.1", proxy.server.port)) as raw:
+            raw.sendall("".join(requests).encode())  # one write: uvicorn queues the rest
+            pending = bytearray()
+            head, body = _read_response(raw, pending)
+            assert head.startswith(b"HTTP/1.1 200") and body == first
+            while b"\r\n\r\n" not in pending:  # the HEAD: headers only
+                pending += raw.recv(65536)
+            head, _, rest = bytes(pending).partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200")
+            assert f"content-length: {len(second)}".encode() in head
+            pending[:] = rest
+            head, body = _read_response(raw, pending)
+            assert head.startswith(b"HTTP/1.1 206") and body == second[10:20]
+            head, body = _read_response(raw, pending)
+            assert head.startswith(b"HTTP/1.1 200") and body == second
+            assert not pending
+    assert sent == [len(first), 10, len(second)]
+
+
 def test_plain_uvicorn_gets_bytes_instead(
     tmp_path: Path, upstream: str, fake: FakeGAR, sent: list[int]
 ) -> None:
