@@ -278,3 +278,30 @@ def test_offline_serves_the_warm_cache_and_never_calls_out(tmp_path: Path) -> No
         assert other_repo.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
         assert proxy.upstream_fetches("blob") == proxy.upstream_fetches("manifest") == 0
     assert fake.count() == seen
+
+
+def test_a_blob_gone_between_lookup_and_open_is_fetched_again(
+    fake: FakeGAR, proxy: RunningProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = make_layer(size=100_000, seed=31)
+    digest = fake.put_blob("us", REPO, data)
+    url = f"/v2/{REPO}/blobs/{digest}"
+    cache = proxy.services.cache
+    real_read = cache.read
+    opened: list[str] = []
+
+    def evicted_meanwhile(found: Digest, *args: int | None) -> object:
+        if not opened:  # the file goes after the stat, before the open
+            opened.append("gone")
+            cache.store.path(found).unlink()
+            return real_read(found, *args)
+        return real_read(found, *args)
+
+    with client(proxy) as http:
+        assert http.get(url).content == data
+        assert fake.count("GET", "blob") == 1
+        monkeypatch.setattr(cache, "read", evicted_meanwhile)
+        again = http.get(url)
+        assert again.status_code == 200 and again.content == data
+    assert opened == ["gone"]
+    assert fake.count("GET", "blob") == 2  # a miss, refetched, not a cut response

@@ -14,7 +14,6 @@ import logging
 import os
 from collections import Counter
 from collections.abc import AsyncGenerator
-from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,39 +67,37 @@ class BlobCache:
         return self.fills.start(digest, opener)
 
     def read(self, digest: Digest, start: int = 0, end: int | None = None) -> FileBody:
-        """``[start, end)`` of a cached blob; the file stays while it is being read."""
-        return FileBody(lambda: self._segments(digest, start, end), READ_SIZE)
-
-    async def _segments(
-        self, digest: Digest, start: int, end: int | None
-    ) -> AsyncGenerator[Segment, None]:
+        """``[start, end)`` of a cached blob, opened now: from here until the body is
+        done, neither eviction here nor a ``gc`` elsewhere can take the bytes away.
+        Raises ``FileNotFoundError`` if the blob went since it was looked up."""
+        fd = os.open(self.store.path(digest), os.O_RDONLY)
+        try:
+            stop = end if end is not None else os.fstat(fd).st_size
+        except OSError:
+            os.close(fd)
+            raise
         self._readers[digest] += 1
         self.index.touch(digest)
-        try:
-            fd = os.open(self.store.path(digest), os.O_RDONLY)
-            try:
-                stop = end if end is not None else os.fstat(fd).st_size
-                if start < stop:
-                    yield fd, start, stop - start
-            finally:
-                os.close(fd)
-        finally:
+
+        def release() -> None:
+            os.close(fd)
             self._release(digest)
 
-    def follow(self, fill: Fill, start: int = 0, end: int | None = None) -> FileBody:
-        """The bytes of a running fill as they land (see ``Fill.segments``)."""
-        return FileBody(lambda: self._following(fill, start, end), FOLLOW_READ_SIZE)
+        async def segments() -> AsyncGenerator[Segment, None]:
+            if start < stop:
+                yield fd, start, stop - start
 
-    async def _following(
-        self, fill: Fill, start: int, end: int | None
-    ) -> AsyncGenerator[Segment, None]:
+        return FileBody(segments, READ_SIZE, on_close=release)
+
+    def follow(self, fill: Fill, start: int = 0, end: int | None = None) -> FileBody:
+        """The bytes of a running fill as they land (see ``Fill.segments``); counted as
+        a reader from now, so the blob outlives the fill until the body is done."""
         self._readers[fill.digest] += 1
-        try:
-            async with aclosing(fill.segments(start, end)) as segments:
-                async for segment in segments:
-                    yield segment
-        finally:
-            self._release(fill.digest)
+        return FileBody(
+            lambda: fill.segments(start, end),
+            FOLLOW_READ_SIZE,
+            on_close=lambda: self._release(fill.digest),
+        )
 
     def _release(self, digest: Digest) -> None:
         self._readers[digest] -= 1

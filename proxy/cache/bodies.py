@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import weakref
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 
@@ -23,14 +24,32 @@ Segment = tuple[int, int, int]  # (file descriptor, offset, count)
 
 
 class FileBody:
+    """Single use: iterate it once, as segments or as bytes. What it holds (an open
+    file, a reader count) is released by ``on_close`` when the iteration ends, on
+    ``close()``, or when a body never iterated is garbage collected."""
+
     def __init__(
-        self, segments: Callable[[], AsyncGenerator[Segment, None]], read_size: int
+        self,
+        segments: Callable[[], AsyncGenerator[Segment, None]],
+        read_size: int,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self._segments = segments
         self.read_size = read_size
+        # finalize runs its callback at most once, whichever comes first.
+        self._closer = weakref.finalize(self, on_close) if on_close is not None else None
 
-    def segments(self) -> AsyncGenerator[Segment, None]:
-        return self._segments()
+    def close(self) -> None:
+        if self._closer is not None:
+            self._closer()
+
+    async def segments(self) -> AsyncGenerator[Segment, None]:
+        try:
+            async with aclosing(self._segments()) as segments:
+                async for segment in segments:
+                    yield segment
+        finally:
+            self.close()
 
     def __aiter__(self) -> AsyncGenerator[bytes, None]:
         return self.chunks()
@@ -38,7 +57,7 @@ class FileBody:
     async def chunks(self) -> AsyncGenerator[bytes, None]:
         """The bytes, read in ``read_size`` pieces; ``aclose()`` releases the file."""
         loop = asyncio.get_running_loop()
-        async with aclosing(self._segments()) as segments:
+        async with aclosing(self.segments()) as segments:
             async for fd, offset, count in segments:
                 end = offset + count
                 while offset < end:

@@ -51,8 +51,13 @@ class BlobService:
     async def get(self, repo: Repository, digest: Digest, range_header: str | None) -> Answer:
         size = self.cache.size(digest)
         if size is not None:
-            self.metrics.blob_hit()
-            return self._from_cache(digest, size, range_header)
+            try:
+                answer = self._from_cache(digest, size, range_header)
+            except FileNotFoundError:  # evicted or collected since the stat: a miss
+                pass
+            else:
+                self.metrics.blob_hit()
+                return answer
         if self.offline:
             raise self._unknown(digest)
         self.metrics.blob_miss()
@@ -61,7 +66,15 @@ class BlobService:
         if range_header:
             # A range of unverified bytes could be wrong bytes: serve it once verified.
             await fill.wait()
-            return self._from_cache(digest, fill.written, range_header)
+            try:
+                return self._from_cache(digest, fill.written, range_header)
+            except FileNotFoundError:
+                raise RegistryError(
+                    ErrorCode.UPSTREAM_UNAVAILABLE,
+                    f"blob {digest} was evicted as soon as it was fetched; the cache is too "
+                    "small for what is being pulled (cache.max_size)",
+                    status=503,
+                ) from None
         return Answer(digest, mt.OCTET_STREAM, fill.size, body=self.cache.follow(fill))
 
     def _from_cache(self, digest: Digest, size: int, range_header: str | None) -> Answer:

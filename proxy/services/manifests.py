@@ -73,11 +73,20 @@ class ManifestService:
     async def get(
         self, repo: Repository, reference: str | Digest, accept: tuple[str, ...], *, head: bool
     ) -> Answer:
-        if isinstance(reference, Digest):
-            row = await self._by_digest(repo, reference)
-        else:
-            row = await self._by_tag(repo, reference, accept)
-        return self._answer(row, head)
+        for _ in range(2):
+            if isinstance(reference, Digest):
+                row = await self._by_digest(repo, reference)
+            else:
+                row = await self._by_tag(repo, reference, accept)
+            try:
+                return self._answer(row, head)
+            except FileNotFoundError:
+                continue  # a large manifest's file went since the lookup: look again
+        raise RegistryError(
+            ErrorCode.UPSTREAM_UNAVAILABLE,
+            f"manifest {reference} was evicted as soon as it was fetched (cache.max_size)",
+            status=503,
+        )
 
     def _answer(self, row: ManifestRow, head: bool) -> Answer:
         body = None if head else (row.body if row.body is not None else self.cache.read(row.digest))

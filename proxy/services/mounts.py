@@ -112,7 +112,10 @@ class MountService:
         """The blob's bytes from the cache or the source repository, or None."""
         size = self.cache.size(digest)
         if size is not None:
-            return self.cache.read(digest), size
+            try:
+                return self.cache.read(digest), size
+            except FileNotFoundError:
+                pass  # evicted since the stat: reach it from the source instead
         if source is None or self.settings.offline:
             return None
         try:

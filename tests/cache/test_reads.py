@@ -4,6 +4,7 @@ them (read on the event loop) or not (read on a thread), whole or as a range."""
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import random
 from pathlib import Path
@@ -52,3 +53,52 @@ def test_the_probe_sees_a_file_just_written(tmp_path: Path) -> None:
             if error.errno == errno.EOPNOTSUPP:
                 pytest.skip(f"{tmp_path} is on a filesystem without RWF_NOWAIT reads")
         assert pagecache.in_page_cache(file.fileno(), 4096)
+
+
+async def _cache_with(tmp_path: Path, data: bytes) -> tuple[BlobCache, CacheIndex, Digest]:
+    digest = Digest.of(data)
+    index = await CacheIndex.open(tmp_path / "index.sqlite3")
+    cache = BlobCache(BlobStore(tmp_path), index, max_size=1 << 30, fill_limit=60)
+    temp = cache.store.new_temp()
+    temp.write_bytes(data)
+    cache.store.commit(temp, digest)
+    await index.add_blob(digest, len(data))
+    return cache, index, digest
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_a_body_holds_its_blob_against_eviction_and_gc_until_read(tmp_path: Path) -> None:
+    data = random.Random(8).randbytes(READ_SIZE + 5)
+    cache, index, digest = await _cache_with(tmp_path, data)
+    try:
+        body = cache.read(digest)  # what a hit's answer holds while headers go out
+        assert cache.in_use(digest)
+        assert await cache.evict(target=0) == (0, 0)  # in use: not evicted
+        cache.store.path(digest).unlink()  # `gar-proxy gc` in another process
+        assert b"".join([chunk async for chunk in body]) == data  # the open file still reads
+        assert not cache.in_use(digest)
+        with pytest.raises(FileNotFoundError):
+            cache.read(digest)  # gone now: the caller treats it as a miss
+        assert not cache.in_use(digest)
+    finally:
+        await index.close()
+
+
+async def test_a_body_never_read_is_released_when_dropped(tmp_path: Path) -> None:
+    cache, index, digest = await _cache_with(tmp_path, b"x" * 1000)
+    try:
+        before = _open_fds()
+        body = cache.read(digest)
+        assert _open_fds() == before + 1 and cache.in_use(digest)
+        del body
+        gc.collect()
+        assert _open_fds() == before and not cache.in_use(digest)
+        closed = cache.read(digest)
+        closed.close()
+        closed.close()  # once only
+        assert _open_fds() == before and not cache.in_use(digest)
+    finally:
+        await index.close()
