@@ -343,3 +343,35 @@ def test_gc_beside_a_running_proxy_does_not_make_it_evict_more_than_needed(
             assert client.get(f"/v2/{REPO}/blobs/{digests[name]}").content == blobs[name]
         time.sleep(0.5)  # an eviction, if one were (wrongly) started, has run by now
         assert cached_files(cache) == {digests[n] for n in "cde"}
+
+
+def test_the_cache_bytes_gauge_follows_a_gc_in_another_process(
+    gar: Upstream, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from proxy.services import container
+    from tests.proxyharness import proxy_settings, run_proxy
+
+    monkeypatch.setattr(container, "FLUSH_INTERVAL", 0.05)
+    monkeypatch.setattr(container, "RECOUNT_INTERVAL", 0.2)
+    blobs = [random.Random(n).randbytes(300_000) for n in range(2)]
+    digests = [gar.fake.put_blob("us", REPO, data) for data in blobs]
+    settings = proxy_settings(cache.parent, gar.url)
+    assert settings.cache_dir == cache
+    with run_proxy(settings) as proxy, httpx.Client(base_url=proxy.url, timeout=30) as client:
+
+        def gauge() -> float:
+            value = proxy.services.metrics.registry.get_sample_value("garproxy_cache_bytes")
+            return value or 0.0
+
+        for digest, data in zip(digests, blobs, strict=True):
+            assert client.get(f"/v2/{REPO}/blobs/{digest}").content == data
+        deadline = time.monotonic() + 10
+        while gauge() != 600_000 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert gauge() == 600_000
+        _ok(run_cli(cache, gar.url, "gc", env={"GAR_PROXY_CACHE_MAX_SIZE": "1KiB"}))
+        assert cached_files(cache) == set()
+        deadline = time.monotonic() + 10
+        while gauge() != 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert gauge() == 0

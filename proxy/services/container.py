@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -29,6 +30,9 @@ from proxy.upstream.client import Upstream
 
 log = logging.getLogger("gar_proxy")
 FLUSH_INTERVAL = 5.0
+# `gar-proxy gc` or another proxy on the same cache changes what is cached without
+# telling us: recount the total (one SUM over the blob rows) this often for the gauge.
+RECOUNT_INTERVAL = 60.0
 
 
 @dataclass
@@ -56,10 +60,14 @@ def make_tokens(settings: Settings) -> AccessTokens | None:
 
 
 async def _flush_forever(index: CacheIndex, cache: BlobCache, metrics: Metrics) -> None:
+    recounted = time.monotonic()
     while True:
         await asyncio.sleep(FLUSH_INTERVAL)
         try:
             await index.flush()
+            if time.monotonic() - recounted >= RECOUNT_INTERVAL:
+                recounted = time.monotonic()
+                await index.refresh_total()
             metrics.cache_bytes.set(index.total_bytes)
         except Exception:  # the flusher must outlive a transient database error
             log.exception("flushing cache access times failed")
