@@ -1,0 +1,234 @@
+"""The registry API of the fake GAR apart from uploads: ping, manifests, blobs, listings.
+
+``RegistryApiMixin`` serves and deletes manifests (checking pushed ones as GAR does:
+schema version 2, a known media type, referenced blobs present, digest and tag syntax)
+and blobs (with single byte ranges), and lists tags (with ``n``/``last`` paging) and
+referrers (with the ``artifactType`` filter).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from proxy.oci import mediatypes as mt
+from tests.fakes.gar_model import (
+    _DIGEST,
+    _TAG,
+    MANIFEST_LIMIT,
+    Buffer,
+    _ApiError,
+    _byte_range,
+    _chunks,
+    _ImageRepo,
+    _Route,
+    _sha,
+)
+
+
+class RegistryApiMixin:
+    """Manifest, blob, tag-list and referrers routes; part of ``FakeGAR``."""
+
+    # Provided by FakeGAR.
+    absolute_locations: bool
+    chunk_size: int
+    referrers_api: bool
+    _blobs: dict[str, Buffer]
+    _lock: threading.RLock
+    _repo: Callable[..., _ImageRepo]
+    put_manifest: Callable[[str, str, str | None, bytes, str], str]
+
+    # ------------------------------------------------------------ registry API
+
+    async def _ping(self, request: Request, route: _Route) -> Response:
+        return Response("{}", 200, media_type="application/json")
+
+    def _url(self, request: Request, path: str) -> str:
+        if self.absolute_locations:
+            return f"{request.url.scheme}://{request.url.netloc}{path}"
+        return path
+
+    async def _manifest(self, request: Request, route: _Route) -> Response:
+        assert route.location is not None
+        if request.method == "PUT":
+            return await self._put_manifest(request, route)
+        image_repo = self._repo(route.location, route.name)
+        with self._lock:
+            digest = image_repo.tags.get(route.ref, route.ref)
+            stored = image_repo.manifests.get(digest)
+            if stored is not None and request.method == "DELETE":
+                if route.ref == digest:
+                    del image_repo.manifests[digest]
+                    for tag in [t for t, d in image_repo.tags.items() if d == digest]:
+                        del image_repo.tags[tag]
+                else:
+                    del image_repo.tags[route.ref]
+        if stored is None:
+            raise _ApiError(404, "MANIFEST_UNKNOWN", f"manifest {route.ref} not found")
+        if request.method == "DELETE":
+            return Response(status_code=202)
+        if request.method not in ("GET", "HEAD"):
+            raise _ApiError(405, "UNSUPPORTED", f"{request.method} on a manifest")
+        headers = {
+            "Docker-Content-Digest": digest,
+            "Content-Type": stored.media_type,
+            "Content-Length": str(len(stored.data)),
+            "ETag": f'"{digest}"',
+        }
+        return Response(stored.data, 200, headers)
+
+    async def _put_manifest(self, request: Request, route: _Route) -> Response:
+        assert route.location is not None
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > MANIFEST_LIMIT:
+                raise _ApiError(413, "SIZE_INVALID", "manifest too large")
+        body = bytes(data)
+        doc = self._validate_manifest(body, request.headers.get("content-type", ""))
+        if ":" in route.ref and not _DIGEST.fullmatch(route.ref):
+            raise _ApiError(400, "DIGEST_INVALID", f"invalid digest {route.ref!r}")
+        digest = _sha(body, route.ref.split(":")[0] if ":" in route.ref else "sha256")
+        if ":" in route.ref and route.ref != digest:
+            raise _ApiError(400, "DIGEST_INVALID", "manifest digest does not match reference")
+        if ":" not in route.ref and not _TAG.fullmatch(route.ref):
+            raise _ApiError(400, "TAG_INVALID", f"invalid tag {route.ref!r}")
+        image_repo = self._repo(route.location, route.name, create=True)
+        with self._lock:
+            missing = [
+                d
+                for d in self._references(doc)
+                if d not in image_repo.blobs and d not in image_repo.manifests
+            ]
+        if missing:
+            raise _ApiError(400, "MANIFEST_BLOB_UNKNOWN", f"blob unknown to registry: {missing[0]}")
+        media_type = doc.get("mediaType") or request.headers["content-type"].split(";")[0].strip()
+        self.put_manifest(route.location, route.name, route.ref, body, media_type)
+        headers = {
+            "Location": self._url(request, f"/{route.location}/v2/{route.name}/manifests/{digest}"),
+            "Docker-Content-Digest": digest,
+        }
+        if isinstance(doc.get("subject"), dict):
+            headers["OCI-Subject"] = str(doc["subject"].get("digest"))
+        return Response(status_code=201, headers=headers)
+
+    @staticmethod
+    def _validate_manifest(body: bytes, content_type: str) -> dict[str, Any]:
+        try:
+            doc = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise _ApiError(400, "MANIFEST_INVALID", "manifest is not JSON") from None
+        declared = content_type.split(";")[0].strip()
+        if not isinstance(doc, dict) or doc.get("schemaVersion") != 2:
+            raise _ApiError(400, "MANIFEST_INVALID", "manifest must be schemaVersion 2 JSON")
+        media_type = doc.get("mediaType") or declared
+        if media_type not in mt.INDEX_TYPES | mt.IMAGE_TYPES:
+            raise _ApiError(400, "MANIFEST_INVALID", f"unsupported media type {media_type!r}")
+        if doc.get("mediaType") and declared in mt.MANIFEST_TYPES and declared != media_type:
+            raise _ApiError(400, "MANIFEST_INVALID", "Content-Type does not match mediaType")
+        if media_type in mt.INDEX_TYPES and not isinstance(doc.get("manifests"), list):
+            raise _ApiError(400, "MANIFEST_INVALID", "index lacks manifests")
+        if media_type in mt.IMAGE_TYPES and not isinstance(doc.get("config"), dict):
+            raise _ApiError(400, "MANIFEST_INVALID", "image manifest lacks config")
+        return doc
+
+    @staticmethod
+    def _references(doc: dict[str, Any]) -> list[str]:
+        descriptors = [doc["config"], *doc.get("layers", [])] if "config" in doc else []
+        descriptors += doc.get("manifests", [])
+        try:
+            return [str(d["digest"]) for d in descriptors if not d.get("urls")]
+        except (KeyError, TypeError, AttributeError):
+            raise _ApiError(400, "MANIFEST_INVALID", "malformed descriptor") from None
+
+    def _blob_data(self, route: _Route, digest: str) -> Buffer:
+        assert route.location is not None
+        if not _DIGEST.fullmatch(digest):
+            raise _ApiError(400, "DIGEST_INVALID", f"invalid digest {digest!r}")
+        image_repo = self._repo(route.location, route.name)
+        with self._lock:
+            if digest in image_repo.blobs:
+                return self._blobs[digest]
+        raise _ApiError(404, "BLOB_UNKNOWN", f"blob {digest} not found")
+
+    async def _blob(self, request: Request, route: _Route) -> Response:
+        data = self._blob_data(route, route.ref)
+        if request.method == "DELETE":
+            with self._lock:
+                self._repo(route.location or "", route.name).blobs.discard(route.ref)
+            return Response(status_code=202)
+        if request.method not in ("GET", "HEAD"):
+            raise _ApiError(405, "UNSUPPORTED", f"{request.method} on a blob")
+        size = len(data)
+        span = _byte_range(request.headers.get("range"), size)
+        start, end = span or (0, size - 1)
+        headers = {
+            "Content-Length": str(end - start + 1 if size else 0),
+            "Docker-Content-Digest": route.ref,
+            "Content-Type": mt.OCTET_STREAM,
+            "Accept-Ranges": "bytes",
+            "ETag": f'"{route.ref}"',
+        }
+        if span is not None:
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        status = 206 if span is not None else 200
+        if request.method == "HEAD" or size == 0:
+            return Response(b"", status, headers)
+        return StreamingResponse(_chunks(data, start, end, self.chunk_size), status, headers)
+
+    # ------------------------------------------------------------ listings
+
+    async def _tags(self, request: Request, route: _Route) -> Response:
+        assert route.location is not None
+        image_repo = self._repo(route.location, route.name)
+        with self._lock:
+            if not image_repo.tags and not image_repo.manifests:
+                raise _ApiError(404, "NAME_UNKNOWN", f"repository {route.name} not found")
+            names = sorted(image_repo.tags)
+        last = request.query_params.get("last")
+        if last:
+            names = [t for t in names if t > last]
+        headers: dict[str, str] = {}
+        n = request.query_params.get("n")
+        if n is not None and n.isdigit() and int(n) < len(names):
+            names = names[: int(n)]
+            if names:
+                link = f"/{route.location}/v2/{route.name}/tags/list?n={n}&last={names[-1]}"
+                headers["Link"] = f'<{link}>; rel="next"'
+        body = json.dumps({"name": route.name, "tags": names})
+        return Response(body, 200, headers, media_type="application/json")
+
+    async def _referrers(self, request: Request, route: _Route) -> Response:
+        assert route.location is not None
+        if not self.referrers_api:
+            raise _ApiError(404, "UNSUPPORTED", "referrers API not supported")
+        if not _DIGEST.fullmatch(route.ref):
+            raise _ApiError(400, "DIGEST_INVALID", f"invalid digest {route.ref!r}")
+        image_repo = self._repo(route.location, route.name)
+        wanted = request.query_params.get("artifactType")
+        with self._lock:
+            found = sorted(
+                (d, m) for d, m in image_repo.manifests.items() if m.subject == route.ref
+            )
+        descriptors = []
+        for digest, stored in found:
+            if wanted and stored.artifact_type != wanted:
+                continue
+            descriptor: dict[str, Any] = {
+                "mediaType": stored.media_type,
+                "digest": digest,
+                "size": len(stored.data),
+            }
+            if stored.artifact_type:
+                descriptor["artifactType"] = stored.artifact_type
+            if stored.annotations:
+                descriptor["annotations"] = stored.annotations
+            descriptors.append(descriptor)
+        body = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": descriptors})
+        headers = {"OCI-Filters-Applied": "artifactType"} if wanted else {}
+        return Response(body, 200, headers, media_type=mt.OCI_INDEX)
