@@ -191,6 +191,9 @@ def test_an_evicted_large_manifest_is_fetched_again(
         assert got.status_code == 200
         assert got.content == body
         assert digest in cached(proxy)  # kept as a blob file
+        # Not parsed whole, but its references are known, so a pin would keep them.
+        children = proxy.call(proxy.services.index.children(Digest.parse(digest)))
+        assert {str(c) for c in children} == {config} | {layer["digest"] for layer in layers}
         for name in "abc":
             assert client.get(f"/v2/{REPO}/blobs/{blobs[name][0]}").content == blobs[name][1]
         eventually(lambda: digest not in cached(proxy), "the manifest is evicted")
@@ -201,3 +204,16 @@ def test_an_evicted_large_manifest_is_fetched_again(
             assert got.status_code == 200, got.text
             assert got.content == body
     assert fake.count("GET", "manifest") == 2
+
+
+@pytest.mark.parametrize("before_boundary", [1, 9, 40, 79, 200])
+def test_a_digest_field_cut_by_a_read_boundary_is_still_found(
+    tmp_path: Path, before_boundary: int
+) -> None:
+    from proxy.services.manifests import _children_in_file
+
+    wanted = f"sha256:{random.Random(before_boundary).randbytes(32).hex()}"
+    field = f'"digest" :  "{wanted}"'.encode()
+    path = tmp_path / "manifest"
+    path.write_bytes(b" " * (MIB - before_boundary) + field + b', "digest": "sha256:x"')
+    assert [str(d) for d in _children_in_file(path)] == [wanted]

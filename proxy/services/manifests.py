@@ -10,8 +10,11 @@ Concurrent misses and revalidations of one key share one upstream call.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 import time
+from pathlib import Path
 
 import httpx
 
@@ -38,6 +41,27 @@ def _children(body: bytes, media_type: str) -> list[Digest]:
     except RegistryError:
         return []  # an artifact type we do not know: cache it, reference nothing
     return [d.digest for d in (*manifest.blobs, *manifest.manifests)]
+
+
+_DIGEST_FIELD = re.compile(rb'"digest"\s*:\s*"(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})"')
+_OVERLAP = 512  # bytes kept between reads: longer than any digest field
+
+
+def _children_in_file(path: Path) -> list[Digest]:
+    """The digests a manifest too big to parse whole refers to, so pins protect them.
+
+    A streaming scan for ``"digest": "..."`` fields (config, layers, child manifests,
+    and a subject, which only keeps one more blob) in 1 MiB reads, never the whole
+    file in memory; the overlap catches a field cut by a read boundary.
+    """
+    found: dict[bytes, None] = {}
+    tail = b""
+    with path.open("rb") as file:
+        while chunk := file.read(1024 * 1024):
+            window = tail + chunk
+            found.update((m.group(1), None) for m in _DIGEST_FIELD.finditer(window))
+            tail = window[-_OVERLAP:]
+    return [Digest.parse(text.decode()) for text in found]
 
 
 def _content_type(response: httpx.Response) -> str:
@@ -260,7 +284,11 @@ class ManifestService:
         fill = self.cache.fill(digest, opened)
         await fill.wait()
         row = ManifestRow(digest, _content_type(response), fill.written, None)
-        await self.index.put_manifest(row)
+        try:
+            children = await asyncio.to_thread(_children_in_file, self.cache.store.path(digest))
+        except FileNotFoundError:
+            children = []  # evicted already; fetched again (with children) when asked
+        await self.index.put_manifest(row, children)
         return row
 
 
