@@ -306,6 +306,37 @@ def test_pushed_image_is_pulled_back_without_upstream_blob_gets(
     assert fake.count("GET") == 0
 
 
+def test_an_index_copied_through_the_proxy_brings_its_cached_children(
+    fake: FakeGAR, proxy: RunningProxy, client: httpx.Client
+) -> None:
+    platforms = ((5, "amd64"), (6, "arm64"))
+    images = [build_image([make_layer(seed=s)], architecture=a) for s, a in platforms]
+    index = build_index(images)
+    fake.put_image("us", REPO, "v1", index)
+    accept = {"Accept": ", ".join(mt.DEFAULT_ACCEPT)}
+    for reference in ("v1", *(image.digest for image in images)):  # pulled: now cached
+        assert client.get(f"/v2/{REPO}/manifests/{reference}", headers=accept).status_code == 200
+    for item in index.blobs:
+        assert client.get(f"/v2/{REPO}/blobs/{item.digest}").content == item.data
+    target = "proj/repo/copy"
+    for image in images:  # what a copying client checks first, answered from the cache
+        assert client.head(f"/v2/{target}/manifests/{image.digest}").status_code == 200
+        for item in image.blobs:
+            assert client.head(f"/v2/{target}/blobs/{item.digest}").status_code == 200
+    assert fake.get_manifest("us", target, images[0].digest) is None
+    answer = client.put(
+        f"/v2/{target}/manifests/v1",
+        content=index.manifest,
+        headers={"Content-Type": index.media_type},
+    )
+    assert answer.status_code == 201, answer.text
+    for image in images:
+        assert fake.get_manifest("us", target, image.digest) == (image.manifest, image.media_type)
+        for item in image.blobs:  # uploaded from the cache (or mounted)
+            assert fake.get_blob("us", target, item.digest) == item.data
+    assert fake.get_manifest("us", target, "v1") == (index.manifest, index.media_type)
+
+
 def test_manifest_put_answers_location_digest_and_subject(
     fake: FakeGAR, proxy: RunningProxy, client: httpx.Client
 ) -> None:

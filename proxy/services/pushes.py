@@ -122,7 +122,7 @@ class PushService:
 
         found = await asyncio.gather(
             *[bounded(self.mounts.ensure(repo, d)) for d in blobs],
-            *[bounded(self._has_manifest(repo, d)) for d in children],
+            *[bounded(self._ensure_manifest(repo, d)) for d in children],
         )
         missing = [str(d) for d, ok in zip([*blobs, *children], found, strict=True) if not ok]
         if missing:
@@ -132,6 +132,20 @@ class PushService:
                 f"first {missing[0]}",
                 detail={"digest": missing[0]},
             )
+
+    async def _ensure_manifest(self, repo: Repository, digest: Digest) -> bool:
+        """Whether upstream has this child manifest in ``repo``, after pushing it there
+        from the cache if only the cache has it: a manifest HEAD by digest is answered
+        from the cache for any repository, so a client copying an index through the
+        proxy may have skipped the children (as it may skip blobs; ``mounts.ensure``)."""
+        if await self._has_manifest(repo, digest):
+            return True
+        row = await self.index.get_manifest(digest)
+        if row is None or row.body is None:  # unknown, or over 4 MiB: the client's job
+            return False
+        log.info("pushing manifest %s to %s from the cache", digest, repo)
+        await self.put(repo, digest, row.media_type, row.body)  # its references first
+        return True
 
     async def _has_manifest(self, repo: Repository, digest: Digest) -> bool:
         response = await self.upstream.send(
