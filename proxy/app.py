@@ -28,6 +28,8 @@ def routes() -> list[Route]:
         Route(f"{NAME}/manifests/{{reference}}", pull.manifest, methods=["GET", "HEAD"]),
         Route(f"{NAME}/manifests/{{reference}}", push.manifest, methods=["PUT", "DELETE"]),
         Route(f"{NAME}/blobs/uploads/", push.start_upload, methods=["POST"]),
+        # The spec's path ends in a slash; some clients leave it off, and registries take both.
+        Route(f"{NAME}/blobs/uploads", push.start_upload, methods=["POST"]),
         Route(f"{NAME}/blobs/uploads/{{upload_id}}", push.upload, methods=push.SESSION_METHODS),
         Route(f"{NAME}/blobs/{{digest}}", pull.blob, methods=["GET", "HEAD"]),
         Route(f"{NAME}/tags/list", pull.tags, methods=["GET"]),

@@ -121,6 +121,21 @@ def test_chunked_upload_reports_progress_and_pulls_back_from_the_cache(
     assert client.get(location).status_code == 404  # the session is over
 
 
+def test_an_upload_can_start_without_the_trailing_slash(
+    fake: FakeGAR, client: httpx.Client
+) -> None:
+    data, digest = blob(2000, seed=10)
+    started = client.post(UPLOADS.rstrip("/"))
+    assert started.status_code == 202, started.text
+    location = started.headers["location"]
+    assert location.startswith(UPLOADS)
+    done = client.put(location, params={"digest": digest}, content=data)
+    assert done.status_code == 201, done.text
+    whole = client.post(UPLOADS.rstrip("/"), params={"digest": digest}, content=data)
+    assert whole.status_code == 201, whole.text
+    assert fake.get_blob("us", REPO, digest) == data
+
+
 def test_upstream_minimum_chunk_size_is_passed_on(
     fake: FakeGAR, proxy: RunningProxy, client: httpx.Client
 ) -> None:
