@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.gar import FakeGAR
 from tests.realclients import DistributionRegistry, Dockerd, Podman, Skopeo
 
 REALCLIENT_FIXTURES = {"distribution_registry", "dockerd", "podman_runner", "skopeo_runner"}
@@ -34,6 +35,13 @@ def require_binaries(*names: str) -> None:
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
+
+
+@pytest.fixture
+def upstream(fake: FakeGAR) -> Iterator[str]:
+    """The test module's ``fake`` GAR on loopback, as the proxy's upstream template."""
+    with fake.serve() as url:
+        yield url + "/{location}"
 
 
 @pytest.fixture(scope="module")

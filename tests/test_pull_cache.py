@@ -67,12 +67,6 @@ def fake() -> FakeGAR:
 
 
 @pytest.fixture
-def upstream(fake: FakeGAR) -> Iterator[str]:
-    with fake.serve() as url:
-        yield url + "/{location}"
-
-
-@pytest.fixture
 def proxy(tmp_path: Path, upstream: str) -> Iterator[RunningProxy]:
     with run_proxy(proxy_settings(tmp_path, upstream)) as running:
         yield running

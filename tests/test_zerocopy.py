@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -33,12 +32,6 @@ REPO = "proj/repo/app"
 @pytest.fixture
 def fake() -> FakeGAR:
     return FakeGAR(auth="none", chunk_size=64 * 1024)
-
-
-@pytest.fixture
-def upstream(fake: FakeGAR) -> Iterator[str]:
-    with fake.serve() as url:
-        yield url + "/{location}"
 
 
 @pytest.fixture
