@@ -1,4 +1,4 @@
-"""``FileResponse`` for a ``FileBody``: zero-copy when the server offers it."""
+"""The response for a ``FileBody``: zero-copy segments when the server offers them."""
 
 from __future__ import annotations
 
