@@ -79,12 +79,9 @@ class BlobService:
 
     def _from_cache(self, digest: Digest, size: int, range_header: str | None) -> Answer:
         span = parse_range(range_header, size)
-        if span is None:
-            return Answer(digest, mt.OCTET_STREAM, size, body=self.cache.read(digest))
-        start, end = span
-        return Answer(
-            digest, mt.OCTET_STREAM, size, body=self.cache.read(digest, start, end), span=span
-        )
+        start, end = span if span is not None else (0, size)  # size known: no second fstat
+        body = self.cache.read(digest, start, end)
+        return Answer(digest, mt.OCTET_STREAM, size, body=body, span=span)
 
     async def _open_upstream(self, repo: Repository, digest: Digest) -> httpx.Response:
         response = await self.upstream.send("GET", repo, f"/blobs/{digest}", stream=True)
