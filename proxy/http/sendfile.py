@@ -4,8 +4,11 @@ uvloop has no ``loop.sendfile``, so this is the loop-agnostic version: send what
 socket buffer takes, wait until it is writable, repeat. Page-cached ranges are sent
 inline (one kernel copy, no Python per byte); a range not in the page cache would
 block on the disk, so that call goes to a thread. The socket stays owned by its
-transport: readiness is awaited on a ``dup`` of it, as loops refuse a reader or
-writer on a transport's own descriptor.
+transport, so bytes go to a ``dup`` of it, taken before the first await: the loop
+may close the transport's descriptor while we wait (the client reset the
+connection), and its number can then be reused at once by another connection.
+Readiness is awaited on the same ``dup``, as loops refuse a reader or writer on a
+transport's own descriptor.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ async def sendfile(sock: int, file: int, offset: int, count: int) -> int:
     before ``count`` bytes (it shrank under us).
     """
     loop = asyncio.get_running_loop()
-    waiter: int | None = None
+    target = os.dup(sock)  # ours until we close it, whatever the transport does
     sent_total = 0
     try:
         while sent_total < count:
@@ -39,13 +42,11 @@ async def sendfile(sock: int, file: int, offset: int, count: int) -> int:
             position = offset + sent_total
             try:
                 if in_page_cache(file, position + step - 1):
-                    sent = os.sendfile(sock, file, position, step)
+                    sent = os.sendfile(target, file, position, step)
                 else:
-                    sent = await _in_thread(loop, sock, file, position, step)
+                    sent = await _in_thread(loop, target, file, position, step)
             except BlockingIOError:
-                if waiter is None:
-                    waiter = os.dup(sock)
-                await _writable(loop, waiter)
+                await _writable(loop, target)
                 continue
             except OSError as error:
                 if error.errno in _GONE:
@@ -56,8 +57,7 @@ async def sendfile(sock: int, file: int, offset: int, count: int) -> int:
             sent_total += sent
         return sent_total
     finally:
-        if waiter is not None:
-            os.close(waiter)
+        os.close(target)
 
 
 async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
