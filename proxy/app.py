@@ -58,9 +58,8 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
 
 async def not_found(request: Request, exc: Exception) -> Response:
     error = RegistryError(
-        ErrorCode.UNSUPPORTED,
+        ErrorCode.ROUTE_UNKNOWN,
         f"{request.method} {request.url.path} is not part of the registry API",
-        status=404,
     )
     return await registry_error(request, error)
 

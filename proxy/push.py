@@ -19,19 +19,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from proxy.cache.index import CacheIndex
 from proxy.config import Settings
-from proxy.gar.repositories import RepositoryApi
 from proxy.oci.digest import Digest
 from proxy.oci.errors import RegistryError
 from proxy.oci.manifest import MANIFEST_READ_LIMIT, parse_manifest
 from proxy.oci.names import ImageReference, Repository
-from proxy.services.container import make_tokens
-from proxy.services.locations import LocationResolver
-from proxy.services.upload_session import session_path
-from proxy.upstream import errors
-from proxy.upstream.auth import AccessTokens
-from proxy.upstream.client import Upstream
+from proxy.services.container import open_services
+from proxy.upstream.registry import RegistryClient
 
 READ_SIZE = 1024 * 1024
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -101,50 +95,31 @@ async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
 
 
 class Pusher:
-    def __init__(self, upstream: Upstream, repo: Repository, say: Say) -> None:
-        self.upstream = upstream
+    def __init__(self, registry: RegistryClient, repo: Repository, say: Say) -> None:
+        self.registry = registry
         self.repo = repo
         self.say = say
 
     async def blob(self, digest: Digest, path: Path, size: int) -> None:
-        head = await self.upstream.send("HEAD", self.repo, f"/blobs/{digest}")
-        if head.status_code == 200:
+        if await self.registry.stat_blob(self.repo, digest) is not None:
             self.say(f"blob {digest} exists")
             return
-        started = await self.upstream.send("POST", self.repo, "/blobs/uploads/", write=True)
-        if started.status_code != 202 or "location" not in started.headers:
-            raise errors.from_response(started, started.content)
-        url = str(started.url.join(started.headers["location"]))
-        response = await self.upstream.send(
-            "PUT",
-            self.repo,
-            await session_path(self.upstream, self.repo, url, {"digest": str(digest)}),
-            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
-            content=_file_chunks(path),
-            write=True,
+        session = await self.registry.start_upload(self.repo)
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        await self.registry.finish_upload(
+            self.repo, session.url, digest, _file_chunks(path), headers
         )
-        if response.status_code != 201:
-            raise errors.from_response(response, response.content)
         self.say(f"blob {digest} pushed ({size:,} bytes)")
 
     async def manifest(self, reference: str | Digest, media_type: str, body: bytes) -> Digest:
-        response = await self.upstream.send(
-            "PUT",
-            self.repo,
-            f"/manifests/{reference}",
-            headers={"Content-Type": media_type},
-            content=body,
-            write=True,
-        )
-        if response.status_code != 201:
-            raise errors.from_response(response, response.content)
+        await self.registry.put_manifest(self.repo, reference, media_type, body)
         digest = Digest.of(body)
         self.say(f"manifest {digest} pushed as {reference}")
         return digest
 
 
 async def push_layout(
-    upstream: Upstream,
+    registry: RegistryClient,
     layout_dir: Path,
     tag: str | None,
     target: ImageReference,
@@ -157,7 +132,7 @@ async def push_layout(
     plan = layout.plan(tag)
     total = sum(plan.blobs.values())
     say(f"pushing {len(plan.blobs)} blobs ({total:,} bytes), {1 + len(plan.children)} manifests")
-    pusher = Pusher(upstream, target.repository, say)
+    pusher = Pusher(registry, target.repository, say)
     limit = asyncio.Semaphore(concurrency)
 
     async def bounded(digest: Digest, size: int) -> None:
@@ -184,39 +159,23 @@ def _split_source(source: str) -> tuple[Path, str | None]:
     return Path(directory), tag
 
 
-async def _resolved(
-    settings: Settings, upstream: Upstream, tokens: AccessTokens | None, image: ImageReference
-) -> Repository:
-    """The target with its location, found as the server finds it (routes, GAR metadata)."""
-    settings.cache_dir.mkdir(parents=True, exist_ok=True)
-    index = await CacheIndex.open(settings.cache_dir / "index.sqlite3")
-    try:
-        api = RepositoryApi(settings, upstream.http, tokens) if settings.is_gar else None
-        return await LocationResolver(settings, api, index).resolve(image.repository)
-    finally:
-        await index.close()
-
-
 async def run(settings: Settings, source: str, target: str, say: Say = print) -> int:
     """The CLI command; 0 on success, 1 with a message on stderr otherwise."""
-    tokens = make_tokens(settings)
-    upstream = Upstream(settings, tokens)
     try:
-        image = ImageReference.parse(target)
-        image = ImageReference(await _resolved(settings, upstream, tokens, image), image.reference)
-        directory, tag = _split_source(source)
-        digest = await push_layout(
-            upstream, directory, tag, image, concurrency=settings.push_concurrency, say=say
-        )
+        async with open_services(settings) as services:
+            image = ImageReference.parse(target)
+            repo = await services.locations.resolve(image.repository)
+            image = ImageReference(repo, image.reference)
+            directory, tag = _split_source(source)
+            digest = await push_layout(
+                services.registry, directory, tag, image,
+                concurrency=settings.push_concurrency, say=say,
+            )  # fmt: skip
         say(f"pushed {image.repository}@{digest}")
         return 0
     except (RegistryError, LayoutError, OSError) as error:
         print(f"gar-proxy push: {getattr(error, 'message', error)}", file=sys.stderr)
         return 1
-    finally:
-        await upstream.aclose()
-        if tokens is not None and hasattr(tokens, "aclose"):
-            await tokens.aclose()
 
 
 __all__ = ["Layout", "LayoutError", "Plan", "push_layout", "run"]

@@ -210,7 +210,7 @@ def test_an_evicted_large_manifest_is_fetched_again(
 def test_a_digest_field_cut_by_a_read_boundary_is_still_found(
     tmp_path: Path, before_boundary: int
 ) -> None:
-    from proxy.services.manifests import _children_in_file
+    from proxy.oci.references import digests_in_file as _children_in_file
 
     wanted = f"sha256:{random.Random(before_boundary).randbytes(32).hex()}"
     field = f'"digest" :  "{wanted}"'.encode()

@@ -43,7 +43,7 @@ class BlobCache:
         self.store = store
         self.index = index
         self.max_size = max_size
-        self.fills = Fills(self._paths, self._commit, fill_limit)
+        self.fills = Fills(self._paths, self.admit, fill_limit)
         self._readers: Counter[Digest] = Counter()
         self._evicting = asyncio.Lock()
         self._background: set[asyncio.Task[tuple[int, int]]] = set()
@@ -51,7 +51,10 @@ class BlobCache:
     def _paths(self, digest: Digest) -> tuple[Path, Path]:
         return self.store.new_temp(), self.store.path(digest)
 
-    async def _commit(self, temp: Path, digest: Digest, size: int) -> None:
+    async def admit(self, temp: Path, digest: Digest, size: int) -> None:
+        """Make a verified file the cached blob ``digest``: moved into place, indexed,
+        and the cache brought back under its cap in the background. Fills and uploads
+        both end here; the caller has checked the bytes against ``digest``."""
         await asyncio.to_thread(self.store.commit, temp, digest)
         await self.index.add_blob(digest, size)
         if self.index.total_bytes > self.max_size:
@@ -66,11 +69,14 @@ class BlobCache:
     def fill(self, digest: Digest, opener: Opener) -> Fill:
         return self.fills.start(digest, opener)
 
-    def read(self, digest: Digest, start: int = 0, end: int | None = None) -> FileBody:
+    def read(self, digest: Digest, start: int = 0, end: int | None = None) -> FileBody | None:
         """``[start, end)`` of a cached blob, opened now: from here until the body is
         done, neither eviction here nor a ``gc`` elsewhere can take the bytes away.
-        Raises ``FileNotFoundError`` if the blob went since it was looked up."""
-        fd = os.open(self.store.path(digest), os.O_RDONLY)
+        None (a miss) if the blob went since it was looked up."""
+        try:
+            fd = os.open(self.store.path(digest), os.O_RDONLY)
+        except FileNotFoundError:
+            return None
         try:
             stop = end if end is not None else os.fstat(fd).st_size
         except OSError:

@@ -17,11 +17,9 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import BinaryIO
-
-import httpx
+from typing import BinaryIO, Protocol
 
 from proxy.cache.bodies import Segment
 from proxy.oci.digest import Digest, DigestVerifier
@@ -35,7 +33,20 @@ CHUNK = 1024 * 1024  # bytes per batch handed to the writer thread
 # the peak RSS of 8 concurrent cold pulls from about 115 to 86 MiB at the same CPU
 # per byte (bench/RESULTS.md).
 FOLLOW_READ_SIZE = 256 * 1024
-Opener = Callable[[], Awaitable[httpx.Response]]
+
+
+class Source(Protocol):
+    """An upstream body (``proxy.upstream.registry.BlobStream``): its size when known,
+    its bytes, ``aclose``. Its failures are already ``RegistryError``s."""
+
+    size: int | None
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+Opener = Callable[[], Awaitable[Source]]
 Committer = Callable[[Path, Digest, int], Awaitable[None]]
 
 
@@ -67,18 +78,22 @@ class Fill:
             await commit(self.temp, self.digest, self.written)
             self.done = True
         except RegistryError as error:
+            log.warning("fill of %s failed: %s", self.digest, error.message)
             self._fail(error)
-        except (Exception, asyncio.CancelledError) as error:
-            log.warning("fill of %s failed: %r", self.digest, error)
+        except TimeoutError:
+            log.warning("fill of %s ran over cache.fill_timeout (%gs)", self.digest, limit)
             self._fail(
                 RegistryError(
-                    ErrorCode.UPSTREAM_UNAVAILABLE,
-                    f"upstream fetch of {self.digest} failed: {type(error).__name__}",
-                    status=504 if isinstance(error, TimeoutError) else 502,
+                    ErrorCode.UPSTREAM_TIMEOUT,
+                    f"upstream fetch of {self.digest} took over {limit:g}s (cache.fill_timeout)",
                 )
             )
-            if isinstance(error, asyncio.CancelledError):
-                raise
+        except asyncio.CancelledError:
+            self._fail(RegistryError(ErrorCode.UPSTREAM_UNAVAILABLE, "gar-proxy is stopping"))
+            raise
+        except Exception as error:  # a bug, or the disk: never leave followers waiting
+            log.exception("fill of %s failed", self.digest)
+            self._fail(RegistryError(ErrorCode.UNKNOWN, f"fill of {self.digest} failed: {error}"))
         finally:
             self._notify()
 
@@ -91,34 +106,28 @@ class Fill:
             self.headers_ready.exception()  # retrieved: every follower may be gone already
 
     async def _download(self, opener: Opener) -> None:
-        response = await opener()
+        source = await opener()
         try:
-            length = response.headers.get("content-length")
-            encoded = response.headers.get("content-encoding", "identity") != "identity"
-            self.size = int(length) if length and length.isdigit() and not encoded else None
+            self.size = source.size
             verifier = self.digest.verifier()
             with self.temp.open("wb") as file:
                 self.headers_ready.set_result(None)
-                await self._store(response, file, verifier)
+                await self._store(source, file, verifier)
         finally:
-            await response.aclose()
+            await source.aclose()
         if self.size is not None and self.written != self.size:
             raise RegistryError(
-                ErrorCode.UPSTREAM_UNAVAILABLE,
+                ErrorCode.UPSTREAM_BAD_GATEWAY,
                 f"upstream sent {self.written} of {self.size} bytes of {self.digest}",
-                status=502,
             )
         if not verifier.matches():
             log.error("upstream sent wrong bytes for %s (got %s)", self.digest, verifier.actual())
             raise RegistryError(
-                ErrorCode.UPSTREAM_UNAVAILABLE,
+                ErrorCode.UPSTREAM_CORRUPT,
                 f"upstream content does not match {self.digest}; not cached",
-                status=502,
             )
 
-    async def _store(
-        self, response: httpx.Response, file: BinaryIO, verifier: DigestVerifier
-    ) -> None:
+    async def _store(self, source: Source, file: BinaryIO, verifier: DigestVerifier) -> None:
         """Write and hash on a worker thread, one batch behind the network.
 
         Hashing and disk writes release the GIL, so on a second core they overlap the
@@ -132,7 +141,7 @@ class Fill:
         batch: list[bytes] = []
         batched = 0
         try:
-            async for piece in response.aiter_bytes():
+            async for piece in source:
                 batch.append(piece)
                 batched += len(piece)
                 if batched >= CHUNK:

@@ -8,7 +8,6 @@ not a write per request.
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 
 import aiosqlite
 
+from proxy.clock import SYSTEM, Clock
 from proxy.oci.digest import Digest
 
 SCHEMA = """
@@ -63,8 +63,9 @@ class ManifestRow:
 
 
 class CacheIndex:
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection, clock: Clock = SYSTEM) -> None:
         self._db = db
+        self.clock = clock
         self._tags: dict[tuple[str, str], TagRow] = {}
         self._manifests: OrderedDict[Digest, ManifestRow] = OrderedDict()
         self._memo_bytes = 0
@@ -72,11 +73,11 @@ class CacheIndex:
         self.total_bytes = 0
 
     @classmethod
-    async def open(cls, path: Path) -> CacheIndex:
+    async def open(cls, path: Path, clock: Clock = SYSTEM) -> CacheIndex:
         db = await aiosqlite.connect(path)
         await db.executescript(SCHEMA)
         await db.commit()
-        index = cls(db)
+        index = cls(db, clock)
         await index.refresh_total()
         return index
 
@@ -111,7 +112,7 @@ class CacheIndex:
     # --- blobs ---------------------------------------------------------------------------
 
     async def add_blob(self, digest: Digest, size: int, media_type: str | None = None) -> None:
-        now = time.time()
+        now = self.clock.time()
         async with self._db.execute(
             "INSERT OR IGNORE INTO blobs (digest, size, media_type, created, last_access)"
             " VALUES (?, ?, ?, ?, ?)",
@@ -124,7 +125,7 @@ class CacheIndex:
     def touch(self, digest: Digest) -> None:
         key = str(digest)
         hits = self._touched.get(key, (0.0, 0))[1]
-        self._touched[key] = (time.time(), hits + 1)
+        self._touched[key] = (self.clock.time(), hits + 1)
 
     async def flush(self) -> None:
         if not self._touched:
@@ -177,7 +178,7 @@ class CacheIndex:
         await self._run(
             "INSERT OR IGNORE INTO manifests (digest, media_type, size, body, created)"
             " VALUES (?, ?, ?, ?, ?)",
-            (str(row.digest), row.media_type, row.size, row.body, time.time()),
+            (str(row.digest), row.media_type, row.size, row.body, self.clock.time()),
         )
         await self._run_many(
             "INSERT OR IGNORE INTO manifest_refs (manifest, child) VALUES (?, ?)",
@@ -234,7 +235,7 @@ class CacheIndex:
         return row
 
     async def put_tag(self, repo: str, tag: str, digest: Digest, media_type: str) -> TagRow:
-        now = time.time()
+        now = self.clock.time()
         row = self._tags[(repo, tag)] = TagRow(digest, media_type, now, now)
         await self._run(
             "INSERT OR REPLACE INTO tags (repo, tag, digest, media_type, fetched, verified)"
@@ -246,7 +247,7 @@ class CacheIndex:
 
     async def mark_verified(self, repo: str, tag: str) -> None:
         row = self._tags.get((repo, tag))
-        now = time.time()
+        now = self.clock.time()
         if row is not None:
             self._tags[(repo, tag)] = TagRow(row.digest, row.media_type, row.fetched, now)
         await self._run("UPDATE tags SET verified = ? WHERE repo = ? AND tag = ?", (now, repo, tag))
@@ -266,7 +267,7 @@ class CacheIndex:
     # --- pins and cached documents (tag lists, referrers) --------------------------------
 
     async def pin(self, digests: Iterable[Digest]) -> None:
-        now = time.time()
+        now = self.clock.time()
         await self._run_many(
             "INSERT OR IGNORE INTO pins (digest, created) VALUES (?, ?)",
             [(str(d), now) for d in digests],
@@ -277,7 +278,7 @@ class CacheIndex:
         await self._run(
             "INSERT OR REPLACE INTO documents (key, media_type, body, headers, fetched)"
             " VALUES (?, ?, ?, ?, ?)",
-            (key, media_type, body, headers, time.time()),
+            (key, media_type, body, headers, self.clock.time()),
         )
         await self._db.commit()
 

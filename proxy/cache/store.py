@@ -45,10 +45,6 @@ class BlobStore:
         os.replace(temp, final)
         return final
 
-    @staticmethod
-    def discard(temp: Path) -> None:
-        temp.unlink(missing_ok=True)
-
     def remove(self, digest: Digest) -> None:
         self.path(digest).unlink(missing_ok=True)
 

@@ -1,14 +1,22 @@
-"""The registry's one error type and the table binding OCI error codes to HTTP statuses.
+"""The registry's one error type and the one table of error codes.
 
-Every failure a client can see is a ``RegistryError``: it carries an ``ErrorCode``
-(whose HTTP status lives in one table, below), a message and optional detail.
-``proxy.app`` installs one handler that writes the OCI envelope::
+Every failure a client can see is a ``RegistryError`` carrying an ``ErrorCode``. Each
+code is declared once below with its wire name, its HTTP status, a default message and
+where it comes from: the OCI distribution spec, the distribution registry's own codes
+that clients already know (``UNAVAILABLE``, ``TOOMANYREQUESTS``, ``UNKNOWN``), or ours.
+There are no per-raise status overrides: a failure whose status differs gets a code of
+its own. ``proxy.app`` installs one handler that writes the OCI envelope::
 
     {"errors": [{"code": "BLOB_UNKNOWN", "message": "...", "detail": {...}}]}
 
 Raise it anywhere below the routes::
 
     raise RegistryError(ErrorCode.NAME_INVALID, "repository name must be lowercase")
+
+>>> ErrorCode.UPSTREAM_TIMEOUT.status, ErrorCode.UPSTREAM_TIMEOUT.wire
+(504, 'UNAVAILABLE')
+>>> ErrorCode.from_wire("MANIFEST_UNKNOWN") is ErrorCode.MANIFEST_UNKNOWN
+True
 """
 
 from __future__ import annotations
@@ -17,77 +25,99 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
+OCI = "oci"  # OCI distribution spec 1.1, "Error Codes"
+DISTRIBUTION = "distribution"  # the CNCF registry's codes, which clients know too
+OURS = "gar-proxy"
+
 
 class ErrorCode(enum.Enum):
-    BLOB_UNKNOWN = "BLOB_UNKNOWN"
-    BLOB_UPLOAD_INVALID = "BLOB_UPLOAD_INVALID"
-    BLOB_UPLOAD_UNKNOWN = "BLOB_UPLOAD_UNKNOWN"
-    DIGEST_INVALID = "DIGEST_INVALID"
-    MANIFEST_BLOB_UNKNOWN = "MANIFEST_BLOB_UNKNOWN"
-    MANIFEST_INVALID = "MANIFEST_INVALID"
-    MANIFEST_UNKNOWN = "MANIFEST_UNKNOWN"
-    NAME_INVALID = "NAME_INVALID"
-    NAME_UNKNOWN = "NAME_UNKNOWN"
-    SIZE_INVALID = "SIZE_INVALID"
-    UNAUTHORIZED = "UNAUTHORIZED"
-    DENIED = "DENIED"
-    UNSUPPORTED = "UNSUPPORTED"
-    TOOMANYREQUESTS = "TOOMANYREQUESTS"
-    RANGE_INVALID = "RANGE_INVALID"
-    UPSTREAM_UNAVAILABLE = "UNAVAILABLE"
-    UNKNOWN = "UNKNOWN"
+    """(wire name, HTTP status, default message, origin), registered once."""
+
+    # OCI distribution spec
+    BLOB_UNKNOWN = ("BLOB_UNKNOWN", 404, "blob unknown to registry", OCI)
+    BLOB_UPLOAD_INVALID = ("BLOB_UPLOAD_INVALID", 400, "blob upload invalid", OCI)
+    BLOB_UPLOAD_UNKNOWN = ("BLOB_UPLOAD_UNKNOWN", 404, "blob upload unknown to registry", OCI)
+    DIGEST_INVALID = ("DIGEST_INVALID", 400, "provided digest did not match content", OCI)
+    MANIFEST_BLOB_UNKNOWN = ("MANIFEST_BLOB_UNKNOWN", 400, "manifest references unknown blob", OCI)
+    MANIFEST_INVALID = ("MANIFEST_INVALID", 400, "manifest invalid", OCI)
+    MANIFEST_UNKNOWN = ("MANIFEST_UNKNOWN", 404, "manifest unknown to registry", OCI)
+    NAME_INVALID = ("NAME_INVALID", 400, "invalid repository name", OCI)
+    NAME_UNKNOWN = ("NAME_UNKNOWN", 404, "repository name not known to registry", OCI)
+    SIZE_INVALID = ("SIZE_INVALID", 400, "provided length did not match content length", OCI)
+    UNAUTHORIZED = ("UNAUTHORIZED", 401, "authentication required", OCI)
+    DENIED = ("DENIED", 403, "requested access to the resource is denied", OCI)
+    UNSUPPORTED = ("UNSUPPORTED", 405, "the operation is unsupported", OCI)
+    TOOMANYREQUESTS = ("TOOMANYREQUESTS", 429, "too many requests", OCI)
+    # The distribution registry's own, which clients print as they do the spec's
+    UPSTREAM_UNAVAILABLE = ("UNAVAILABLE", 503, "service unavailable", DISTRIBUTION)
+    UNKNOWN = ("UNKNOWN", 500, "unknown error", DISTRIBUTION)
+    # Ours
+    RANGE_INVALID = ("RANGE_INVALID", 416, "requested range not satisfiable", OURS)
+    # Ours. Where a client already knows a wire name for the kind of failure (a size,
+    # an unavailable upstream), ours reuse it with the status that fits.
+    TOO_LARGE = ("SIZE_INVALID", 413, "request body too large", OURS)
+    HEADERS_TOO_LARGE = ("HEADERS_TOO_LARGE", 431, "request headers too large", OURS)
+    ROUTE_UNKNOWN = ("UNSUPPORTED", 404, "not part of the registry API", OURS)
+    UPSTREAM_REJECTED = ("UPSTREAM_REJECTED", 400, "upstream refused the request", OURS)
+    UPSTREAM_BAD_GATEWAY = ("UNAVAILABLE", 502, "upstream failed", OURS)
+    UPSTREAM_TIMEOUT = ("UNAVAILABLE", 504, "upstream timed out", OURS)
+    UPSTREAM_CORRUPT = ("DIGEST_INVALID", 502, "upstream content does not match its digest", OURS)
+    CACHE_EVICTED = ("CACHE_EVICTED", 503, "evicted as soon as it was fetched", OURS)
+
+    def __init__(self, wire: str, status: int, message: str, origin: str) -> None:
+        self.wire = wire
+        self.status = status
+        self.default_message = message
+        self.origin = origin
 
     @property
-    def status(self) -> int:
-        return _STATUS[self]
+    def transient(self) -> bool:
+        """Upstream or server trouble, not an answer about the content: retry later,
+        or serve what is cached meanwhile."""
+        return self.status >= 500 or self is ErrorCode.TOOMANYREQUESTS
+
+    @classmethod
+    def from_wire(cls, wire: str | None) -> ErrorCode | None:
+        return _BY_WIRE.get(wire or "")
 
 
-# One table: code -> HTTP status (OCI distribution spec 1.1, "Error Codes").
-_STATUS: Mapping[ErrorCode, int] = {
-    ErrorCode.BLOB_UNKNOWN: 404,
-    ErrorCode.BLOB_UPLOAD_INVALID: 400,
-    ErrorCode.BLOB_UPLOAD_UNKNOWN: 404,
-    ErrorCode.DIGEST_INVALID: 400,
-    ErrorCode.MANIFEST_BLOB_UNKNOWN: 400,
-    ErrorCode.MANIFEST_INVALID: 400,
-    ErrorCode.MANIFEST_UNKNOWN: 404,
-    ErrorCode.NAME_INVALID: 400,
-    ErrorCode.NAME_UNKNOWN: 404,
-    ErrorCode.SIZE_INVALID: 400,
-    ErrorCode.UNAUTHORIZED: 401,
-    ErrorCode.DENIED: 403,
-    ErrorCode.UNSUPPORTED: 405,
-    ErrorCode.TOOMANYREQUESTS: 429,
-    ErrorCode.RANGE_INVALID: 416,
-    ErrorCode.UPSTREAM_UNAVAILABLE: 503,
-    ErrorCode.UNKNOWN: 500,
-}
+# A wire name shared by several codes maps to the first, the one the spec defines.
+_BY_WIRE: dict[str, ErrorCode] = {}
+for _code in ErrorCode:
+    _BY_WIRE.setdefault(_code.wire, _code)
 
 
 class RegistryError(Exception):
-    """A failure with an OCI error code; the one exception type clients ever see."""
+    """A failure with an error code; the one exception type clients ever see."""
 
     def __init__(
         self,
         code: ErrorCode,
-        message: str,
+        message: str | None = None,
         *,
         detail: Any = None,
-        status: int | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
+        message = message or code.default_message
         super().__init__(message)
         self.code = code
         self.message = message
         self.detail = detail
-        self.status = status if status is not None else code.status
         self.headers: dict[str, str] = dict(headers or {})
 
+    @property
+    def status(self) -> int:
+        return self.code.status
+
+    @property
+    def transient(self) -> bool:
+        return self.code.transient
+
     def envelope(self) -> dict[str, Any]:
-        entry: dict[str, Any] = {"code": self.code.value, "message": self.message}
+        entry: dict[str, Any] = {"code": self.code.wire, "message": self.message}
         if self.detail is not None:
             entry["detail"] = self.detail
         return {"errors": [entry]}
 
     def __repr__(self) -> str:
-        return f"RegistryError({self.code.value}, {self.message!r}, status={self.status})"
+        return f"RegistryError({self.code.wire}, {self.message!r}, status={self.status})"

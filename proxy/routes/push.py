@@ -108,9 +108,7 @@ async def upload(request: Request) -> Response:
 
 async def _manifest_body(request: Request) -> bytes:
     too_big = RegistryError(
-        ErrorCode.SIZE_INVALID,
-        f"manifest over the limit of {MANIFEST_READ_LIMIT} bytes",
-        status=413,
+        ErrorCode.TOO_LARGE, f"manifest over the limit of {MANIFEST_READ_LIMIT} bytes"
     )
     length = _content_length(request)
     if length is not None and length > MANIFEST_READ_LIMIT:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import httpx
-
 from proxy.cache.blobs import BlobCache
 from proxy.cache.fills import Fill
 from proxy.metrics import Metrics
@@ -15,18 +13,17 @@ from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
 from proxy.oci.ranges import parse_range
 from proxy.services.answers import Answer
-from proxy.upstream import errors
-from proxy.upstream.client import Upstream, read_error_body
+from proxy.upstream.registry import BlobStream, RegistryClient
 
 log = logging.getLogger("gar_proxy.blobs")
 
 
 class BlobService:
     def __init__(
-        self, cache: BlobCache, upstream: Upstream, metrics: Metrics, *, offline: bool
+        self, cache: BlobCache, registry: RegistryClient, metrics: Metrics, *, offline: bool
     ) -> None:
         self.cache = cache
-        self.upstream = upstream
+        self.registry = registry
         self.metrics = metrics
         self.offline = offline
 
@@ -42,20 +39,16 @@ class BlobService:
             return Answer(digest, mt.OCTET_STREAM, size)
         if self.offline:
             raise self._unknown(digest)
-        response = await self.upstream.send("HEAD", repo, f"/blobs/{digest}")
-        if response.status_code != 200:
-            raise errors.from_response(response, b"", not_found=ErrorCode.BLOB_UNKNOWN)
-        length = response.headers.get("content-length")
-        return Answer(digest, mt.OCTET_STREAM, int(length) if length else None)
+        info = await self.registry.stat_blob(repo, digest)
+        if info is None:
+            raise self._unknown(digest)
+        return Answer(digest, mt.OCTET_STREAM, info.size)
 
     async def get(self, repo: Repository, digest: Digest, range_header: str | None) -> Answer:
         size = self.cache.size(digest)
         if size is not None:
-            try:
-                answer = self._from_cache(digest, size, range_header)
-            except FileNotFoundError:  # evicted or collected since the stat: a miss
-                pass
-            else:
+            answer = self._from_cache(digest, size, range_header)
+            if answer is not None:  # else evicted or collected since the stat: a miss
                 self.metrics.blob_hit()
                 return answer
         if self.offline:
@@ -66,30 +59,28 @@ class BlobService:
         if range_header:
             # A range of unverified bytes could be wrong bytes: serve it once verified.
             await fill.wait()
-            try:
-                return self._from_cache(digest, fill.written, range_header)
-            except FileNotFoundError:
+            answer = self._from_cache(digest, fill.written, range_header)
+            if answer is None:
                 raise RegistryError(
-                    ErrorCode.UPSTREAM_UNAVAILABLE,
+                    ErrorCode.CACHE_EVICTED,
                     f"blob {digest} was evicted as soon as it was fetched; the cache is too "
                     "small for what is being pulled (cache.max_size)",
-                    status=503,
-                ) from None
+                )
+            return answer
         return Answer(digest, mt.OCTET_STREAM, fill.size, body=self.cache.follow(fill))
 
-    def _from_cache(self, digest: Digest, size: int, range_header: str | None) -> Answer:
+    def _from_cache(self, digest: Digest, size: int, range_header: str | None) -> Answer | None:
         span = parse_range(range_header, size)
         start, end = span if span is not None else (0, size)  # size known: no second fstat
         body = self.cache.read(digest, start, end)
+        if body is None:
+            return None
         return Answer(digest, mt.OCTET_STREAM, size, body=body, span=span)
 
-    async def _open_upstream(self, repo: Repository, digest: Digest) -> httpx.Response:
-        response = await self.upstream.send("GET", repo, f"/blobs/{digest}", stream=True)
-        if response.status_code != 200:
-            body = await read_error_body(response)
-            raise errors.from_response(response, body, not_found=ErrorCode.BLOB_UNKNOWN)
+    async def _open_upstream(self, repo: Repository, digest: Digest) -> BlobStream:
+        stream = await self.registry.open_blob(repo, digest)
         self.metrics.upstream_blob_fetch()
-        return response
+        return stream
 
     def fill_for(self, digest: Digest) -> Fill | None:
         return self.cache.fills.get(digest)

@@ -27,6 +27,8 @@ from proxy.services.pushes import PushService
 from proxy.services.uploads import UploadService
 from proxy.upstream.auth import AccessTokens
 from proxy.upstream.client import Upstream
+from proxy.upstream.google_api import GoogleApi
+from proxy.upstream.registry import RegistryClient
 
 log = logging.getLogger("gar_proxy")
 FLUSH_INTERVAL = 5.0
@@ -42,6 +44,7 @@ class Services:
     index: CacheIndex
     cache: BlobCache
     upstream: Upstream
+    registry: RegistryClient
     locations: LocationResolver
     blobs: BlobService
     manifests: ManifestService
@@ -105,25 +108,28 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     )
     tokens = make_tokens(settings)
     upstream = Upstream(settings, tokens)
-    api = RepositoryApi(settings, upstream.http, tokens) if settings.is_gar else None
+    registry = RegistryClient(upstream)
+    google = GoogleApi(upstream.http, tokens)
+    api = RepositoryApi(settings.metadata_api_url, google) if settings.is_gar else None
     locations = LocationResolver(settings, api, index)
-    blobs = BlobService(cache, upstream, metrics, offline=settings.offline)
+    blobs = BlobService(cache, registry, metrics, offline=settings.offline)
     upload_table, upload_files = UploadTable(index.db), UploadFiles(settings.cache_dir)
-    uploads = UploadService(upstream, cache, upload_table, upload_files)
-    mounts = MountService(settings, upstream, cache, blobs, uploads)
+    uploads = UploadService(registry, cache, upload_table, upload_files)
+    mounts = MountService(settings, registry, cache, blobs, uploads)
     services = Services(
         settings=settings,
         metrics=metrics,
         index=index,
         cache=cache,
         upstream=upstream,
+        registry=registry,
         locations=locations,
         blobs=blobs,
-        manifests=ManifestService(settings, index, cache, upstream, metrics),
-        listings=ListingService(settings, index, upstream),
+        manifests=ManifestService(settings, index, cache, registry, metrics),
+        listings=ListingService(settings, index, registry),
         uploads=uploads,
         mounts=mounts,
-        pushes=PushService(settings, index, upstream, mounts),
+        pushes=PushService(settings, index, registry, mounts),
     )
     lock = await _recover(settings, cache, upload_table, upload_files)
     flusher = asyncio.create_task(_flush_forever(index, cache, metrics))

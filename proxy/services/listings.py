@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
-import time
+from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl, urlsplit
 
 from proxy.cache.index import CacheIndex
+from proxy.clock import SYSTEM, Clock
 from proxy.config import Settings
-from proxy.oci import mediatypes as mt
 from proxy.oci.digest import Digest
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
-from proxy.upstream import errors
-from proxy.upstream.client import Upstream, read_limited
+from proxy.upstream.registry import Document, RegistryClient
 
 log = logging.getLogger("gar_proxy.listings")
 LISTING_LIMIT = 8 * 1024 * 1024
@@ -28,10 +27,17 @@ class Listing:
 
 
 class ListingService:
-    def __init__(self, settings: Settings, index: CacheIndex, upstream: Upstream) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        index: CacheIndex,
+        registry: RegistryClient,
+        clock: Clock = SYSTEM,
+    ) -> None:
         self.settings = settings
         self.index = index
-        self.upstream = upstream
+        self.registry = registry
+        self.clock = clock
 
     async def tags(
         self, repo: Repository, n: str | None, last: str | None, *, client_name: str
@@ -39,9 +45,11 @@ class ListingService:
         params = {k: v for k, v in (("n", n), ("last", last)) if v}
         key = f"tags:{repo}?{json.dumps(params, sort_keys=True)}"
         try:
-            listing = await self._fetch(repo, "/tags/list", params, key, fresh_for=0)
+            listing = await self._fetch(
+                lambda: self.registry.tags(repo, params, LISTING_LIMIT), key, fresh_for=0
+            )
         except RegistryError as error:
-            if not (self.settings.offline or errors.is_transient(error)):
+            if not (self.settings.offline or error.transient):
                 raise
             local = await self.index.list_tags(str(repo))
             if not local:
@@ -59,38 +67,29 @@ class ListingService:
         params = {"artifactType": artifact_type} if artifact_type else {}
         key = f"referrers:{repo}@{digest}?{artifact_type or ''}"
         return await self._fetch(
-            repo, f"/referrers/{digest}", params, key, fresh_for=self.settings.tag_ttl_seconds
+            lambda: self.registry.referrers(repo, digest, params, LISTING_LIMIT),
+            key,
+            fresh_for=self.settings.tag_ttl_seconds,
         )
 
     async def _fetch(
-        self, repo: Repository, path: str, params: dict[str, str], key: str, *, fresh_for: float
+        self, fetch: Callable[[], Awaitable[Document]], key: str, *, fresh_for: float
     ) -> Listing:
         cached = await self.index.get_document(key)
-        if cached and (self.settings.offline or time.time() - cached[3] < fresh_for):
+        if cached and (self.settings.offline or self.clock.time() - cached[3] < fresh_for):
             return Listing(cached[0], cached[1], json.loads(cached[2]))
         if self.settings.offline:
-            raise RegistryError(ErrorCode.NAME_UNKNOWN, f"{repo} has no cached listing (offline)")
+            raise RegistryError(ErrorCode.NAME_UNKNOWN, f"no cached listing for {key} (offline)")
         try:
-            response = await self.upstream.send("GET", repo, path, params=params, stream=True)
-            try:
-                body = await read_limited(response, LISTING_LIMIT)
-            finally:
-                await response.aclose()
-            if response.status_code != 200:
-                raise errors.from_response(response, body)
+            document = await fetch()
         except RegistryError as error:
-            if cached and errors.is_transient(error):
+            if cached and error.transient:
                 log.warning("serving cached %s: %s", key, error.message)
                 return Listing(cached[0], cached[1], json.loads(cached[2]))
             raise
-        media_type = response.headers.get("content-type", "application/json").split(";")[0]
-        headers = {
-            name: response.headers[name]
-            for name in ("link", "oci-filters-applied")
-            if name in response.headers
-        }
-        await self.index.put_document(key, media_type, body, json.dumps(headers))
-        return Listing(media_type, body, headers)
+        headers = dict(document.headers)
+        await self.index.put_document(key, document.media_type, document.body, json.dumps(headers))
+        return Listing(document.media_type, document.body, headers)
 
 
 def _rewrite_link(link: str, client_name: str) -> str:
@@ -99,6 +98,3 @@ def _rewrite_link(link: str, client_name: str) -> str:
     query = dict(parse_qsl(urlsplit(target).query))
     keep = "&".join(f"{k}={query[k]}" for k in ("n", "last") if k in query)
     return f'</v2/{client_name}/tags/list?{keep}>; rel="next"'
-
-
-__all__ = ["Listing", "ListingService", "mt"]

@@ -12,60 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import time
-from pathlib import Path
-
-import httpx
 
 from proxy.cache.blobs import BlobCache
 from proxy.cache.index import CacheIndex, ManifestRow, TagRow
 from proxy.cache.singleflight import SingleFlight
+from proxy.clock import SYSTEM, Clock
 from proxy.config import Settings
 from proxy.metrics import Metrics
 from proxy.oci import mediatypes as mt
 from proxy.oci.digest import Digest
 from proxy.oci.errors import ErrorCode, RegistryError
-from proxy.oci.manifest import MANIFEST_READ_LIMIT, parse_manifest
+from proxy.oci.manifest import MANIFEST_READ_LIMIT
 from proxy.oci.names import Repository
+from proxy.oci.references import children, digests_in_file
 from proxy.services.answers import Answer
-from proxy.upstream import errors
-from proxy.upstream.client import Upstream, read_error_body, read_limited
+from proxy.upstream.registry import ManifestStream, RegistryClient
 
 log = logging.getLogger("gar_proxy.manifests")
-
-
-def _children(body: bytes, media_type: str) -> list[Digest]:
-    try:
-        manifest = parse_manifest(body, media_type)
-    except RegistryError:
-        return []  # an artifact type we do not know: cache it, reference nothing
-    return [d.digest for d in (*manifest.blobs, *manifest.manifests)]
-
-
-_DIGEST_FIELD = re.compile(rb'"digest"\s*:\s*"(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})"')
-_OVERLAP = 512  # bytes kept between reads: longer than any digest field
-
-
-def _children_in_file(path: Path) -> list[Digest]:
-    """The digests a manifest too big to parse whole refers to, so pins protect them.
-
-    A streaming scan for ``"digest": "..."`` fields (config, layers, child manifests,
-    and a subject, which only keeps one more blob) in 1 MiB reads, never the whole
-    file in memory; the overlap catches a field cut by a read boundary.
-    """
-    found: dict[bytes, None] = {}
-    tail = b""
-    with path.open("rb") as file:
-        while chunk := file.read(1024 * 1024):
-            window = tail + chunk
-            found.update((m.group(1), None) for m in _DIGEST_FIELD.finditer(window))
-            tail = window[-_OVERLAP:]
-    return [Digest.parse(text.decode()) for text in found]
-
-
-def _content_type(response: httpx.Response) -> str:
-    return str(response.headers.get("content-type", mt.OCI_MANIFEST)).split(";")[0].strip()
 
 
 class ManifestService:
@@ -74,14 +37,16 @@ class ManifestService:
         settings: Settings,
         index: CacheIndex,
         cache: BlobCache,
-        upstream: Upstream,
+        registry: RegistryClient,
         metrics: Metrics,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.settings = settings
         self.index = index
         self.cache = cache
-        self.upstream = upstream
+        self.registry = registry
         self.metrics = metrics
+        self.clock = clock
         self._flights: SingleFlight[ManifestRow] = SingleFlight()
         self._checks: SingleFlight[Digest | None] = SingleFlight()
         # (repo, tag) -> monotonic time before which a stale tag is served unasked.
@@ -102,19 +67,20 @@ class ManifestService:
                 row = await self._by_digest(repo, reference)
             else:
                 row = await self._by_tag(repo, reference, accept)
-            try:
-                return self._answer(row, head)
-            except FileNotFoundError:
-                continue  # a large manifest's file went since the lookup: look again
+            answer = self._answer(row, head)
+            if answer is not None:
+                return answer
+            # else a large manifest's file went since the lookup: look again
         raise RegistryError(
-            ErrorCode.UPSTREAM_UNAVAILABLE,
+            ErrorCode.CACHE_EVICTED,
             f"manifest {reference} was evicted as soon as it was fetched (cache.max_size)",
-            status=503,
         )
 
-    def _answer(self, row: ManifestRow, head: bool) -> Answer:
-        body = None if head else (row.body if row.body is not None else self.cache.read(row.digest))
-        return Answer(row.digest, row.media_type, row.size, body=body)
+    def _answer(self, row: ManifestRow, head: bool) -> Answer | None:
+        if head or row.body is not None:
+            return Answer(row.digest, row.media_type, row.size, body=None if head else row.body)
+        body = self.cache.read(row.digest)
+        return None if body is None else Answer(row.digest, row.media_type, row.size, body=body)
 
     async def _cached(self, digest: Digest) -> ManifestRow | None:
         """The cached manifest; a miss if it was kept as a blob file (over 4 MiB) that
@@ -163,20 +129,20 @@ class ManifestService:
         cached = await self._cached(tag_row.digest)
         if cached is None or not mt.accepts(accept, tag_row.media_type):
             return None
-        age = time.time() - tag_row.verified
+        age = self.clock.time() - tag_row.verified
         if age < self.settings.tag_ttl_seconds or self.settings.offline:
             self.metrics.manifest("hit")
             return cached
         servable_stale = age < self.settings.max_stale_seconds
-        if servable_stale and self._recheck_at.get((key, tag), 0.0) > time.monotonic():
+        if servable_stale and self._recheck_at.get((key, tag), 0.0) > self.clock.monotonic():
             self.metrics.stale_served.inc()  # upstream failed moments ago: don't wait on it
             return cached
         try:
             current = await self._checks.do((key, tag), lambda: self._head_digest(repo, tag))
         except RegistryError as error:
-            if errors.is_transient(error) and servable_stale:
+            if error.transient and servable_stale:
                 wait = self.settings.stale_recheck_seconds
-                self._recheck_at[(key, tag)] = time.monotonic() + wait
+                self._recheck_at[(key, tag)] = self.clock.monotonic() + wait
                 log.warning(
                     "serving stale tag %s:%s (%.0fs old) for %gs: %s",
                     key, tag, age, wait, error.message,
@@ -194,16 +160,10 @@ class ManifestService:
         return None
 
     async def _head_digest(self, repo: Repository, tag: str) -> Digest | None:
-        response = await self.upstream.send(
-            "HEAD", repo, f"/manifests/{tag}", headers={"Accept": ", ".join(mt.DEFAULT_ACCEPT)}
-        )
-        if response.status_code != 200:
-            raise errors.from_response(response, b"", not_found=ErrorCode.MANIFEST_UNKNOWN)
-        header = response.headers.get("docker-content-digest")
-        try:
-            return Digest.parse(header) if header else None
-        except RegistryError:
-            return None
+        info = await self.registry.head_manifest(repo, tag, mt.DEFAULT_ACCEPT)
+        if info is None:
+            raise self._unknown(repo, tag)
+        return info.digest
 
     async def _fetch_tag(self, repo: Repository, key: str, tag: str) -> ManifestRow:
         try:
@@ -225,20 +185,10 @@ class ManifestService:
         self, repo: Repository, reference: str, accept: tuple[str, ...], expected: Digest | None
     ) -> ManifestRow:
         self.metrics.upstream_manifest_fetch()
-        response = await self.upstream.send(
-            "GET",
-            repo,
-            f"/manifests/{reference}",
-            headers={"Accept": ", ".join(accept)},
-            stream=True,
-        )
+        stream = await self.registry.get_manifest(repo, reference, accept)
         try:
-            if response.status_code != 200:
-                body = await read_error_body(response)
-                raise errors.from_response(response, body, not_found=ErrorCode.MANIFEST_UNKNOWN)
-            digest = expected or _header_digest(response)
-            length = response.headers.get("content-length")
-            size = int(length) if length and length.isdigit() else None
+            digest = expected or stream.digest
+            size = stream.size
             if size is not None and size > self.settings.manifest_max_bytes:
                 raise RegistryError(
                     ErrorCode.MANIFEST_INVALID,
@@ -246,55 +196,42 @@ class ManifestService:
                     f"{self.settings.manifest_max_bytes} (cache.manifest_max_size)",
                 )
             if size is not None and size > MANIFEST_READ_LIMIT and digest is not None:
-                return await self._fetch_large(response, digest)
-            body = await self._read(response)
+                return await self._fetch_large(stream, digest)
+            body = await stream.read(MANIFEST_READ_LIMIT)
         finally:
-            await response.aclose()
-        return await self._store(body, _content_type(response), digest)
-
-    async def _read(self, response: httpx.Response) -> bytes:
-        try:
-            return await read_limited(response, MANIFEST_READ_LIMIT)
-        except ValueError:
+            await stream.aclose()
+        if body is None:
             raise RegistryError(
                 ErrorCode.MANIFEST_INVALID,
                 "upstream manifest is over 4 MiB and came without a length or digest",
-            ) from None
+            )
+        return await self._store(body, stream.media_type, digest)
 
     async def _store(self, body: bytes, media_type: str, digest: Digest | None) -> ManifestRow:
         actual = Digest.of(body, digest.algorithm if digest else "sha256")
         if digest is not None and actual != digest:
             log.error("upstream manifest for %s hashed to %s; not cached", digest, actual)
             raise RegistryError(
-                ErrorCode.DIGEST_INVALID,
+                ErrorCode.UPSTREAM_CORRUPT,
                 f"upstream manifest does not match its digest {digest}",
                 detail={"expected": str(digest), "actual": str(actual)},
-                status=502,
             )
         row = ManifestRow(actual, media_type, len(body), body)
-        await self.index.put_manifest(row, _children(body, media_type))
+        await self.index.put_manifest(row, children(body, media_type))
         return row
 
-    async def _fetch_large(self, response: httpx.Response, digest: Digest) -> ManifestRow:
+    async def _fetch_large(self, stream: ManifestStream, digest: Digest) -> ManifestRow:
         """Stream a big manifest into the blob store, verified, never held in memory."""
 
-        async def opened() -> httpx.Response:
-            return response
+        async def opened() -> ManifestStream:
+            return stream
 
         fill = self.cache.fill(digest, opened)
         await fill.wait()
-        row = ManifestRow(digest, _content_type(response), fill.written, None)
+        row = ManifestRow(digest, stream.media_type, fill.written, None)
         try:
-            children = await asyncio.to_thread(_children_in_file, self.cache.store.path(digest))
+            refs = await asyncio.to_thread(digests_in_file, self.cache.store.path(digest))
         except FileNotFoundError:
-            children = []  # evicted already; fetched again (with children) when asked
-        await self.index.put_manifest(row, children)
+            refs = []  # evicted already; fetched again (with children) when asked
+        await self.index.put_manifest(row, refs)
         return row
-
-
-def _header_digest(response: httpx.Response) -> Digest | None:
-    header = response.headers.get("docker-content-digest")
-    try:
-        return Digest.parse(header) if header else None
-    except RegistryError:
-        return None

@@ -16,13 +16,12 @@ from collections.abc import AsyncIterable, AsyncIterator
 from proxy.cache.blobs import BlobCache
 from proxy.config import Settings
 from proxy.oci.digest import Digest
-from proxy.oci.errors import ErrorCode, RegistryError
+from proxy.oci.errors import RegistryError
 from proxy.oci.names import Repository
 from proxy.services.blobs import BlobService
 from proxy.services.upload_session import Chunk, Session
 from proxy.services.uploads import UploadService
-from proxy.upstream import errors
-from proxy.upstream.client import Upstream
+from proxy.upstream.registry import RegistryClient
 
 log = logging.getLogger("gar_proxy.mounts")
 
@@ -35,13 +34,13 @@ class MountService:
     def __init__(
         self,
         settings: Settings,
-        upstream: Upstream,
+        registry: RegistryClient,
         cache: BlobCache,
         blobs: BlobService,
         uploads: UploadService,
     ) -> None:
         self.settings = settings
-        self.upstream = upstream
+        self.registry = registry
         self.cache = cache
         self.blobs = blobs
         self.uploads = uploads
@@ -82,29 +81,15 @@ class MountService:
         return True
 
     async def upstream_has(self, repo: Repository, digest: Digest) -> bool:
-        response = await self.upstream.send("HEAD", repo, f"/blobs/{digest}")
-        if response.status_code == 200:
-            return True
-        if response.status_code == 404:
-            return False
-        raise errors.from_response(response, b"", not_found=ErrorCode.BLOB_UNKNOWN)
+        return await self.registry.stat_blob(repo, digest) is not None
 
     async def _forward(
         self, repo: Repository, digest: Digest, source: Repository | None
     ) -> Session | None:
-        params = {"mount": str(digest)}
-        scopes: tuple[str, ...] = ()
-        if source is not None:
-            params["from"] = source.path
-            scopes = (f"repository:{source.path}:pull",)
-        response = await self.upstream.send(
-            "POST", repo, "/blobs/uploads/", params=params, write=True, extra_scopes=scopes
-        )
-        if response.status_code == 201:
+        progress = await self.registry.mount(repo, digest, source)
+        if progress is None:
             return None
-        if response.status_code != 202:
-            raise errors.from_response(response, response.content)
-        return await self.uploads.adopt(repo, response, keep=True)
+        return await self.uploads.adopt(repo, progress, keep=True)
 
     async def _reachable(
         self, digest: Digest, source: Repository | None
@@ -112,10 +97,9 @@ class MountService:
         """The blob's bytes from the cache or the source repository, or None."""
         size = self.cache.size(digest)
         if size is not None:
-            try:
-                return self.cache.read(digest), size
-            except FileNotFoundError:
-                pass  # evicted since the stat: reach it from the source instead
+            cached = self.cache.read(digest)
+            if cached is not None:  # else evicted since the stat: reach it from the source
+                return cached, size
         if source is None or self.settings.offline:
             return None
         try:

@@ -25,8 +25,7 @@ from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.manifest import Manifest, parse_manifest
 from proxy.oci.names import Repository
 from proxy.services.mounts import MountService
-from proxy.upstream import errors
-from proxy.upstream.client import Upstream
+from proxy.upstream.registry import RegistryClient
 
 log = logging.getLogger("gar_proxy.pushes")
 
@@ -64,12 +63,12 @@ class PushService:
         self,
         settings: Settings,
         index: CacheIndex,
-        upstream: Upstream,
+        registry: RegistryClient,
         mounts: MountService,
     ) -> None:
         self.settings = settings
         self.index = index
-        self.upstream = upstream
+        self.registry = registry
         self.mounts = mounts
 
     async def put(
@@ -88,26 +87,16 @@ class PushService:
                 detail={"expected": str(reference), "actual": str(digest)},
             )
         await self._check_references(repo, manifest, _foreign_layers(document))
-        response = await self.upstream.send(
-            "PUT",
-            repo,
-            f"/manifests/{reference}",
-            headers={"Content-Type": media_type},
-            content=body,
-            write=True,
-        )
-        if response.status_code not in (200, 201, 202):
-            raise errors.from_response(response, response.content)
-        stored = response.headers.get("docker-content-digest")
-        if stored and stored != str(digest):
-            log.warning("upstream stored manifest %s as %s", digest, stored)
+        put = await self.registry.put_manifest(repo, reference, media_type, body)
+        if put.digest is not None and put.digest != digest:
+            log.warning("upstream stored manifest %s as %s", digest, put.digest)
         children = [d.digest for d in (*manifest.blobs, *manifest.manifests)]
         await self.index.put_manifest(ManifestRow(digest, media_type, len(body), body), children)
         if isinstance(reference, str):
             await self.index.put_tag(str(repo), reference, digest, media_type)
         if manifest.subject is not None:  # the subject's cached referrers list is now short
             await self.index.delete_documents(f"referrers:{repo}@{manifest.subject.digest}?")
-        return Pushed(digest, response.headers.get("oci-subject"))
+        return Pushed(digest, put.subject)
 
     async def _check_references(
         self, repo: Repository, manifest: Manifest, foreign: set[str]
@@ -148,14 +137,8 @@ class PushService:
         return True
 
     async def _has_manifest(self, repo: Repository, digest: Digest) -> bool:
-        response = await self.upstream.send(
-            "HEAD", repo, f"/manifests/{digest}", headers={"Accept": ", ".join(mt.MANIFEST_TYPES)}
-        )
-        if response.status_code == 200:
-            return True
-        if response.status_code == 404:
-            return False
-        raise errors.from_response(response, b"", not_found=ErrorCode.MANIFEST_UNKNOWN)
+        info = await self.registry.head_manifest(repo, digest, tuple(mt.MANIFEST_TYPES))
+        return info is not None
 
     async def delete(self, repo: Repository, reference: str | Digest) -> None:
         """Forwarded only when ``server.allow_delete``; the cached tag goes with it."""
@@ -164,12 +147,11 @@ class PushService:
                 ErrorCode.UNSUPPORTED,
                 "deleting through gar-proxy is disabled (server.allow_delete)",
             )
-        response = await self.upstream.send("DELETE", repo, f"/manifests/{reference}", write=True)
-        if response.status_code in (200, 202, 204, 404):
-            await self._forget(str(repo), reference)  # gone upstream, either way
-        if response.status_code not in (200, 202, 204):
-            raise errors.from_response(
-                response, response.content, not_found=ErrorCode.MANIFEST_UNKNOWN
+        deleted = await self.registry.delete_manifest(repo, reference)
+        await self._forget(str(repo), reference)  # gone upstream, either way
+        if not deleted:
+            raise RegistryError(
+                ErrorCode.MANIFEST_UNKNOWN, f"manifest {repo}:{reference} is not known upstream"
             )
 
     async def _forget(self, key: str, reference: str | Digest) -> None:

@@ -7,15 +7,10 @@ import re
 from collections.abc import AsyncGenerator, AsyncIterable
 from dataclasses import dataclass, field
 
-import httpx
-
 from proxy.cache.uploads import Tee, UploadRow
 from proxy.oci.errors import ErrorCode, RegistryError
-from proxy.oci.names import Repository
-from proxy.upstream.client import Upstream
 
 CONTENT_RANGE = re.compile(r"(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?")
-_RANGE = re.compile(r"(?:bytes=)?0-(\d+)")
 UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -118,32 +113,3 @@ class Flow:
             aclose = getattr(body, "aclose", None)
             if aclose is not None:
                 await aclose()
-
-
-def upstream_offset(header: str | None, local: int) -> int:
-    """Upstream's offset from its ``Range: 0-N`` (N+1 bytes; "0-0" may also mean none)."""
-    match = _RANGE.fullmatch((header or "").strip())
-    if match is None:
-        return local
-    last = int(match[1])
-    return min(local, 1) if last == 0 else last + 1
-
-
-async def session_path(
-    upstream: Upstream, repo: Repository, url: str, params: dict[str, str] | None = None
-) -> str:
-    """Upstream's session URL as a path under ``/v2/<repo>`` (what ``Upstream.send`` takes),
-    with ``params`` added to its own query (``send(params=...)`` would replace that
-    query, and with it a registry's ``_state``)."""
-    if params:
-        url = str(httpx.URL(url).copy_merge_params(params))
-    base = upstream.base_url(await upstream.location(repo))
-    prefix = str(httpx.URL(f"{base}/v2/{repo.path}"))
-    normalized = str(httpx.URL(url))
-    if not normalized.startswith(prefix + "/"):
-        raise RegistryError(
-            ErrorCode.UPSTREAM_UNAVAILABLE,
-            f"upstream upload URL {normalized.split('?')[0]} is not under {prefix}",
-            status=502,
-        )
-    return normalized[len(prefix) :]

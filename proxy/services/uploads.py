@@ -18,14 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
-from collections.abc import AsyncIterator
-
-import httpx
 
 from proxy.cache.blobs import BlobCache
 from proxy.cache.uploads import UPLOAD_TTL, UploadFiles, UploadRow, UploadTable
+from proxy.clock import SYSTEM, Clock
 from proxy.oci import mediatypes as mt
 from proxy.oci.digest import Digest
 from proxy.oci.errors import ErrorCode, RegistryError
@@ -37,24 +34,27 @@ from proxy.services.upload_session import (
     Session,
     expected_length,
     out_of_range,
-    session_path,
     unknown_upload,
-    upstream_offset,
 )
-from proxy.upstream import errors
-from proxy.upstream.client import Upstream
+from proxy.upstream.registry import RegistryClient, UploadProgress
 
 log = logging.getLogger("gar_proxy.uploads")
 
 
 class UploadService:
     def __init__(
-        self, upstream: Upstream, cache: BlobCache, table: UploadTable, files: UploadFiles
+        self,
+        registry: RegistryClient,
+        cache: BlobCache,
+        table: UploadTable,
+        files: UploadFiles,
+        clock: Clock = SYSTEM,
     ) -> None:
-        self.upstream = upstream
+        self.registry = registry
         self.cache = cache
         self.table = table
         self.files = files
+        self.clock = clock
         self._live: dict[str, Session] = {}
         self._restoring = asyncio.Lock()
 
@@ -62,27 +62,17 @@ class UploadService:
 
     async def start(self, repo: Repository, *, keep: bool = True) -> Session:
         self._forget_stale()
-        response = await self.upstream.send("POST", repo, "/blobs/uploads/", write=True)
-        if response.status_code != 202:
-            raise errors.from_response(response, response.content)
-        return await self.adopt(repo, response, keep=keep)
+        return await self.adopt(repo, await self.registry.start_upload(repo), keep=keep)
 
-    async def adopt(self, repo: Repository, response: httpx.Response, *, keep: bool) -> Session:
-        """Take over the upstream session a 202 answer opened."""
-        location = response.headers.get("location")
-        if not location:
-            raise RegistryError(
-                ErrorCode.UPSTREAM_UNAVAILABLE, "upstream opened an upload without a Location",
-                status=502,
-            )  # fmt: skip
-        now = time.time()
-        url = str(response.url.join(location))
-        row = UploadRow(uuid.uuid4().hex, repo.path, repo.location, url, 0, now, now)
-        await self.upload_path(row)  # refuse a session we could not address before using it
+    async def adopt(self, repo: Repository, progress: UploadProgress, *, keep: bool) -> Session:
+        """Take over an upstream session that a POST (or a refused mount) opened."""
+        now = self.clock.time()
+        row = UploadRow(uuid.uuid4().hex, repo.path, repo.location, progress.url, 0, now, now)
+        # Refuse a session we could not address before using it.
+        await self.registry.session_path(repo, progress.url)
         await self.table.put(row)
         session = self._live[row.id] = Session(row, self.files.tee(row.id, keep=keep))
-        minimum = response.headers.get("oci-chunk-min-length", "")
-        session.chunk_min_length = int(minimum) if minimum.isdigit() else None
+        session.chunk_min_length = progress.chunk_min_length
         return session
 
     async def session(self, repo: Repository, upload_id: str) -> Session:
@@ -99,7 +89,7 @@ class UploadService:
 
     async def _restore(self, repo: Repository, upload_id: str) -> Session:
         row = await self.table.get(upload_id)
-        if row is None or row.repo != repo.path or row.updated < time.time() - UPLOAD_TTL:
+        if row is None or row.repo != repo.path or row.updated < self.clock.time() - UPLOAD_TTL:
             raise unknown_upload(upload_id)
         session = Session(row, self.files.tee(upload_id, fresh=False))
         # Ask upstream where it stands (this also learns its auth before a streamed
@@ -110,7 +100,7 @@ class UploadService:
         return session
 
     def _forget_stale(self) -> None:
-        cutoff = time.time() - UPLOAD_TTL
+        cutoff = self.clock.time() - UPLOAD_TTL
         for upload_id in [k for k, s in self._live.items() if s.row.updated < cutoff]:
             self._live.pop(upload_id).tee.pause()
 
@@ -119,11 +109,10 @@ class UploadService:
     async def append(self, session: Session, chunk: Chunk) -> None:
         """PATCH: one chunk (or the whole stream) on to upstream."""
         async with session.lock:
-            response, flow = await self._send(session, "PATCH", chunk, {})
-            if response.status_code != 202:
-                raise await self._failed(session, response)
+            progress, flow = await self._send(session, chunk, None)
+            assert progress is not None
             session.row.offset += flow.received
-            await self._align(session, response)
+            await self._align(session, progress)
             if flow.limit is not None and flow.received != flow.limit:
                 raise RegistryError(
                     ErrorCode.SIZE_INVALID,
@@ -134,12 +123,7 @@ class UploadService:
     async def finish(self, session: Session, digest: Digest, chunk: Chunk) -> None:
         """PUT ``?digest=``, with or without a last chunk; caches the blob when verified."""
         async with session.lock:
-            response, _ = await self._send(session, "PUT", chunk, {"digest": str(digest)})
-            if response.status_code not in (201, 204):
-                raise await self._failed(session, response)
-            header = response.headers.get("docker-content-digest")
-            if header and header != str(digest):
-                log.warning("upstream stored %s as %s", digest, header)
+            await self._send(session, chunk, digest)
             await self._close(session, digest)
 
     async def monolithic(self, repo: Repository, digest: Digest, chunk: Chunk) -> None:
@@ -158,16 +142,17 @@ class UploadService:
 
     async def cancel(self, session: Session) -> None:
         async with session.lock:
-            response = await self._upstream(session, "DELETE", write=True)
-            await self._drop(session)
-            if response.status_code not in (200, 202, 204, 404):
-                raise errors.from_response(response, response.content)
+            try:
+                await self.registry.cancel_upload(session.row.repository, session.row.upstream_url)
+            finally:
+                await self._drop(session)
 
     # --- the streaming itself ------------------------------------------------------------
 
     async def _send(
-        self, session: Session, method: str, chunk: Chunk, params: dict[str, str]
-    ) -> tuple[httpx.Response, Flow]:
+        self, session: Session, chunk: Chunk, digest: Digest | None
+    ) -> tuple[UploadProgress | None, Flow]:
+        """A PATCH (no ``digest``) or the final PUT, streamed through a ``Flow``."""
         expected = expected_length(session, chunk)
         headers = {"Content-Type": mt.OCTET_STREAM}
         if chunk.length is not None:
@@ -176,8 +161,16 @@ class UploadService:
             headers["Content-Range"] = f"{session.offset}-{session.offset + expected - 1}"
         flow = Flow(session.tee, expected)
         body = flow.through(chunk.body) if chunk.body is not None else None
+        repo, url = session.row.repository, session.row.upstream_url
         try:
-            response = await self._upstream(session, method, headers, params, body)
+            if digest is None:
+                return await self.registry.patch_upload(repo, url, body, headers), flow
+            stored = await self.registry.finish_upload(repo, url, digest, body, headers)
+            if stored is not None and stored != digest:
+                log.warning("upstream stored %s as %s", digest, stored)
+            return None, flow
+        except RegistryError as error:
+            raise await self._failed(session, error) from None
         except Exception:
             await self._resync_quietly(session)
             raise
@@ -185,52 +178,31 @@ class UploadService:
             if body is not None:
                 await body.aclose()
             session.tee.pause()
-        return response, flow
-
-    async def _upstream(
-        self,
-        session: Session,
-        method: str,
-        headers: dict[str, str] | None = None,
-        params: dict[str, str] | None = None,
-        content: AsyncIterator[bytes] | None = None,
-        *,
-        write: bool = True,
-    ) -> httpx.Response:
-        path = await self.upload_path(session.row, params)
-        return await self.upstream.send(
-            method, session.row.repository, path, headers=headers, content=content, write=write
-        )
-
-    async def upload_path(self, row: UploadRow, params: dict[str, str] | None = None) -> str:
-        return await session_path(self.upstream, row.repository, row.upstream_url, params)
 
     # --- keeping in step with upstream ---------------------------------------------------
 
     async def _align(
-        self, session: Session, response: httpx.Response, *, force: bool = False
+        self, session: Session, progress: UploadProgress, *, force: bool = False
     ) -> None:
         """Follow upstream's answer: its new session URL, its offset, the tee cut to it."""
-        location = response.headers.get("location")
-        if location:
-            session.row.upstream_url = str(response.url.join(location))
-        confirmed = upstream_offset(response.headers.get("range"), session.offset)
+        session.row.upstream_url = progress.url
+        confirmed = progress.offset(session.offset)
         if confirmed != session.offset:
             log.warning("upload %s: upstream at %d, not %d", session.id, confirmed, session.offset)
         if force or confirmed != session.offset or session.tee.size != confirmed:
             session.row.offset = confirmed
             await session.tee.resume(confirmed)
-        session.row.updated = time.time()
+        session.row.updated = self.clock.time()
         await self.table.put(session.row)
 
     async def _resync(self, session: Session, *, force: bool = False) -> None:
-        response = await self._upstream(session, "GET", write=False)
-        if response.status_code == 404:
+        progress = await self.registry.upload_status(
+            session.row.repository, session.row.upstream_url
+        )
+        if progress is None:
             await self._drop(session)
             raise unknown_upload(session.id)
-        if response.status_code not in (200, 204):
-            raise errors.from_response(response, response.content)
-        await self._align(session, response, force=force)
+        await self._align(session, progress, force=force)
 
     async def _resync_quietly(self, session: Session) -> None:
         try:
@@ -241,16 +213,13 @@ class UploadService:
                     "upload %s: could not ask upstream for its offset: %r", session.id, error
                 )
 
-    async def _failed(self, session: Session, response: httpx.Response) -> RegistryError:
+    async def _failed(self, session: Session, error: RegistryError) -> RegistryError:
         """The error to raise for a refused chunk or PUT, with the session re-aligned."""
-        error = errors.from_response(
-            response, response.content, not_found=ErrorCode.BLOB_UPLOAD_UNKNOWN
-        )
-        if response.status_code == 404:
+        if error.status == 404:
             await self._drop(session)
             return error
         await self._resync_quietly(session)
-        if response.status_code == 416:
+        if error.code is ErrorCode.RANGE_INVALID:
             return out_of_range(session, "upstream refused the chunk's range")
         return error
 
@@ -260,10 +229,7 @@ class UploadService:
         await self.table.delete(session.id)
         tee = session.tee
         if tee.keep and not tee.broken and await tee.matches(digest):
-            await asyncio.to_thread(self.cache.store.commit, tee.path, digest)
-            await self.cache.index.add_blob(digest, tee.size)
-            if self.cache.index.total_bytes > self.cache.max_size:
-                asyncio.get_running_loop().create_task(self.cache.evict())
+            await self.cache.admit(tee.path, digest, tee.size)
             return
         if tee.keep:
             log.warning(
@@ -281,7 +247,7 @@ class UploadService:
         if session.id not in self._live:
             return
         try:
-            await (await self._upstream(session, "DELETE")).aclose()
+            await self.registry.cancel_upload(session.row.repository, session.row.upstream_url)
         except RegistryError as error:
             log.info("upload %s: cancel upstream failed: %s", session.id, error.message)
         await self._drop(session)

@@ -1,18 +1,16 @@
-"""The upstream registry client: one pooled httpx client, auth, retries, rate limits.
+"""The upstream transport policy: one pooled httpx client, auth, retries, rate limits.
 
-Policy lives here; bytes flow through ``httpx``. Every call names the repository it
-acts for (which picks the upstream base URL, the quota bucket and the token scope)::
+Policy lives here; bytes flow through ``httpx``. Only ``proxy.upstream.registry``
+(the typed registry client) and ``proxy.upstream.google_api`` call it. Every call
+names the repository it acts for (which picks the upstream base URL, the quota
+bucket and the token scope)::
 
-    response = await upstream.send("GET", repo, f"/manifests/{tag}", accept=...)
-    try:
-        ...  # read response, maybe streaming
-    finally:
-        await response.aclose()
+    response = await upstream.send("HEAD", repo, f"/blobs/{digest}")
+    response.status_code   # any final answer; the typed client decides what it means
 
-``send`` returns any final answer (callers decide what a 404 means for them) and
-raises ``RegistryError`` only for transport failures and exhausted retries. Bodies
-that can be replayed (bytes, or none) are retried on 429, 5xx and connection errors
-with exponential backoff and full jitter, honouring ``Retry-After``.
+``send`` raises ``RegistryError`` only for transport failures and exhausted retries.
+Bodies that can be replayed (bytes, or none) are retried on 429, 5xx and connection
+errors with exponential backoff and full jitter, honouring ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -62,7 +60,6 @@ class Upstream:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        location_of: Callable[[Repository], Awaitable[str]] | None = None,
     ) -> None:
         self.settings = settings
         self.http = httpx.AsyncClient(
@@ -81,17 +78,12 @@ class Upstream:
         self.auth = Authorizer(settings, tokens, self.http)
         self.limits = RateLimits(settings.read_rate_per_minute, settings.write_rate_per_minute)
         self._sleep = sleep
-        self._location_of = location_of
 
     async def aclose(self) -> None:
         await self.http.aclose()
 
     async def location(self, repo: Repository) -> str:
-        if repo.location:
-            return repo.location
-        if self._location_of is not None:
-            return await self._location_of(repo)
-        return self.settings.location
+        return repo.location or self.settings.location
 
     def base_url(self, location: str) -> str:
         return self.settings.upstream_base(location)
@@ -185,36 +177,3 @@ class Upstream:
             delay = max(delay, retry_after)
         log.warning("upstream %s; retry %d in %.2fs", why, attempt, delay)
         await self._sleep(delay)
-
-
-async def read_limited(response: httpx.Response, limit: int) -> bytes:
-    """Read a (streamed) response body, refusing one larger than ``limit``.
-
-    A connection cut mid-body is upstream trouble (``RegistryError``), like one cut
-    before the headers; it must not reach the client as an internal error.
-    """
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > limit:
-                await response.aclose()
-                raise ValueError(f"body larger than {limit} bytes")
-            chunks.append(chunk)
-    except httpx.HTTPError as error:
-        raise errors.from_transport(error, str(response.request.url)) from None
-    return b"".join(chunks)
-
-
-async def read_error_body(response: httpx.Response, limit: int = 64 * 1024) -> bytes:
-    """The start of an error answer (enough for its OCI message); the rest is dropped."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= limit:
-            break
-    await response.aclose()
-    return b"".join(chunks)[:limit]

@@ -1,8 +1,13 @@
-"""The one place where upstream answers and transport failures become RegistryErrors."""
+"""The one place where upstream answers and transport failures become RegistryErrors.
+
+Only ``proxy.upstream`` calls these: services see typed results and registry errors,
+never a status code.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 import httpx
 
@@ -11,14 +16,7 @@ from proxy.oci.errors import ErrorCode, RegistryError
 # Statuses worth another try after a pause: rate limits and server trouble.
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # How much of an error body we read to find the registry's own message.
-_ERROR_BODY_LIMIT = 64 * 1024
-
-
-def is_transient(error: RegistryError) -> bool:
-    """Upstream trouble (not an answer about the content): serve stale data if we can."""
-    return error.code in (ErrorCode.UPSTREAM_UNAVAILABLE, ErrorCode.TOOMANYREQUESTS) or (
-        error.status >= 500
-    )
+ERROR_BODY_LIMIT = 64 * 1024
 
 
 def _upstream_message(body: bytes) -> tuple[str | None, str | None]:
@@ -30,26 +28,24 @@ def _upstream_message(body: bytes) -> tuple[str | None, str | None]:
         return None, None
 
 
-def from_response(
-    response: httpx.Response, body: bytes, *, not_found: ErrorCode = ErrorCode.NAME_UNKNOWN
+def from_status(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    not_found: ErrorCode = ErrorCode.NAME_UNKNOWN,
 ) -> RegistryError:
-    """Translate a non-success upstream answer (``body`` is its first bytes, if read)."""
-    status = response.status_code
-    upstream_code, upstream_message = _upstream_message(body[:_ERROR_BODY_LIMIT])
+    """Translate a non-success upstream answer (``body``: its first bytes, if read)."""
+    upstream_code, upstream_message = _upstream_message(body[:ERROR_BODY_LIMIT])
     suffix = f": {upstream_message}" if upstream_message else ""
+    known = ErrorCode.from_wire(upstream_code)
     if status == 404:
-        code = ErrorCode.__members__.get(upstream_code or "", not_found)
-        if code.status != 404:
-            code = not_found
+        code = known if known is not None and known.status == 404 else not_found
         return RegistryError(code, f"not found upstream{suffix}")
     if status == 429:
-        headers = (
-            {"Retry-After": response.headers["retry-after"]}
-            if ("retry-after" in response.headers)
-            else {}
-        )
+        retry = {"Retry-After": headers["retry-after"]} if "retry-after" in headers else {}
         return RegistryError(
-            ErrorCode.TOOMANYREQUESTS, f"upstream rate limit{suffix}", headers=headers
+            ErrorCode.TOOMANYREQUESTS, f"upstream rate limit{suffix}", headers=retry
         )
     if status == 401:
         return RegistryError(ErrorCode.DENIED, f"upstream rejected gar-proxy's credentials{suffix}")
@@ -57,23 +53,36 @@ def from_response(
         return RegistryError(ErrorCode.DENIED, f"upstream denied access{suffix}")
     if status == 416:
         return RegistryError(ErrorCode.RANGE_INVALID, f"range not satisfiable upstream{suffix}")
+    if status == 413:
+        return RegistryError(ErrorCode.TOO_LARGE, f"upstream refused the size{suffix}")
+    if status == 405:
+        return RegistryError(ErrorCode.UNSUPPORTED, f"upstream does not support this{suffix}")
     if 400 <= status < 500:
-        known = ErrorCode.__members__.get(upstream_code or "")
         if known is not None and known.status == status:
-            return RegistryError(known, upstream_message or known.value)
+            return RegistryError(known, upstream_message or None)
         return RegistryError(
-            ErrorCode.UNKNOWN, f"upstream answered HTTP {status}{suffix}", status=status
+            ErrorCode.UPSTREAM_REJECTED, f"upstream answered HTTP {status}{suffix}"
         )
+    if status == 504:
+        return RegistryError(ErrorCode.UPSTREAM_TIMEOUT, f"upstream timed out (HTTP 504){suffix}")
     return RegistryError(
-        ErrorCode.UPSTREAM_UNAVAILABLE, f"upstream failed with HTTP {status}{suffix}", status=502
+        ErrorCode.UPSTREAM_BAD_GATEWAY, f"upstream failed with HTTP {status}{suffix}"
     )
 
 
+def from_response(
+    response: httpx.Response, body: bytes, *, not_found: ErrorCode = ErrorCode.NAME_UNKNOWN
+) -> RegistryError:
+    return from_status(response.status_code, response.headers, body, not_found=not_found)
+
+
 def from_transport(error: httpx.HTTPError, url: str) -> RegistryError:
-    kind = "timed out" if isinstance(error, httpx.TimeoutException) else "unreachable"
-    # The URL has no secrets (tokens travel in headers only).
+    # The URL's query may hold a signed-URL or upload state: never pass it on.
+    where = url.split("?")[0]
+    if isinstance(error, httpx.TimeoutException):
+        return RegistryError(
+            ErrorCode.UPSTREAM_TIMEOUT, f"upstream timed out: {type(error).__name__} for {where}"
+        )
     return RegistryError(
-        ErrorCode.UPSTREAM_UNAVAILABLE,
-        f"upstream {kind}: {type(error).__name__} for {url.split('?')[0]}",
-        status=504 if kind == "timed out" else 502,
+        ErrorCode.UPSTREAM_BAD_GATEWAY, f"upstream unreachable: {type(error).__name__} for {where}"
     )

@@ -206,7 +206,7 @@ class GoogleTokenSource:
         if self._failure is not None and time.monotonic() < self._failure[0]:
             failed = self._failure[1]
             # A fresh copy: re-raising one object would grow its traceback with every request.
-            raise RegistryError(failed.code, failed.message, status=failed.status)
+            raise RegistryError(failed.code, failed.message)
         if self._discovery is None:
             self._discovery = asyncio.ensure_future(discover(self._settings))
         task = self._discovery

@@ -19,6 +19,7 @@ import pytest
 from proxy.cache import fills
 from proxy.cache.fills import CHUNK, Fill
 from proxy.oci.digest import Digest, DigestVerifier
+from proxy.upstream.registry import BlobStream
 
 
 class Pieces(httpx.AsyncByteStream):
@@ -57,9 +58,9 @@ async def test_followers_read_exactly_the_bytes_of_uneven_pieces(
     pieces = [data[a:b] for a, b in itertools.pairwise(cuts)]
     fill = _fill(tmp_path, data)
 
-    async def opened() -> httpx.Response:
+    async def opened() -> BlobStream:
         headers = {"content-length": str(len(data))}
-        return httpx.Response(200, headers=headers, stream=Pieces(pieces, pause=0.001))
+        return BlobStream(httpx.Response(200, headers=headers, stream=Pieces(pieces, pause=0.001)))
 
     run = asyncio.create_task(fill.run(opened, _commit, 30))
     followed = bytearray()
@@ -95,8 +96,8 @@ async def test_a_fill_cut_mid_batch_waits_for_its_writer(
     monkeypatch.setattr(fills, "_absorb", slow_absorb)
     fill = _fill(tmp_path, data)
 
-    async def opened() -> httpx.Response:
-        return httpx.Response(200, stream=Pieces([data[:CHUNK], data[CHUNK:]], pause=0.0))
+    async def opened() -> BlobStream:
+        return BlobStream(httpx.Response(200, stream=Pieces([data[:CHUNK], data[CHUNK:]])))
 
     await fill.run(opened, _commit, 0.1)
     assert writing.is_set()

@@ -75,13 +75,12 @@ async def test_a_body_holds_its_blob_against_eviction_and_gc_until_read(tmp_path
     cache, index, digest = await _cache_with(tmp_path, data)
     try:
         body = cache.read(digest)  # what a hit's answer holds while headers go out
-        assert cache.in_use(digest)
+        assert body is not None and cache.in_use(digest)
         assert await cache.evict(target=0) == (0, 0)  # in use: not evicted
         cache.store.path(digest).unlink()  # `gar-proxy gc` in another process
         assert b"".join([chunk async for chunk in body]) == data  # the open file still reads
         assert not cache.in_use(digest)
-        with pytest.raises(FileNotFoundError):
-            cache.read(digest)  # gone now: the caller treats it as a miss
+        assert cache.read(digest) is None  # gone now: a miss, typed
         assert not cache.in_use(digest)
     finally:
         await index.close()
