@@ -55,7 +55,7 @@ def serve(settings: Settings) -> int:
     from proxy.app import create_app
     from proxy.logs import configure
 
-    configure(settings.log_level, settings.log_format)
+    configure(settings.server.log_level, settings.server.log_format)
     http: Any = "auto"
     try:  # blob bodies go file -> socket in the kernel (proxy/http/server.py)
         from proxy.http.server import ZeroCopyProtocol
@@ -63,18 +63,18 @@ def serve(settings: Settings) -> int:
         http = ZeroCopyProtocol
     except ImportError as error:  # no httptools, or a uvicorn reorganised
         logging.getLogger("gar_proxy").warning("zero-copy blob sends off: %s", error)
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    family = socket.AF_INET6 if ":" in settings.server.host else socket.AF_INET
     # IPPROTO_TCP, not 0: asyncio only sets TCP_NODELAY on accepted sockets of that
     # protocol, and without it every keep-alive response waits ~40 ms for a delayed ACK.
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((settings.host, settings.port))
+    sock.bind((settings.server.host, settings.server.port))
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(
         create_app(settings),
         http=http,
         log_config=None,
-        access_log=settings.log_level == "debug",
+        access_log=settings.server.log_level == "debug",
         timeout_graceful_shutdown=10,
         server_header=False,
     )

@@ -1,112 +1,233 @@
 """Settings: built once from TOML, then environment, then CLI flags; frozen; passed in.
 
-This is the only module that reads ``os.environ``. Every key is declared once in
-``proxy.config_fields.FIELDS`` with its TOML path, environment variable and parser,
-so ``config check``, the docs and the loader cannot drift apart. A bad value stops
+Every setting is declared once, below, as a field of its component's group
+(``server``, ``upstream``, ``gcp``, ``cache``) whose metadata gives its TOML key,
+parser, extra environment names and whether it is a secret. Each component receives
+its own group, not the whole ``Settings``. The loader, ``config check`` and the docs
+read the same declarations. Every key has one environment name,
+``GAR_PROXY_<SECTION>_<NAME>`` (``cache.max_size`` is ``GAR_PROXY_CACHE_MAX_SIZE``);
+older short names and the original design's (``GAR_LOCATION``, ``GAR_TIMEOUT_SECONDS``,
+``GAR_PROJECT_ID``) and Google's own (``GOOGLE_APPLICATION_CREDENTIALS``) stay
+accepted. A ``GAR_PROXY_*`` variable that names no setting, like a bad value, stops
 start-up with one line::
 
     gar-proxy: config: cache.max_size (GAR_PROXY_CACHE_MAX_SIZE): expected a size like
     '50GiB', got 'lots'
+    gar-proxy: config: GAR_PROXY_CACHE_MAXSIZE names no setting; did you mean
+    GAR_PROXY_CACHE_MAX_SIZE?
+
+This is the only module that reads ``os.environ``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import os
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from proxy.config_fields import FIELDS, Field
-from proxy.config_values import Route
+from proxy.config_values import (
+    Route,
+    choice,
+    parse_bool,
+    parse_duration,
+    parse_hosts,
+    parse_int,
+    parse_listen,
+    parse_location,
+    parse_optional_path,
+    parse_optional_str,
+    parse_path,
+    parse_positive_int,
+    parse_routes,
+    parse_size,
+    parse_str,
+)
+
+ENV_PREFIX = "GAR_PROXY_"
+CONFIG_ENV = "GAR_PROXY_CONFIG"  # the TOML file; not a setting itself
 
 
 class ConfigError(Exception):
     """A setting could not be read; the message is one line naming the key."""
 
 
+def setting(
+    default: Any,
+    parse: Callable[[Any], Any],
+    *aliases: str,
+    secret: bool = False,
+    doc: str = "",
+) -> Any:
+    """A field with its declaration: parser, extra environment names, secrecy, one line
+    of documentation. The TOML key is ``<group>.<field name>``."""
+    metadata = {"parse": parse, "aliases": aliases, "secret": secret, "doc": doc}
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("mutable defaults: use a tuple")
+    return dataclasses.field(default=default, metadata=metadata, repr=not secret)
+
+
 @dataclass(frozen=True)
-class Settings:
-    # [server]
-    host: str = "127.0.0.1"
-    port: int = 5000
-    log_level: str = "info"
-    log_format: str = "text"
-    allow_delete: bool = False
-    push_concurrency: int = 5
-    # [upstream]
-    upstream_url: str = "https://{location}-docker.pkg.dev"
-    auth: str = "gcp"
-    username: str | None = None
-    password: str | None = None
-    location: str = "us"
-    routes: tuple[Route, ...] = ()
-    resolve_locations: bool = True
-    metadata_api_url: str = "https://artifactregistry.googleapis.com"
-    trusted_realm_hosts: tuple[str, ...] = ()
-    timeout_seconds: float = 30.0
-    connect_timeout_seconds: float = 10.0
-    max_connections: int = 100
-    max_keepalive: int = 20
-    http2: bool = False
-    retries: int = 4
-    backoff_base_seconds: float = 0.5
-    backoff_max_seconds: float = 30.0
-    read_rate_per_minute: int = 60_000
-    write_rate_per_minute: int = 18_000
-    # [gcp]
-    project_id: str | None = None
-    credentials_file: Path | None = None
-    service_account_key: str | None = field(default=None, repr=False)
-    adc_file: Path | None = None
-    metadata_timeout_seconds: float = 2.0
-    metadata_host: str = "metadata.google.internal"
-    read_only: bool = False
-    # [cache]
-    cache_dir: Path = Path("~/.cache/gar-proxy")
-    max_size: int = 50 * 1024**3
-    tag_ttl_seconds: float = 60.0
-    max_stale_seconds: float = 7 * 24 * 3600.0
-    stale_recheck_seconds: float = 10.0
-    manifest_max_bytes: int = 64 * 1024**2
-    fill_timeout_seconds: float = 3600.0
-    offline: bool = False
+class ServerSettings:
+    listen: tuple[str, int] = setting(
+        ("127.0.0.1", 5000), parse_listen, "GAR_PROXY_LISTEN", doc="HOST:PORT; port 0 picks one"
+    )
+    log_level: str = setting(
+        "info", choice("debug", "info", "warning", "error"), "GAR_PROXY_LOG_LEVEL"
+    )
+    log_format: str = setting("text", choice("text", "json"), "GAR_PROXY_LOG_FORMAT")
+    allow_delete: bool = setting(
+        False, parse_bool, "GAR_PROXY_ALLOW_DELETE", doc="forward manifest DELETEs upstream"
+    )
+    push_concurrency: int = setting(
+        5, parse_positive_int, "GAR_PROXY_PUSH_CONCURRENCY", doc="blobs at a time in a push"
+    )
+
+    @property
+    def host(self) -> str:
+        return self.listen[0]
+
+    @property
+    def port(self) -> int:
+        return self.listen[1]
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    url: str = setting(
+        "https://{location}-docker.pkg.dev",
+        parse_str,
+        "GAR_PROXY_UPSTREAM_URL",
+        doc="registry URL; {location} makes it GAR",
+    )
+    auth: str = setting("gcp", choice("gcp", "basic", "none"), "GAR_PROXY_AUTH")
+    username: str | None = setting(None, parse_optional_str, "GAR_PROXY_USERNAME")
+    password: str | None = setting(None, parse_optional_str, "GAR_PROXY_PASSWORD", secret=True)
+    location: str = setting(
+        "us", parse_location, "GAR_LOCATION", doc="location when nothing else says"
+    )
+    routes: tuple[Route, ...] = setting((), parse_routes, "GAR_PROXY_ROUTES")
+    resolve_locations: bool = setting(True, parse_bool, "GAR_PROXY_RESOLVE_LOCATIONS")
+    metadata_api_url: str = setting(
+        "https://artifactregistry.googleapis.com", parse_str, "GAR_PROXY_METADATA_API_URL"
+    )
+    trusted_realm_hosts: tuple[str, ...] = setting((), parse_hosts, "GAR_PROXY_TRUSTED_REALM_HOSTS")
+    timeout: float = setting(30.0, parse_duration, "GAR_TIMEOUT_SECONDS")
+    connect_timeout: float = setting(10.0, parse_duration, "GAR_PROXY_CONNECT_TIMEOUT")
+    max_connections: int = setting(100, parse_positive_int, "GAR_PROXY_POOL_SIZE")
+    max_keepalive: int = setting(20, parse_int, "GAR_PROXY_POOL_KEEPALIVE")
+    http2: bool = setting(False, parse_bool, "GAR_PROXY_HTTP2")
+    retries: int = setting(4, parse_int, "GAR_PROXY_RETRIES")
+    backoff_base: float = setting(0.5, parse_duration, "GAR_PROXY_BACKOFF_BASE")
+    backoff_max: float = setting(30.0, parse_duration, "GAR_PROXY_BACKOFF_MAX")
+    read_rate_per_minute: int = setting(60_000, parse_int, "GAR_PROXY_READ_RATE")
+    write_rate_per_minute: int = setting(18_000, parse_int, "GAR_PROXY_WRITE_RATE")
 
     @property
     def is_gar(self) -> bool:
         """Talking to Artifact Registry (location-templated URL) rather than any registry."""
-        return "{location}" in self.upstream_url
+        return "{location}" in self.url
 
-    def upstream_base(self, location: str) -> str:
-        return self.upstream_url.replace("{location}", location).rstrip("/")
-
-
-# --- the table of keys -----------------------------------------------------------------------
+    def base(self, location: str) -> str:
+        return self.url.replace("{location}", location).rstrip("/")
 
 
-_BY_KEY = {f.key: f for f in FIELDS}
+@dataclass(frozen=True)
+class GcpSettings:
+    project_id: str | None = setting(
+        None,
+        parse_optional_str,
+        "GAR_PROJECT_ID",
+        "GOOGLE_CLOUD_PROJECT",
+        "GCLOUD_PROJECT",
+        doc="default project for REPO/IMAGE names that leave it out",
+    )
+    credentials_file: Path | None = setting(
+        None, parse_optional_path, "GOOGLE_APPLICATION_CREDENTIALS"
+    )
+    service_account_key: str | None = setting(
+        None, parse_optional_str, "GAR_SERVICE_ACCOUNT_KEY", secret=True
+    )
+    adc_file: Path | None = setting(None, parse_optional_path, "GAR_PROXY_ADC_FILE")
+    metadata_timeout: float = setting(2.0, parse_duration, "GAR_PROXY_METADATA_TIMEOUT")
+    metadata_host: str = setting("metadata.google.internal", parse_str, "GCE_METADATA_HOST")
+    read_only: bool = setting(False, parse_bool, "GAR_PROXY_READ_ONLY")
 
 
-def _default_cache_dir(env: Mapping[str, str]) -> Path:
-    base = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME", "~")) / ".cache")
-    return Path(base).expanduser() / "gar-proxy"
+@dataclass(frozen=True)
+class CacheSettings:
+    dir: Path = setting(Path("~/.cache/gar-proxy"), parse_path, "GAR_PROXY_CACHE_DIR")
+    max_size: int = setting(50 * 1024**3, parse_size, "GAR_PROXY_CACHE_MAX_SIZE")
+    tag_ttl: float = setting(60.0, parse_duration, "GAR_PROXY_TAG_TTL")
+    max_stale: float = setting(7 * 24 * 3600.0, parse_duration, "GAR_PROXY_MAX_STALE")
+    stale_recheck: float = setting(10.0, parse_duration, "GAR_PROXY_STALE_RECHECK")
+    manifest_max_size: int = setting(64 * 1024**2, parse_size, "GAR_PROXY_MANIFEST_MAX_SIZE")
+    fill_timeout: float = setting(3600.0, parse_duration, "GAR_PROXY_FILL_TIMEOUT")
+    offline: bool = setting(False, parse_bool, "GAR_PROXY_OFFLINE", doc="never call upstream")
 
 
-def _default_adc_file(env: Mapping[str, str]) -> Path:
-    config_dir = env.get("CLOUDSDK_CONFIG") or str(Path(env.get("HOME", "~")) / ".config/gcloud")
-    return Path(config_dir).expanduser() / "application_default_credentials.json"
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings = dataclasses.field(default_factory=ServerSettings)
+    upstream: UpstreamSettings = dataclasses.field(default_factory=UpstreamSettings)
+    gcp: GcpSettings = dataclasses.field(default_factory=GcpSettings)
+    cache: CacheSettings = dataclasses.field(default_factory=CacheSettings)
 
 
-def _apply(values: dict[str, Any], spec: Field, raw: Any, source: str) -> None:
+@dataclass(frozen=True)
+class Spec:
+    """One setting's declaration, read off its field."""
+
+    key: str  # TOML "section.name"
+    group: str
+    name: str
+    parse: Callable[[Any], Any]
+    env: tuple[str, ...]  # GAR_PROXY_SECTION_NAME first, then the aliases
+    secret: bool
+    doc: str
+
+
+GROUPS: dict[str, type[Any]] = {
+    "server": ServerSettings,
+    "upstream": UpstreamSettings,
+    "gcp": GcpSettings,
+    "cache": CacheSettings,
+}
+
+
+def specs() -> Iterator[Spec]:
+    for group, kind in GROUPS.items():
+        for item in dataclasses.fields(kind):
+            meta = item.metadata
+            key = f"{group}.{item.name}"
+            canonical = ENV_PREFIX + key.upper().replace(".", "_")
+            env = (canonical, *[a for a in meta["aliases"] if a != canonical])
+            yield Spec(key, group, item.name, meta["parse"], env, meta["secret"], meta["doc"])
+
+
+SPECS: dict[str, Spec] = {spec.key: spec for spec in specs()}
+_ENV_NAMES = {name for spec in SPECS.values() for name in spec.env} | {CONFIG_ENV}
+
+
+def _default_paths(env: Mapping[str, str]) -> dict[str, Any]:
+    home = Path(env.get("HOME", "~"))
+    cache_base = env.get("XDG_CACHE_HOME") or str(home / ".cache")
+    gcloud = env.get("CLOUDSDK_CONFIG") or str(home / ".config/gcloud")
+    return {
+        "cache.dir": Path(cache_base).expanduser() / "gar-proxy",
+        "gcp.adc_file": Path(gcloud).expanduser() / "application_default_credentials.json",
+    }
+
+
+def _parse(spec: Spec, raw: Any, source: str) -> Any:
     try:
-        parsed = spec.parse(raw)
+        return spec.parse(raw)
     except ValueError as error:
         raise ConfigError(f"{spec.key} ({source}): {error}") from None
-    if spec.attr == "listen":
-        values["host"], values["port"] = parsed
-    else:
-        values[spec.attr] = parsed
 
 
 def _flatten(document: Mapping[str, Any], path: str) -> dict[str, Any]:
@@ -116,10 +237,20 @@ def _flatten(document: Mapping[str, Any], path: str) -> dict[str, Any]:
             raise ConfigError(f"{section} ({path}): expected a [{section}] table")
         for name, value in table.items():
             key = f"{section}.{name}"
-            if key not in _BY_KEY:
-                raise ConfigError(f"{key} ({path}): unknown setting")
+            if key not in SPECS:
+                hint = difflib.get_close_matches(key, SPECS, n=1)
+                maybe = f"; did you mean {hint[0]}?" if hint else ""
+                raise ConfigError(f"{key} ({path}): unknown setting{maybe}")
             flat[key] = value
     return flat
+
+
+def _check_env_names(env: Mapping[str, str]) -> None:
+    for name in sorted(env):
+        if name.startswith(ENV_PREFIX) and name not in _ENV_NAMES:
+            hint = difflib.get_close_matches(name, sorted(_ENV_NAMES), n=1, cutoff=0.7)
+            maybe = f"; did you mean {hint[0]}?" if hint else ""
+            raise ConfigError(f"{name} names no setting{maybe}")
 
 
 def load_settings(
@@ -129,58 +260,63 @@ def load_settings(
 ) -> Settings:
     """TOML file < environment < ``overrides`` (CLI flags, keyed like ``cache.dir``)."""
     env = dict(os.environ if env is None else env)
-    values: dict[str, Any] = {
-        "cache_dir": _default_cache_dir(env),
-        "adc_file": _default_adc_file(env),
-    }
-    config_file = config_file or (
-        Path(env["GAR_PROXY_CONFIG"]) if env.get("GAR_PROXY_CONFIG") else None
-    )
+    _check_env_names(env)
+    values: dict[str, Any] = _default_paths(env)
+    if config_file is None and env.get(CONFIG_ENV):
+        config_file = Path(env[CONFIG_ENV])
     if config_file is not None:
         try:
             document = tomllib.loads(config_file.read_text())
         except (OSError, tomllib.TOMLDecodeError) as error:
             raise ConfigError(f"config file {config_file}: {error}") from None
         for key, raw in _flatten(document, str(config_file)).items():
-            _apply(values, _BY_KEY[key], raw, str(config_file))
-    for spec in FIELDS:
-        for name in spec.env:
-            if env.get(name, "") != "":
-                _apply(values, spec, env[name], name)
-                break
+            values[key] = _parse(SPECS[key], raw, str(config_file))
+    for spec in SPECS.values():
+        name = next((n for n in spec.env if env.get(n, "") != ""), None)
+        if name is not None:
+            values[spec.key] = _parse(spec, env[name], name)
     for key, raw in (overrides or {}).items():
-        if raw is not None:
-            if key not in _BY_KEY:
-                raise ConfigError(f"{key}: unknown setting")
-            _apply(values, _BY_KEY[key], raw, "command line")
-    settings = Settings(**values)
+        if raw is None:
+            continue
+        if key not in SPECS:
+            raise ConfigError(f"{key}: unknown setting")
+        values[key] = _parse(SPECS[key], raw, "command line")
+    settings = _build(values)
     _check(settings)
     return settings
 
 
+def _build(values: Mapping[str, Any]) -> Settings:
+    groups: dict[str, dict[str, Any]] = {}
+    for key, value in values.items():
+        spec = SPECS[key]
+        groups.setdefault(spec.group, {})[spec.name] = value
+    return Settings(**{name: GROUPS[name](**fields) for name, fields in groups.items()})
+
+
 def _check(settings: Settings) -> None:
-    if settings.auth == "basic" and not (settings.username and settings.password):
+    upstream = settings.upstream
+    if upstream.auth == "basic" and not (upstream.username and upstream.password):
         raise ConfigError("upstream.auth (basic): needs upstream.username and upstream.password")
-    if not settings.upstream_url.startswith(("http://", "https://")):
-        raise ConfigError(f"upstream.url: expected an http(s) URL, got {settings.upstream_url!r}")
+    if not upstream.url.startswith(("http://", "https://")):
+        raise ConfigError(f"upstream.url: expected an http(s) URL, got {upstream.url!r}")
+
+
+def value_of(settings: Settings, spec: Spec) -> Any:
+    return getattr(getattr(settings, spec.group), spec.name)
 
 
 def describe(settings: Settings) -> list[tuple[str, str]]:
     """Effective settings as (key, value) rows, secrets redacted, for ``config check``."""
     rows = []
-    for spec in FIELDS:
-        if spec.attr == "listen":
-            value: Any = f"{settings.host}:{settings.port}"
-        else:
-            value = getattr(settings, spec.attr)
+    for spec in SPECS.values():
+        value = value_of(settings, spec)
         if spec.secret and value:
             value = "<redacted>"
+        elif spec.key == "server.listen":
+            value = f"{value[0]}:{value[1]}"
         elif isinstance(value, tuple):
-            value = (
-                ", ".join(
-                    f"{v.prefix}={v.location}" if isinstance(v, Route) else str(v) for v in value
-                )
-                or "-"
-            )
+            shown = [f"{v.prefix}={v.location}" if isinstance(v, Route) else str(v) for v in value]
+            value = ", ".join(shown) or "-"
         rows.append((spec.key, "-" if value is None else str(value)))
     return rows

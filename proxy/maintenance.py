@@ -33,7 +33,7 @@ async def run(command: str, settings: Settings, args: argparse.Namespace) -> int
                 removed, freed = await services.cache.evict()
                 _say(
                     f"evicted {removed} blobs, freed {freed} bytes; "
-                    f"{services.index.total_bytes} bytes cached (cap {settings.max_size})"
+                    f"{services.index.total_bytes} bytes cached (cap {settings.cache.max_size})"
                 )
                 return 0
             if command == "verify":

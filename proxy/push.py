@@ -169,7 +169,7 @@ async def run(settings: Settings, source: str, target: str, say: Say = print) ->
             directory, tag = _split_source(source)
             digest = await push_layout(
                 services.registry, directory, tag, image,
-                concurrency=settings.push_concurrency, say=say,
+                concurrency=settings.server.push_concurrency, say=say,
             )  # fmt: skip
         say(f"pushed {image.repository}@{digest}")
         return 0

@@ -79,7 +79,7 @@ async def _row_counts(index: CacheIndex) -> dict[str, int]:
 
 
 def assert_untouched(proxy: RunningProxy, fake: FakeGAR) -> None:
-    cache = proxy.settings.cache_dir
+    cache = proxy.settings.cache.dir
     assert [p for p in (cache / "blobs").rglob("*") if p.is_file()] == []
     assert list((cache / "tmp").iterdir()) == []
     assert set(proxy.call(_row_counts(proxy.services.index)).values()) == {0}

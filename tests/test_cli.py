@@ -356,7 +356,7 @@ def test_the_cache_bytes_gauge_follows_a_gc_in_another_process(
     blobs = [random.Random(n).randbytes(300_000) for n in range(2)]
     digests = [gar.fake.put_blob("us", REPO, data) for data in blobs]
     settings = proxy_settings(cache.parent, gar.url)
-    assert settings.cache_dir == cache
+    assert settings.cache.dir == cache
     with run_proxy(settings) as proxy, httpx.Client(base_url=proxy.url, timeout=30) as client:
 
         def gauge() -> float:

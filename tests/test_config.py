@@ -21,10 +21,10 @@ def test_environment_overrides_toml_and_flags_override_both(tmp_path: Path) -> N
     )
     env = {"HOME": str(tmp_path), "GAR_PROXY_CACHE_MAX_SIZE": "2GiB", "GAR_LOCATION": "asia"}
     settings = load_settings(config, env=env, overrides={"cache.tag_ttl": "10s"})
-    assert settings.max_size == 2 * 1024**3
-    assert settings.location == "asia"
-    assert settings.tag_ttl_seconds == 10.0
-    assert settings.cache_dir == tmp_path / ".cache" / "gar-proxy"
+    assert settings.cache.max_size == 2 * 1024**3
+    assert settings.upstream.location == "asia"
+    assert settings.cache.tag_ttl == 10.0
+    assert settings.cache.dir == tmp_path / ".cache" / "gar-proxy"
 
 
 def test_seed_environment_names(tmp_path: Path) -> None:
@@ -35,8 +35,8 @@ def test_seed_environment_names(tmp_path: Path) -> None:
         "GAR_SERVICE_ACCOUNT_KEY": '{"type": "service_account"}',
     }
     settings = load_settings(env=env)
-    assert settings.project_id == "p1"
-    assert settings.timeout_seconds == 12.0
+    assert settings.gcp.project_id == "p1"
+    assert settings.upstream.timeout == 12.0
     rows = dict(describe(settings))
     assert rows["gcp.service_account_key"] == "<redacted>"
     assert "service_account" not in repr(settings)
@@ -86,3 +86,55 @@ def test_config_check_prints_effective_settings(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "cache.max_size" in result.stdout and "hunter2" not in result.stdout
+
+
+def test_a_misspelt_gar_proxy_variable_is_refused_with_a_suggestion() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(env={"GAR_PROXY_CACHE_MAXSIZE": "1GiB"})
+    assert str(raised.value) == (
+        "GAR_PROXY_CACHE_MAXSIZE names no setting; did you mean GAR_PROXY_CACHE_MAX_SIZE?"
+    )
+    with pytest.raises(ConfigError, match=r"GAR_PROXY_NOTHING_LIKE_IT names no setting$"):
+        load_settings(env={"GAR_PROXY_NOTHING_LIKE_IT": "1"})
+
+
+def test_every_setting_has_one_gar_proxy_name_derived_from_its_key(tmp_path: Path) -> None:
+    from proxy.config import SPECS, describe
+
+    samples = {"server.listen": "127.0.0.1:7000", "upstream.location": "europe-west1"}
+    for spec in SPECS.values():
+        assert spec.env[0] == "GAR_PROXY_" + spec.key.upper().replace(".", "_")
+        raw = samples.get(spec.key)
+        if raw is None:
+            continue
+        settings = load_settings(env={"HOME": str(tmp_path), spec.env[0]: raw})
+        assert dict(describe(settings))[spec.key] == raw
+    legacy = load_settings(env={"HOME": str(tmp_path), "GAR_PROJECT_ID": "p2"})
+    assert legacy.gcp.project_id == "p2"
+
+
+def test_example_config_parses() -> None:
+    example = Path(__file__).resolve().parent.parent / "config.example.toml"
+    load_settings(example, env={})
+
+
+async def test_project_id_completes_two_part_names_only(tmp_path: Path) -> None:
+    from proxy.cache.index import CacheIndex
+    from proxy.oci.names import Repository
+    from proxy.services.locations import LocationResolver
+
+    settings = load_settings(
+        env={"HOME": str(tmp_path), "GAR_PROJECT_ID": "team-proj"},
+        overrides={"upstream.resolve_locations": "false"},
+    )
+    index = await CacheIndex.open(tmp_path / "index.sqlite3")
+    try:
+        resolver = LocationResolver(
+            settings.upstream, None, index, default_project=settings.gcp.project_id
+        )
+        two = await resolver.resolve(Repository.parse("my-repo/app"))
+        assert (two.path, two.location) == ("team-proj/my-repo/app", "us")
+        three = await resolver.resolve(Repository.parse("other/my-repo/app"))
+        assert three.path == "other/my-repo/app"
+    finally:
+        await index.close()

@@ -33,7 +33,7 @@ def gar() -> Iterator[tuple[FakeGAR, str]]:
 
 
 def cached(proxy: RunningProxy) -> set[str]:
-    root = proxy.settings.cache_dir / "blobs" / "sha256"
+    root = proxy.settings.cache.dir / "blobs" / "sha256"
     return {f"sha256:{p.name}" for p in root.glob("*/*")}
 
 
@@ -108,7 +108,7 @@ def test_a_blob_being_read_is_not_evicted_and_its_reader_gets_every_byte(
             assert client.get(f"/v2/{REPO}/blobs/{digest}").content == data
 
         assert client.get(f"/v2/{REPO}/blobs/{big_digest}").content == big  # cached
-        big_path = proxy.settings.cache_dir / "blobs" / "sha256" / big_digest[7:9] / big_digest[7:]
+        big_path = proxy.settings.cache.dir / "blobs" / "sha256" / big_digest[7:9] / big_digest[7:]
         hasher = hashlib.sha256()
         with slow_client.stream("GET", f"/v2/{REPO}/blobs/{big_digest}") as response:
             chunks = response.iter_raw(64 << 10)
@@ -146,7 +146,7 @@ def test_pinned_images_survive_eviction(gar: tuple[FakeGAR, str], tmp_path: Path
     fake.put_image("us", "proj/repo/pinned", "1.0", pinned)
     blobs = seed(fake, "abcd")
     settings = proxy_settings(tmp_path, upstream, cache__max_size=str(3 * MIB))
-    warmed = run_cli(settings.cache_dir, upstream, "warm", "--pin", "proj/repo/pinned:1.0")
+    warmed = run_cli(settings.cache.dir, upstream, "warm", "--pin", "proj/repo/pinned:1.0")
     assert warmed.returncode == 0, warmed.stderr
     pinned_blobs = {b.digest for b in pinned.blobs}
     with run_proxy(settings) as proxy, httpx.Client(base_url=proxy.url, timeout=30) as client:

@@ -81,7 +81,7 @@ def test_blob_fault_cuts_the_client_and_caches_nothing(
     digest = fake.put_blob("us", REPO, data)
     parsed = Digest.parse(digest)
     fault = fake.add_fault(Fault(kind="blob", method="GET", **BLOB_FAULTS[name]))
-    cache = proxy.settings.cache_dir
+    cache = proxy.settings.cache.dir
     url = f"/v2/{REPO}/blobs/{digest}"
     with httpx.Client(base_url=proxy.url, timeout=30, verify=False) as http:
         status, body, length = download(http, url)

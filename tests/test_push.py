@@ -210,7 +210,7 @@ def test_cancelled_upload_is_gone_here_and_upstream(
     assert client.delete(location).status_code == 204
     assert fake.count("DELETE", "upload") == 1
     assert code(client.get(location)) == "BLOB_UPLOAD_UNKNOWN"
-    assert list((proxy.settings.cache_dir / "uploads").iterdir()) == []
+    assert list((proxy.settings.cache.dir / "uploads").iterdir()) == []
 
 
 def test_upload_survives_a_proxy_restart_between_chunks(tmp_path: Path) -> None:
@@ -246,7 +246,7 @@ def test_wrong_digest_is_refused_and_nothing_is_cached(
     assert cached(proxy, wrong) is None
     assert cached(proxy, "sha256:" + hashlib.sha256(data).hexdigest()) is None
     assert fake.get_blob("us", REPO, wrong) is None
-    assert list((proxy.settings.cache_dir / "uploads").iterdir()) == []
+    assert list((proxy.settings.cache.dir / "uploads").iterdir()) == []
 
 
 # --------------------------------------------------------------------------- mounts

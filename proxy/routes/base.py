@@ -13,7 +13,7 @@ async def version_check(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
-    return JSONResponse({"status": "ok", "offline": services(request).settings.offline})
+    return JSONResponse({"status": "ok", "offline": services(request).settings.cache.offline})
 
 
 async def metrics(request: Request) -> Response:

@@ -23,7 +23,7 @@ SESSION_METHODS = ["GET", "PATCH", "PUT", "DELETE"]
 
 def _writable(request: Request) -> Services:
     found = services(request)
-    if found.settings.offline:
+    if found.settings.cache.offline:
         raise RegistryError(ErrorCode.UNSUPPORTED, "gar-proxy is offline: pushes need upstream")
     return found
 

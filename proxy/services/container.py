@@ -15,6 +15,7 @@ from proxy.cache.lock import CacheLock
 from proxy.cache.store import BlobStore
 from proxy.cache.uploads import UploadFiles, UploadTable
 from proxy.cache.uploads import recover as recover_uploads
+from proxy.clock import SYSTEM, Clock
 from proxy.config import Settings
 from proxy.gar.repositories import RepositoryApi
 from proxy.metrics import Metrics
@@ -45,6 +46,7 @@ class Services:
     cache: BlobCache
     upstream: Upstream
     registry: RegistryClient
+    google: GoogleApi
     locations: LocationResolver
     blobs: BlobService
     manifests: ManifestService
@@ -55,11 +57,11 @@ class Services:
 
 
 def make_tokens(settings: Settings) -> AccessTokens | None:
-    if settings.auth != "gcp":
+    if settings.upstream.auth != "gcp":
         return None
     from proxy.upstream.gcp import GoogleTokenSource  # google-auth is only needed for gcp
 
-    return GoogleTokenSource(settings)
+    return GoogleTokenSource(settings.gcp, timeout=settings.upstream.timeout)
 
 
 async def _flush_forever(index: CacheIndex, cache: BlobCache, metrics: Metrics) -> None:
@@ -81,7 +83,7 @@ async def _recover(
 ) -> CacheLock:
     """Start-up recovery, only when no other process has the cache open: its temp
     files and upload bytes would look like a crash's leftovers (``proxy.cache.lock``)."""
-    lock = await CacheLock.acquire(settings.cache_dir)
+    lock = await CacheLock.acquire(settings.cache.dir)
     try:
         if lock.alone:
             report = await cache.recover()
@@ -89,7 +91,7 @@ async def _recover(
                 log.info("cache recovery: %s", report)
             await recover_uploads(uploads, files)
         else:
-            log.info("cache %s is open in another process: no recovery", settings.cache_dir)
+            log.info("cache %s is open in another process: no recovery", settings.cache.dir)
         lock.opened()
     except BaseException:
         lock.release()
@@ -98,24 +100,37 @@ async def _recover(
 
 
 @contextlib.asynccontextmanager
-async def open_services(settings: Settings) -> AsyncIterator[Services]:
-    settings.cache_dir.mkdir(parents=True, exist_ok=True)
-    store = BlobStore(settings.cache_dir)
-    index = await CacheIndex.open(settings.cache_dir / "index.sqlite3")
+async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncIterator[Services]:
+    """The composition root: every service ``serve`` and the CLI commands use, built
+    from the settings (each component gets its own group) and closed in order."""
+    cache_settings, upstream_settings = settings.cache, settings.upstream
+    offline = cache_settings.offline
+    cache_settings.dir.mkdir(parents=True, exist_ok=True)
+    store = BlobStore(cache_settings.dir)
+    index = await CacheIndex.open(cache_settings.dir / "index.sqlite3", clock)
     metrics = Metrics()
     cache = BlobCache(
-        store, index, max_size=settings.max_size, fill_limit=settings.fill_timeout_seconds
+        store, index, max_size=cache_settings.max_size, fill_limit=cache_settings.fill_timeout
     )
     tokens = make_tokens(settings)
-    upstream = Upstream(settings, tokens)
+    upstream = Upstream(upstream_settings, tokens, read_only=settings.gcp.read_only)
     registry = RegistryClient(upstream)
     google = GoogleApi(upstream.http, tokens)
-    api = RepositoryApi(settings.metadata_api_url, google) if settings.is_gar else None
-    locations = LocationResolver(settings, api, index)
-    blobs = BlobService(cache, registry, metrics, offline=settings.offline)
-    upload_table, upload_files = UploadTable(index.db), UploadFiles(settings.cache_dir)
-    uploads = UploadService(registry, cache, upload_table, upload_files)
-    mounts = MountService(settings, registry, cache, blobs, uploads)
+    api = RepositoryApi(upstream_settings.metadata_api_url, google)
+    locations = LocationResolver(
+        upstream_settings,
+        api if upstream_settings.is_gar else None,
+        index,
+        offline=offline,
+        default_project=settings.gcp.project_id,
+        clock=clock,
+    )
+    blobs = BlobService(cache, registry, metrics, offline=offline)
+    upload_table, upload_files = UploadTable(index.db), UploadFiles(cache_settings.dir)
+    uploads = UploadService(registry, cache, upload_table, upload_files, clock)
+    mounts = MountService(
+        registry, cache, blobs, uploads, gar=upstream_settings.is_gar, offline=offline
+    )
     services = Services(
         settings=settings,
         metrics=metrics,
@@ -123,13 +138,14 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         cache=cache,
         upstream=upstream,
         registry=registry,
+        google=google,
         locations=locations,
         blobs=blobs,
-        manifests=ManifestService(settings, index, cache, registry, metrics),
-        listings=ListingService(settings, index, registry),
+        manifests=ManifestService(cache_settings, index, cache, registry, metrics, clock),
+        listings=ListingService(cache_settings, index, registry, clock),
         uploads=uploads,
         mounts=mounts,
-        pushes=PushService(settings, index, registry, mounts),
+        pushes=PushService(settings.server, index, registry, mounts),
     )
     lock = await _recover(settings, cache, upload_table, upload_files)
     flusher = asyncio.create_task(_flush_forever(index, cache, metrics))

@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from proxy.cache.index import CacheIndex
 from proxy.clock import SYSTEM, Clock
-from proxy.config import Settings
+from proxy.config import CacheSettings
 from proxy.oci.digest import Digest
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
@@ -29,7 +29,7 @@ class Listing:
 class ListingService:
     def __init__(
         self,
-        settings: Settings,
+        settings: CacheSettings,
         index: CacheIndex,
         registry: RegistryClient,
         clock: Clock = SYSTEM,
@@ -69,7 +69,7 @@ class ListingService:
         return await self._fetch(
             lambda: self.registry.referrers(repo, digest, params, LISTING_LIMIT),
             key,
-            fresh_for=self.settings.tag_ttl_seconds,
+            fresh_for=self.settings.tag_ttl,
         )
 
     async def _fetch(

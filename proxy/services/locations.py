@@ -4,16 +4,20 @@ In order: a location the client named (host-qualified name, ``?ns=``); a configu
 route for the longest matching prefix; the repository's real location from GAR's
 metadata API (looked up once, remembered in the index across restarts); the
 configured default location (``us`` unless set).
+
+A two-part name (``REPO/IMAGE``) is not a GAR path; with ``gcp.project_id`` set it is
+taken as ``PROJECT/REPO/IMAGE`` in that project. Three parts or more always start
+with the project, since GAR images may have nested names.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 
 from proxy.cache.index import CacheIndex
 from proxy.cache.singleflight import SingleFlight
-from proxy.config import Settings
+from proxy.clock import SYSTEM, Clock
+from proxy.config import UpstreamSettings
 from proxy.gar.repositories import RepositoryApi
 from proxy.oci.errors import RegistryError
 from proxy.oci.names import KNOWN_LOCATIONS, Repository
@@ -24,10 +28,22 @@ NEGATIVE_TTL = 600.0
 
 
 class LocationResolver:
-    def __init__(self, settings: Settings, api: RepositoryApi | None, index: CacheIndex) -> None:
+    def __init__(
+        self,
+        settings: UpstreamSettings,
+        api: RepositoryApi | None,
+        index: CacheIndex,
+        *,
+        offline: bool = False,
+        default_project: str | None = None,
+        clock: Clock = SYSTEM,
+    ) -> None:
         self.settings = settings
         self.api = api
         self.index = index
+        self.offline = offline
+        self.default_project = default_project
+        self.clock = clock
         self._known: dict[str, str] = {}
         self._failed: dict[str, float] = {}
         self._lookups: SingleFlight[str | None] = SingleFlight()
@@ -36,6 +52,8 @@ class LocationResolver:
     async def resolve(self, repo: Repository) -> Repository:
         if not self.settings.is_gar:
             return repo
+        if self.default_project and len(repo.segments) == 2:
+            repo = Repository(f"{self.default_project}/{repo.path}", repo.location)
         repo.require_gar_shape()
         if repo.location:
             return repo
@@ -59,9 +77,9 @@ class LocationResolver:
         return found or self.settings.location
 
     def _may_look_up(self, key: str) -> bool:
-        if not self.settings.resolve_locations or self.settings.offline or self.api is None:
+        if not self.settings.resolve_locations or self.offline or self.api is None:
             return False
-        return time.monotonic() - self._failed.get(key, -NEGATIVE_TTL) >= NEGATIVE_TTL
+        return self.clock.monotonic() - self._failed.get(key, -NEGATIVE_TTL) >= NEGATIVE_TTL
 
     async def _look_up(self, repo: Repository, key: str) -> str | None:
         assert self.api is not None
@@ -78,7 +96,7 @@ class LocationResolver:
             )
             location = None
         if location is None or location not in KNOWN_LOCATIONS:
-            self._failed[key] = time.monotonic()
+            self._failed[key] = self.clock.monotonic()
             return None
         self._known[key] = location
         await self.index.put_document(f"location:{key}", "text/plain", location.encode(), "{}")

@@ -17,7 +17,7 @@ from proxy.cache.blobs import BlobCache
 from proxy.cache.index import CacheIndex, ManifestRow, TagRow
 from proxy.cache.singleflight import SingleFlight
 from proxy.clock import SYSTEM, Clock
-from proxy.config import Settings
+from proxy.config import CacheSettings
 from proxy.metrics import Metrics
 from proxy.oci import mediatypes as mt
 from proxy.oci.digest import Digest
@@ -34,7 +34,7 @@ log = logging.getLogger("gar_proxy.manifests")
 class ManifestService:
     def __init__(
         self,
-        settings: Settings,
+        settings: CacheSettings,
         index: CacheIndex,
         cache: BlobCache,
         registry: RegistryClient,
@@ -130,10 +130,10 @@ class ManifestService:
         if cached is None or not mt.accepts(accept, tag_row.media_type):
             return None
         age = self.clock.time() - tag_row.verified
-        if age < self.settings.tag_ttl_seconds or self.settings.offline:
+        if age < self.settings.tag_ttl or self.settings.offline:
             self.metrics.manifest("hit")
             return cached
-        servable_stale = age < self.settings.max_stale_seconds
+        servable_stale = age < self.settings.max_stale
         if servable_stale and self._recheck_at.get((key, tag), 0.0) > self.clock.monotonic():
             self.metrics.stale_served.inc()  # upstream failed moments ago: don't wait on it
             return cached
@@ -141,7 +141,7 @@ class ManifestService:
             current = await self._checks.do((key, tag), lambda: self._head_digest(repo, tag))
         except RegistryError as error:
             if error.transient and servable_stale:
-                wait = self.settings.stale_recheck_seconds
+                wait = self.settings.stale_recheck
                 self._recheck_at[(key, tag)] = self.clock.monotonic() + wait
                 log.warning(
                     "serving stale tag %s:%s (%.0fs old) for %gs: %s",
@@ -189,11 +189,11 @@ class ManifestService:
         try:
             digest = expected or stream.digest
             size = stream.size
-            if size is not None and size > self.settings.manifest_max_bytes:
+            if size is not None and size > self.settings.manifest_max_size:
                 raise RegistryError(
                     ErrorCode.MANIFEST_INVALID,
                     f"manifest of {size} bytes is over the limit of "
-                    f"{self.settings.manifest_max_bytes} (cache.manifest_max_size)",
+                    f"{self.settings.manifest_max_size} (cache.manifest_max_size)",
                 )
             if size is not None and size > MANIFEST_READ_LIMIT and digest is not None:
                 return await self._fetch_large(stream, digest)

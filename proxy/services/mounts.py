@@ -14,7 +14,6 @@ import logging
 from collections.abc import AsyncIterable, AsyncIterator
 
 from proxy.cache.blobs import BlobCache
-from proxy.config import Settings
 from proxy.oci.digest import Digest
 from proxy.oci.errors import RegistryError
 from proxy.oci.names import Repository
@@ -33,13 +32,16 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
 class MountService:
     def __init__(
         self,
-        settings: Settings,
         registry: RegistryClient,
         cache: BlobCache,
         blobs: BlobService,
         uploads: UploadService,
+        *,
+        gar: bool,
+        offline: bool,
     ) -> None:
-        self.settings = settings
+        self.gar = gar
+        self.offline = offline
         self.registry = registry
         self.cache = cache
         self.blobs = blobs
@@ -47,7 +49,7 @@ class MountService:
 
     def same_home(self, repo: Repository, source: Repository) -> bool:
         """Can upstream mount between these two (GAR: same project and location)?"""
-        if not self.settings.is_gar:
+        if not self.gar:
             return True
         return repo.project == source.project and repo.location == source.location
 
@@ -100,7 +102,7 @@ class MountService:
             cached = self.cache.read(digest)
             if cached is not None:  # else evicted since the stat: reach it from the source
                 return cached, size
-        if source is None or self.settings.offline:
+        if source is None or self.offline:
             return None
         try:
             answer = await self.blobs.get(source, digest, None)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.cache.index import CacheIndex, ManifestRow
-from proxy.config import Settings
+from proxy.config import ServerSettings
 from proxy.oci import mediatypes as mt
 from proxy.oci.digest import Digest
 from proxy.oci.errors import ErrorCode, RegistryError
@@ -61,7 +61,7 @@ def _check_media_type(document: dict[str, Any], content_type: str | None) -> Non
 class PushService:
     def __init__(
         self,
-        settings: Settings,
+        settings: ServerSettings,
         index: CacheIndex,
         registry: RegistryClient,
         mounts: MountService,

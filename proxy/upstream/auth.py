@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from proxy.config import Settings
+from proxy.config import UpstreamSettings
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.upstream.challenge import Challenge, parse_challenge
 
@@ -62,9 +62,15 @@ def _host(url: str) -> str:
 
 class Authorizer:
     def __init__(
-        self, settings: Settings, tokens: AccessTokens | None, http: httpx.AsyncClient
+        self,
+        settings: UpstreamSettings,
+        tokens: AccessTokens | None,
+        http: httpx.AsyncClient,
+        *,
+        read_only: bool = False,
     ) -> None:
         self._settings = settings
+        self._read_only = read_only
         self._tokens = tokens
         self._http = http
         self._challenges: dict[str, Challenge] = {}
@@ -110,7 +116,7 @@ class Authorizer:
 
     async def escalate(self, state: AuthState) -> bool:
         """After a 403 with a read-only token, try once with full cloud-platform scope."""
-        if self.mode != "gcp" or not self._settings.read_only or state.escalated:
+        if self.mode != "gcp" or not self._read_only or state.escalated:
             return False
         state.escalated = state.wide = True
         return True

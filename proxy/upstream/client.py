@@ -24,7 +24,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 
 import httpx
 
-from proxy.config import Settings
+from proxy.config import UpstreamSettings
 from proxy.oci.names import Repository
 from proxy.upstream import errors, tuning
 from proxy.upstream.auth import AccessTokens, Authorizer, AuthState
@@ -55,17 +55,16 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
 class Upstream:
     def __init__(
         self,
-        settings: Settings,
+        settings: UpstreamSettings,
         tokens: AccessTokens | None,
         *,
+        read_only: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.settings = settings
         self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(
-                settings.timeout_seconds, connect=settings.connect_timeout_seconds
-            ),
+            timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
             limits=httpx.Limits(
                 max_connections=settings.max_connections,
                 max_keepalive_connections=settings.max_keepalive,
@@ -75,7 +74,7 @@ class Upstream:
             follow_redirects=True,  # httpx drops Authorization on a cross-origin redirect
             trust_env=False,
         )
-        self.auth = Authorizer(settings, tokens, self.http)
+        self.auth = Authorizer(settings, tokens, self.http, read_only=read_only)
         self.limits = RateLimits(settings.read_rate_per_minute, settings.write_rate_per_minute)
         self._sleep = sleep
 
@@ -86,7 +85,7 @@ class Upstream:
         return repo.location or self.settings.location
 
     def base_url(self, location: str) -> str:
-        return self.settings.upstream_base(location)
+        return self.settings.base(location)
 
     async def send(
         self,
@@ -171,7 +170,7 @@ class Upstream:
 
     async def _backoff(self, attempt: int, retry_after: float | None, why: str) -> None:
         settings = self.settings
-        ceiling = min(settings.backoff_max_seconds, settings.backoff_base_seconds * 2**attempt)
+        ceiling = min(settings.backoff_max, settings.backoff_base * 2**attempt)
         delay = random.uniform(0, ceiling)  # full jitter spreads a herd of retries
         if retry_after is not None:
             delay = max(delay, retry_after)

@@ -39,7 +39,7 @@ import google.auth.exceptions
 import google.auth.transport.requests
 import requests
 
-from proxy.config import Settings
+from proxy.config import GcpSettings
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.upstream.gcp_sources import (
     REJECTION_MARKERS,
@@ -77,16 +77,19 @@ class _Token:
 class GoogleTokenSource:
     """Google OAuth access tokens from the first credential source that works."""
 
-    def __init__(self, settings: Settings, *, token_uri: str | None = None) -> None:
+    def __init__(
+        self, settings: GcpSettings, *, timeout: float = 30.0, token_uri: str | None = None
+    ) -> None:
         """``token_uri`` replaces Google's OAuth endpoint for key and ADC credentials (tests,
         Private Service Connect); google-auth pins gcloud logins to oauth2.googleapis.com."""
         self._settings = settings
+        self._timeout = timeout
         self._token_uri = token_uri
         self._session = requests.Session()
         # google-auth's token calls pass no timeout of their own (the default is 120 s).
         self._request = functools.partial(
             google.auth.transport.requests.Request(self._session),
-            timeout=settings.timeout_seconds,
+            timeout=timeout,
         )
         self._resolved: Source | None = None
         self._discovery: asyncio.Task[Source] | None = None
@@ -151,7 +154,7 @@ class GoogleTokenSource:
                 source, scopes, self._token_uri
             )
         started = time.monotonic()
-        timeout = self._settings.timeout_seconds
+        timeout = self._timeout
         try:
             # google-auth is synchronous; a thread keeps the event loop serving other requests.
             await asyncio.wait_for(asyncio.to_thread(credentials.refresh, self._request), timeout)

@@ -22,7 +22,7 @@ import google.auth.exceptions
 import google.oauth2.credentials
 import httpx
 
-from proxy.config import Settings
+from proxy.config import GcpSettings
 from proxy.oci.errors import ErrorCode, RegistryError
 
 _LOG = logging.getLogger("gar_proxy.auth")
@@ -61,7 +61,7 @@ def unauthorized(message: str) -> RegistryError:
 # --- finding the source ------------------------------------------------------------------------
 
 
-async def discover(settings: Settings) -> Source:
+async def discover(settings: GcpSettings) -> Source:
     """The first credential source that is configured, or the metadata server."""
     path = settings.credentials_file
     if path is not None:
@@ -91,10 +91,10 @@ async def discover(settings: Settings) -> Source:
     raise unauthorized(NO_CREDENTIALS)
 
 
-async def _metadata_answers(settings: Settings) -> bool:
+async def _metadata_answers(settings: GcpSettings) -> bool:
     """Whether a metadata server answers as one, within the metadata timeout."""
     host = settings.metadata_host
-    timeout = settings.metadata_timeout_seconds
+    timeout = settings.metadata_timeout
     try:
         # The overall deadline also covers a slow DNS lookup of metadata.google.internal;
         # trust_env=False because the link-local metadata server is never behind a proxy.

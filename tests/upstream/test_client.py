@@ -18,6 +18,7 @@ from starlette.routing import Route
 from proxy.config import Settings, load_settings
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
+from proxy.upstream.auth import AccessTokens
 from proxy.upstream.client import Upstream, retry_after_seconds
 from proxy.upstream.ratelimit import TokenBucket
 from tests.servers import serve_in_thread
@@ -72,6 +73,10 @@ def settings(tmp_path: Path, url: str, **keys: str) -> Settings:
     return load_settings(None, env={"HOME": str(tmp_path)}, overrides=overrides)
 
 
+def make_upstream(settings: Settings, tokens: AccessTokens | None) -> Upstream:
+    return Upstream(settings.upstream, tokens, read_only=settings.gcp.read_only)
+
+
 class FakeTokens:
     """Google tokens as GoogleTokenSource hands them out, without Google."""
 
@@ -98,7 +103,7 @@ async def test_429_with_retry_after_is_retried_after_the_pause(script_server, tm
         return Response(status_code=429, headers={"Retry-After": "1"}) if n == 1 else ok(request, n)
 
     script, url = script_server(handler)
-    upstream = Upstream(settings(tmp_path, url), None)
+    upstream = make_upstream(settings(tmp_path, url), None)
     response = await upstream.send("GET", REPO, "/manifests/latest")
     await upstream.aclose()
     assert response.status_code == 200
@@ -108,7 +113,7 @@ async def test_429_with_retry_after_is_retried_after_the_pause(script_server, tm
 
 async def test_two_503_then_200_succeeds(script_server, tmp_path) -> None:
     _script, url = script_server(lambda r, n: Response(status_code=503) if n <= 2 else ok(r, n))
-    upstream = Upstream(settings(tmp_path, url), None)
+    upstream = make_upstream(settings(tmp_path, url), None)
     response = await upstream.send("GET", REPO, "/blobs/x")
     await upstream.aclose()
     assert response.status_code == 200 and response.json() == {"n": 3}
@@ -120,7 +125,7 @@ async def test_persistent_500_gives_an_oci_error_after_bounded_retries(
     script, url = script_server(
         lambda r, n: JSONResponse({"errors": [{"code": "UNKNOWN", "message": "boom"}]}, 500)
     )
-    upstream = Upstream(settings(tmp_path, url, upstream__retries="3"), None)
+    upstream = make_upstream(settings(tmp_path, url, upstream__retries="3"), None)
     response = await upstream.send("GET", REPO, "/manifests/latest")
     await upstream.aclose()
     assert response.status_code == 500 and len(script.seen) == 4
@@ -132,7 +137,7 @@ async def test_persistent_500_gives_an_oci_error_after_bounded_retries(
 
 
 async def test_unreachable_upstream_is_an_oci_error(tmp_path) -> None:
-    upstream = Upstream(settings(tmp_path, "http://127.0.0.1:9", upstream__retries="1"), None)
+    upstream = make_upstream(settings(tmp_path, "http://127.0.0.1:9", upstream__retries="1"), None)
     with pytest.raises(RegistryError) as raised:
         await upstream.send("GET", REPO, "/manifests/latest")
     await upstream.aclose()
@@ -148,7 +153,7 @@ async def test_401_refreshes_the_google_token_once_and_retries(script_server, tm
         return Response(status_code=401)
 
     _script, url = script_server(handler)
-    upstream = Upstream(settings(tmp_path, url, upstream__auth="gcp"), tokens)
+    upstream = make_upstream(settings(tmp_path, url, upstream__auth="gcp"), tokens)
     responses = await asyncio.gather(
         *[upstream.send("GET", REPO, "/manifests/latest") for _ in range(20)]
     )
@@ -181,7 +186,7 @@ async def test_registry_token_dance_with_oauth2accesstoken(script_server, tmp_pa
     tokens = FakeTokens()
     basic = "Basic " + base64.b64encode(b"oauth2accesstoken:ya29.refreshed-1").decode()
     script, url = script_server(_token_realm("reg-token", basic))
-    upstream = Upstream(settings(tmp_path, url, upstream__auth="gcp"), tokens)
+    upstream = make_upstream(settings(tmp_path, url, upstream__auth="gcp"), tokens)
     first = await upstream.send("GET", REPO, "/manifests/latest")
     second = await upstream.send("GET", REPO, "/manifests/latest")
     await upstream.aclose()
@@ -205,7 +210,7 @@ async def test_realm_on_another_host_gets_no_google_token(script_server, tmp_pat
         )
 
     _script, url = script_server(registry)
-    upstream = Upstream(settings(tmp_path, url, upstream__auth="gcp"), FakeTokens())
+    upstream = make_upstream(settings(tmp_path, url, upstream__auth="gcp"), FakeTokens())
     with pytest.raises(RegistryError) as raised:
         await upstream.send("GET", REPO, "/manifests/latest")
     await upstream.aclose()
@@ -220,7 +225,7 @@ async def test_403_with_read_only_token_escalates_scope_once(script_server, tmp_
         return ok(request, n) if wide else Response(status_code=403)
 
     script, url = script_server(handler)
-    upstream = Upstream(
+    upstream = make_upstream(
         settings(tmp_path, url, upstream__auth="gcp", gcp__read_only="true"), FakeTokens()
     )
     response = await upstream.send("GET", REPO, "/manifests/latest")
@@ -232,7 +237,7 @@ async def test_tokens_never_reach_the_logs(script_server, tmp_path, caplog) -> N
     caplog.set_level(logging.DEBUG)
     tokens = FakeTokens()
     _script, url = script_server(_token_realm("secret-registry-token", None))
-    upstream = Upstream(settings(tmp_path, url, upstream__auth="gcp"), tokens)
+    upstream = make_upstream(settings(tmp_path, url, upstream__auth="gcp"), tokens)
     await upstream.send("GET", REPO, "/manifests/latest")
     await upstream.aclose()
     assert "ya29" not in caplog.text and "secret-registry-token" not in caplog.text

@@ -67,7 +67,7 @@ async def token_source(
     settings: Settings,
     token_uri: str | None = None,
 ) -> AsyncIterator[GoogleTokenSource]:
-    source = GoogleTokenSource(settings, token_uri=token_uri)
+    source = GoogleTokenSource(settings.gcp, timeout=settings.upstream.timeout, token_uri=token_uri)
     try:
         yield source
     finally:
@@ -125,7 +125,7 @@ from proxy.config import load_settings
 from proxy.upstream.gcp import GoogleTokenSource
 
 async def main():
-    tokens = GoogleTokenSource(load_settings(env=json.loads(sys.argv[1])))
+    tokens = GoogleTokenSource(load_settings(env=json.loads(sys.argv[1])).gcp)
     try:
         return {"token": await tokens.token(), "source": tokens.source}
     finally:
@@ -258,7 +258,7 @@ async def test_no_source_and_metadata_silent_fails_within_timeout(
     tmp_path: Path, silent_host: str
 ) -> None:
     settings = load_settings(env={"HOME": str(tmp_path), "GCE_METADATA_HOST": silent_host})
-    assert settings.metadata_timeout_seconds == 2.0
+    assert settings.gcp.metadata_timeout == 2.0
     started = time.monotonic()
     async with token_source(settings) as tokens:
         # Concurrent callers share one discovery rather than waiting 2 s each in turn.
