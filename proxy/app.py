@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from proxy.config import Settings
 from proxy.oci.errors import ErrorCode, RegistryError
-from proxy.routes import base, pull, push
+from proxy.routes import base, reads, writes
 from proxy.services.container import open_services
 
 log = logging.getLogger("gar_proxy")
@@ -25,15 +25,15 @@ NAME = "/v2/{name:path}"
 def routes() -> list[Route]:
     return [
         Route("/v2/", base.version_check, methods=["GET", "HEAD"]),
-        Route(f"{NAME}/manifests/{{reference}}", pull.manifest, methods=["GET", "HEAD"]),
-        Route(f"{NAME}/manifests/{{reference}}", push.manifest, methods=["PUT", "DELETE"]),
-        Route(f"{NAME}/blobs/uploads/", push.start_upload, methods=["POST"]),
+        Route(f"{NAME}/manifests/{{reference}}", reads.manifest, methods=["GET", "HEAD"]),
+        Route(f"{NAME}/manifests/{{reference}}", writes.manifest, methods=["PUT", "DELETE"]),
+        Route(f"{NAME}/blobs/uploads/", writes.start_upload, methods=["POST"]),
         # The spec's path ends in a slash; some clients leave it off, and registries take both.
-        Route(f"{NAME}/blobs/uploads", push.start_upload, methods=["POST"]),
-        Route(f"{NAME}/blobs/uploads/{{upload_id}}", push.upload, methods=push.SESSION_METHODS),
-        Route(f"{NAME}/blobs/{{digest}}", pull.blob, methods=["GET", "HEAD"]),
-        Route(f"{NAME}/tags/list", pull.tags, methods=["GET"]),
-        Route(f"{NAME}/referrers/{{digest}}", pull.referrers, methods=["GET"]),
+        Route(f"{NAME}/blobs/uploads", writes.start_upload, methods=["POST"]),
+        Route(f"{NAME}/blobs/uploads/{{upload_id}}", writes.upload, methods=writes.SESSION_METHODS),
+        Route(f"{NAME}/blobs/{{digest}}", reads.blob, methods=["GET", "HEAD"]),
+        Route(f"{NAME}/tags/list", reads.tags, methods=["GET"]),
+        Route(f"{NAME}/referrers/{{digest}}", reads.referrers, methods=["GET"]),
         Route("/healthz", base.health, methods=["GET"]),
         Route("/metrics", base.metrics, methods=["GET"]),
     ]

@@ -1,38 +1,63 @@
-"""``gar-proxy``: serve, config check, gc, verify, warm, push."""
+"""``gar-proxy``: serve, config check, warm, gc, verify, push.
+
+Common options go before or after the command (``gar-proxy serve --config x.toml``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from proxy.config import ConfigError, Settings, describe, load_settings
+from proxy.oci.errors import RegistryError
+
+
+def _version() -> str:
+    try:
+        return version("gar-proxy")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "0+unknown"
+
+
+def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    # Given after the command, an option must not reset what was given before it.
+    default = None if top else argparse.SUPPRESS
+    parser.add_argument("--config", type=Path, default=default, help="TOML settings file")
+    parser.add_argument("--cache-dir", default=default, help="cache directory (cache.dir)")
+    parser.add_argument("--upstream", default=default, help="upstream URL (upstream.url)")
+    parser.add_argument("--auth", default=default, help="gcp, basic or none (upstream.auth)")
+    parser.add_argument(
+        "--offline", action="store_const", const="true", default=default, help="never call upstream"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gar-proxy", description=__doc__)
-    parser.add_argument("--config", type=Path, help="TOML settings file (see config.example.toml)")
-    parser.add_argument("--cache-dir", help="cache directory (cache.dir)")
-    parser.add_argument("--upstream", help="upstream URL template (upstream.url)")
-    parser.add_argument("--auth", help="gcp, basic or none (upstream.auth)")
-    parser.add_argument("--offline", action="store_const", const="true", help="never call upstream")
+    parser.add_argument("--version", action="version", version=f"gar-proxy {_version()}")
+    _common(parser, top=True)
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the proxy")
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=text, description=text)
+        _common(sub, top=False)
+        return sub
+
+    serve = command("serve", "run the proxy")
     serve.add_argument("--listen", help="HOST:PORT (server.listen); port 0 picks a free one")
-    config = commands.add_parser("config", help="settings")
+    config = command("config", "show the effective settings, secrets redacted")
     config.add_argument("action", choices=["check"])
-    commands.add_parser("gc", help="evict least recently used blobs down to the size cap")
-    commands.add_parser("verify", help="re-hash every cached blob; remove corrupt ones")
-    warm = commands.add_parser("warm", help="pre-pull an image into the cache")
+    command("gc", "evict least recently used blobs down to the size cap")
+    command("verify", "re-hash every cached blob; remove corrupt ones")
+    warm = command("warm", "pre-pull an image into the cache")
     warm.add_argument("image", help="[LOCATION-docker.pkg.dev/]PROJECT/REPO/IMAGE[:TAG|@DIGEST]")
     warm.add_argument("--platform", action="append", default=[], help="os/arch[/variant]")
     warm.add_argument("--pin", action="store_true", help="never evict what this image needs")
-    push = commands.add_parser("push", help="push an OCI image layout straight to upstream")
+    push = command("push", "push an OCI image layout straight to upstream")
     push.add_argument("layout", help="OCI_LAYOUT_DIR[:TAG]")
     push.add_argument("target", help="[LOCATION-docker.pkg.dev/]PROJECT/REPO/IMAGE[:TAG]")
     return parser
@@ -49,47 +74,23 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, overrides=overrides)
 
 
-def serve(settings: Settings) -> int:
-    import uvicorn
+def _say(message: str) -> None:
+    print(message, flush=True)
 
-    from proxy.app import create_app
-    from proxy.logs import configure
 
-    configure(settings.server.log_level, settings.server.log_format)
-    http: Any = "auto"
-    try:  # blob bodies go file -> socket in the kernel (proxy/http/server.py)
-        from proxy.http.server import ZeroCopyProtocol
+def _on_services(name: str, settings: Settings, work: Callable[[Any], Awaitable[int]]) -> int:
+    """Run a command over the services the server uses; its errors are one line."""
+    from proxy.services.container import open_services
 
-        http = ZeroCopyProtocol
-    except ImportError as error:  # no httptools, or a uvicorn reorganised
-        logging.getLogger("gar_proxy").warning("zero-copy blob sends off: %s", error)
-    family = socket.AF_INET6 if ":" in settings.server.host else socket.AF_INET
-    # IPPROTO_TCP, not 0: asyncio only sets TCP_NODELAY on accepted sockets of that
-    # protocol, and without it every keep-alive response waits ~40 ms for a delayed ACK.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((settings.server.host, settings.server.port))
-    host, port = sock.getsockname()[:2]
-    config = uvicorn.Config(
-        create_app(settings),
-        http=http,
-        log_config=None,
-        access_log=settings.server.log_level == "debug",
-        timeout_graceful_shutdown=10,
-        server_header=False,
-    )
+    async def main() -> int:
+        async with open_services(settings) as services:
+            return await work(services)
 
-    class Server(uvicorn.Server):
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            await super().startup(sockets)
-            if self.started:
-                # One line that tools (and tests, with port 0) can wait for.
-                print(f"gar-proxy listening on http://{host}:{port}", flush=True)
-
-    # Server.run, not asyncio.run(serve()): it builds the loop uvicorn picked (uvloop
-    # when installed); asyncio.run would always use the slower stdlib loop.
-    Server(config).run(sockets=[sock])
-    return 0
+    try:
+        return asyncio.run(main())
+    except (RegistryError, ValueError) as error:
+        print(f"gar-proxy {name}: {getattr(error, 'message', error)}", file=sys.stderr)
+        return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,18 +101,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gar-proxy: config: {error}", file=sys.stderr)
         return 2
     if args.command == "serve":
-        return serve(settings)
+        from proxy.commands import serve
+
+        return serve.run(settings)
     if args.command == "config":
-        width = max(len(key) for key, _ in describe(settings))
-        for key, value in describe(settings):
+        rows = describe(settings)
+        width = max(len(key) for key, _ in rows)
+        for key, value in rows:
             print(f"{key:<{width}}  {value}")
         return 0
     if args.command == "push":
-        from proxy.push import run as push
+        from proxy.commands import push_layout
 
-        pushed: int = asyncio.run(push(settings, args.layout, args.target))
-        return pushed
-    from proxy.maintenance import run
+        return asyncio.run(push_layout.run(settings, args.layout, args.target))
+    if args.command == "warm":
+        from proxy.commands.warm import warm
+        from proxy.oci.platform import Platform
 
-    code: int = asyncio.run(run(args.command, settings, args))
-    return code
+        async def warming(services: Any) -> int:
+            platforms = [Platform.parse(p) for p in args.platform]
+            await warm(services, args.image, platforms, pin=args.pin, say=_say)
+            return 0
+
+        return _on_services("warm", settings, warming)
+    from proxy.commands import gc, verify
+
+    chosen = {"gc": gc.run, "verify": verify.run}[args.command]
+    return _on_services(args.command, settings, lambda services: chosen(services, _say))

@@ -8,7 +8,10 @@ import importlib
 import pytest
 
 MODULES = [
+    "proxy.clock",
     "proxy.config_values",
+    "proxy.oci.errors",
+    "proxy.oci.references",
     "proxy.oci.digest",
     "proxy.oci.names",
     "proxy.oci.platform",

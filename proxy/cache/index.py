@@ -102,7 +102,7 @@ class CacheIndex:
 
     @property
     def db(self) -> aiosqlite.Connection:
-        """The connection, for tables kept by other modules (``proxy.cache.uploads``)."""
+        """The connection, for tables kept by other modules (``proxy.cache.upload_store``)."""
         return self._db
 
     async def close(self) -> None:

@@ -13,19 +13,19 @@ from proxy.cache.blobs import BlobCache
 from proxy.cache.index import CacheIndex
 from proxy.cache.lock import CacheLock
 from proxy.cache.store import BlobStore
-from proxy.cache.uploads import UploadFiles, UploadTable
-from proxy.cache.uploads import recover as recover_uploads
+from proxy.cache.upload_store import UploadFiles, UploadTable
+from proxy.cache.upload_store import recover as recover_uploads
 from proxy.clock import SYSTEM, Clock
 from proxy.config import Settings
 from proxy.gar.repositories import RepositoryApi
 from proxy.metrics import Metrics
+from proxy.services.blob_uploads import UploadService
 from proxy.services.blobs import BlobService
 from proxy.services.listings import ListingService
 from proxy.services.locations import LocationResolver
+from proxy.services.manifest_writes import ManifestWriteService
 from proxy.services.manifests import ManifestService
 from proxy.services.mounts import MountService
-from proxy.services.pushes import PushService
-from proxy.services.uploads import UploadService
 from proxy.upstream.auth import AccessTokens
 from proxy.upstream.client import Upstream
 from proxy.upstream.google_api import GoogleApi
@@ -53,7 +53,7 @@ class Services:
     listings: ListingService
     uploads: UploadService
     mounts: MountService
-    pushes: PushService
+    manifest_writes: ManifestWriteService
 
 
 def make_tokens(settings: Settings) -> AccessTokens | None:
@@ -145,7 +145,7 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
         listings=ListingService(cache_settings, index, registry, clock),
         uploads=uploads,
         mounts=mounts,
-        pushes=PushService(settings.server, index, registry, mounts),
+        manifest_writes=ManifestWriteService(settings.server, index, registry, mounts),
     )
     lock = await _recover(settings, cache, upload_table, upload_files)
     flusher = asyncio.create_task(_flush_forever(index, cache, metrics))

@@ -17,9 +17,9 @@ from proxy.cache.blobs import BlobCache
 from proxy.oci.digest import Digest
 from proxy.oci.errors import RegistryError
 from proxy.oci.names import Repository
+from proxy.services.blob_uploads import UploadService
 from proxy.services.blobs import BlobService
 from proxy.services.upload_session import Chunk, Session
-from proxy.services.uploads import UploadService
 from proxy.upstream.registry import RegistryClient
 
 log = logging.getLogger("gar_proxy.mounts")

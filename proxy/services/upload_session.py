@@ -7,7 +7,7 @@ import re
 from collections.abc import AsyncGenerator, AsyncIterable
 from dataclasses import dataclass, field
 
-from proxy.cache.uploads import Tee, UploadRow
+from proxy.cache.upload_store import Tee, UploadRow
 from proxy.oci.errors import ErrorCode, RegistryError
 
 CONTENT_RANGE = re.compile(r"(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?")

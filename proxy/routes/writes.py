@@ -129,10 +129,12 @@ async def manifest(request: Request) -> Response:
     reference = parse_reference(request.path_params["reference"])
     repo = await repository(request)
     if request.method == "DELETE":
-        await found.pushes.delete(repo, reference)
+        await found.manifest_writes.delete(repo, reference)
         return Response(status_code=202, headers=API_VERSION)
     body = await _manifest_body(request)
-    pushed = await found.pushes.put(repo, reference, request.headers.get("content-type"), body)
+    pushed = await found.manifest_writes.put(
+        repo, reference, request.headers.get("content-type"), body
+    )
     headers = {
         "Location": f"/v2/{request.path_params['name']}/manifests/{pushed.digest}",
         "Docker-Content-Digest": str(pushed.digest),

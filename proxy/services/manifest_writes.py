@@ -27,7 +27,7 @@ from proxy.oci.names import Repository
 from proxy.services.mounts import MountService
 from proxy.upstream.registry import RegistryClient
 
-log = logging.getLogger("gar_proxy.pushes")
+log = logging.getLogger("gar_proxy.manifest_writes")
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def _check_media_type(document: dict[str, Any], content_type: str | None) -> Non
         )
 
 
-class PushService:
+class ManifestWriteService:
     def __init__(
         self,
         settings: ServerSettings,

@@ -1,55 +1,19 @@
-"""Offline commands over the cache: ``gc``, ``verify``, ``warm``.
-
-They open the same cache a running proxy uses; SQLite (WAL) and atomic renames make
-that safe. ``warm`` pulls through the same services the server uses, so what it
-caches is verified exactly as a client's pull would be.
-"""
+"""``gar-proxy warm``: pre-pull an image into the cache, through the same services a
+client's pull uses, so what it caches is verified exactly as a pull would be."""
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
-from proxy.config import Settings
 from proxy.oci.digest import Digest
-from proxy.oci.errors import RegistryError
 from proxy.oci.manifest import Manifest, parse_manifest
 from proxy.oci.names import ImageReference, Repository
 from proxy.oci.platform import Platform
 from proxy.services.answers import Answer
-from proxy.services.container import Services, open_services
+from proxy.services.container import Services
 
-
-def _say(message: str) -> None:
-    print(message, flush=True)
-
-
-async def run(command: str, settings: Settings, args: argparse.Namespace) -> int:
-    try:
-        async with open_services(settings) as services:
-            if command == "gc":
-                removed, freed = await services.cache.evict()
-                _say(
-                    f"evicted {removed} blobs, freed {freed} bytes; "
-                    f"{services.index.total_bytes} bytes cached (cap {settings.cache.max_size})"
-                )
-                return 0
-            if command == "verify":
-                corrupt = await services.cache.verify()
-                for digest in corrupt:
-                    _say(f"corrupt, removed: {digest}")
-                _say(f"verified the cache: {len(corrupt)} corrupt blobs removed")
-                return 1 if corrupt else 0
-            if command == "warm":
-                platforms = [Platform.parse(p) for p in args.platform]
-                await warm(services, args.image, platforms, pin=args.pin)
-                return 0
-    except (RegistryError, ValueError) as error:
-        print(f"gar-proxy {command}: {getattr(error, 'message', error)}", file=sys.stderr)
-        return 1
-    raise AssertionError(command)
+Say = Callable[[str], None]
 
 
 async def _chunks(answer: Answer) -> AsyncIterator[bytes]:
@@ -109,11 +73,13 @@ async def _check_single_platform(
         raise ValueError(f"single-platform image for {own}, not {asked}")
 
 
-async def warm(services: Services, text: str, platforms: list[Platform], *, pin: bool) -> None:
+async def warm(
+    services: Services, text: str, platforms: list[Platform], *, pin: bool, say: Say = print
+) -> None:
     image = ImageReference.parse(text)
     repo = await services.locations.resolve(image.repository)
     digest, manifest = await _manifest(services, image, image.reference)
-    _say(f"{image}: {manifest.media_type} {digest}")
+    say(f"{image}: {manifest.media_type} {digest}")
     images: list[tuple[Digest, Manifest]] = [(digest, manifest)]
     if manifest.is_index:
         images = [await _manifest(services, image, child) for child in choose(manifest, platforms)]
@@ -125,9 +91,9 @@ async def warm(services: Services, text: str, platforms: list[Platform], *, pin:
             answer = await services.blobs.get(repo, descriptor.digest, None)
             size = await _drain(answer)
             total += size
-            _say(f"  {descriptor.digest}  {size:>12,} bytes")
+            say(f"  {descriptor.digest}  {size:>12,} bytes")
         if pin:
             await services.index.pin([child_digest])
     if pin:
         await services.index.pin([digest])
-    _say(f"warmed {len(images)} image(s), {total:,} bytes of blobs")
+    say(f"warmed {len(images)} image(s), {total:,} bytes of blobs")

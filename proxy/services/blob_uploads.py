@@ -5,7 +5,7 @@ upstream session whose URL (it changes after every chunk) is kept in SQLite with
 offset upstream confirmed, so a restarted proxy carries on where it was.
 
 Chunk bodies stream to upstream as they arrive, never held whole; on the way they are
-hashed and teed to disk (``proxy.cache.uploads``) so a blob whose digest checks out at
+hashed and teed to disk (``proxy.cache.upload_store``) so a blob whose digest checks out at
 the final PUT is cached at once. Upstream verifies the digest too and is the authority:
 its refusal (``DIGEST_INVALID``) is passed on and nothing is cached; a blob it accepts
 is cached only when the proxy's own hash agrees.
@@ -21,7 +21,7 @@ import logging
 import uuid
 
 from proxy.cache.blobs import BlobCache
-from proxy.cache.uploads import UPLOAD_TTL, UploadFiles, UploadRow, UploadTable
+from proxy.cache.upload_store import UPLOAD_TTL, UploadFiles, UploadRow, UploadTable
 from proxy.clock import SYSTEM, Clock
 from proxy.oci import mediatypes as mt
 from proxy.oci.digest import Digest
