@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -15,6 +16,7 @@ from starlette.routing import Route
 from proxy.config import Settings
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.routes import base, reads, writes
+from proxy.routes.observe import RequestMetrics
 from proxy.services.container import open_services
 
 log = logging.getLogger("gar_proxy")
@@ -78,6 +80,7 @@ def create_app(settings: Settings) -> Starlette:
 
     return Starlette(
         routes=routes(),
+        middleware=[Middleware(RequestMetrics)],
         lifespan=lifespan,
         exception_handlers={
             RegistryError: registry_error,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
 class Metrics:
@@ -11,6 +11,13 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "garproxy_requests", "Requests answered", ["method", "kind", "status"], registry=r
+        )
+        self.request_seconds = Histogram(
+            "garproxy_request_duration_seconds",
+            "Time to answer a request, until its last body byte was handed to the server",
+            ["kind"],
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600),
+            registry=r,
         )
         self.cache = Counter(
             "garproxy_cache_lookups", "Cache lookups by outcome", ["kind", "outcome"], registry=r
@@ -25,6 +32,10 @@ class Metrics:
             "garproxy_bytes_served", "Body bytes sent to clients", ["source"], registry=r
         )
         self.cache_bytes = Gauge("garproxy_cache_bytes", "Bytes of blobs in the cache", registry=r)
+
+    def request_done(self, method: str, kind: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, kind, str(status)).inc()
+        self.request_seconds.labels(kind).observe(seconds)
 
     def blob_hit(self) -> None:
         self.cache.labels("blob", "hit").inc()

@@ -16,6 +16,7 @@ MODULES = [
     "proxy.oci.names",
     "proxy.oci.platform",
     "proxy.oci.ranges",
+    "proxy.routes.observe",
     "proxy.upstream.challenge",
 ]
 

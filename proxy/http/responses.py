@@ -34,7 +34,10 @@ class FileBodyResponse(StreamingResponse):
         self.zero_copy = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self.zero_copy = ZEROCOPY in scope.get("extensions", {})
+        # Segments are sent against a Content-Length; a body of unknown length (a fill
+        # whose upstream sent it chunked or encoded) goes out as chunked bytes.
+        known_length = "content-length" in self.headers
+        self.zero_copy = known_length and ZEROCOPY in scope.get("extensions", {})
         await super().__call__(scope, receive, send)
 
     async def stream_response(self, send: Send) -> None:
