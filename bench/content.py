@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from proxy.oci import mediatypes as mt
-from tests.images import Image, Index, build_image, build_index, make_layer, push_image
+from testkit.images import Image, Index, build_image, build_index, make_layer, push_image
 
 MiB = 1024 * 1024
 LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"

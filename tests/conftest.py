@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.gar import FakeGAR
-from tests.realclients import DistributionRegistry, Dockerd, Podman, Skopeo
+from testkit.fakes.gar import FakeGAR
+from testkit.realclients import DistributionRegistry, Dockerd, Podman, Skopeo
 
 REALCLIENT_FIXTURES = {"distribution_registry", "dockerd", "podman_runner", "skopeo_runner"}
 

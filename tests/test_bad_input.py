@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from proxy.cache.index import CacheIndex
-from tests.fakes.gar import FakeGAR
-from tests.images import build_image, make_layer
-from tests.proxyharness import RunningProxy, proxy_settings, run_proxy
+from testkit.fakes.gar import FakeGAR
+from testkit.images import build_image, make_layer
+from testkit.proxyharness import RunningProxy, proxy_settings, run_proxy
 
 GOOD_DIGEST = "sha256:" + "ab" * 32
 BAD_NAMES = {

@@ -16,10 +16,10 @@ import pytest
 
 from proxy.oci import mediatypes as mt
 from proxy.oci.digest import Digest
-from tests.fakes.gar import FakeGAR
-from tests.images import OCI_LAYER_GZIP, build_image
-from tests.proxyharness import RunningProxy, proxy_settings, run_proxy
-from tests.proxyprocess import run_cli
+from testkit.fakes.gar import FakeGAR
+from testkit.images import OCI_LAYER_GZIP, build_image
+from testkit.proxyharness import RunningProxy, proxy_settings, run_proxy
+from testkit.proxyprocess import run_cli
 
 REPO = "proj/repo/app"
 MIB = 1 << 20

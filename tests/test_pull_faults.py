@@ -19,9 +19,9 @@ import pytest
 
 from proxy.oci import mediatypes as mt
 from proxy.oci.digest import Digest
-from tests.fakes.gar import FakeGAR, Fault
-from tests.images import build_image, make_layer
-from tests.proxyharness import RunningProxy, proxy_settings, run_proxy
+from testkit.fakes.gar import FakeGAR, Fault
+from testkit.images import build_image, make_layer
+from testkit.proxyharness import RunningProxy, proxy_settings, run_proxy
 
 REPO = "proj/repo/app"
 KEY = f"us-docker.pkg.dev/{REPO}"

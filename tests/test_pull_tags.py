@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from proxy.oci import mediatypes as mt
-from tests.fakes.gar import FakeGAR, Fault
-from tests.images import build_artifact, build_image, make_layer
-from tests.proxyharness import RunningProxy, proxy_settings, run_proxy
+from testkit.fakes.gar import FakeGAR, Fault
+from testkit.images import build_artifact, build_image, make_layer
+from testkit.proxyharness import RunningProxy, proxy_settings, run_proxy
 
 REPO = "proj/repo/app"
 KEY = f"us-docker.pkg.dev/{REPO}"  # how the index names the repository once resolved

@@ -20,8 +20,8 @@ import pytest
 from proxy.cli import main as cli_main
 from proxy.oci import mediatypes as mt
 from proxy.oci.digest import Digest
-from tests.fakes.gar import FakeGAR, Fault
-from tests.images import (
+from testkit.fakes.gar import FakeGAR, Fault
+from testkit.images import (
     build_artifact,
     build_image,
     build_index,
@@ -29,7 +29,7 @@ from tests.images import (
     push_image,
     write_oci_layout,
 )
-from tests.proxyharness import RunningProxy, proxy_settings, run_proxy
+from testkit.proxyharness import RunningProxy, proxy_settings, run_proxy
 
 REPO = "proj/repo/app"
 UPLOADS = f"/v2/{REPO}/blobs/uploads/"

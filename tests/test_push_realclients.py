@@ -20,9 +20,9 @@ import httpx
 import pytest
 
 from proxy.oci import mediatypes as mt
-from tests.images import build_image, make_layer, push_image, write_oci_layout
-from tests.proxyharness import proxy_settings, run_proxy
-from tests.realclients import DistributionRegistry, Dockerd, Skopeo
+from testkit.images import build_image, make_layer, push_image, write_oci_layout
+from testkit.proxyharness import proxy_settings, run_proxy
+from testkit.realclients import DistributionRegistry, Dockerd, Skopeo
 
 ACCEPT = {"Accept": ", ".join(mt.DEFAULT_ACCEPT)}
 GIB = 1 << 30

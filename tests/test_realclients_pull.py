@@ -27,11 +27,11 @@ import httpx
 import pytest
 
 from proxy.oci import mediatypes as mt
+from testkit.fakes.gar import FakeGAR
+from testkit.images import Format, Image, Index, build_image, build_index, make_layer, push_image
+from testkit.proxyprocess import ProxyProcess
+from testkit.realclients import CommandError, DistributionRegistry, Dockerd, Podman, Skopeo, run
 from tests.conftest import require_binaries
-from tests.fakes.gar import FakeGAR
-from tests.images import Format, Image, Index, build_image, build_index, make_layer, push_image
-from tests.proxyprocess import ProxyProcess
-from tests.realclients import CommandError, DistributionRegistry, Dockerd, Podman, Skopeo, run
 
 ACCEPT = ", ".join(mt.DEFAULT_ACCEPT)
 MACHINE_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(

@@ -20,10 +20,10 @@ import pytest
 
 from proxy.http import server as zero_copy_server
 from proxy.oci.digest import Digest
-from tests.fakes.gar import FakeGAR
-from tests.images import make_layer
-from tests.proxyharness import proxy_settings, run_proxy
-from tests.proxyprocess import ProxyProcess
+from testkit.fakes.gar import FakeGAR
+from testkit.images import make_layer
+from testkit.proxyharness import proxy_settings, run_proxy
+from testkit.proxyprocess import ProxyProcess
 from tests.test_pull_cache import client, wait_for
 
 REPO = "proj/repo/app"

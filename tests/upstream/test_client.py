@@ -20,7 +20,7 @@ from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
 from proxy.upstream.client import Upstream, retry_after_seconds
 from proxy.upstream.ratelimit import TokenBucket
-from tests.servers import serve_in_thread
+from testkit.servers import serve_in_thread
 
 REPO = Repository("proj/repo/img")
 Handler = Callable[[Request, int], Response]

@@ -18,7 +18,7 @@ from proxy.app import create_app
 from proxy.config import Settings, load_settings
 from proxy.http.server import ZeroCopyProtocol
 from proxy.services.container import Services
-from tests.servers import ThreadedServer
+from testkit.servers import ThreadedServer
 
 T = TypeVar("T")
 

@@ -49,10 +49,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from tests.fakes.gar_api import RegistryApiMixin
-from tests.fakes.gar_auth import AuthMixin, MetadataApiMixin
-from tests.fakes.gar_faults import FaultsMixin, _cut, _is_cut
-from tests.fakes.gar_model import (
+from testkit.fakes.gar_api import RegistryApiMixin
+from testkit.fakes.gar_auth import AuthMixin, MetadataApiMixin
+from testkit.fakes.gar_faults import FaultsMixin, _cut, _is_cut
+from testkit.fakes.gar_model import (
     CHUNK,
     DEFAULT_LOCATIONS,
     MANIFEST_LIMIT,
@@ -70,9 +70,9 @@ from tests.fakes.gar_model import (
     _Upload,
     classify,
 )
-from tests.fakes.gar_uploads import UploadsMixin
-from tests.images import Image, Index
-from tests.servers import serve_in_thread
+from testkit.fakes.gar_uploads import UploadsMixin
+from testkit.images import Image, Index
+from testkit.servers import serve_in_thread
 
 __all__ = [
     "CHUNK",

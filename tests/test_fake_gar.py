@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from proxy.oci import mediatypes as mt
-from tests.fakes.gar import FakeGAR, Fault
-from tests.images import build_artifact, build_image, build_index, make_layer, push_image
+from testkit.fakes.gar import FakeGAR, Fault
+from testkit.images import build_artifact, build_image, build_index, make_layer, push_image
 
 TOKEN = "ya29.fake-access-token"
 READ_ONLY = "ya29.read-only"
