@@ -1,6 +1,6 @@
 """Shared fixtures.
 
-Real clients and servers (see ``tests/realclients.py``): ``distribution_registry``,
+Real clients and servers (see ``testkit/realclients.py``): ``distribution_registry``,
 ``dockerd``, ``podman_runner`` and ``skopeo_runner``. A test using any of them is
 marked ``realclient`` automatically, so ``pytest -m "not realclient"`` leaves them out.
 """
