@@ -14,6 +14,7 @@ MODULES = [
     "proxy.oci.platform",
     "proxy.oci.ranges",
     "proxy.upstream.challenge",
+    "testkit.realclients",
 ]
 
 
