@@ -18,6 +18,7 @@ import pytest
 
 from proxy.cache.index import CacheIndex
 from testkit.fakes.gar import FakeGAR
+from testkit.fakes.gar_model import Kind
 from testkit.images import build_image, make_layer
 from testkit.proxyharness import RunningProxy
 from tests.conftest import FakeGarFactory, ProxyFactory
@@ -162,7 +163,7 @@ def test_unknown_tags_and_blobs_cost_one_upstream_request_each(
     fake: FakeGAR, running: RunningProxy
 ) -> None:
     fake.put_image("us", "proj/repo/app", "1.0", build_image([make_layer()]))
-    cases: list[tuple[str, str, str, int, str, dict[str, Any]]] = [
+    cases: list[tuple[str, str, str, int, Kind, dict[str, Any]]] = [
         ("GET", "/manifests/nope", "MANIFEST_UNKNOWN", 404, "manifest", {}),
         ("HEAD", "/manifests/nope", "MANIFEST_UNKNOWN", 404, "manifest", {}),
         ("GET", f"/manifests/{GOOD_DIGEST}", "MANIFEST_UNKNOWN", 404, "manifest", {}),

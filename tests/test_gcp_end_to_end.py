@@ -37,8 +37,9 @@ class IssuedTokens(set[str]):
     def __contains__(self, token: object) -> bool:
         return isinstance(token, str) and self.oauth.is_valid(token) and token not in self.revoked
 
-    def discard(self, token: str) -> None:
-        self.revoked.add(token)
+    def discard(self, token: object) -> None:
+        if isinstance(token, str):
+            self.revoked.add(token)
 
     def add(self, token: str) -> None:
         self.revoked.discard(token)

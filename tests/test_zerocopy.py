@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from proxy.http import sendfile
 from proxy.http import server as zero_copy_server
 from proxy.oci.digest import Digest
 from testkit.fakes.gar import FakeGAR
@@ -39,7 +40,7 @@ def fake(fake_gar: FakeGarFactory) -> FakeGAR:
 def sent(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Bytes each ``sendfile`` call was asked to send."""
     calls: list[int] = []
-    real = zero_copy_server.sendfile
+    real = sendfile.sendfile  # what proxy.http.server calls
 
     async def counting(sock: int, file: int, offset: int, count: int) -> int:
         calls.append(count)
