@@ -49,7 +49,7 @@ class RunningProxy:
 
     @property
     def services(self) -> Services:
-        found: Services = self.server.config.loaded_app.app.state.services  # type: ignore[union-attr]
+        found: Services = self.server.config.loaded_app.app.state.services
         return found
 
     def call(self, coroutine: Coroutine[Any, Any, T], timeout: float = 30) -> T:
