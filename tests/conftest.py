@@ -52,9 +52,7 @@ class FakeGarFactory(Protocol):
 
 
 class ProxyFactory(Protocol):
-    def __call__(
-        self, upstream_url: str, *, cache: Path | None = None, zero_copy: bool = True, **keys: Any
-    ) -> RunningProxy: ...
+    def __call__(self, upstream_url: str, **keys: Any) -> RunningProxy: ...
 
 
 @pytest.fixture
@@ -75,15 +73,13 @@ def proxy(tmp_path: Path) -> Iterator[ProxyFactory]:
     """``proxy(upstream_url, **keys)``: the app under uvicorn on 127.0.0.1 until teardown.
 
     ``keys`` are settings as ``proxy_settings`` takes them (``cache__tag_ttl="0"``); the
-    cache is under ``tmp_path`` unless ``cache`` says where, so a second call with the
-    same cache is a restart on the same files."""
+    cache is ``tmp_path``'s, so one proxy per test. A test that restarts the proxy, or
+    stops it before its end, uses ``run_proxy`` itself."""
     with contextlib.ExitStack() as stack:
 
-        def start(
-            upstream_url: str, *, cache: Path | None = None, zero_copy: bool = True, **keys: Any
-        ) -> RunningProxy:
-            settings = proxy_settings(cache or tmp_path, upstream_url, **keys)
-            return stack.enter_context(run_proxy(settings, zero_copy=zero_copy))
+        def start(upstream_url: str, **keys: Any) -> RunningProxy:
+            settings = proxy_settings(tmp_path, upstream_url, **keys)
+            return stack.enter_context(run_proxy(settings))
 
         yield start
 
