@@ -3,7 +3,7 @@
 Large layers are real gzip'd tars (stored deflate blocks over pseudo-random bytes, so
 skopeo or docker would accept them) written to a file in one streaming pass that
 hashes both the compressed and the uncompressed stream, then uploaded from that file:
-a 1 GiB layer never sits in memory. Small images come from ``tests.images``::
+a 1 GiB layer never sits in memory. Small images come from ``testkit.images``::
 
     corpus = populate("http://127.0.0.1:5000", workdir, PROFILES["full"])
     corpus.big.blobs      # config + 5 layers, ~256 MiB
@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from proxy.oci import mediatypes as mt
-from tests.images import Image, Index, build_image, build_index, make_layer, push_image
+from testkit.images import Image, Index, build_image, build_index, make_layer, push_image
 
 MiB = 1024 * 1024
 LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"

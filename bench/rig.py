@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench.content import Corpus, Profile, load, populate, save
 from bench.servers import Direct, DistributionProxy, GarProxy, Relay, Target
-from tests.realclients import DistributionRegistry
+from testkit.realclients import DistributionRegistry
 
 
 @dataclass

@@ -261,7 +261,7 @@ SCENARIOS = {1: cold_pull, 2: warm_pull, 3: herd, 4: big_blob, 5: manifest_heads
 def skopeo_sanity(rig: Rig, m: mm.Measurements) -> None:
     """A real client through each proxy: skopeo copies the index (all platforms) and
     the big image into OCI layouts, whose digests must be the pushed ones."""
-    from tests.realclients import Skopeo
+    from testkit.realclients import Skopeo
 
     skopeo = Skopeo(rig.workdir / "skopeo")
     for target in rig.proxies:

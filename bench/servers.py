@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from tests.proxyprocess import ProxyProcess
-from tests.realclients import DistributionRegistry
+from testkit.proxyprocess import ProxyProcess
+from testkit.realclients import DistributionRegistry
 
 START_TIMEOUT = 30.0
 _RELAY_READY = re.compile(rb"relay listening on (\S+) control 127\.0\.0\.1:(\d+)")

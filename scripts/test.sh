@@ -141,8 +141,8 @@ install_python_env
 export PATH="$VENV/bin:$PATH"
 
 # All three run even when one fails, so one CI run shows every problem.
-check "ruff" ruff check proxy tests bench
-check "ruff format" ruff format --check proxy tests bench
+check "ruff" ruff check proxy testkit tests bench
+check "ruff format" ruff format --check proxy testkit tests bench
 check "mypy" mypy
 # pytest's exit 5 ("no tests collected") counts as a failure like any other.
 check "pytest" pytest "$@"

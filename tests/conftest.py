@@ -1,21 +1,31 @@
 """Shared fixtures.
 
-Real clients and servers (see ``tests/realclients.py``): ``distribution_registry``,
+The fake GAR and the proxy in front of it, as factories so that each test says how it
+configures them: ``fake_gar(**knobs)`` is a served ``FakeGAR(**knobs)`` (its ``url``, and
+``upstream``, the proxy's template for it); ``proxy(upstream_url, **settings)`` is a
+``RunningProxy`` (``settings`` as for ``proxy_settings``). Both stop at teardown. A
+module whose tests share one setup names it ``fake`` (``fake_gar(...)`` with its knobs)
+and ``running`` (``proxy(fake.upstream, ...)``).
+
+Real clients and servers (see ``testkit/realclients.py``): ``distribution_registry``,
 ``dockerd``, ``podman_runner`` and ``skopeo_runner``. A test using any of them is
 marked ``realclient`` automatically, so ``pytest -m "not realclient"`` leaves them out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Protocol
 
 import pytest
 
-from tests.fakes.gar import FakeGAR
-from tests.realclients import DistributionRegistry, Dockerd, Podman, Skopeo
+from testkit.fakes.gar import FakeGAR
+from testkit.proxyharness import RunningProxy, proxy_settings, run_proxy
+from testkit.realclients import DistributionRegistry, Dockerd, Podman, Skopeo
 
 REALCLIENT_FIXTURES = {"distribution_registry", "dockerd", "podman_runner", "skopeo_runner"}
 
@@ -37,11 +47,41 @@ def require_binaries(*names: str) -> None:
         pytest.skip(reason)
 
 
+class FakeGarFactory(Protocol):
+    def __call__(self, **knobs: Any) -> FakeGAR: ...
+
+
+class ProxyFactory(Protocol):
+    def __call__(self, upstream_url: str, **keys: Any) -> RunningProxy: ...
+
+
 @pytest.fixture
-def upstream(fake: FakeGAR) -> Iterator[str]:
-    """The test module's ``fake`` GAR on loopback, as the proxy's upstream template."""
-    with fake.serve() as url:
-        yield url + "/{location}"
+def fake_gar() -> Iterator[FakeGarFactory]:
+    """``fake_gar(**knobs)``: a ``FakeGAR(**knobs)`` served on 127.0.0.1 until teardown."""
+    with contextlib.ExitStack() as stack:
+
+        def start(**knobs: Any) -> FakeGAR:
+            fake = FakeGAR(**knobs)
+            stack.enter_context(fake.serve())
+            return fake
+
+        yield start
+
+
+@pytest.fixture
+def proxy(tmp_path: Path) -> Iterator[ProxyFactory]:
+    """``proxy(upstream_url, **keys)``: the app under uvicorn on 127.0.0.1 until teardown.
+
+    ``keys`` are settings as ``proxy_settings`` takes them (``cache__tag_ttl="0"``); the
+    cache is ``tmp_path``'s, so one proxy per test. A test that restarts the proxy, or
+    stops it before its end, uses ``run_proxy`` itself."""
+    with contextlib.ExitStack() as stack:
+
+        def start(upstream_url: str, **keys: Any) -> RunningProxy:
+            settings = proxy_settings(tmp_path, upstream_url, **keys)
+            return stack.enter_context(run_proxy(settings))
+
+        yield start
 
 
 @pytest.fixture(scope="module")

@@ -11,17 +11,17 @@ from __future__ import annotations
 import http.client
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from proxy.cache.index import CacheIndex
-from tests.fakes.gar import FakeGAR
-from tests.images import build_image, make_layer
-from tests.proxyharness import RunningProxy, proxy_settings, run_proxy
+from testkit.fakes.gar import FakeGAR
+from testkit.fakes.gar_model import Kind
+from testkit.images import build_image, make_layer
+from testkit.proxyharness import RunningProxy
+from tests.conftest import FakeGarFactory, ProxyFactory
 
 GOOD_DIGEST = "sha256:" + "ab" * 32
 BAD_NAMES = {
@@ -57,8 +57,8 @@ class Answer:
         return str(envelope["errors"][0]["code"])
 
 
-def send(proxy: RunningProxy, method: str, path: str) -> Answer:
-    connection = http.client.HTTPConnection("127.0.0.1", proxy.server.port, timeout=30)
+def send(running: RunningProxy, method: str, path: str) -> Answer:
+    connection = http.client.HTTPConnection("127.0.0.1", running.server.port, timeout=30)
     try:
         connection.request(method, path)
         response = connection.getresponse()
@@ -78,32 +78,28 @@ async def _row_counts(index: CacheIndex) -> dict[str, int]:
     return counts
 
 
-def assert_untouched(proxy: RunningProxy, fake: FakeGAR) -> None:
-    cache = proxy.settings.cache.dir
+def assert_untouched(running: RunningProxy, fake: FakeGAR) -> None:
+    cache = running.settings.cache.dir
     assert [p for p in (cache / "blobs").rglob("*") if p.is_file()] == []
     assert list((cache / "tmp").iterdir()) == []
-    assert set(proxy.call(_row_counts(proxy.services.index)).values()) == {0}
+    assert set(running.call(_row_counts(running.services.index)).values()) == {0}
     assert fake.count() == 0, fake.requests
 
 
 @pytest.fixture
-def fake() -> FakeGAR:
-    return FakeGAR(auth="none")
+def fake(fake_gar: FakeGarFactory) -> FakeGAR:
+    return fake_gar(auth="none")
 
 
 @pytest.fixture
-def proxy(tmp_path: Path, fake: FakeGAR) -> Iterator[RunningProxy]:
-    with fake.serve() as url:
-        settings = proxy_settings(
-            tmp_path,
-            url + "/{location}",
-            upstream__resolve_locations="true",
-            upstream__metadata_api_url=url,
-            upstream__routes="proj=us",
-            upstream__retries="0",
-        )
-        with run_proxy(settings) as running:
-            yield running
+def running(fake: FakeGAR, proxy: ProxyFactory) -> RunningProxy:
+    return proxy(
+        fake.upstream,
+        upstream__resolve_locations="true",
+        upstream__metadata_api_url=fake.url,
+        upstream__routes="proj=us",
+        upstream__retries="0",
+    )
 
 
 def name_paths(name: str) -> list[tuple[str, str]]:
@@ -139,35 +135,35 @@ def assert_error(answer: Answer, method: str, status: int, code: str) -> None:
         assert answer.code() == code
 
 
-def test_invalid_names(fake: FakeGAR, proxy: RunningProxy) -> None:
+def test_invalid_names(fake: FakeGAR, running: RunningProxy) -> None:
     for name in BAD_NAMES.values():
         for method, path in name_paths(name):
-            assert_error(send(proxy, method, path), method, 400, "NAME_INVALID")
-    assert_untouched(proxy, fake)
+            assert_error(send(running, method, path), method, 400, "NAME_INVALID")
+    assert_untouched(running, fake)
 
 
-def test_malformed_digests(fake: FakeGAR, proxy: RunningProxy) -> None:
+def test_malformed_digests(fake: FakeGAR, running: RunningProxy) -> None:
     for digest in BAD_DIGESTS.values():
         for method, path in digest_paths(digest):
-            assert_error(send(proxy, method, path), method, 400, "DIGEST_INVALID")
-    assert_untouched(proxy, fake)
+            assert_error(send(running, method, path), method, 400, "DIGEST_INVALID")
+    assert_untouched(running, fake)
 
 
-def test_invalid_tag(fake: FakeGAR, proxy: RunningProxy) -> None:
+def test_invalid_tag(fake: FakeGAR, running: RunningProxy) -> None:
     for tag in ("-starts-with-dash", "t" * 129, "sp%20ace"):
         for method in ("GET", "HEAD"):
-            answer = send(proxy, method, f"/v2/other/repo/app/manifests/{tag}")
+            answer = send(running, method, f"/v2/other/repo/app/manifests/{tag}")
             assert answer.status == 400
             if method == "GET":
                 assert answer.code() in ("MANIFEST_INVALID", "TAG_INVALID")
-    assert_untouched(proxy, fake)
+    assert_untouched(running, fake)
 
 
 def test_unknown_tags_and_blobs_cost_one_upstream_request_each(
-    fake: FakeGAR, proxy: RunningProxy
+    fake: FakeGAR, running: RunningProxy
 ) -> None:
     fake.put_image("us", "proj/repo/app", "1.0", build_image([make_layer()]))
-    cases: list[tuple[str, str, str, int, str, dict[str, Any]]] = [
+    cases: list[tuple[str, str, str, int, Kind, dict[str, Any]]] = [
         ("GET", "/manifests/nope", "MANIFEST_UNKNOWN", 404, "manifest", {}),
         ("HEAD", "/manifests/nope", "MANIFEST_UNKNOWN", 404, "manifest", {}),
         ("GET", f"/manifests/{GOOD_DIGEST}", "MANIFEST_UNKNOWN", 404, "manifest", {}),
@@ -176,21 +172,21 @@ def test_unknown_tags_and_blobs_cost_one_upstream_request_each(
     ]
     for method, suffix, code, status, kind, _ in cases:
         fake.reset_counts()
-        answer = send(proxy, method, f"/v2/proj/repo/app{suffix}")
+        answer = send(running, method, f"/v2/proj/repo/app{suffix}")
         assert_error(answer, method, status, code)
         assert fake.count(kind=kind) == 1, (method, suffix)
         assert fake.count() == 1, fake.requests
     fake.reset_counts()
-    no_repo = send(proxy, "GET", "/v2/proj/nothing/app/manifests/1.0")
+    no_repo = send(running, "GET", "/v2/proj/nothing/app/manifests/1.0")
     assert_error(no_repo, "GET", 404, "NAME_UNKNOWN")
     assert fake.count() == 1
     fake.reset_counts()
-    assert_untouched(proxy, fake)
+    assert_untouched(running, fake)
 
 
-def test_unknown_routes_and_methods_get_oci_errors(fake: FakeGAR, proxy: RunningProxy) -> None:
+def test_unknown_routes_and_methods_get_oci_errors(fake: FakeGAR, running: RunningProxy) -> None:
     for path in ("/v2/proj/repo/app/nothing", "/nowhere", "/v2/proj/repo/app/blobs/"):
-        answer = send(proxy, "GET", path)
+        answer = send(running, "GET", path)
         assert answer.status == 404
         assert answer.code() == "UNSUPPORTED"
     for method, path in (
@@ -198,26 +194,26 @@ def test_unknown_routes_and_methods_get_oci_errors(fake: FakeGAR, proxy: Running
         ("DELETE", f"/v2/proj/repo/app/blobs/{GOOD_DIGEST}"),
         ("POST", "/v2/proj/repo/app/tags/list"),
     ):
-        answer = send(proxy, method, path)
+        answer = send(running, method, path)
         assert answer.status == 405, (method, path, answer.status)
         assert answer.code() == "UNSUPPORTED"
-    assert_untouched(proxy, fake)
+    assert_untouched(running, fake)
 
 
 def test_unexpected_exception_is_500_unknown_with_a_request_id(
-    fake: FakeGAR, proxy: RunningProxy, monkeypatch: pytest.MonkeyPatch
+    fake: FakeGAR, running: RunningProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("secret internals at /srv/cache")
 
-    monkeypatch.setattr(proxy.services.manifests, "get", broken)
-    answer = send(proxy, "GET", "/v2/proj/repo/app/manifests/1.0")
+    monkeypatch.setattr(running.services.manifests, "get", broken)
+    answer = send(running, "GET", "/v2/proj/repo/app/manifests/1.0")
     assert answer.status == 500
     assert answer.code() == "UNKNOWN"
     message = json.loads(answer.body)["errors"][0]["message"]
     assert re.search(r"request id [0-9a-f]{12}", message), message
     for leak in (b"Traceback", b"secret", b"RuntimeError", b"/srv/cache"):
         assert leak not in answer.body
-    head = send(proxy, "HEAD", "/v2/proj/repo/app/manifests/1.0")
+    head = send(running, "HEAD", "/v2/proj/repo/app/manifests/1.0")
     assert head.status == 500 and head.body == b""
-    assert_untouched(proxy, fake)
+    assert_untouched(running, fake)

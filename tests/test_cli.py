@@ -22,10 +22,10 @@ import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.oci import mediatypes as mt
-from tests.fakes.gar import FakeGAR
-from tests.images import Image, Index, build_image, build_index, make_layer
-from tests.proxyprocess import ProxyProcess, run_cli
-from tests.servers import serve_in_thread
+from testkit.fakes.gar import FakeGAR
+from testkit.images import Image, Index, build_image, build_index, make_layer
+from testkit.proxyprocess import ProxyProcess, run_cli
+from testkit.servers import serve_in_thread
 
 REPO = "proj/repo/app"
 ACCEPT = ", ".join(mt.DEFAULT_ACCEPT)
@@ -349,7 +349,7 @@ def test_the_cache_bytes_gauge_follows_a_gc_in_another_process(
     gar: Upstream, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from proxy.services import container
-    from tests.proxyharness import proxy_settings, run_proxy
+    from testkit.proxyharness import proxy_settings, run_proxy
 
     monkeypatch.setattr(container, "FLUSH_INTERVAL", 0.05)
     monkeypatch.setattr(container, "RECOUNT_INTERVAL", 0.2)

@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fakes.gar import FakeGAR, Fault
-from tests.proxyprocess import ProxyProcess
+from testkit.fakes.gar import FakeGAR, Fault
+from testkit.proxyprocess import ProxyProcess
 
 REPO = "proj/repo/app"
 BIG = 200 << 20

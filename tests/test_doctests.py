@@ -18,6 +18,7 @@ MODULES = [
     "proxy.oci.ranges",
     "proxy.routes.observe",
     "proxy.upstream.challenge",
+    "testkit.realclients",
 ]
 
 

@@ -8,7 +8,7 @@ import json
 import random
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -16,20 +16,19 @@ import pytest
 
 from proxy.oci import mediatypes as mt
 from proxy.oci.digest import Digest
-from tests.fakes.gar import FakeGAR
-from tests.images import OCI_LAYER_GZIP, build_image
-from tests.proxyharness import RunningProxy, proxy_settings, run_proxy
-from tests.proxyprocess import run_cli
+from testkit.fakes.gar import FakeGAR
+from testkit.images import OCI_LAYER_GZIP, build_image
+from testkit.proxyharness import RunningProxy, proxy_settings, run_proxy
+from testkit.proxyprocess import run_cli
+from tests.conftest import FakeGarFactory
 
 REPO = "proj/repo/app"
 MIB = 1 << 20
 
 
 @pytest.fixture
-def gar() -> Iterator[tuple[FakeGAR, str]]:
-    fake = FakeGAR(auth="none", chunk_size=MIB)
-    with fake.serve() as url:
-        yield fake, url + "/{location}"
+def fake(fake_gar: FakeGarFactory) -> FakeGAR:
+    return fake_gar(auth="none", chunk_size=MIB)
 
 
 def cached(proxy: RunningProxy) -> set[str]:
@@ -53,10 +52,8 @@ def seed(fake: FakeGAR, names: str, size: int = MIB) -> dict[str, tuple[str, byt
     return blobs
 
 
-def test_fills_over_the_cap_evict_the_least_recently_used(
-    gar: tuple[FakeGAR, str], tmp_path: Path
-) -> None:
-    fake, upstream = gar
+def test_fills_over_the_cap_evict_the_least_recently_used(fake: FakeGAR, tmp_path: Path) -> None:
+    upstream = fake.upstream
     blobs = seed(fake, "abcde")
     settings = proxy_settings(tmp_path, upstream, cache__max_size=str(3 * MIB))
     with run_proxy(settings) as proxy, httpx.Client(base_url=proxy.url, timeout=30) as client:
@@ -89,9 +86,9 @@ def test_fills_over_the_cap_evict_the_least_recently_used(
 
 
 def test_a_blob_being_read_is_not_evicted_and_its_reader_gets_every_byte(
-    gar: tuple[FakeGAR, str], tmp_path: Path
+    fake: FakeGAR, tmp_path: Path
 ) -> None:
-    fake, upstream = gar
+    upstream = fake.upstream
     ((big_digest, big),) = seed(fake, "R", size=12 * MIB).values()
     small = seed(fake, "stuvw")
     settings = proxy_settings(tmp_path, upstream, cache__max_size=str(14 * MIB))
@@ -140,8 +137,8 @@ def test_a_blob_being_read_is_not_evicted_and_its_reader_gets_every_byte(
     assert fake.count("GET", "blob", path=big_digest) == 1
 
 
-def test_pinned_images_survive_eviction(gar: tuple[FakeGAR, str], tmp_path: Path) -> None:
-    fake, upstream = gar
+def test_pinned_images_survive_eviction(fake: FakeGAR, tmp_path: Path) -> None:
+    upstream = fake.upstream
     pinned = build_image([random.Random("p").randbytes(MIB)])
     fake.put_image("us", "proj/repo/pinned", "1.0", pinned)
     blobs = seed(fake, "abcd")
@@ -162,12 +159,10 @@ def test_pinned_images_survive_eviction(gar: tuple[FakeGAR, str], tmp_path: Path
         )
 
 
-def test_an_evicted_large_manifest_is_fetched_again(
-    gar: tuple[FakeGAR, str], tmp_path: Path
-) -> None:
+def test_an_evicted_large_manifest_is_fetched_again(fake: FakeGAR, tmp_path: Path) -> None:
     """Manifests over 4 MiB live in the blob store, so eviction can take them; the
     manifest's row must then not promise bytes that are gone."""
-    fake, upstream = gar
+    upstream = fake.upstream
     config = fake.put_blob("us", REPO, b"{}")
     rng = random.Random("layers")
     layers = [

@@ -18,10 +18,10 @@ import httpx
 import pytest
 
 from proxy.oci import mediatypes as mt
-from tests.fakes.gar import FakeGAR
-from tests.fakes.google import FakeOAuth
-from tests.images import Image, build_image, make_layer
-from tests.proxyharness import RunningProxy, proxy_settings, run_proxy
+from testkit.fakes.gar import FakeGAR
+from testkit.fakes.google import FakeOAuth
+from testkit.images import Image, build_image, make_layer
+from testkit.proxyharness import RunningProxy, proxy_settings, run_proxy
 
 ACCEPT = {"Accept": ", ".join(mt.DEFAULT_ACCEPT)}
 
@@ -37,8 +37,9 @@ class IssuedTokens(set[str]):
     def __contains__(self, token: object) -> bool:
         return isinstance(token, str) and self.oauth.is_valid(token) and token not in self.revoked
 
-    def discard(self, token: str) -> None:
-        self.revoked.add(token)
+    def discard(self, token: object) -> None:
+        if isinstance(token, str):
+            self.revoked.add(token)
 
     def add(self, token: str) -> None:
         self.revoked.discard(token)

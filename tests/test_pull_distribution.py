@@ -7,9 +7,9 @@ from pathlib import Path
 import httpx
 
 from proxy.oci import mediatypes as mt
-from tests.images import build_image, build_index, make_layer, push_image
-from tests.proxyharness import proxy_settings, run_proxy
-from tests.realclients import DistributionRegistry
+from testkit.images import build_image, build_index, make_layer, push_image
+from testkit.proxyharness import proxy_settings, run_proxy
+from testkit.realclients import DistributionRegistry
 
 ACCEPT = ", ".join(mt.DEFAULT_ACCEPT)
 

@@ -10,7 +10,6 @@ internal ones (500).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +18,10 @@ import pytest
 
 from proxy.oci import mediatypes as mt
 from proxy.oci.digest import Digest
-from tests.fakes.gar import FakeGAR, Fault
-from tests.images import build_image, make_layer
-from tests.proxyharness import RunningProxy, proxy_settings, run_proxy
+from testkit.fakes.gar import FakeGAR, Fault
+from testkit.images import build_image, make_layer
+from testkit.proxyharness import RunningProxy
+from tests.conftest import FakeGarFactory, ProxyFactory
 
 REPO = "proj/repo/app"
 KEY = f"us-docker.pkg.dev/{REPO}"
@@ -36,26 +36,23 @@ BLOB_FAULTS: dict[str, dict[str, Any]] = {
 
 
 @pytest.fixture
-def fake() -> FakeGAR:
-    return FakeGAR(auth="none")
+def fake(fake_gar: FakeGarFactory) -> FakeGAR:
+    return fake_gar(auth="none")
 
 
 @pytest.fixture
-def proxy(tmp_path: Path, fake: FakeGAR) -> Iterator[RunningProxy]:
-    with fake.serve() as url:
-        settings = proxy_settings(tmp_path, url + "/{location}", upstream__retries="1")
-        with run_proxy(settings) as running:
-            yield running
+def running(fake: FakeGAR, proxy: ProxyFactory) -> RunningProxy:
+    return proxy(fake.upstream, upstream__retries="1")
 
 
 def files_under(directory: Path) -> list[Path]:
     return [p for p in directory.rglob("*") if p.is_file()]
 
 
-def settled(proxy: RunningProxy, digest: Digest) -> None:
+def settled(running: RunningProxy, digest: Digest) -> None:
     """Until no fill of ``digest`` is running (the client may hear of a failure first)."""
     deadline = time.monotonic() + 10
-    while proxy.services.blobs.fill_for(digest) is not None:
+    while running.services.blobs.fill_for(digest) is not None:
         assert time.monotonic() < deadline, "fill never ended"
         time.sleep(0.01)
 
@@ -75,15 +72,15 @@ def download(http: httpx.Client, url: str) -> tuple[int, bytes, int | None]:
 
 @pytest.mark.parametrize("name", list(BLOB_FAULTS))
 def test_blob_fault_cuts_the_client_and_caches_nothing(
-    name: str, fake: FakeGAR, proxy: RunningProxy
+    name: str, fake: FakeGAR, running: RunningProxy
 ) -> None:
     data = make_layer(size=1 << 20, seed=20)
     digest = fake.put_blob("us", REPO, data)
     parsed = Digest.parse(digest)
     fault = fake.add_fault(Fault(kind="blob", method="GET", **BLOB_FAULTS[name]))
-    cache = proxy.settings.cache.dir
+    cache = running.settings.cache.dir
     url = f"/v2/{REPO}/blobs/{digest}"
-    with httpx.Client(base_url=proxy.url, timeout=30, verify=False) as http:
+    with httpx.Client(base_url=running.url, timeout=30, verify=False) as http:
         status, body, length = download(http, url)
         assert fault.hits >= 1
         if status == 200:
@@ -92,30 +89,30 @@ def test_blob_fault_cuts_the_client_and_caches_nothing(
         else:
             assert status >= 500
             assert body == b"" or b'"errors"' in body
-        settled(proxy, parsed)
+        settled(running, parsed)
         assert files_under(cache / "blobs") == []
         assert files_under(cache / "tmp") == []
-        assert proxy.call(proxy.services.index.blob_size(parsed)) is None
-        assert proxy.services.cache.size(parsed) is None
+        assert running.call(running.services.index.blob_size(parsed)) is None
+        assert running.services.cache.size(parsed) is None
 
         fake.clear_faults()
         healthy = http.get(url)
         assert healthy.status_code == 200 and healthy.content == data
-    assert proxy.services.cache.size(parsed) == len(data)
+    assert running.services.cache.size(parsed) == len(data)
     assert files_under(cache / "tmp") == []
 
 
 def test_wrong_manifest_bytes_by_digest_are_refused_and_not_cached(
-    fake: FakeGAR, proxy: RunningProxy
+    fake: FakeGAR, running: RunningProxy
 ) -> None:
     image = build_image([make_layer({"f": b"1"})])
     fake.put_image("us", REPO, "1.0", image)
     fake.add_fault(Fault(kind="manifest", method="GET", corrupt=True, times=1))
-    with httpx.Client(base_url=proxy.url, timeout=30, verify=False) as http:
+    with httpx.Client(base_url=running.url, timeout=30, verify=False) as http:
         bad = http.get(f"/v2/{REPO}/manifests/{image.digest}")
         assert bad.status_code == 502
         assert bad.json()["errors"][0]["code"] == "DIGEST_INVALID"
-        assert proxy.call(proxy.services.index.get_manifest(Digest.parse(image.digest))) is None
+        assert running.call(running.services.index.get_manifest(Digest.parse(image.digest))) is None
         good = http.get(f"/v2/{REPO}/manifests/{image.digest}")
         assert good.status_code == 200 and good.content == image.manifest
         assert good.headers["content-type"] == mt.OCI_MANIFEST
@@ -124,27 +121,27 @@ def test_wrong_manifest_bytes_by_digest_are_refused_and_not_cached(
 
 @pytest.mark.parametrize("cut", [{"truncate_at": 40}, {"truncate_at": 40, "reset": True}])
 def test_manifest_cut_mid_body_is_an_upstream_error(
-    cut: dict[str, Any], fake: FakeGAR, proxy: RunningProxy
+    cut: dict[str, Any], fake: FakeGAR, running: RunningProxy
 ) -> None:
     image = build_image([make_layer({"f": b"2"})])
     fake.put_image("us", REPO, "1.0", image)
     fake.add_fault(Fault(kind="manifest", method="GET", times=1, **cut))
-    with httpx.Client(base_url=proxy.url, timeout=30, verify=False) as http:
+    with httpx.Client(base_url=running.url, timeout=30, verify=False) as http:
         bad = http.get(f"/v2/{REPO}/manifests/1.0", headers=ACCEPT)
         assert bad.status_code == 502, bad.text
         assert bad.json()["errors"][0]["code"] == "UNAVAILABLE"
-        assert proxy.call(proxy.services.index.get_tag(KEY, "1.0")) is None
-        assert proxy.call(proxy.services.index.get_manifest(Digest.parse(image.digest))) is None
+        assert running.call(running.services.index.get_tag(KEY, "1.0")) is None
+        assert running.call(running.services.index.get_manifest(Digest.parse(image.digest))) is None
         good = http.get(f"/v2/{REPO}/manifests/1.0", headers=ACCEPT)
         assert good.status_code == 200 and good.content == image.manifest
 
 
-def test_listings_cut_mid_body_are_upstream_errors(fake: FakeGAR, proxy: RunningProxy) -> None:
+def test_listings_cut_mid_body_are_upstream_errors(fake: FakeGAR, running: RunningProxy) -> None:
     image = build_image([make_layer({"f": b"3"})])
     fake.put_image("us", REPO, "1.0", image)
     fake.add_fault(Fault(kind="tags", truncate_at=5, times=1))
     fake.add_fault(Fault(kind="referrers", truncate_at=5, reset=True, times=1))
-    with httpx.Client(base_url=proxy.url, timeout=30, verify=False) as http:
+    with httpx.Client(base_url=running.url, timeout=30, verify=False) as http:
         tags = http.get(f"/v2/{REPO}/tags/list")
         assert tags.status_code == 502, tags.text
         assert tags.json()["errors"][0]["code"] == "UNAVAILABLE"

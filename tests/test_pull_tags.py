@@ -9,7 +9,6 @@ decide which location the fake GAR sees a request at (it counts by location).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,10 @@ import httpx
 import pytest
 
 from proxy.oci import mediatypes as mt
-from tests.fakes.gar import FakeGAR, Fault
-from tests.images import build_artifact, build_image, make_layer
-from tests.proxyharness import RunningProxy, proxy_settings, run_proxy
+from testkit.fakes.gar import FakeGAR, Fault
+from testkit.images import build_artifact, build_image, make_layer
+from testkit.proxyharness import RunningProxy, proxy_settings, run_proxy
+from tests.conftest import FakeGarFactory
 
 REPO = "proj/repo/app"
 KEY = f"us-docker.pkg.dev/{REPO}"  # how the index names the repository once resolved
@@ -29,14 +29,8 @@ SIGNATURE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 
 
 @pytest.fixture
-def fake() -> FakeGAR:
-    return FakeGAR(auth="none")
-
-
-@pytest.fixture
-def upstream(fake: FakeGAR) -> Iterator[str]:
-    with fake.serve() as url:
-        yield url
+def fake(fake_gar: FakeGarFactory) -> FakeGAR:
+    return fake_gar(auth="none")
 
 
 def start(tmp_path: Path, url: str, **keys: Any) -> Any:
@@ -65,10 +59,10 @@ def stale_served(proxy: RunningProxy) -> float:
 # --------------------------------------------------------------------------- tag TTL
 
 
-def test_within_ttl_nothing_after_it_one_head(fake: FakeGAR, upstream: str, tmp_path: Path) -> None:
+def test_within_ttl_nothing_after_it_one_head(fake: FakeGAR, tmp_path: Path) -> None:
     image = build_image([make_layer({"t": b"1"})])
     fake.put_image("us", REPO, "1.0", image)
-    with start(tmp_path, upstream, cache__tag_ttl="0.5s") as proxy, client(proxy) as http:
+    with start(tmp_path, fake.url, cache__tag_ttl="0.5s") as proxy, client(proxy) as http:
         assert get_tag(http).content == image.manifest
         fetched = time.monotonic()  # the proxy stored the tag before it answered
         assert manifest_calls(fake) == (0, 1)
@@ -84,13 +78,11 @@ def test_within_ttl_nothing_after_it_one_head(fake: FakeGAR, upstream: str, tmp_
         assert manifest_calls(fake) == (1, 0)
 
 
-def test_revalidation_follows_the_tag_upstream(
-    fake: FakeGAR, upstream: str, tmp_path: Path
-) -> None:
+def test_revalidation_follows_the_tag_upstream(fake: FakeGAR, tmp_path: Path) -> None:
     first = build_image([make_layer({"t": b"first"})])
     second = build_image([make_layer({"t": b"second"})])
     fake.put_image("us", REPO, "1.0", first)
-    with start(tmp_path, upstream, cache__tag_ttl="0") as proxy, client(proxy) as http:
+    with start(tmp_path, fake.url, cache__tag_ttl="0") as proxy, client(proxy) as http:
         assert get_tag(http).content == first.manifest
         fake.reset_counts()
         # Same digest upstream: one HEAD, the body comes from the cache.
@@ -124,14 +116,14 @@ def test_revalidation_follows_the_tag_upstream(
 
 
 def test_stale_tag_served_while_upstream_fails_until_max_stale(
-    fake: FakeGAR, upstream: str, tmp_path: Path
+    fake: FakeGAR, tmp_path: Path
 ) -> None:
     image = build_image([make_layer({"s": b"1"})])
     fake.put_image("us", REPO, "1.0", image)
     # stale_recheck 0: each request asks upstream (the window has its own test below).
     settings = {"cache__tag_ttl": "0", "cache__max_stale": "1s", "cache__stale_recheck": "0s"}
     failures = [(503, "UNAVAILABLE", 502), (429, "TOOMANYREQUESTS", 429)]
-    with start(tmp_path, upstream, **settings) as proxy, client(proxy) as http:
+    with start(tmp_path, fake.url, **settings) as proxy, client(proxy) as http:
         assert get_tag(http).status_code == 200
         fetched = time.monotonic()  # the proxy stored the tag before it answered
         fake.reset_counts()
@@ -159,12 +151,12 @@ def test_stale_tag_served_while_upstream_fails_until_max_stale(
 
 
 def test_a_failed_revalidation_is_not_retried_within_stale_recheck(
-    fake: FakeGAR, upstream: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    fake: FakeGAR, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     image = build_image([make_layer({"r": b"1"})])
     fake.put_image("us", REPO, "1.0", image)
     settings = {"cache__tag_ttl": "0", "cache__stale_recheck": "1s"}
-    with start(tmp_path, upstream, **settings) as proxy, client(proxy) as http:
+    with start(tmp_path, fake.url, **settings) as proxy, client(proxy) as http:
         assert get_tag(http).status_code == 200
         fake.reset_counts()
         fake.add_fault(Fault(kind="manifest", status=503))
@@ -193,13 +185,11 @@ def test_a_failed_revalidation_is_not_retried_within_stale_recheck(
 # --------------------------------------------------------------------------- listings
 
 
-def test_tag_list_pages_with_links_to_the_proxy(
-    fake: FakeGAR, upstream: str, tmp_path: Path
-) -> None:
+def test_tag_list_pages_with_links_to_the_proxy(fake: FakeGAR, tmp_path: Path) -> None:
     image = build_image([make_layer({"l": b"1"})])
     for tag in ("a", "b", "c", "d", "e"):
         fake.put_image("us", REPO, tag, image)
-    with start(tmp_path, upstream) as proxy, client(proxy) as http:
+    with start(tmp_path, fake.url) as proxy, client(proxy) as http:
         everything = http.get(f"/v2/{REPO}/tags/list")
         assert everything.json() == {"name": REPO, "tags": ["a", "b", "c", "d", "e"]}
         assert "link" not in everything.headers
@@ -223,7 +213,8 @@ def test_tag_list_pages_with_links_to_the_proxy(
     assert fake.count("GET", "tags") == 6
 
 
-def test_referrers_filter_and_outage(fake: FakeGAR, tmp_path: Path) -> None:
+def test_referrers_filter_and_outage(tmp_path: Path) -> None:
+    fake = FakeGAR(auth="none")  # served by hand: the outage stops it
     image = build_image([make_layer({"r": b"1"})])
     sbom = build_artifact(image, SBOM, b'{"spdx": true}')
     signature = build_artifact(image, SIGNATURE, b"sig")
@@ -270,13 +261,13 @@ def test_referrers_filter_and_outage(fake: FakeGAR, tmp_path: Path) -> None:
 
 
 def test_host_qualified_name_and_containerd_ns_pick_the_location(
-    fake: FakeGAR, upstream: str, tmp_path: Path
+    fake: FakeGAR, tmp_path: Path
 ) -> None:
     one = build_image([make_layer({"e": b"1"})])
     two = build_image([make_layer({"e": b"2"})])
     fake.put_image("europe-west1", "p/r/i", "1.0", one)
     fake.put_image("europe-west1", "p/r/i", "2.0", two)
-    with start(tmp_path, upstream) as proxy, client(proxy) as http:
+    with start(tmp_path, fake.url) as proxy, client(proxy) as http:
         qualified = get_tag(http, "1.0", "europe-west1-docker.pkg.dev/p/r/i")
         assert qualified.status_code == 200 and qualified.content == one.manifest
         layer = one.layers[0]
@@ -299,7 +290,7 @@ def test_host_qualified_name_and_containerd_ns_pick_the_location(
     assert fake.count(location="mars") == 0
 
 
-def test_location_lookup_once_and_routes_win(fake: FakeGAR, upstream: str, tmp_path: Path) -> None:
+def test_location_lookup_once_and_routes_win(fake: FakeGAR, tmp_path: Path) -> None:
     asian = build_image([make_layer({"a": b"asia"})])
     european = build_image([make_layer({"a": b"europe"})])
     fake.put_image("asia", "p/r2/i", "1.0", asian)
@@ -308,10 +299,10 @@ def test_location_lookup_once_and_routes_win(fake: FakeGAR, upstream: str, tmp_p
     fake.put_image("europe", "p/r3/i", "1.0", european)  # ...but the route says europe
     settings = {
         "upstream__resolve_locations": "true",
-        "upstream__metadata_api_url": upstream,
+        "upstream__metadata_api_url": fake.url,
         "upstream__routes": "p/r3=europe",
     }
-    with start(tmp_path, upstream, **settings) as proxy, client(proxy) as http:
+    with start(tmp_path, fake.url, **settings) as proxy, client(proxy) as http:
         assert get_tag(http, repo="p/r2/i").content == asian.manifest
         looked_up = fake.count(kind="metadata")
         assert looked_up >= 1
@@ -319,7 +310,7 @@ def test_location_lookup_once_and_routes_win(fake: FakeGAR, upstream: str, tmp_p
         assert get_tag(http, repo="p/r2/j").content == asian.manifest  # same repository
         assert get_tag(http, repo="p/r3/i").content == european.manifest
         assert fake.count(kind="metadata") == looked_up
-    with start(tmp_path, upstream, **settings) as proxy, client(proxy) as http:
+    with start(tmp_path, fake.url, **settings) as proxy, client(proxy) as http:
         fake.reset_counts()
         two = build_image([make_layer({"a": b"asia 2"})])
         fake.put_image("asia", "p/r2/i", "2.0", two)

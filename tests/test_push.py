@@ -20,8 +20,8 @@ import pytest
 from proxy.cli import main as cli_main
 from proxy.oci import mediatypes as mt
 from proxy.oci.digest import Digest
-from tests.fakes.gar import FakeGAR, Fault
-from tests.images import (
+from testkit.fakes.gar import FakeGAR, Fault
+from testkit.images import (
     build_artifact,
     build_image,
     build_index,
@@ -29,7 +29,8 @@ from tests.images import (
     push_image,
     write_oci_layout,
 )
-from tests.proxyharness import RunningProxy, proxy_settings, run_proxy
+from testkit.proxyharness import RunningProxy, proxy_settings, run_proxy
+from tests.conftest import FakeGarFactory, ProxyFactory
 
 REPO = "proj/repo/app"
 UPLOADS = f"/v2/{REPO}/blobs/uploads/"
@@ -46,24 +47,23 @@ def code(response: httpx.Response) -> str:
     return str(response.json()["errors"][0]["code"])
 
 
-def cached(proxy: RunningProxy, digest: str) -> int | None:
-    return proxy.services.cache.size(Digest.parse(digest))
+def cached(running: RunningProxy, digest: str) -> int | None:
+    return running.services.cache.size(Digest.parse(digest))
 
 
 @pytest.fixture
-def fake() -> FakeGAR:
-    return FakeGAR(auth="none", upload_state_query=True)
+def fake(fake_gar: FakeGarFactory) -> FakeGAR:
+    return fake_gar(auth="none", upload_state_query=True)
 
 
 @pytest.fixture
-def proxy(tmp_path: Path, upstream: str) -> Iterator[RunningProxy]:
-    with run_proxy(proxy_settings(tmp_path, upstream)) as running:
-        yield running
+def running(fake: FakeGAR, proxy: ProxyFactory) -> RunningProxy:
+    return proxy(fake.upstream)
 
 
 @pytest.fixture
-def client(proxy: RunningProxy) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=proxy.url, timeout=30) as http:
+def client(running: RunningProxy) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=running.url, timeout=30) as http:
         yield http
 
 
@@ -76,7 +76,7 @@ def patch(client: httpx.Client, location: str, data: bytes, start: int) -> httpx
 
 
 def test_monolithic_upload_lands_upstream_and_in_the_cache(
-    fake: FakeGAR, proxy: RunningProxy, client: httpx.Client
+    fake: FakeGAR, running: RunningProxy, client: httpx.Client
 ) -> None:
     data, digest = blob(5000)
     answer = client.post(UPLOADS, params={"digest": digest}, content=data)
@@ -84,11 +84,11 @@ def test_monolithic_upload_lands_upstream_and_in_the_cache(
     assert answer.headers["location"] == f"/v2/{REPO}/blobs/{digest}"
     assert answer.headers["docker-content-digest"] == digest
     assert fake.get_blob("us", REPO, digest) == data
-    assert cached(proxy, digest) == len(data)
+    assert cached(running, digest) == len(data)
 
 
 def test_chunked_upload_reports_progress_and_pulls_back_from_the_cache(
-    fake: FakeGAR, proxy: RunningProxy, client: httpx.Client
+    fake: FakeGAR, running: RunningProxy, client: httpx.Client
 ) -> None:
     data, digest = blob(3000, seed=1)
     started = client.post(UPLOADS)
@@ -131,7 +131,7 @@ def test_an_upload_can_start_without_the_trailing_slash(
 
 
 def test_upstream_minimum_chunk_size_is_passed_on(
-    fake: FakeGAR, proxy: RunningProxy, client: httpx.Client
+    fake: FakeGAR, running: RunningProxy, client: httpx.Client
 ) -> None:
     assert "oci-chunk-min-length" not in client.post(UPLOADS).headers  # none upstream
     fake.upload_chunk_min_length = 5 * 1024 * 1024
@@ -144,7 +144,7 @@ def test_upstream_minimum_chunk_size_is_passed_on(
 
 
 def test_streamed_chunk_then_put_with_the_last_chunk(
-    fake: FakeGAR, proxy: RunningProxy, client: httpx.Client
+    fake: FakeGAR, running: RunningProxy, client: httpx.Client
 ) -> None:
     data, digest = blob(300_000, seed=2)
 
@@ -159,11 +159,11 @@ def test_streamed_chunk_then_put_with_the_last_chunk(
     done = client.put(answer.headers["location"], params={"digest": digest}, content=data[200_000:])
     assert done.status_code == 201, done.text
     assert fake.get_blob("us", REPO, digest) == data
-    assert cached(proxy, digest) == len(data)
+    assert cached(running, digest) == len(data)
 
 
 def test_out_of_order_chunk_gets_416_then_the_upload_resumes(
-    fake: FakeGAR, proxy: RunningProxy, client: httpx.Client
+    fake: FakeGAR, running: RunningProxy, client: httpx.Client
 ) -> None:
     data, digest = blob(2000, seed=3)
     location = patch(client, client.post(UPLOADS).headers["location"], data[:1000], 0).headers[
@@ -182,7 +182,7 @@ def test_out_of_order_chunk_gets_416_then_the_upload_resumes(
 
 
 def test_upstream_failures_mid_upload_are_reported_and_the_upload_resumes(
-    fake: FakeGAR, proxy: RunningProxy, client: httpx.Client
+    fake: FakeGAR, running: RunningProxy, client: httpx.Client
 ) -> None:
     data, digest = blob(3000, seed=12)
     location = client.post(UPLOADS).headers["location"]
@@ -199,18 +199,18 @@ def test_upstream_failures_mid_upload_are_reported_and_the_upload_resumes(
     assert patch(client, location, data[1000:], 1000).status_code == 202
     assert client.put(location, params={"digest": digest}).status_code == 201
     assert fake.get_blob("us", REPO, digest) == data
-    assert cached(proxy, digest) == len(data)  # the hash was rebuilt from the kept bytes
+    assert cached(running, digest) == len(data)  # the hash was rebuilt from the kept bytes
 
 
 def test_cancelled_upload_is_gone_here_and_upstream(
-    fake: FakeGAR, proxy: RunningProxy, client: httpx.Client
+    fake: FakeGAR, running: RunningProxy, client: httpx.Client
 ) -> None:
     location = client.post(UPLOADS).headers["location"]
     location = patch(client, location, b"abc", 0).headers["location"]
     assert client.delete(location).status_code == 204
     assert fake.count("DELETE", "upload") == 1
     assert code(client.get(location)) == "BLOB_UPLOAD_UNKNOWN"
-    assert list((proxy.settings.cache.dir / "uploads").iterdir()) == []
+    assert list((running.settings.cache.dir / "uploads").iterdir()) == []
 
 
 def test_upload_survives_a_proxy_restart_between_chunks(tmp_path: Path) -> None:
@@ -235,7 +235,7 @@ def test_upload_survives_a_proxy_restart_between_chunks(tmp_path: Path) -> None:
 
 
 def test_wrong_digest_is_refused_and_nothing_is_cached(
-    fake: FakeGAR, proxy: RunningProxy, client: httpx.Client
+    fake: FakeGAR, running: RunningProxy, client: httpx.Client
 ) -> None:
     data, _ = blob(1000, seed=5)
     _, wrong = blob(1000, seed=6)
@@ -243,17 +243,17 @@ def test_wrong_digest_is_refused_and_nothing_is_cached(
     location = patch(client, location, data, 0).headers["location"]
     refused = client.put(location, params={"digest": wrong})
     assert (refused.status_code, code(refused)) == (400, "DIGEST_INVALID")
-    assert cached(proxy, wrong) is None
-    assert cached(proxy, "sha256:" + hashlib.sha256(data).hexdigest()) is None
+    assert cached(running, wrong) is None
+    assert cached(running, "sha256:" + hashlib.sha256(data).hexdigest()) is None
     assert fake.get_blob("us", REPO, wrong) is None
-    assert list((proxy.settings.cache.dir / "uploads").iterdir()) == []
+    assert list((running.settings.cache.dir / "uploads").iterdir()) == []
 
 
 # --------------------------------------------------------------------------- mounts
 
 
 def test_mount_within_the_project_is_forwarded_without_bytes(
-    fake: FakeGAR, proxy: RunningProxy, client: httpx.Client
+    fake: FakeGAR, running: RunningProxy, client: httpx.Client
 ) -> None:
     data, digest = blob(2000, seed=7)
     fake.put_blob("us", "proj/src/img", data)
@@ -267,7 +267,7 @@ def test_mount_within_the_project_is_forwarded_without_bytes(
 
 
 def test_mount_across_projects_uploads_from_the_cache(
-    fake: FakeGAR, proxy: RunningProxy, client: httpx.Client
+    fake: FakeGAR, running: RunningProxy, client: httpx.Client
 ) -> None:
     data, digest = blob(2000, seed=8)
     fake.put_blob("us", "other/src/img", data)
@@ -281,7 +281,7 @@ def test_mount_across_projects_uploads_from_the_cache(
 
 
 def test_mount_across_projects_streams_from_the_source_or_hands_out_a_session(
-    fake: FakeGAR, proxy: RunningProxy, client: httpx.Client
+    fake: FakeGAR, running: RunningProxy, client: httpx.Client
 ) -> None:
     data, digest = blob(2000, seed=9)
     fake.put_blob("us", "other/src/img", data)
@@ -300,11 +300,11 @@ def test_mount_across_projects_streams_from_the_source_or_hands_out_a_session(
 
 
 def test_pushed_image_is_pulled_back_without_upstream_blob_gets(
-    fake: FakeGAR, proxy: RunningProxy, client: httpx.Client
+    fake: FakeGAR, running: RunningProxy, client: httpx.Client
 ) -> None:
     image = build_image([make_layer({"a": b"1"}), make_layer(seed=2)])
     index = build_index([image])
-    push_image(proxy.url, REPO, "v1", index)
+    push_image(running.url, REPO, "v1", index)
     assert fake.get_manifest("us", REPO, "v1") == (index.manifest, index.media_type)
     fake.reset_counts()
     accept = {"Accept": ", ".join(mt.DEFAULT_ACCEPT)}
@@ -316,7 +316,7 @@ def test_pushed_image_is_pulled_back_without_upstream_blob_gets(
 
 
 def test_an_index_copied_through_the_proxy_brings_its_cached_children(
-    fake: FakeGAR, proxy: RunningProxy, client: httpx.Client
+    fake: FakeGAR, running: RunningProxy, client: httpx.Client
 ) -> None:
     platforms = ((5, "amd64"), (6, "arm64"))
     images = [build_image([make_layer(seed=s)], architecture=a) for s, a in platforms]
@@ -347,10 +347,10 @@ def test_an_index_copied_through_the_proxy_brings_its_cached_children(
 
 
 def test_manifest_put_answers_location_digest_and_subject(
-    fake: FakeGAR, proxy: RunningProxy, client: httpx.Client
+    fake: FakeGAR, running: RunningProxy, client: httpx.Client
 ) -> None:
     image = build_image([make_layer(seed=3)])
-    push_image(proxy.url, REPO, "v1", image)
+    push_image(running.url, REPO, "v1", image)
     artifact = build_artifact(image, "application/vnd.example.sbom")
     for item in artifact.blobs:
         client.post(UPLOADS, params={"digest": item.digest}, content=item.data)
@@ -366,20 +366,20 @@ def test_manifest_put_answers_location_digest_and_subject(
 
 
 def test_pushing_a_referrer_refreshes_the_cached_referrers_list(
-    proxy: RunningProxy, client: httpx.Client
+    running: RunningProxy, client: httpx.Client
 ) -> None:
     image = build_image([make_layer(seed=4)])
-    push_image(proxy.url, REPO, "v1", image)
+    push_image(running.url, REPO, "v1", image)
     before = client.get(f"/v2/{REPO}/referrers/{image.digest}")
     assert before.status_code == 200 and before.json()["manifests"] == []  # now cached
     artifact = build_artifact(image, "application/vnd.example.sbom")
-    push_image(proxy.url, REPO, None, artifact)
+    push_image(running.url, REPO, None, artifact)
     after = client.get(f"/v2/{REPO}/referrers/{image.digest}")
     assert [m["digest"] for m in after.json()["manifests"]] == [artifact.digest]
 
 
 def test_blob_cached_but_not_upstream_is_uploaded_before_the_manifest(
-    fake: FakeGAR, proxy: RunningProxy, client: httpx.Client
+    fake: FakeGAR, running: RunningProxy, client: httpx.Client
 ) -> None:
     image = build_image([make_layer(seed=4)])
     fake.put_image("us", "other/src/img", "v1", image)
@@ -395,15 +395,16 @@ def test_blob_cached_but_not_upstream_is_uploaded_before_the_manifest(
     assert all(fake.get_blob("us", REPO, item.digest) == item.data for item in image.blobs)
 
 
-def test_delete_is_refused_unless_allowed(fake: FakeGAR, upstream: str, tmp_path: Path) -> None:
+def test_delete_is_refused_unless_allowed(fake: FakeGAR, tmp_path: Path) -> None:
+    upstream = fake.upstream
     image = build_image([make_layer(seed=5)])
     fake.put_image("us", REPO, "v1", image)
-    with run_proxy(proxy_settings(tmp_path / "a", upstream)) as proxy:
-        refused = httpx.delete(f"{proxy.url}/v2/{REPO}/manifests/v1")
+    with run_proxy(proxy_settings(tmp_path / "a", upstream)) as running:
+        refused = httpx.delete(f"{running.url}/v2/{REPO}/manifests/v1")
         assert (refused.status_code, code(refused)) == (405, "UNSUPPORTED")
     assert fake.count("DELETE") == 0
     settings = proxy_settings(tmp_path / "b", upstream, server__allow_delete="true")
-    with run_proxy(settings) as proxy, httpx.Client(base_url=proxy.url) as client:
+    with run_proxy(settings) as running, httpx.Client(base_url=running.url) as client:
         assert client.get(f"/v2/{REPO}/manifests/v1").status_code == 200  # tag now cached
         assert client.delete(f"/v2/{REPO}/manifests/v1").status_code == 202
         assert fake.tags("us", REPO) == {}
@@ -414,7 +415,7 @@ def test_delete_is_refused_unless_allowed(fake: FakeGAR, upstream: str, tmp_path
 
 
 def test_bad_upload_requests_get_oci_errors_and_leave_upstream_consistent(
-    fake: FakeGAR, proxy: RunningProxy, client: httpx.Client
+    fake: FakeGAR, running: RunningProxy, client: httpx.Client
 ) -> None:
     unknown = client.patch(f"{UPLOADS}{'0' * 32}", content=b"x")
     assert (unknown.status_code, code(unknown)) == (404, "BLOB_UPLOAD_UNKNOWN")
@@ -437,7 +438,7 @@ def _put_manifest(client: httpx.Client, body: bytes, media_type: str) -> httpx.R
 
 
 def test_bad_manifests_are_refused_before_upstream(
-    fake: FakeGAR, proxy: RunningProxy, client: httpx.Client
+    fake: FakeGAR, running: RunningProxy, client: httpx.Client
 ) -> None:
     image = build_image([make_layer(seed=6)])
     missing = _put_manifest(client, image.manifest, image.media_type)
@@ -452,9 +453,9 @@ def test_bad_manifests_are_refused_before_upstream(
     assert fake.count("PUT", "manifest") == 0
 
 
-def test_oversized_manifest_is_refused_without_reading_it(proxy: RunningProxy) -> None:
+def test_oversized_manifest_is_refused_without_reading_it(running: RunningProxy) -> None:
     """Raw socket: announce 5 MiB, send 64 KiB, and the answer comes anyway."""
-    host, port = proxy.url.removeprefix("http://").split(":")
+    host, port = running.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(
             f"PUT /v2/{REPO}/manifests/v1 HTTP/1.1\r\nHost: {host}\r\n"
@@ -472,8 +473,9 @@ def test_oversized_manifest_is_refused_without_reading_it(proxy: RunningProxy) -
 
 
 def test_cli_push_uploads_a_layout_then_skips_what_upstream_has(
-    fake: FakeGAR, upstream: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    fake: FakeGAR, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    upstream = fake.upstream
     amd = build_image([make_layer(seed=7), make_layer(seed=8)])
     arm = build_image([make_layer(seed=9)], architecture="arm64")
     index = build_index([amd, arm])

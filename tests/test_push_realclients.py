@@ -20,9 +20,9 @@ import httpx
 import pytest
 
 from proxy.oci import mediatypes as mt
-from tests.images import build_image, make_layer, push_image, write_oci_layout
-from tests.proxyharness import proxy_settings, run_proxy
-from tests.realclients import DistributionRegistry, Dockerd, Skopeo
+from testkit.images import build_image, make_layer, push_image, write_oci_layout
+from testkit.proxyharness import proxy_settings, run_proxy
+from testkit.realclients import DistributionRegistry, Dockerd, Skopeo
 
 ACCEPT = {"Accept": ", ".join(mt.DEFAULT_ACCEPT)}
 GIB = 1 << 30
@@ -89,15 +89,16 @@ def proxy_process(upstream: str, workdir: Path) -> Iterator[tuple[str, int]]:
         sys.executable, "-m", "proxy", "--upstream", upstream, "--auth", "none",
         "--cache-dir", str(workdir / "cache"), "serve", "--listen", "127.0.0.1:0",
     ]  # fmt: skip
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
-    try:
-        assert server.stdout is not None
-        ready = re.search(r"listening on (http://\S+)", server.stdout.readline())
-        assert ready is not None, "the proxy did not start"
-        yield ready[1], server.pid
-    finally:
-        server.terminate()
-        server.wait(30)
+    # The with closes the stdout pipe (else: ResourceWarning, unclosed file).
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as server:
+        try:
+            assert server.stdout is not None
+            ready = re.search(r"listening on (http://\S+)", server.stdout.readline())
+            assert ready is not None, "the proxy did not start"
+            yield ready[1], server.pid
+        finally:
+            server.terminate()
+            server.wait(30)
 
 
 @pytest.mark.slow

@@ -27,11 +27,11 @@ import httpx
 import pytest
 
 from proxy.oci import mediatypes as mt
+from testkit.fakes.gar import FakeGAR
+from testkit.images import Format, Image, Index, build_image, build_index, make_layer, push_image
+from testkit.proxyprocess import ProxyProcess
+from testkit.realclients import CommandError, DistributionRegistry, Dockerd, Podman, Skopeo, run
 from tests.conftest import require_binaries
-from tests.fakes.gar import FakeGAR
-from tests.images import Format, Image, Index, build_image, build_index, make_layer, push_image
-from tests.proxyprocess import ProxyProcess
-from tests.realclients import CommandError, DistributionRegistry, Dockerd, Podman, Skopeo, run
 
 ACCEPT = ", ".join(mt.DEFAULT_ACCEPT)
 MACHINE_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
@@ -41,7 +41,7 @@ OTHER_ARCH = "arm64" if MACHINE_ARCH != "arm64" else "amd64"
 
 
 @pytest.fixture(scope="module")
-def proxy(
+def registry_proxy(
     distribution_registry: DistributionRegistry, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProxyProcess]:
     """One proxy subprocess in front of the module's registry; tests use their own repos."""
@@ -74,7 +74,7 @@ def _small_image(name: str, fmt: Format = "oci", architecture: str = "amd64") ->
 def test_skopeo_copy_through_the_proxy_matches_the_upstream(
     kind: str,
     distribution_registry: DistributionRegistry,
-    proxy: ProxyProcess,
+    registry_proxy: ProxyProcess,
     skopeo_runner: Skopeo,
     tmp_path: Path,
 ) -> None:
@@ -86,54 +86,56 @@ def test_skopeo_copy_through_the_proxy_matches_the_upstream(
     push_image(distribution_registry.url, repo, "v1", image)
     every = ["--all"] if kind == "index" else []
 
-    for host, layout in ((proxy.host, "p"), (distribution_registry.host, "d")):
+    for host, layout in ((registry_proxy.host, "p"), (distribution_registry.host, "d")):
         skopeo_runner("copy", *every, f"docker://{host}/{repo}:v1", f"oci:{tmp_path / layout}:v1")
 
     assert _layout_digest(tmp_path / "p") == _layout_digest(tmp_path / "d") == image.digest
-    assert {b.digest for b in image.blobs} <= _cached_blobs(proxy)
+    assert {b.digest for b in image.blobs} <= _cached_blobs(registry_proxy)
 
 
 # ---------------------------------------------------------------- podman
 
 
 def test_podman_pull_through_the_proxy_matches_the_upstream(
-    distribution_registry: DistributionRegistry, proxy: ProxyProcess, podman_runner: Podman
+    distribution_registry: DistributionRegistry, registry_proxy: ProxyProcess, podman_runner: Podman
 ) -> None:
     repo = "proj/repo/podman"
     image = _small_image(repo, fmt="docker")
     push_image(distribution_registry.url, repo, "v1", image)
 
-    podman_runner("pull", "--quiet", f"{proxy.host}/{repo}:v1")
-    through_proxy = podman_runner.image_digest(f"{proxy.host}/{repo}:v1")
+    podman_runner("pull", "--quiet", f"{registry_proxy.host}/{repo}:v1")
+    through_proxy = podman_runner.image_digest(f"{registry_proxy.host}/{repo}:v1")
     podman_runner("pull", "--quiet", f"{distribution_registry.host}/{repo}:v1")
     direct = podman_runner.image_digest(f"{distribution_registry.host}/{repo}:v1")
 
     assert through_proxy == direct == image.digest
-    assert {b.digest for b in image.blobs} <= _cached_blobs(proxy)
+    assert {b.digest for b in image.blobs} <= _cached_blobs(registry_proxy)
 
 
 # ---------------------------------------------------------------- docker
 
 
 def test_docker_pull_through_the_proxy(
-    distribution_registry: DistributionRegistry, proxy: ProxyProcess, dockerd: Dockerd
+    distribution_registry: DistributionRegistry, registry_proxy: ProxyProcess, dockerd: Dockerd
 ) -> None:
     repo = "proj/repo/docker"
     image = _small_image(repo, fmt="docker")
     push_image(distribution_registry.url, repo, "v1", image)
     dockerd.remove_all_images()
 
-    dockerd.cli("pull", "--quiet", f"{proxy.host}/{repo}:v1")
+    dockerd.cli("pull", "--quiet", f"{registry_proxy.host}/{repo}:v1")
 
-    assert dockerd.repo_digests(f"{proxy.host}/{repo}:v1") == [
-        f"{proxy.host}/{repo}@{image.digest}"
+    assert dockerd.repo_digests(f"{registry_proxy.host}/{repo}:v1") == [
+        f"{registry_proxy.host}/{repo}@{image.digest}"
     ]
-    image_id = dockerd.cli("image", "inspect", "--format", "{{.Id}}", f"{proxy.host}/{repo}:v1")
+    image_id = dockerd.cli(
+        "image", "inspect", "--format", "{{.Id}}", f"{registry_proxy.host}/{repo}:v1"
+    )
     assert image_id.stdout.strip() == image.config.digest
 
 
 def test_docker_pulls_the_machines_child_of_a_multi_arch_index(
-    distribution_registry: DistributionRegistry, proxy: ProxyProcess, dockerd: Dockerd
+    distribution_registry: DistributionRegistry, registry_proxy: ProxyProcess, dockerd: Dockerd
 ) -> None:
     repo = "proj/repo/docker-multi"
     native = _small_image(repo + "-native", fmt="docker", architecture=MACHINE_ARCH)
@@ -142,13 +144,13 @@ def test_docker_pulls_the_machines_child_of_a_multi_arch_index(
     push_image(distribution_registry.url, repo, "v1", index)
     dockerd.remove_all_images()
 
-    dockerd.cli("pull", "--quiet", f"{proxy.host}/{repo}:v1")
+    dockerd.cli("pull", "--quiet", f"{registry_proxy.host}/{repo}:v1")
 
-    ref = f"{proxy.host}/{repo}:v1"
-    assert dockerd.repo_digests(ref) == [f"{proxy.host}/{repo}@{index.digest}"]
+    ref = f"{registry_proxy.host}/{repo}:v1"
+    assert dockerd.repo_digests(ref) == [f"{registry_proxy.host}/{repo}@{index.digest}"]
     inspected = dockerd.cli("image", "inspect", "--format", "{{.Id}} {{.Architecture}}", ref)
     assert inspected.stdout.split() == [native.config.digest, MACHINE_ARCH]
-    cached = _cached_blobs(proxy)
+    cached = _cached_blobs(registry_proxy)
     assert {b.digest for b in native.blobs} <= cached
     assert not {b.digest for b in other.layers} & cached  # the other child's layers: never
 
@@ -157,12 +159,12 @@ def test_docker_pulls_the_machines_child_of_a_multi_arch_index(
 
 
 def test_ns_is_accepted_and_ignored_in_front_of_a_plain_registry(
-    distribution_registry: DistributionRegistry, proxy: ProxyProcess
+    distribution_registry: DistributionRegistry, registry_proxy: ProxyProcess
 ) -> None:
     repo = "proj/repo/ns"
     image = _small_image(repo)
     push_image(distribution_registry.url, repo, "v1", image)
-    with httpx.Client(base_url=proxy.url, timeout=30) as client:
+    with httpx.Client(base_url=registry_proxy.url, timeout=30) as client:
         for ns in ("docker.io", "us-docker.pkg.dev", "europe-west1-docker.pkg.dev"):
             got = client.get(
                 f"/v2/{repo}/manifests/v1", params={"ns": ns}, headers={"Accept": ACCEPT}

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.images import Image, build_image, make_layer, push_image, write_oci_layout
-from tests.realclients import DistributionRegistry, Dockerd, Podman, Skopeo
+from testkit.images import Image, build_image, make_layer, push_image, write_oci_layout
+from testkit.realclients import DistributionRegistry, Dockerd, Podman, Skopeo
 
 
 @contextlib.contextmanager

@@ -17,8 +17,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from proxy.oci.digest import Digest
-from tests.proxyharness import RunningProxy, proxy_settings, run_proxy
-from tests.servers import serve_in_thread
+from testkit.proxyharness import RunningProxy, proxy_settings, run_proxy
+from testkit.servers import serve_in_thread
 
 DATA = random.Random(11).randbytes(3 * 1024 * 1024 + 17)
 DIGEST = str(Digest.of(DATA))

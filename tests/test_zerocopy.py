@@ -18,27 +18,29 @@ from pathlib import Path
 import httpx
 import pytest
 
+from proxy.http import sendfile
 from proxy.http import server as zero_copy_server
 from proxy.oci.digest import Digest
-from tests.fakes.gar import FakeGAR
-from tests.images import make_layer
-from tests.proxyharness import proxy_settings, run_proxy
-from tests.proxyprocess import ProxyProcess
+from testkit.fakes.gar import FakeGAR
+from testkit.images import make_layer
+from testkit.proxyharness import proxy_settings, run_proxy
+from testkit.proxyprocess import ProxyProcess
+from tests.conftest import FakeGarFactory
 from tests.test_pull_cache import client, wait_for
 
 REPO = "proj/repo/app"
 
 
 @pytest.fixture
-def fake() -> FakeGAR:
-    return FakeGAR(auth="none", chunk_size=64 * 1024)
+def fake(fake_gar: FakeGarFactory) -> FakeGAR:
+    return fake_gar(auth="none", chunk_size=64 * 1024)
 
 
 @pytest.fixture
 def sent(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Bytes each ``sendfile`` call was asked to send."""
     calls: list[int] = []
-    real = zero_copy_server.sendfile
+    real = sendfile.sendfile  # what proxy.http.server calls
 
     async def counting(sock: int, file: int, offset: int, count: int) -> int:
         calls.append(count)
@@ -49,12 +51,12 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def test_hits_and_ranges_go_through_sendfile(
-    tmp_path: Path, upstream: str, fake: FakeGAR, sent: list[int]
+    tmp_path: Path, fake: FakeGAR, sent: list[int]
 ) -> None:
     data = make_layer(size=3_000_000, seed=21)
     digest = fake.put_blob("us", REPO, data)
     url = f"/v2/{REPO}/blobs/{digest}"
-    with run_proxy(proxy_settings(tmp_path, upstream)) as proxy, client(proxy) as http:
+    with run_proxy(proxy_settings(tmp_path, fake.upstream)) as proxy, client(proxy) as http:
         assert http.get(url).content == data  # the fill, followed
         assert sum(sent) == len(data)
         sent.clear()
@@ -92,11 +94,11 @@ def _read_response(raw: socket.socket, pending: bytearray) -> tuple[bytes, bytes
 
 
 def test_pipelined_requests_get_their_own_bodies_in_order(
-    tmp_path: Path, upstream: str, fake: FakeGAR, sent: list[int]
+    tmp_path: Path, fake: FakeGAR, sent: list[int]
 ) -> None:
     first, second = make_layer(size=2_000_000, seed=26), make_layer(size=700_000, seed=27)
     digests = [fake.put_blob("us", REPO, data) for data in (first, second)]
-    with run_proxy(proxy_settings(tmp_path, upstream)) as proxy, client(proxy) as http:
+    with run_proxy(proxy_settings(tmp_path, fake.upstream)) as proxy, client(proxy) as http:
         for digest in digests:
             http.get(f"/v2/{REPO}/blobs/{digest}")  # cached
         sent.clear()
@@ -125,13 +127,11 @@ def test_pipelined_requests_get_their_own_bodies_in_order(
     assert sent == [len(first), 10, len(second)]
 
 
-def test_plain_uvicorn_gets_bytes_instead(
-    tmp_path: Path, upstream: str, fake: FakeGAR, sent: list[int]
-) -> None:
+def test_plain_uvicorn_gets_bytes_instead(tmp_path: Path, fake: FakeGAR, sent: list[int]) -> None:
     data = make_layer(size=1_500_000, seed=22)
     digest = fake.put_blob("us", REPO, data)
     url = f"/v2/{REPO}/blobs/{digest}"
-    settings = proxy_settings(tmp_path, upstream)
+    settings = proxy_settings(tmp_path, fake.upstream)
     with run_proxy(settings, zero_copy=False) as proxy, client(proxy) as http:
         assert http.get(url).content == data
         assert http.get(url).content == data
@@ -140,7 +140,7 @@ def test_plain_uvicorn_gets_bytes_instead(
 
 
 def test_a_client_leaving_mid_body_releases_the_blob_quietly(
-    tmp_path: Path, upstream: str, fake: FakeGAR, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, fake: FakeGAR, caplog: pytest.LogCaptureFixture
 ) -> None:
     data = make_layer(size=32 << 20, seed=23)
     digest = fake.put_blob("us", REPO, data)
@@ -148,7 +148,7 @@ def test_a_client_leaving_mid_body_releases_the_blob_quietly(
     uvicorn_errors = logging.getLogger("uvicorn.error")
     uvicorn_errors.addHandler(caplog.handler)
     try:
-        with run_proxy(proxy_settings(tmp_path, upstream)) as proxy, client(proxy) as http:
+        with run_proxy(proxy_settings(tmp_path, fake.upstream)) as proxy, client(proxy) as http:
             assert http.get(f"/v2/{REPO}/blobs/{digest}").content == data  # now cached
             for _ in range(3):
                 with socket.create_connection(("127.0.0.1", proxy.server.port)) as raw:
@@ -166,12 +166,12 @@ def test_a_client_leaving_mid_body_releases_the_blob_quietly(
 
 
 def test_followers_of_a_fill_are_sent_from_the_growing_file(
-    tmp_path: Path, upstream: str, fake: FakeGAR, sent: list[int]
+    tmp_path: Path, fake: FakeGAR, sent: list[int]
 ) -> None:
     data = make_layer(size=4 << 20, seed=24)
     digest = fake.put_blob("us", REPO, data)
     url = f"/v2/{REPO}/blobs/{digest}"
-    with run_proxy(proxy_settings(tmp_path, upstream)) as proxy:
+    with run_proxy(proxy_settings(tmp_path, fake.upstream)) as proxy:
 
         async def three() -> list[bytes]:
             async with httpx.AsyncClient(base_url=proxy.url, timeout=30) as http:
@@ -185,12 +185,12 @@ def test_followers_of_a_fill_are_sent_from_the_growing_file(
 
 
 def test_the_uvloop_server_sends_hits_ranges_and_survives_a_reset(
-    tmp_path: Path, upstream: str, fake: FakeGAR
+    tmp_path: Path, fake: FakeGAR
 ) -> None:
     data = make_layer(size=8 << 20, seed=25)
     digest = fake.put_blob("us", REPO, data)
     path = f"/v2/{REPO}/blobs/{digest}"
-    with ProxyProcess(tmp_path / "cache", upstream) as proxy:
+    with ProxyProcess(tmp_path / "cache", fake.upstream) as proxy:
         with httpx.Client(base_url=proxy.url, timeout=30) as http:
             assert http.get(path).content == data
             with socket.create_connection(("127.0.0.1", proxy.port)) as raw:

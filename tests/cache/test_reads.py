@@ -31,8 +31,10 @@ async def test_reads_return_the_bytes_either_way(
         temp = cache.store.new_temp()
         temp.write_bytes(data)
         cache.store.commit(temp, digest)
-        whole = [chunk async for chunk in cache.read(digest)]
-        part = b"".join([chunk async for chunk in cache.read(digest, 100, READ_SIZE + 200)])
+        body, window = cache.read(digest), cache.read(digest, 100, READ_SIZE + 200)
+        assert body is not None and window is not None
+        whole = [chunk async for chunk in body]
+        part = b"".join([chunk async for chunk in window])
     finally:
         await index.close()
     assert b"".join(whole) == data
@@ -96,6 +98,7 @@ async def test_a_body_never_read_is_released_when_dropped(tmp_path: Path) -> Non
         gc.collect()
         assert _open_fds() == before and not cache.in_use(digest)
         closed = cache.read(digest)
+        assert closed is not None
         closed.close()
         closed.close()  # once only
         assert _open_fds() == before and not cache.in_use(digest)

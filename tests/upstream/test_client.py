@@ -21,7 +21,7 @@ from proxy.oci.names import Repository
 from proxy.upstream.auth import AccessTokens
 from proxy.upstream.client import Upstream, retry_after_seconds
 from proxy.upstream.ratelimit import TokenBucket
-from tests.servers import serve_in_thread
+from testkit.servers import serve_in_thread
 
 REPO = Repository("proj/repo/img")
 Handler = Callable[[Request, int], Response]
@@ -46,8 +46,11 @@ class Script:
         return Starlette(routes=[Route("/{path:path}", self.endpoint, methods=["GET", "HEAD"])])
 
 
+ScriptServer = Callable[[Handler], tuple[Script, str]]
+
+
 @pytest.fixture
-def script_server() -> Iterator[Callable[[Handler], tuple[Script, str]]]:
+def script_server() -> Iterator[ScriptServer]:
     servers = []
 
     def start(handler: Handler) -> tuple[Script, str]:
@@ -98,7 +101,9 @@ def ok(request: Request, n: int) -> Response:
     return JSONResponse({"n": n})
 
 
-async def test_429_with_retry_after_is_retried_after_the_pause(script_server, tmp_path) -> None:
+async def test_429_with_retry_after_is_retried_after_the_pause(
+    script_server: ScriptServer, tmp_path: Path
+) -> None:
     def handler(request: Request, n: int) -> Response:
         return Response(status_code=429, headers={"Retry-After": "1"}) if n == 1 else ok(request, n)
 
@@ -111,7 +116,7 @@ async def test_429_with_retry_after_is_retried_after_the_pause(script_server, tm
     assert script.times[1] - script.times[0] >= 1.0
 
 
-async def test_two_503_then_200_succeeds(script_server, tmp_path) -> None:
+async def test_two_503_then_200_succeeds(script_server: ScriptServer, tmp_path: Path) -> None:
     _script, url = script_server(lambda r, n: Response(status_code=503) if n <= 2 else ok(r, n))
     upstream = make_upstream(settings(tmp_path, url), None)
     response = await upstream.send("GET", REPO, "/blobs/x")
@@ -120,7 +125,7 @@ async def test_two_503_then_200_succeeds(script_server, tmp_path) -> None:
 
 
 async def test_persistent_500_gives_an_oci_error_after_bounded_retries(
-    script_server, tmp_path
+    script_server: ScriptServer, tmp_path: Path
 ) -> None:
     script, url = script_server(
         lambda r, n: JSONResponse({"errors": [{"code": "UNKNOWN", "message": "boom"}]}, 500)
@@ -136,7 +141,7 @@ async def test_persistent_500_gives_an_oci_error_after_bounded_retries(
     assert "boom" in error.message
 
 
-async def test_unreachable_upstream_is_an_oci_error(tmp_path) -> None:
+async def test_unreachable_upstream_is_an_oci_error(tmp_path: Path) -> None:
     upstream = make_upstream(settings(tmp_path, "http://127.0.0.1:9", upstream__retries="1"), None)
     with pytest.raises(RegistryError) as raised:
         await upstream.send("GET", REPO, "/manifests/latest")
@@ -144,7 +149,9 @@ async def test_unreachable_upstream_is_an_oci_error(tmp_path) -> None:
     assert raised.value.code.wire == "UNAVAILABLE" and raised.value.status == 502
 
 
-async def test_401_refreshes_the_google_token_once_and_retries(script_server, tmp_path) -> None:
+async def test_401_refreshes_the_google_token_once_and_retries(
+    script_server: ScriptServer, tmp_path: Path
+) -> None:
     tokens = FakeTokens()
 
     def handler(request: Request, n: int) -> Response:
@@ -182,7 +189,9 @@ def _token_realm(registry_token: str, expect_basic: str | None) -> Handler:
     return handler
 
 
-async def test_registry_token_dance_with_oauth2accesstoken(script_server, tmp_path) -> None:
+async def test_registry_token_dance_with_oauth2accesstoken(
+    script_server: ScriptServer, tmp_path: Path
+) -> None:
     tokens = FakeTokens()
     basic = "Basic " + base64.b64encode(b"oauth2accesstoken:ya29.refreshed-1").decode()
     script, url = script_server(_token_realm("reg-token", basic))
@@ -198,7 +207,9 @@ async def test_registry_token_dance_with_oauth2accesstoken(script_server, tmp_pa
     assert script.auth[-1] == "Bearer reg-token"  # no 401 round trip the second time
 
 
-async def test_realm_on_another_host_gets_no_google_token(script_server, tmp_path) -> None:
+async def test_realm_on_another_host_gets_no_google_token(
+    script_server: ScriptServer, tmp_path: Path
+) -> None:
     realm_script, realm_url = script_server(lambda r, n: JSONResponse({"token": "t"}))
 
     other_host = realm_url.replace("127.0.0.1", "localhost")
@@ -219,7 +230,9 @@ async def test_realm_on_another_host_gets_no_google_token(script_server, tmp_pat
     assert realm_script.seen == []
 
 
-async def test_403_with_read_only_token_escalates_scope_once(script_server, tmp_path) -> None:
+async def test_403_with_read_only_token_escalates_scope_once(
+    script_server: ScriptServer, tmp_path: Path
+) -> None:
     def handler(request: Request, n: int) -> Response:
         wide = (request.headers.get("authorization") or "").endswith("-wide")
         return ok(request, n) if wide else Response(status_code=403)
@@ -233,7 +246,9 @@ async def test_403_with_read_only_token_escalates_scope_once(script_server, tmp_
     assert response.status_code == 200 and len(script.seen) == 2
 
 
-async def test_tokens_never_reach_the_logs(script_server, tmp_path, caplog) -> None:
+async def test_tokens_never_reach_the_logs(
+    script_server: ScriptServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     tokens = FakeTokens()
     _script, url = script_server(_token_realm("secret-registry-token", None))

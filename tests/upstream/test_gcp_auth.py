@@ -19,8 +19,8 @@ import pytest
 from proxy.config import Settings, load_settings
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.upstream.gcp import CLOUD_PLATFORM, CLOUD_PLATFORM_READ_ONLY, GoogleTokenSource
-from tests.fakes.google import FakeMetadata, FakeOAuth
-from tests.servers import bind_loopback
+from testkit.fakes.google import FakeMetadata, FakeOAuth
+from testkit.servers import bind_loopback
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -49,10 +49,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from tests.fakes.gar_api import RegistryApiMixin
-from tests.fakes.gar_auth import AuthMixin, MetadataApiMixin
-from tests.fakes.gar_faults import FaultsMixin, _cut, _is_cut
-from tests.fakes.gar_model import (
+from testkit.fakes.gar_api import RegistryApiMixin
+from testkit.fakes.gar_auth import AuthMixin, MetadataApiMixin
+from testkit.fakes.gar_faults import FaultsMixin, _cut, _is_cut
+from testkit.fakes.gar_model import (
     CHUNK,
     DEFAULT_LOCATIONS,
     MANIFEST_LIMIT,
@@ -70,9 +70,9 @@ from tests.fakes.gar_model import (
     _Upload,
     classify,
 )
-from tests.fakes.gar_uploads import UploadsMixin
-from tests.images import Image, Index
-from tests.servers import serve_in_thread
+from testkit.fakes.gar_uploads import UploadsMixin
+from testkit.images import Image, Index
+from testkit.servers import serve_in_thread
 
 __all__ = [
     "CHUNK",
@@ -137,6 +137,7 @@ class FakeGAR(AuthMixin, MetadataApiMixin, RegistryApiMixin, UploadsMixin, Fault
         self._images: dict[tuple[str, str], _ImageRepo] = {}
         self._uploads: dict[str, _Upload] = {}
         self._lock = threading.RLock()
+        self._served_at: str | None = None
         self._handlers: dict[Kind, Handler] = {
             "ping": self._ping,
             "token": self._token,
@@ -152,7 +153,23 @@ class FakeGAR(AuthMixin, MetadataApiMixin, RegistryApiMixin, UploadsMixin, Fault
     def serve(self) -> Iterator[str]:
         """Run under uvicorn on 127.0.0.1 (port 0); yields ``http://127.0.0.1:PORT``."""
         with serve_in_thread(self) as url:
-            yield url
+            self._served_at = url
+            try:
+                yield url
+            finally:
+                self._served_at = None
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT`` while :meth:`serve` runs (the REST API's base)."""
+        if self._served_at is None:
+            raise RuntimeError("the fake GAR is not being served")
+        return self._served_at
+
+    @property
+    def upstream(self) -> str:
+        """The proxy's upstream template for this fake: one server plays every location."""
+        return self.url + "/{location}"
 
     # ------------------------------------------------------------ tokens, counts, faults
 

@@ -37,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from tests.servers import ThreadedServer
+from testkit.servers import ThreadedServer
 
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 # google-auth always addresses its assertion to Google's endpoint, whatever token_uri says.

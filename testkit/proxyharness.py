@@ -18,7 +18,7 @@ from proxy.app import create_app
 from proxy.config import Settings, load_settings
 from proxy.http.server import ZeroCopyProtocol
 from proxy.services.container import Services
-from tests.servers import ThreadedServer
+from testkit.servers import ThreadedServer
 
 T = TypeVar("T")
 
@@ -49,7 +49,7 @@ class RunningProxy:
 
     @property
     def services(self) -> Services:
-        found: Services = self.server.config.loaded_app.app.state.services  # type: ignore[union-attr]
+        found: Services = self.server.config.loaded_app.app.state.services
         return found
 
     def call(self, coroutine: Coroutine[Any, Any, T], timeout: float = 30) -> T:

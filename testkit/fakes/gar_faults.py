@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Send
 
-from tests.fakes.gar_model import _FAULT_CODES, Fault, _ApiError, _Route
+from testkit.fakes.gar_model import _FAULT_CODES, Fault, _ApiError, _Route
 
 
 class _Cut(Exception):

@@ -4,7 +4,7 @@ The public value types (``Recorded``, ``Fault``, ``IssuedToken``, ``GarRepositor
 the constants and regexes, the route classifier, the registry and Google error shapes,
 the in-memory records of manifests, image repositories and uploads, and the header,
 byte-range and body-chunking helpers that ``FakeGAR`` and its mixins share; no server
-state lives here. Import them from ``tests.fakes.gar``.
+state lives here. Import them from ``testkit.fakes.gar``.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tests.fakes.gar_model import (
+from testkit.fakes.gar_model import (
     GarRepository,
     IssuedToken,
     _ApiError,

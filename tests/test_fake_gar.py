@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from proxy.oci import mediatypes as mt
-from tests.fakes.gar import FakeGAR, Fault
-from tests.images import build_artifact, build_image, build_index, make_layer, push_image
+from testkit.fakes.gar import FakeGAR, Fault
+from testkit.images import build_artifact, build_image, build_index, make_layer, push_image
+from tests.conftest import FakeGarFactory
 
 TOKEN = "ya29.fake-access-token"
 READ_ONLY = "ya29.read-only"
@@ -20,14 +21,13 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
-def fake() -> FakeGAR:
-    return FakeGAR(access_tokens={TOKEN, READ_ONLY}, read_only_tokens={READ_ONLY})
+def fake(fake_gar: FakeGarFactory) -> FakeGAR:
+    return fake_gar(access_tokens={TOKEN, READ_ONLY}, read_only_tokens={READ_ONLY})
 
 
 @pytest.fixture
-def url(fake: FakeGAR) -> Iterator[str]:
-    with fake.serve() as base:
-        yield base
+def url(fake: FakeGAR) -> str:
+    return fake.url
 
 
 def _client(**options: Any) -> httpx.Client:

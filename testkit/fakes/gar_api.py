@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from proxy.oci import mediatypes as mt
-from tests.fakes.gar_model import (
+from testkit.fakes.gar_model import (
     _DIGEST,
     _TAG,
     MANIFEST_LIMIT,

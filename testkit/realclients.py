@@ -37,6 +37,7 @@ import httpx
 COMMAND_TIMEOUT = 120.0
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
+CONTAINERD_NAMESPACE_MAX = 76
 PERMISSIVE_POLICY = {"default": [{"type": "insecureAcceptAnything"}]}
 
 
@@ -243,6 +244,23 @@ class DistributionRegistry:
         self.stop()
 
 
+def containerd_namespace(name: str) -> str:
+    """A valid containerd namespace for a temp dir's ``name``, as unique as the name.
+
+    containerd takes ``[A-Za-z0-9]+`` runs joined by single ``.``, ``_`` or ``-``, at most
+    76 characters. ``mkdtemp`` names draw from letters, digits and ``_``, so about one in
+    17 (``gpd-_x...``, ``gpd-a__b...``, a trailing ``_``) was refused and dockerd did not
+    start. Hex of the name is always valid and keeps distinct names distinct.
+
+    >>> containerd_namespace("gpd-ab_")
+    'gpd6770642d61625f'
+    """
+    namespace = "gpd" + name.encode().hex()
+    if len(namespace) > CONTAINERD_NAMESPACE_MAX:
+        raise ValueError(f"name too long for a containerd namespace: {name!r}")
+    return namespace
+
+
 class Dockerd:
     """A private ``dockerd`` (with its own managed containerd) under a short /tmp dir.
 
@@ -261,7 +279,7 @@ class Dockerd:
         self._client: docker.DockerClient | None = None
 
     def command(self) -> list[str]:
-        base, namespace = self.base, self.base.name
+        base, namespace = self.base, containerd_namespace(self.base.name)
         (base / "daemon.json").write_text("{}")
         return [
             require_binary("dockerd"),

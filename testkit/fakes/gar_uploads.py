@@ -16,7 +16,7 @@ from collections.abc import Callable
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tests.fakes.gar_model import (
+from testkit.fakes.gar_model import (
     _CONTENT_RANGE,
     _DIGEST,
     Buffer,
