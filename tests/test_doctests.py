@@ -9,6 +9,7 @@ import pytest
 
 MODULES = [
     "proxy.config_values",
+    "proxy.gar.cleanup",
     "proxy.oci.digest",
     "proxy.oci.names",
     "proxy.oci.platform",
