@@ -34,7 +34,9 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
+
+from proxy.gar.jsonapi import JsonGetter, NotFound, pages
 
 NO_POLICY = "no policy matched"
 
@@ -54,14 +56,6 @@ class CleanupPolicyError(Exception):
 
 class RepositoryNotFound(Exception):
     """The repository named for a preview does not exist (the API answered 404)."""
-
-
-class JsonGetter(Protocol):
-    async def get_json(
-        self, url: str, params: Mapping[str, str] | None = None
-    ) -> dict[str, Any] | None:
-        """The decoded JSON body, or None for 404."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,18 +255,12 @@ async def list_versions(
     name = f"projects/{project}/locations/{location}/repositories/{repo}"
     url = f"{base_url.rstrip('/')}/v1/{name}/dockerImages"
     versions: list[Version] = []
-    token = ""
-    while True:
-        params = {"pageSize": str(page_size)}
-        if token:
-            params["pageToken"] = token
-        body = await api.get_json(url, params)
-        if body is None:
-            raise RepositoryNotFound(name)
-        versions += [version_of_image(image) for image in body.get("dockerImages") or ()]
-        token = str(body.get("nextPageToken") or "")
-        if not token:
-            return versions
+    try:
+        async for images in pages(api, url, {"pageSize": str(page_size)}, "dockerImages"):
+            versions += [version_of_image(image) for image in images]
+    except NotFound:
+        raise RepositoryNotFound(name) from None
+    return versions
 
 
 async def preview(
