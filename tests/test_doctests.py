@@ -10,6 +10,7 @@ import pytest
 MODULES = [
     "proxy.config_values",
     "proxy.gar.cleanup",
+    "proxy.gar.policy",
     "proxy.gar.sbom",
     "proxy.gar.vulnerabilities",
     "proxy.oci.digest",
