@@ -80,12 +80,12 @@ def find_reference(occurrences: list[dict[str, Any]]) -> SbomReference | None:
     )
 
 
-def download_url(location: str) -> str:
+def download_url(location: str, storage: str = STORAGE) -> str:
     """A ``gs://bucket/object`` location as a Cloud Storage download URL; https stays."""
     if not location.startswith("gs://"):
         return location
     bucket, _, path = location[len("gs://") :].partition("/")
-    return f"{STORAGE}/{bucket}/{quote(path)}"
+    return f"{storage.rstrip('/')}/{bucket}/{quote(path)}"
 
 
 def _said(value: Any) -> str | None:
@@ -164,7 +164,10 @@ def parse_document(document: Mapping[str, Any]) -> Sbom:
 
 
 async def fetch_sbom(
-    client: VulnerabilityClient, documents: JsonGetter, resource: Resource
+    client: VulnerabilityClient,
+    documents: JsonGetter,
+    resource: Resource,
+    storage: str = STORAGE,
 ) -> tuple[SbomReference, Sbom] | None:
     """The image's SBOM and where it was found, or None when it has none.
 
@@ -174,7 +177,7 @@ async def fetch_sbom(
     reference = find_reference(await client.occurrences(resource, "SBOM_REFERENCE"))
     if reference is None:
         return None
-    document = await documents.get_json(download_url(reference.location))
+    document = await documents.get_json(download_url(reference.location, storage))
     if document is None:
         return None
     return reference, parse_document(document)
