@@ -10,6 +10,10 @@ import pytest
 MODULES = [
     "proxy.clock",
     "proxy.config_values",
+    "proxy.gar.cleanup",
+    "proxy.gar.policy",
+    "proxy.gar.sbom",
+    "proxy.gar.vulnerabilities",
     "proxy.oci.errors",
     "proxy.oci.references",
     "proxy.oci.digest",
