@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from proxy.app import create_app
+from proxy.clock import SYSTEM, Clock
 from proxy.config import Settings, load_settings
 from proxy.http.server import ZeroCopyProtocol
 from proxy.services.container import Services
@@ -65,10 +66,12 @@ class RunningProxy:
 
 
 @contextlib.contextmanager
-def run_proxy(settings: Settings, *, zero_copy: bool = True) -> Iterator[RunningProxy]:
+def run_proxy(
+    settings: Settings, *, zero_copy: bool = True, clock: Clock = SYSTEM
+) -> Iterator[RunningProxy]:
     """``zero_copy=False``: plain uvicorn, as another ASGI server would serve the app."""
     http = ZeroCopyProtocol if zero_copy else "httptools"
-    server = ThreadedServer(create_app(settings), http=http).start()
+    server = ThreadedServer(create_app(settings, clock), http=http).start()
     try:
         yield RunningProxy(server, settings)
     finally:

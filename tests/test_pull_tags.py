@@ -8,13 +8,13 @@ decide which location the fake GAR sees a request at (it counts by location).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from proxy.clock import SYSTEM, Clock, ManualClock
 from proxy.oci import mediatypes as mt
 from testkit.fakes.gar import FakeGAR, Fault
 from testkit.images import build_artifact, build_image, make_layer
@@ -33,9 +33,9 @@ def fake(fake_gar: FakeGarFactory) -> FakeGAR:
     return fake_gar(auth="none")
 
 
-def start(tmp_path: Path, url: str, **keys: Any) -> Any:
+def start(tmp_path: Path, url: str, clock: Clock = SYSTEM, **keys: Any) -> Any:
     keys.setdefault("upstream__retries", "1")
-    return run_proxy(proxy_settings(tmp_path, url + "/{location}", **keys))
+    return run_proxy(proxy_settings(tmp_path, url + "/{location}", **keys), clock=clock)
 
 
 def client(proxy: RunningProxy) -> httpx.Client:
@@ -62,15 +62,15 @@ def stale_served(proxy: RunningProxy) -> float:
 def test_within_ttl_nothing_after_it_one_head(fake: FakeGAR, tmp_path: Path) -> None:
     image = build_image([make_layer({"t": b"1"})])
     fake.put_image("us", REPO, "1.0", image)
-    with start(tmp_path, fake.url, cache__tag_ttl="0.5s") as proxy, client(proxy) as http:
+    clock = ManualClock()
+    with start(tmp_path, fake.url, clock, cache__tag_ttl="60s") as proxy, client(proxy) as http:
         assert get_tag(http).content == image.manifest
-        fetched = time.monotonic()  # the proxy stored the tag before it answered
         assert manifest_calls(fake) == (0, 1)
         fake.reset_counts()
+        clock.advance(59.9)
         assert get_tag(http).content == image.manifest
         assert fake.count() == 0
-        while time.monotonic() < fetched + 0.55:  # let the TTL run out
-            time.sleep(0.02)
+        clock.advance(0.2)  # the TTL ran out
         expired = get_tag(http)
         assert expired.status_code == 200 and expired.content == image.manifest
         assert manifest_calls(fake) == (1, 0)
@@ -121,11 +121,11 @@ def test_stale_tag_served_while_upstream_fails_until_max_stale(
     image = build_image([make_layer({"s": b"1"})])
     fake.put_image("us", REPO, "1.0", image)
     # stale_recheck 0: each request asks upstream (the window has its own test below).
-    settings = {"cache__tag_ttl": "0", "cache__max_stale": "1s", "cache__stale_recheck": "0s"}
+    settings = {"cache__tag_ttl": "0", "cache__max_stale": "1h", "cache__stale_recheck": "0s"}
     failures = [(503, "UNAVAILABLE", 502), (429, "TOOMANYREQUESTS", 429)]
-    with start(tmp_path, fake.url, **settings) as proxy, client(proxy) as http:
+    clock = ManualClock()
+    with start(tmp_path, fake.url, clock, **settings) as proxy, client(proxy) as http:
         assert get_tag(http).status_code == 200
-        fetched = time.monotonic()  # the proxy stored the tag before it answered
         fake.reset_counts()
         for served, (status, _, _) in enumerate(failures, start=1):
             fake.clear_faults()
@@ -136,8 +136,7 @@ def test_stale_tag_served_while_upstream_fails_until_max_stale(
             assert stale.content == image.manifest
             assert stale_served(proxy) == served
         assert manifest_calls(fake) == (4, 0)  # per failure one try and one retry, no GET
-        while time.monotonic() < fetched + 1.05:  # past max_stale
-            time.sleep(0.02)
+        clock.advance(3600.1)  # past max_stale
         for status, code, client_status in failures:
             fake.clear_faults()
             fake.add_fault(Fault(kind="manifest", status=status))
@@ -155,27 +154,25 @@ def test_a_failed_revalidation_is_not_retried_within_stale_recheck(
 ) -> None:
     image = build_image([make_layer({"r": b"1"})])
     fake.put_image("us", REPO, "1.0", image)
-    settings = {"cache__tag_ttl": "0", "cache__stale_recheck": "1s"}
-    with start(tmp_path, fake.url, **settings) as proxy, client(proxy) as http:
+    settings = {"cache__tag_ttl": "0", "cache__stale_recheck": "10s"}
+    clock = ManualClock()
+    with start(tmp_path, fake.url, clock, **settings) as proxy, client(proxy) as http:
         assert get_tag(http).status_code == 200
         fake.reset_counts()
         fake.add_fault(Fault(kind="manifest", status=503))
-        failed_at = time.monotonic()
         for _ in range(5):
             stale = get_tag(http)
             assert stale.status_code == 200 and stale.content == image.manifest
-        assert time.monotonic() < failed_at + 1.0, "too slow for this test's window"
+            clock.advance(1.9)  # 9.5 s in all: still within stale_recheck
         assert manifest_calls(fake) == (2, 0)  # the first request: one try, one retry
         assert stale_served(proxy) == 5
         warnings = [r for r in caplog.records if "serving stale tag" in r.getMessage()]
         assert len(warnings) == 1
-        while time.monotonic() < failed_at + 1.05:  # the window is over: ask again
-            time.sleep(0.02)
+        clock.advance(0.6)  # the window is over: ask again
         assert get_tag(http).status_code == 200
         assert manifest_calls(fake) == (4, 0)
         fake.clear_faults()
-        while time.monotonic() < failed_at + 2.2:
-            time.sleep(0.02)
+        clock.advance(10.1)
         assert get_tag(http).status_code == 200  # revalidated, the failure forgotten
         assert get_tag(http).status_code == 200
         assert manifest_calls(fake) == (6, 0)
