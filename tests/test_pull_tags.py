@@ -33,7 +33,7 @@ def fake(fake_gar: FakeGarFactory) -> FakeGAR:
     return fake_gar(auth="none")
 
 
-def start(tmp_path: Path, url: str, clock: Clock = SYSTEM, **keys: Any) -> Any:
+def start(tmp_path: Path, url: str, clock: Clock = SYSTEM, **keys: str) -> Any:
     keys.setdefault("upstream__retries", "1")
     return run_proxy(proxy_settings(tmp_path, url + "/{location}", **keys), clock=clock)
 
