@@ -33,7 +33,11 @@ def fake(fake_gar: FakeGarFactory) -> FakeGAR:
     return fake_gar(auth="none")
 
 
-def start(tmp_path: Path, url: str, *, clock: Clock = SYSTEM, **keys: str) -> Any:
+def start(tmp_path: Path, url: str, **keys: Any) -> Any:
+    return start_clocked(tmp_path, url, SYSTEM, **keys)
+
+
+def start_clocked(tmp_path: Path, url: str, clock: Clock, **keys: Any) -> Any:
     keys.setdefault("upstream__retries", "1")
     return run_proxy(proxy_settings(tmp_path, url + "/{location}", **keys), clock=clock)
 
@@ -64,7 +68,7 @@ def test_within_ttl_nothing_after_it_one_head(fake: FakeGAR, tmp_path: Path) -> 
     fake.put_image("us", REPO, "1.0", image)
     clock = ManualClock()
     with (
-        start(tmp_path, fake.url, clock=clock, cache__tag_ttl="60s") as proxy,
+        start_clocked(tmp_path, fake.url, clock, cache__tag_ttl="60s") as proxy,
         client(proxy) as http,
     ):
         assert get_tag(http).content == image.manifest
@@ -127,7 +131,7 @@ def test_stale_tag_served_while_upstream_fails_until_max_stale(
     settings = {"cache__tag_ttl": "0", "cache__max_stale": "1h", "cache__stale_recheck": "0s"}
     failures = [(503, "UNAVAILABLE", 502), (429, "TOOMANYREQUESTS", 429)]
     clock = ManualClock()
-    with start(tmp_path, fake.url, clock=clock, **settings) as proxy, client(proxy) as http:
+    with start_clocked(tmp_path, fake.url, clock, **settings) as proxy, client(proxy) as http:
         assert get_tag(http).status_code == 200
         fake.reset_counts()
         for served, (status, _, _) in enumerate(failures, start=1):
@@ -159,7 +163,7 @@ def test_a_failed_revalidation_is_not_retried_within_stale_recheck(
     fake.put_image("us", REPO, "1.0", image)
     settings = {"cache__tag_ttl": "0", "cache__stale_recheck": "10s"}
     clock = ManualClock()
-    with start(tmp_path, fake.url, clock=clock, **settings) as proxy, client(proxy) as http:
+    with start_clocked(tmp_path, fake.url, clock, **settings) as proxy, client(proxy) as http:
         assert get_tag(http).status_code == 200
         fake.reset_counts()
         fake.add_fault(Fault(kind="manifest", status=503))
