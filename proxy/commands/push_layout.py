@@ -25,7 +25,7 @@ from proxy.oci.errors import RegistryError
 from proxy.oci.manifest import MANIFEST_READ_LIMIT, parse_manifest
 from proxy.oci.names import ImageReference, Repository
 from proxy.services.container import open_services
-from proxy.upstream.registry import RegistryClient
+from proxy.upstream.registry import Registry
 
 READ_SIZE = 1024 * 1024
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -95,7 +95,7 @@ async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
 
 
 class Pusher:
-    def __init__(self, registry: RegistryClient, repo: Repository, say: Say) -> None:
+    def __init__(self, registry: Registry, repo: Repository, say: Say) -> None:
         self.registry = registry
         self.repo = repo
         self.say = say
@@ -119,7 +119,7 @@ class Pusher:
 
 
 async def push_layout(
-    registry: RegistryClient,
+    registry: Registry,
     layout_dir: Path,
     tag: str | None,
     target: ImageReference,

@@ -36,7 +36,7 @@ from proxy.services.upload_session import (
     out_of_range,
     unknown_upload,
 )
-from proxy.upstream.registry import RegistryClient, UploadProgress
+from proxy.upstream.registry import Registry, UploadProgress
 
 log = logging.getLogger("gar_proxy.uploads")
 
@@ -44,7 +44,7 @@ log = logging.getLogger("gar_proxy.uploads")
 class UploadService:
     def __init__(
         self,
-        registry: RegistryClient,
+        registry: Registry,
         cache: BlobCache,
         table: UploadTable,
         files: UploadFiles,

@@ -13,14 +13,14 @@ from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
 from proxy.oci.ranges import parse_range
 from proxy.services.answers import Answer
-from proxy.upstream.registry import BlobStream, RegistryClient
+from proxy.upstream.registry import Registry, Stream
 
 log = logging.getLogger("gar_proxy.blobs")
 
 
 class BlobService:
     def __init__(
-        self, cache: BlobCache, registry: RegistryClient, metrics: Metrics, *, offline: bool
+        self, cache: BlobCache, registry: Registry, metrics: Metrics, *, offline: bool
     ) -> None:
         self.cache = cache
         self.registry = registry
@@ -77,7 +77,7 @@ class BlobService:
             return None
         return Answer(digest, mt.OCTET_STREAM, size, body=body, span=span)
 
-    async def _open_upstream(self, repo: Repository, digest: Digest) -> BlobStream:
+    async def _open_upstream(self, repo: Repository, digest: Digest) -> Stream:
         stream = await self.registry.open_blob(repo, digest)
         self.metrics.upstream_blob_fetch()
         return stream

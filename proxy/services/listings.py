@@ -13,7 +13,7 @@ from proxy.config import CacheSettings
 from proxy.oci.digest import Digest
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
-from proxy.upstream.registry import Document, RegistryClient
+from proxy.upstream.registry import Document, Registry
 
 log = logging.getLogger("gar_proxy.listings")
 LISTING_LIMIT = 8 * 1024 * 1024
@@ -31,7 +31,7 @@ class ListingService:
         self,
         settings: CacheSettings,
         index: CacheIndex,
-        registry: RegistryClient,
+        registry: Registry,
         clock: Clock = SYSTEM,
     ) -> None:
         self.settings = settings

@@ -25,7 +25,7 @@ from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.manifest import Manifest, parse_manifest
 from proxy.oci.names import Repository
 from proxy.services.mounts import MountService
-from proxy.upstream.registry import RegistryClient
+from proxy.upstream.registry import Registry
 
 log = logging.getLogger("gar_proxy.manifest_writes")
 
@@ -63,7 +63,7 @@ class ManifestWriteService:
         self,
         settings: ServerSettings,
         index: CacheIndex,
-        registry: RegistryClient,
+        registry: Registry,
         mounts: MountService,
     ) -> None:
         self.settings = settings

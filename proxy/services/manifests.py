@@ -26,7 +26,7 @@ from proxy.oci.manifest import MANIFEST_READ_LIMIT
 from proxy.oci.names import Repository
 from proxy.oci.references import children, digests_in_file
 from proxy.services.answers import Answer
-from proxy.upstream.registry import ManifestStream, RegistryClient
+from proxy.upstream.registry import ManifestBody, Registry
 
 log = logging.getLogger("gar_proxy.manifests")
 
@@ -37,7 +37,7 @@ class ManifestService:
         settings: CacheSettings,
         index: CacheIndex,
         cache: BlobCache,
-        registry: RegistryClient,
+        registry: Registry,
         metrics: Metrics,
         clock: Clock = SYSTEM,
     ) -> None:
@@ -220,10 +220,10 @@ class ManifestService:
         await self.index.put_manifest(row, children(body, media_type))
         return row
 
-    async def _fetch_large(self, stream: ManifestStream, digest: Digest) -> ManifestRow:
+    async def _fetch_large(self, stream: ManifestBody, digest: Digest) -> ManifestRow:
         """Stream a big manifest into the blob store, verified, never held in memory."""
 
-        async def opened() -> ManifestStream:
+        async def opened() -> ManifestBody:
             return stream
 
         fill = self.cache.fill(digest, opened)

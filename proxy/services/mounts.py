@@ -20,7 +20,7 @@ from proxy.oci.names import Repository
 from proxy.services.blob_uploads import UploadService
 from proxy.services.blobs import BlobService
 from proxy.services.upload_session import Chunk, Session
-from proxy.upstream.registry import RegistryClient
+from proxy.upstream.registry import Registry
 
 log = logging.getLogger("gar_proxy.mounts")
 
@@ -32,7 +32,7 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
 class MountService:
     def __init__(
         self,
-        registry: RegistryClient,
+        registry: Registry,
         cache: BlobCache,
         blobs: BlobService,
         uploads: UploadService,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import httpx
 
@@ -74,6 +75,76 @@ class UploadProgress:
 class PutManifest:
     digest: Digest | None  # what upstream says it stored
     subject: str | None  # upstream's OCI-Subject
+
+
+class Stream(Protocol):
+    """A body being received: ``size`` when known, the bytes, ``read``, ``aclose``."""
+
+    size: int | None
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def read(self, limit: int) -> bytes | None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class ManifestBody(Stream, Protocol):
+    digest: Digest | None
+
+    @property
+    def media_type(self) -> str: ...
+
+
+class Registry(Protocol):
+    """The registry API the services use; ``RegistryClient`` speaks it to upstream,
+    ``testkit.memregistry.MemoryRegistry`` in memory (service unit tests)."""
+
+    async def stat_blob(self, repo: Repository, digest: Digest) -> BlobInfo | None: ...
+
+    async def open_blob(self, repo: Repository, digest: Digest) -> Stream: ...
+
+    async def head_manifest(
+        self, repo: Repository, reference: str | Digest, accept: tuple[str, ...]
+    ) -> ManifestInfo | None: ...
+
+    async def get_manifest(
+        self, repo: Repository, reference: str | Digest, accept: tuple[str, ...]
+    ) -> ManifestBody: ...
+
+    async def put_manifest(
+        self, repo: Repository, reference: str | Digest, media_type: str, body: bytes
+    ) -> PutManifest: ...
+
+    async def delete_manifest(self, repo: Repository, reference: str | Digest) -> bool: ...
+
+    async def tags(self, repo: Repository, params: Mapping[str, str], limit: int) -> Document: ...
+
+    async def referrers(
+        self, repo: Repository, digest: Digest, params: Mapping[str, str], limit: int
+    ) -> Document: ...
+
+    async def start_upload(self, repo: Repository) -> UploadProgress: ...
+
+    async def mount(
+        self, repo: Repository, digest: Digest, source: Repository | None
+    ) -> UploadProgress | None: ...
+
+    async def patch_upload(
+        self, repo: Repository, url: str, body: Body, headers: Mapping[str, str]
+    ) -> UploadProgress: ...
+
+    async def finish_upload(
+        self, repo: Repository, url: str, digest: Digest, body: Body, headers: Mapping[str, str]
+    ) -> Digest | None: ...
+
+    async def upload_status(self, repo: Repository, url: str) -> UploadProgress | None: ...
+
+    async def cancel_upload(self, repo: Repository, url: str) -> None: ...
+
+    async def session_path(
+        self, repo: Repository, url: str, params: dict[str, str] | None = None
+    ) -> str: ...
 
 
 class BlobStream:
