@@ -63,6 +63,10 @@ class ErrorCode(enum.Enum):
     UPSTREAM_TIMEOUT = ("UNAVAILABLE", 504, "upstream timed out", OURS)
     UPSTREAM_CORRUPT = ("DIGEST_INVALID", 502, "upstream content does not match its digest", OURS)
     CACHE_EVICTED = ("CACHE_EVICTED", 503, "evicted as soon as it was fetched", OURS)
+    # Google or the registry refused gar-proxy's own credentials (expired login, revoked
+    # key): DENIED as clients know it, and, unlike a permission answer, no reason to
+    # stop serving what is cached (see ``serve_stale``).
+    CREDENTIALS_REJECTED = ("DENIED", 403, "gar-proxy's credentials were refused", OURS)
 
     def __init__(self, wire: str, status: int, message: str, origin: str) -> None:
         self.wire = wire
@@ -75,6 +79,12 @@ class ErrorCode(enum.Enum):
         """Upstream or server trouble, not an answer about the content: retry later,
         or serve what is cached meanwhile."""
         return self.status >= 500 or self is ErrorCode.TOOMANYREQUESTS
+
+    @property
+    def serve_stale(self) -> bool:
+        """Upstream cannot answer right now, for reasons that say nothing about the
+        content: a cached tag may be served stale (within ``cache.max_stale``)."""
+        return self.transient or self is ErrorCode.CREDENTIALS_REJECTED
 
     @classmethod
     def from_wire(cls, wire: str | None) -> ErrorCode | None:

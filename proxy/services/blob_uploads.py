@@ -110,7 +110,7 @@ class UploadService:
         """PATCH: one chunk (or the whole stream) on to upstream."""
         async with session.lock:
             progress, flow = await self._send(session, chunk, None)
-            assert progress is not None
+            assert isinstance(progress, UploadProgress)
             session.row.offset += flow.received
             await self._align(session, progress)
             if flow.limit is not None and flow.received != flow.limit:
@@ -123,7 +123,18 @@ class UploadService:
     async def finish(self, session: Session, digest: Digest, chunk: Chunk) -> None:
         """PUT ``?digest=``, with or without a last chunk; caches the blob when verified."""
         async with session.lock:
-            await self._send(session, chunk, digest)
+            stored, _ = await self._send(session, chunk, digest)
+            repo = session.row.repository
+            if stored is not None and stored != digest:
+                # 201 only for what upstream holds at the digest the client named.
+                if await self.registry.stat_blob(repo, digest) is None:
+                    await self._drop(session)
+                    raise RegistryError(
+                        ErrorCode.UPSTREAM_CORRUPT,
+                        f"upstream stored the blob as {stored}, not {digest}; "
+                        f"{repo.path}@{digest} does not exist upstream",
+                    )
+                log.info("upstream reported %s for %s, which it also holds", stored, digest)
             await self._close(session, digest)
 
     async def monolithic(self, repo: Repository, digest: Digest, chunk: Chunk) -> None:
@@ -151,7 +162,7 @@ class UploadService:
 
     async def _send(
         self, session: Session, chunk: Chunk, digest: Digest | None
-    ) -> tuple[UploadProgress | None, Flow]:
+    ) -> tuple[UploadProgress | Digest | None, Flow]:
         """A PATCH (no ``digest``) or the final PUT, streamed through a ``Flow``."""
         expected = expected_length(session, chunk)
         headers = {"Content-Type": mt.OCTET_STREAM}
@@ -165,10 +176,7 @@ class UploadService:
         try:
             if digest is None:
                 return await self.registry.patch_upload(repo, url, body, headers), flow
-            stored = await self.registry.finish_upload(repo, url, digest, body, headers)
-            if stored is not None and stored != digest:
-                log.warning("upstream stored %s as %s", digest, stored)
-            return None, flow
+            return await self.registry.finish_upload(repo, url, digest, body, headers), flow
         except RegistryError as error:
             raise await self._failed(session, error) from None
         except Exception:

@@ -49,7 +49,7 @@ class ListingService:
                 lambda: self.registry.tags(repo, params, LISTING_LIMIT), key, fresh_for=0
             )
         except RegistryError as error:
-            if not (self.settings.offline or error.transient):
+            if not (self.settings.offline or error.code.serve_stale):
                 raise
             local = await self.index.list_tags(str(repo))
             if not local:
@@ -83,7 +83,7 @@ class ListingService:
         try:
             document = await fetch()
         except RegistryError as error:
-            if cached and error.transient:
+            if cached and error.code.serve_stale:
                 log.warning("serving cached %s: %s", key, error.message)
                 return Listing(cached[0], cached[1], json.loads(cached[2]))
             raise

@@ -89,7 +89,16 @@ class ManifestWriteService:
         await self._check_references(repo, manifest, _foreign_layers(document))
         put = await self.registry.put_manifest(repo, reference, media_type, body)
         if put.digest is not None and put.digest != digest:
-            log.warning("upstream stored manifest %s as %s", digest, put.digest)
+            # 201 only for what upstream holds at the digest of the bytes pushed.
+            if await self.registry.head_manifest(repo, digest, (media_type,)) is None:
+                raise RegistryError(
+                    ErrorCode.UPSTREAM_CORRUPT,
+                    f"upstream stored the manifest as {put.digest}, not {digest}; "
+                    f"{repo.path}@{digest} does not exist upstream",
+                )
+            log.info(
+                "upstream reported %s for manifest %s, which it also holds", put.digest, digest
+            )
         children = [d.digest for d in (*manifest.blobs, *manifest.manifests)]
         await self.index.put_manifest(ManifestRow(digest, media_type, len(body), body), children)
         if isinstance(reference, str):

@@ -140,7 +140,7 @@ class ManifestService:
         try:
             current = await self._checks.do((key, tag), lambda: self._head_digest(repo, tag))
         except RegistryError as error:
-            if error.transient and servable_stale:
+            if error.code.serve_stale and servable_stale:
                 wait = self.settings.stale_recheck
                 self._recheck_at[(key, tag)] = self.clock.monotonic() + wait
                 log.warning(

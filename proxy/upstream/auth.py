@@ -8,7 +8,10 @@ A host that ever asked for the trade is remembered and gets registry tokens from
 then on, saving the 401 round trip.
 
 Credentials (a Google token, a Basic password) go only to a realm on the upstream's
-own host, or one named in ``upstream.trusted_realm_hosts``.
+own host, or one named in ``upstream.trusted_realm_hosts``. Only a challenge from the
+upstream's own host is learnt (a redirect target's 401 says nothing about how to talk
+to the upstream), and a learnt challenge is forgotten after ``CHALLENGE_TTL``, so a
+registry that stops asking for the trade is talked to directly again.
 """
 
 from __future__ import annotations
@@ -16,18 +19,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlsplit
 
 import httpx
 
+from proxy.clock import SYSTEM, Clock
 from proxy.config import UpstreamSettings
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.upstream.challenge import Challenge, parse_challenge
 
 log = logging.getLogger("gar_proxy.auth")
+# How long a host is remembered as wanting registry tokens.
+CHALLENGE_TTL = 3600.0
 
 
 class AccessTokens(Protocol):
@@ -68,12 +73,14 @@ class Authorizer:
         http: httpx.AsyncClient,
         *,
         read_only: bool = False,
+        clock: Clock = SYSTEM,
     ) -> None:
         self._settings = settings
         self._read_only = read_only
+        self._clock = clock
         self._tokens = tokens
         self._http = http
-        self._challenges: dict[str, Challenge] = {}
+        self._challenges: dict[str, tuple[Challenge, float]] = {}  # base -> (it, until)
         self._registry_tokens: dict[tuple[str, str], tuple[str, float]] = {}
         self._buying: dict[tuple[str, str], asyncio.Lock] = {}
 
@@ -81,10 +88,20 @@ class Authorizer:
     def mode(self) -> str:
         return self._settings.auth
 
+    def _challenge(self, base: str) -> Challenge | None:
+        found = self._challenges.get(base)
+        if found is None:
+            return None
+        if found[1] <= self._clock.monotonic():
+            del self._challenges[base]
+            return None
+        return found[0]
+
     async def authorization(self, base: str, state: AuthState) -> str | None:
         """The ``Authorization`` value for a request to ``base`` (None: send nothing)."""
-        if base in self._challenges:
-            return "Bearer " + await self._registry_token(base, state)
+        challenge = self._challenge(base)
+        if challenge is not None:
+            return "Bearer " + await self._registry_token(base, challenge, state)
         if self.mode == "gcp":
             assert self._tokens is not None
             state.sent_google_token = await self._tokens.token(wide=state.wide)
@@ -95,10 +112,12 @@ class Authorizer:
 
     async def should_retry_401(self, base: str, response: httpx.Response, state: AuthState) -> bool:
         """Prepare one more try after a 401, or say that another try cannot help."""
+        if _host(str(response.url)) != _host(base):
+            return False  # a redirect target's answer: nothing to learn, nothing to retry
         challenge = parse_challenge(response.headers.get("www-authenticate"))
         if challenge is not None and challenge.scope_for(state.scope) != state.scope:
             state.extra_scopes = challenge.scope_for(state.scope).split(" ")
-        if base in self._challenges:
+        if self._challenge(base) is not None:
             self._registry_tokens.pop((base, state.scope), None)
             if not state.retraded:
                 state.retraded = True
@@ -109,7 +128,7 @@ class Authorizer:
             await self._refresh_google(state)
             return True
         if challenge is not None and challenge.scheme == "bearer" and challenge.realm:
-            self._challenges[base] = challenge
+            self._challenges[base] = (challenge, self._clock.monotonic() + CHALLENGE_TTL)
             log.info("upstream %s wants registry tokens; trading credentials at its realm", base)
             return True
         return False
@@ -146,25 +165,29 @@ class Authorizer:
         state.sent_google_token = await self._tokens.token(wide=state.wide)
         return _basic("oauth2accesstoken", state.sent_google_token)
 
-    async def _registry_token(self, base: str, state: AuthState) -> str:
+    async def _registry_token(self, base: str, challenge: Challenge, state: AuthState) -> str:
         scopes = [state.scope, *[s for s in state.extra_scopes if s != state.scope]]
         # Keyed by our own scope: a token bought with extra scopes a challenge named
         # still serves plain requests for this repository.
         key = (base, state.scope + (" wide" if state.wide else ""))
         cached = self._registry_tokens.get(key)
-        if cached and cached[1] > time.monotonic():
+        if cached and cached[1] > self._clock.monotonic():
             return cached[0]
         # Concurrent cold requests for one scope wait for a single trade at the realm.
         async with self._buying.setdefault(key, asyncio.Lock()):
             cached = self._registry_tokens.get(key)
-            if cached and cached[1] > time.monotonic():
+            if cached and cached[1] > self._clock.monotonic():
                 return cached[0]
-            return await self._buy_token(base, state, scopes, key)
+            return await self._buy_token(base, challenge, state, scopes, key)
 
     async def _buy_token(
-        self, base: str, state: AuthState, scopes: list[str], key: tuple[str, str]
+        self,
+        base: str,
+        challenge: Challenge,
+        state: AuthState,
+        scopes: list[str],
+        key: tuple[str, str],
     ) -> str:
-        challenge = self._challenges[base]
         realm = challenge.realm or ""
         headers = {}
         credentials = await self._realm_credentials(realm, base, state)
@@ -175,9 +198,8 @@ class Authorizer:
             params.insert(0, ("service", challenge.params["service"]))
         response = await self._http.get(realm, params=params, headers=headers)
         if response.status_code != 200:
-            code = ErrorCode.DENIED
             raise RegistryError(
-                code,
+                ErrorCode.CREDENTIALS_REJECTED,
                 f"upstream token service refused gar-proxy's credentials "
                 f"(HTTP {response.status_code}) for {' '.join(scopes)}",
             )
@@ -186,5 +208,5 @@ class Authorizer:
         if not isinstance(token, str) or not token:
             raise RegistryError(ErrorCode.DENIED, "upstream token service sent no token")
         lifetime = float(body.get("expires_in") or 60)
-        self._registry_tokens[key] = (token, time.monotonic() + lifetime * 0.9)
+        self._registry_tokens[key] = (token, self._clock.monotonic() + lifetime * 0.9)
         return token

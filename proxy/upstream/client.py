@@ -24,7 +24,9 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 
 import httpx
 
+from proxy.clock import SYSTEM, Clock
 from proxy.config import UpstreamSettings
+from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
 from proxy.upstream import errors, tuning
 from proxy.upstream.auth import AccessTokens, Authorizer, AuthState
@@ -36,6 +38,7 @@ Body = bytes | AsyncIterable[bytes] | None
 tuning.apply()  # larger reads, fewer copies for blob bodies (see tuning.py)
 # A wait longer than this is not worth holding a client for; pass the 429 on instead.
 MAX_RETRY_AFTER = 60.0
+MAX_WRITE_REDIRECTS = 3
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -61,6 +64,7 @@ class Upstream:
         read_only: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.settings = settings
         self.http = httpx.AsyncClient(
@@ -74,7 +78,7 @@ class Upstream:
             follow_redirects=True,  # httpx drops Authorization on a cross-origin redirect
             trust_env=False,
         )
-        self.auth = Authorizer(settings, tokens, self.http, read_only=read_only)
+        self.auth = Authorizer(settings, tokens, self.http, read_only=read_only, clock=clock)
         self.limits = RateLimits(settings.read_rate_per_minute, settings.write_rate_per_minute)
         self._sleep = sleep
 
@@ -108,7 +112,11 @@ class Upstream:
         state = AuthState(scope=f"repository:{repo.path}:{action}")
         state.extra_scopes = list(extra_scopes)
         replayable = content is None or isinstance(content, bytes)
-        attempt = 0
+        # Reads follow redirects (blob storage; httpx drops Authorization across
+        # origins). Writes follow only a 307/308 to the upstream's own host, and only
+        # with a body that can be sent again (``_write_redirect``).
+        follow = method in ("GET", "HEAD")
+        attempt = redirects = 0
         while True:
             await self._take_quota(repo, location, write)
             request = self.http.build_request(
@@ -118,13 +126,22 @@ class Upstream:
             if authorization:
                 request.headers["Authorization"] = authorization
             try:
-                response = await self.http.send(request, stream=True)
+                response = await self.http.send(request, stream=True, follow_redirects=follow)
             except httpx.HTTPError as error:
                 if replayable and attempt < self.settings.retries:
                     attempt += 1
                     await self._backoff(attempt, None, f"{type(error).__name__} on {method}")
                     continue
                 raise errors.from_transport(error, url) from None
+            if not follow and response.is_redirect:
+                await response.aclose()
+                url, params = _write_redirect(response, method, base, replayable), None
+                redirects += 1
+                if redirects > MAX_WRITE_REDIRECTS:
+                    raise RegistryError(
+                        ErrorCode.UPSTREAM_BAD_GATEWAY, f"upstream redirected {method} in a loop"
+                    )
+                continue
             retry = await self._should_retry(response, base, state, replayable, attempt)
             if retry is None:
                 if not stream:
@@ -176,3 +193,25 @@ class Upstream:
             delay = max(delay, retry_after)
         log.warning("upstream %s; retry %d in %.2fs", why, attempt, delay)
         await self._sleep(delay)
+
+
+def _write_redirect(response: httpx.Response, method: str, base: str, replayable: bool) -> str:
+    """Where a redirected write may go again, or the error that says why not.
+
+    A 301/302/303 would change the method; another host would get the credentials (or
+    the bytes) meant for the upstream; a streamed body is already spent.
+    """
+    target = response.url.join(response.headers.get("location", ""))
+    where = f"{target.scheme}://{target.netloc.decode()}{target.path}"
+    if response.status_code not in (307, 308):
+        why = f"with HTTP {response.status_code}, which would change the method"
+    elif target.netloc != httpx.URL(base).netloc or target.scheme != httpx.URL(base).scheme:
+        why = "to another host"
+    elif not replayable:
+        why = "after its streamed body was sent, which cannot be sent twice"
+    else:
+        return str(target)
+    raise RegistryError(
+        ErrorCode.UPSTREAM_BAD_GATEWAY,
+        f"upstream redirected {method} to {where} {why}; not followed",
+    )

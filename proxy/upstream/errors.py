@@ -48,7 +48,8 @@ def from_status(
             ErrorCode.TOOMANYREQUESTS, f"upstream rate limit{suffix}", headers=retry
         )
     if status == 401:
-        return RegistryError(ErrorCode.DENIED, f"upstream rejected gar-proxy's credentials{suffix}")
+        message = f"upstream rejected gar-proxy's credentials{suffix}"
+        return RegistryError(ErrorCode.CREDENTIALS_REJECTED, message)
     if status == 403:
         return RegistryError(ErrorCode.DENIED, f"upstream denied access{suffix}")
     if status == 416:

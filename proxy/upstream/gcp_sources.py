@@ -55,7 +55,7 @@ class Source:
 
 
 def unauthorized(message: str) -> RegistryError:
-    return RegistryError(ErrorCode.DENIED, message)
+    return RegistryError(ErrorCode.CREDENTIALS_REJECTED, message)
 
 
 # --- finding the source ------------------------------------------------------------------------

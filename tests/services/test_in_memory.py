@@ -8,7 +8,7 @@ behaviour through uvicorn and the fake GAR.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -31,8 +31,9 @@ from proxy.services.manifest_writes import ManifestWriteService
 from proxy.services.manifests import ManifestService
 from proxy.services.mounts import MountService
 from proxy.services.upload_session import Chunk
+from proxy.upstream.registry import Body
 from testkit.images import build_image, make_layer
-from testkit.memregistry import MemoryRegistry
+from testkit.memregistry import MemoryRegistry, _collect
 
 REPO = Repository("p/r/i", "us")
 OUTAGE = RegistryError(ErrorCode.UPSTREAM_BAD_GATEWAY, "upstream failed with HTTP 503")
@@ -199,3 +200,36 @@ async def test_a_manifest_put_naming_a_missing_blob_never_reaches_upstream(
     assert str(pushed.digest) == image.digest and world.registry.calls["put_manifest"] == 1
     assert world.registry.tag_map["p/r/i:1.0"] == image.digest
     assert image.media_type == mt.OCI_MANIFEST
+
+
+class CanonicalisingRegistry(MemoryRegistry):
+    """An upstream that stores every blob under its sha256, whatever digest it was given."""
+
+    async def finish_upload(
+        self, repo: Repository, url: str, digest: Digest, body: Body, headers: Mapping[str, str]
+    ) -> Digest | None:
+        self._called("finish_upload")
+        upload_id, upload = self._session(url)
+        upload.data += await _collect(body)
+        del self.uploads[upload_id]
+        stored = Digest.of(bytes(upload.data))
+        self.blobs[f"{repo.path}@{stored}"] = bytes(upload.data)
+        return stored
+
+
+async def test_a_blob_upstream_stored_under_another_digest_is_an_error_not_a_201(
+    world: World, tmp_path: Path
+) -> None:
+    registry = world.registry = CanonicalisingRegistry()
+    table, files = UploadTable(world.index.db), UploadFiles(tmp_path)
+    uploads = UploadService(registry, world.cache, table, files, world.clock)
+    data = b"a sha512 layer" * 100
+    asked = Digest.of(data, "sha512")
+    with pytest.raises(RegistryError) as raised:
+        await uploads.monolithic(REPO, asked, Chunk(once(data), len(data)))
+    assert raised.value.code is ErrorCode.UPSTREAM_CORRUPT
+    assert str(Digest.of(data)) in raised.value.message
+    assert world.cache.size(asked) is None  # not cached as if it had landed
+    assert registry.calls["stat_blob"] == 1  # asked whether the named digest exists after all
+    same = b"a sha256 layer"
+    await uploads.monolithic(REPO, Digest.of(same), Chunk(once(same), len(same)))  # agrees: fine

@@ -6,7 +6,7 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,8 +15,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from proxy.clock import SYSTEM, Clock, ManualClock
 from proxy.config import Settings, load_settings
-from proxy.oci.errors import ErrorCode, RegistryError
+from proxy.oci.errors import RegistryError
 from proxy.oci.names import Repository
 from proxy.upstream.auth import AccessTokens
 from proxy.upstream.client import Upstream, retry_after_seconds
@@ -43,7 +44,8 @@ class Script:
         return self.handler(request, len(self.seen))
 
     def app(self) -> Starlette:
-        return Starlette(routes=[Route("/{path:path}", self.endpoint, methods=["GET", "HEAD"])])
+        methods = ["GET", "HEAD", "PUT", "PATCH", "POST", "DELETE"]
+        return Starlette(routes=[Route("/{path:path}", self.endpoint, methods=methods)])
 
 
 ScriptServer = Callable[[Handler], tuple[Script, str]]
@@ -76,8 +78,10 @@ def settings(tmp_path: Path, url: str, **keys: str) -> Settings:
     return load_settings(None, env={"HOME": str(tmp_path)}, overrides=overrides)
 
 
-def make_upstream(settings: Settings, tokens: AccessTokens | None) -> Upstream:
-    return Upstream(settings.upstream, tokens, read_only=settings.gcp.read_only)
+def make_upstream(
+    settings: Settings, tokens: AccessTokens | None, clock: Clock = SYSTEM
+) -> Upstream:
+    return Upstream(settings.upstream, tokens, read_only=settings.gcp.read_only, clock=clock)
 
 
 class FakeTokens:
@@ -225,7 +229,7 @@ async def test_realm_on_another_host_gets_no_google_token(
     with pytest.raises(RegistryError) as raised:
         await upstream.send("GET", REPO, "/manifests/latest")
     await upstream.aclose()
-    assert raised.value.code is ErrorCode.DENIED
+    assert raised.value.code.wire == "DENIED"
     assert "refusing" in raised.value.message
     assert realm_script.seen == []
 
@@ -279,3 +283,86 @@ def test_retry_after_as_http_date() -> None:
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
     assert retry_after_seconds("3") == 3.0
     assert retry_after_seconds("soon") is None
+
+
+# --------------------------------------------------------------------------- redirects
+
+
+async def _body(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def test_a_write_follows_a_307_only_to_the_upstreams_own_host_with_a_replayable_body(
+    script_server: ScriptServer, tmp_path: Path
+) -> None:
+    elsewhere, elsewhere_url = script_server(lambda r, n: Response(status_code=201))
+
+    def registry(request: Request, n: int) -> Response:
+        if request.url.path.endswith("/moved"):
+            return Response(status_code=201)
+        target = {
+            "/v2/proj/repo/img/same": f"{request.base_url}v2/proj/repo/img/moved",
+            "/v2/proj/repo/img/away": f"{elsewhere_url}/v2/proj/repo/img/moved",
+        }[request.url.path]
+        return Response(status_code=307, headers={"Location": target})
+
+    script, url = script_server(registry)
+    upstream = make_upstream(settings(tmp_path, url), None)
+    try:
+        same = await upstream.send("PUT", REPO, "/same", content=b"manifest", write=True)
+        assert same.status_code == 201
+        assert [r.url.path for r in script.seen][-1] == "/v2/proj/repo/img/moved"
+        with pytest.raises(RegistryError) as away:
+            await upstream.send("PUT", REPO, "/away", content=b"manifest", write=True)
+        assert away.value.status == 502 and "another host" in away.value.message
+        assert elsewhere.seen == []  # nothing (no credentials, no bytes) went there
+        with pytest.raises(RegistryError) as streamed:
+            await upstream.send("PATCH", REPO, "/same", content=_body(b"chunk"), write=True)
+        assert streamed.value.status == 502 and "streamed body" in streamed.value.message
+    finally:
+        await upstream.aclose()
+
+
+async def test_a_challenge_from_a_redirect_target_does_not_change_upstream_auth(
+    script_server: ScriptServer, tmp_path: Path
+) -> None:
+    def other(request: Request, n: int) -> Response:
+        realm = f"{request.base_url}token"
+        return Response(status_code=401, headers={"WWW-Authenticate": f'Bearer realm="{realm}"'})
+
+    _other, other_url = script_server(other)
+
+    def registry(request: Request, n: int) -> Response:
+        if request.url.path.endswith("/blobs/x"):
+            return Response(status_code=307, headers={"Location": f"{other_url}/storage/x"})
+        return ok(request, n)
+
+    script, url = script_server(registry)
+    upstream = make_upstream(settings(tmp_path, url, upstream__auth="gcp"), FakeTokens())
+    try:
+        refused = await upstream.send("GET", REPO, "/blobs/x")
+        assert refused.status_code == 401  # handed back, not learnt from
+        after = await upstream.send("GET", REPO, "/manifests/latest")
+        assert after.status_code == 200
+        assert script.auth[-1] == "Bearer ya29.first-token"  # still the Google token
+    finally:
+        await upstream.aclose()
+
+
+async def test_a_learnt_challenge_expires(script_server: ScriptServer, tmp_path: Path) -> None:
+    tokens = FakeTokens()
+    script, url = script_server(_token_realm("reg-token", None))
+    clock = ManualClock()
+    upstream = make_upstream(settings(tmp_path, url, upstream__auth="gcp"), tokens, clock)
+    try:
+        assert (await upstream.send("GET", REPO, "/manifests/latest")).status_code == 200
+        assert script.auth[-1] == "Bearer reg-token"
+        clock.advance(3601)
+        assert (await upstream.send("GET", REPO, "/manifests/latest")).status_code == 200
+        sent = [
+            a for a, r in zip(script.auth, script.seen, strict=True) if "token" not in r.url.path
+        ]
+        assert sent[-2] is not None and sent[-2].startswith("Bearer ya29.")  # direct again
+        assert sent[-1] == "Bearer reg-token"  # and re-learnt
+    finally:
+        await upstream.aclose()
