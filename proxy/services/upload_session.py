@@ -14,7 +14,9 @@ from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
 from proxy.upstream.client import Upstream
 
-CONTENT_RANGE = re.compile(r"(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?")
+# At most 19 digits (no upload reaches 10**19 bytes): a longer number is out of range
+# before int() sees it, which refuses more than 4,300 digits with ValueError.
+CONTENT_RANGE = re.compile(r"(?:bytes[ =])?([0-9]{1,19})-([0-9]{1,19})(?:/(?:[0-9]{1,19}|\*))?")
 _RANGE = re.compile(r"(?:bytes=)?0-(\d+)")
 UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 
