@@ -144,6 +144,19 @@ def test_one_huge_header_and_one_huge_url_are_431_too(proxy: RunningProxy) -> No
         assert sock.recv(65536).startswith(b"HTTP/1.1 431 ")
 
 
+def test_the_limit_applies_to_each_request_of_a_kept_alive_connection(proxy: RunningProxy) -> None:
+    small = b"GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 40_000 + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", proxy.server.port), timeout=30) as sock:
+        for _ in range(3):  # 120 KB in all over the connection: each request is under
+            sock.sendall(small)
+            answer = b""
+            while not answer.endswith(b"\r\n\r\n{}"):  # /v2/ answers {}
+                answer += sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+        sock.sendall(small.replace(b"a" * 40_000, b"a" * 70_000))
+        assert sock.recv(65536).startswith(b"HTTP/1.1 431 ")
+
+
 def test_headers_under_the_limit_and_large_bodies_still_pass(
     client: httpx.Client, proxy: RunningProxy
 ) -> None:

@@ -141,6 +141,11 @@ class ZeroCopyProtocol(HttpToolsProtocol):
 
     def _refuse_headers(self) -> None:
         self._refused = True
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A pipelined request's answer is still being written: a 431 would land in it.
+            self.logger.warning("Request headers over %d bytes: closed.", MAX_HEADER_BYTES)
+            self.transport.close()
+            return
         self.logger.warning("Request headers over %d bytes: answered 431.", MAX_HEADER_BYTES)
         message = f"request line and headers over the limit of {MAX_HEADER_BYTES} bytes"
         body = json.dumps({"errors": [{"code": "SIZE_INVALID", "message": message}]}).encode()
