@@ -13,19 +13,35 @@ It hooks uvicorn in two documented-by-code places, each checked when it is used:
 the cycle uvicorn makes per request is given this subclass's ``send``, and the
 connection's write buffer high-water mark is 0, so a cycle's ``drain`` returns only
 once uvicorn's buffer is empty: file bytes must not overtake buffered headers.
+
+It also caps a request's headers (request line included) at ``MAX_HEADER_BYTES``:
+httptools has no limit of its own, and 60 MB of headers were once read and parsed
+whole. Over the cap the client gets ``431`` and the connection ends; what it still
+sends meanwhile is read and dropped for a moment, so that it sees the 431 rather than
+a reset.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from proxy.http.sendfile import PeerGone, sendfile
+from proxy.oci.errors import ErrorCode, RegistryError
 
 ZEROCOPY = "http.response.zerocopysend"
+# Total bytes of request line and headers; distribution (Go) allows 1 MiB, nginx 32 KiB
+# per line; docker's largest headers (a bearer token) are under 4 KiB.
+MAX_HEADER_BYTES = 64 * 1024
+LINGER_SECONDS = 1.0  # reading and dropping what a refused client still sends
+
+
+class HeadersTooLarge(Exception):
+    """Raised in a parser callback: stops httptools before it builds a request."""
 
 
 class ZeroCopyCycle(RequestResponseCycle):
@@ -84,14 +100,85 @@ class ZeroCopyProtocol(HttpToolsProtocol):
         self._zero_copy = transport.get_extra_info("sslcontext") is None and _has_fd(transport)
         if self._zero_copy:
             transport.set_write_buffer_limits(high=0)
+        self._in_headers = True
+        self._received = 0  # bytes read while the current request's headers are incomplete
+        self._header_bytes = 0  # what httptools has handed over of them so far
+        self._refused = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # lingering after a 431
+        if self._in_headers:
+            self._received += len(data)
+        super().data_received(data)
+        # httptools keeps an unfinished header to itself: count what came in for it.
+        if self._in_headers and self._received > MAX_HEADER_BYTES and not self._refused:
+            self._refuse_headers()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._header_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._count_header_bytes(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_header_bytes(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def _count_header_bytes(self, count: int) -> None:
+        self._header_bytes += count
+        if self._header_bytes > MAX_HEADER_BYTES:
+            self._refused = True  # uvicorn catches the parser error and calls send_400_response
+            raise HeadersTooLarge
+
+    def send_400_response(self, msg: str) -> None:
+        if self._refused:
+            self._refused = False
+            self._refuse_headers()
+        else:
+            super().send_400_response(msg)
+
+    def _refuse_headers(self) -> None:
+        self._refused = True
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A pipelined request's answer is still being written: a 431 would land in it.
+            self.logger.warning("Request headers over %d bytes: closed.", MAX_HEADER_BYTES)
+            self.transport.close()
+            return
+        self.logger.warning("Request headers over %d bytes: answered 431.", MAX_HEADER_BYTES)
+        error = RegistryError(
+            ErrorCode.HEADERS_TOO_LARGE,
+            f"request line and headers over the limit of {MAX_HEADER_BYTES} bytes",
+        )
+        body = json.dumps(error.envelope()).encode()
+        head = [b"HTTP/1.1 %d Request Header Fields Too Large\r\n" % error.status]
+        head += [
+            name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers
+        ]
+        head.append(
+            b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+            % len(body)
+        )
+        self.transport.write(b"".join(head) + body)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # the client reads the answer, then EOF
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
     def on_headers_complete(self) -> None:
+        self._in_headers = False
+        self._received = 0
         before = self.cycle
         super().on_headers_complete()
         cycle = self.cycle
         if self._zero_copy and cycle is not before and type(cycle) is RequestResponseCycle:
             cycle.__class__ = ZeroCopyCycle  # only send() differs; no new state
             self.scope.setdefault("extensions", {})[ZEROCOPY] = {}
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_headers = True
 
 
 def _has_fd(transport: asyncio.Transport) -> bool:

@@ -56,7 +56,7 @@ class ErrorCode(enum.Enum):
     # Ours. Where a client already knows a wire name for the kind of failure (a size,
     # an unavailable upstream), ours reuse it with the status that fits.
     TOO_LARGE = ("SIZE_INVALID", 413, "request body too large", OURS)
-    HEADERS_TOO_LARGE = ("HEADERS_TOO_LARGE", 431, "request headers too large", OURS)
+    HEADERS_TOO_LARGE = ("SIZE_INVALID", 431, "request headers too large", OURS)
     ROUTE_UNKNOWN = ("UNSUPPORTED", 404, "not part of the registry API", OURS)
     UPSTREAM_REJECTED = ("UPSTREAM_REJECTED", 400, "upstream refused the request", OURS)
     UPSTREAM_BAD_GATEWAY = ("UNAVAILABLE", 502, "upstream failed", OURS)

@@ -8,7 +8,9 @@ image needs and which platforms an index offers.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 from proxy.oci import mediatypes as mt
@@ -18,6 +20,11 @@ from proxy.oci.platform import Platform
 
 # Manifests above this are refused by registries and by us on push (OCI spec: 4 MiB).
 MANIFEST_READ_LIMIT = 4 * 1024 * 1024
+# Manifests nest 4 deep; json.loads recurses per level (RecursionError past ~1,000).
+MAX_NESTING = 64
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +95,25 @@ def detect_media_type(body: dict[str, Any], content_type: str | None) -> str:
     return mt.OCI_INDEX if "manifests" in body else mt.OCI_MANIFEST
 
 
+def _check_nesting(text: str) -> None:
+    """Refuse JSON nested deeper than ``MAX_NESTING``, before anything recursive sees it.
+
+    Linear: strings are dropped and the brackets left are summed by C-level loops.
+    """
+    if text.count("[") + text.count("{") <= MAX_NESTING:
+        return  # the common case: too few brackets to nest that deep
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    if max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0) > MAX_NESTING:
+        raise _invalid(f"manifest nests deeper than {MAX_NESTING} levels")
+
+
 def parse_manifest(data: bytes, content_type: str | None = None) -> Manifest:
     """Parse manifest bytes; raises ``MANIFEST_INVALID`` for anything malformed."""
     try:
-        body = json.loads(data)
+        # Decoded as json.loads decodes bytes (UTF-8, -16 or -32), to check it first.
+        text = data.decode(json.detect_encoding(data), "surrogatepass")
+        _check_nesting(text)
+        body = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise _invalid(f"manifest is not JSON: {error}") from None
     if not isinstance(body, dict):

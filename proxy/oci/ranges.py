@@ -12,7 +12,10 @@ import re
 
 from proxy.oci.errors import ErrorCode, RegistryError
 
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+# No blob is 10**19 bytes; a longer number is refused before int() sees it (which takes
+# time quadratic in the digits, and refuses more than 4,300 of them with ValueError).
+MAX_DIGITS = 19
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -26,6 +29,8 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if match is None or (not match.group(1) and not match.group(2)):
         return None  # several ranges or another unit: RFC 9110 lets us send it all
     first, last = match.group(1), match.group(2)
+    if len(first) > MAX_DIGITS or len(last) > MAX_DIGITS:
+        raise unsatisfiable(size, f"a Range number longer than {MAX_DIGITS} digits")
     if not first:
         start, end = max(0, size - int(last)), size
         if int(last) == 0:
@@ -40,9 +45,9 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-def unsatisfiable(size: int) -> RegistryError:
+def unsatisfiable(size: int, why: str = "requested range") -> RegistryError:
     return RegistryError(
         ErrorCode.RANGE_INVALID,
-        f"requested range not satisfiable for a blob of {size} bytes",
+        f"{why} not satisfiable for a blob of {size} bytes",
         headers={"Content-Range": f"bytes */{size}"},
     )

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from proxy.cache.upload_store import Tee, UploadRow
 from proxy.oci.errors import ErrorCode, RegistryError
 
-CONTENT_RANGE = re.compile(r"(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?")
+# At most 19 digits (no upload reaches 10**19 bytes): a longer number is out of range
+# before int() sees it, which refuses more than 4,300 digits with ValueError.
+CONTENT_RANGE = re.compile(r"(?:bytes[ =])?([0-9]{1,19})-([0-9]{1,19})(?:/(?:[0-9]{1,19}|\*))?")
 UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 
 

@@ -139,9 +139,9 @@ class RegistryApiMixin:
 
     @staticmethod
     def _references(doc: dict[str, Any]) -> list[str]:
-        descriptors = [doc["config"], *doc.get("layers", [])] if "config" in doc else []
-        descriptors += doc.get("manifests", [])
         try:
+            descriptors = [doc["config"], *doc.get("layers", [])] if "config" in doc else []
+            descriptors += doc.get("manifests", [])
             return [str(d["digest"]) for d in descriptors if not d.get("urls")]
         except (KeyError, TypeError, AttributeError):
             raise _ApiError(400, "MANIFEST_INVALID", "malformed descriptor") from None
@@ -195,7 +195,8 @@ class RegistryApiMixin:
             names = [t for t in names if t > last]
         headers: dict[str, str] = {}
         n = request.query_params.get("n")
-        if n is not None and n.isdigit() and int(n) < len(names):
+        # int() refuses over 4,300 digits; no repository has 10**9 tags.
+        if n is not None and n.isdigit() and len(n) < 10 and int(n) < len(names):
             names = names[: int(n)]
             if names:
                 link = f"/{route.location}/v2/{route.name}/tags/list?n={n}&last={names[-1]}"
