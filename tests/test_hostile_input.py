@@ -75,8 +75,10 @@ def listing(paths: list[Path], cache: Path) -> set[str]:
     for root in paths:
         for path in root.rglob("*"):
             outside = cache not in path.parents and path != cache
-            # Python compiles lazy imports; hypothesis keeps a cache of its own.
-            if outside and not {"__pycache__", ".hypothesis"} & set(path.parts):
+            # Python compiles lazy imports; hypothesis keeps a cache of its own; git
+            # (other worktrees of this repository commit meanwhile) is not the proxy.
+            ignored = {"__pycache__", ".hypothesis", ".git", ".pytest_cache", "build"}
+            if outside and not ignored & set(path.parts):
                 found.add(str(path))
     return found
 
