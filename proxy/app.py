@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from proxy.auth.middleware import Access, AccessControl
 from proxy.config import Settings
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.routes import base, reads, writes
@@ -80,7 +81,10 @@ def create_app(settings: Settings) -> Starlette:
 
     return Starlette(
         routes=routes(),
-        middleware=[Middleware(RequestMetrics)],
+        middleware=[
+            Middleware(RequestMetrics),
+            Middleware(AccessControl, access=Access.load(settings.access)),
+        ],
         lifespan=lifespan,
         exception_handlers={
             RegistryError: registry_error,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from proxy.app import create_app
+from proxy.auth.tls import ReloadingCertificate
 from proxy.config import Settings, load_settings
 from proxy.http.server import ZeroCopyProtocol
 from proxy.services.container import Services
@@ -66,9 +67,12 @@ class RunningProxy:
 
 @contextlib.contextmanager
 def run_proxy(settings: Settings, *, zero_copy: bool = True) -> Iterator[RunningProxy]:
-    """``zero_copy=False``: plain uvicorn, as another ASGI server would serve the app."""
+    """``zero_copy=False``: plain uvicorn, as another ASGI server would serve the app.
+    With ``tls.cert_file`` set it listens with TLS, as ``serve`` does."""
     http = ZeroCopyProtocol if zero_copy else "httptools"
-    server = ThreadedServer(create_app(settings), http=http).start()
+    tls = ReloadingCertificate(settings.tls) if settings.tls.cert_file else None
+    context = tls.listener if tls else None
+    server = ThreadedServer(create_app(settings), http=http, ssl_context=context).start()
     try:
         yield RunningProxy(server, settings)
     finally:
