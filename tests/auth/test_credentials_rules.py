@@ -11,6 +11,8 @@ import pytest
 from proxy.auth.credentials import Authenticator, CredentialsError, parse_htpasswd, parse_tokens
 from proxy.auth.middleware import Access
 from proxy.auth.rules import ANONYMOUS, Rules, RulesError
+from proxy.cli import main
+from proxy.commands.serve import warn_if_anonymous
 from proxy.config import ConfigError, load_settings
 
 
@@ -119,3 +121,19 @@ def test_a_bad_credentials_file_stops_start_up_with_one_line(tmp_path: Path) -> 
     )
     with pytest.raises(ConfigError, match=r"^access: .*htpasswd line 1: .*bcrypt"):
         Access.load(settings.access)
+
+
+def test_serve_refuses_a_public_listen_in_one_line_and_warns_about_anonymous(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("GAR_PROXY_SERVER_LISTEN", "0.0.0.0:0")
+    assert main(["serve"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "access.anonymous = true" in error
+    monkeypatch.setenv("GAR_PROXY_ACCESS_ANONYMOUS", "true")
+    warn_if_anonymous(load_settings())
+    assert "ANONYMOUS ACCESS" in caplog.text and "pull and push" in caplog.text
