@@ -48,6 +48,7 @@ from proxy.config_values import (
     parse_size,
     parse_str,
 )
+from proxy.redact import redact
 
 ENV_PREFIX = "GAR_PROXY_"
 CONFIG_ENV = "GAR_PROXY_CONFIG"  # the TOML file; not a setting itself
@@ -380,5 +381,5 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
         elif isinstance(value, tuple):
             shown = [f"{v.prefix}={v.location}" if isinstance(v, Route) else str(v) for v in value]
             value = ", ".join(shown) or "-"
-        rows.append((spec.key, "-" if value is None else str(value)))
+        rows.append((spec.key, "-" if value is None else redact(str(value))))
     return rows
