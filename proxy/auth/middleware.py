@@ -7,9 +7,10 @@ a request may proceed, answering the registry way when not:
 - an identity without the right: 403 ``DENIED``.
 
 Which right a request needs follows from its path: ``/v2/NAME/...`` GET/HEAD is a
-pull of NAME, any other method a push; a cross-repository mount (``?mount=&from=``)
-also reads ``from``, and without that right the mount is dropped, so the client
-uploads the blob as a registry without access to ``from`` would have it do;
+pull of NAME, any other method, or any upload session, a push; a cross-repository
+mount (``?mount=&from=``) also reads ``from``, and without that right the mount is
+dropped, so the client uploads the blob as a registry without access to ``from``
+would have it do;
 ``/_gar-proxy/*`` is admin; ``/healthz``, ``/readyz`` are open; ``/metrics`` is open
 when ``access.metrics_public``. Without client auth every client is ``anonymous`` and
 admin paths are for loopback clients only.
@@ -100,10 +101,12 @@ class AccessControl:
 
     async def _check(self, scope: Scope) -> Response | None:
         path: str = scope["path"]
+        state = scope.setdefault("state", {})
+        state["identity"] = None
         if path in OPEN_PATHS or (path == "/metrics" and self.access.settings.metrics_public):
             return None
         identity, offered = await self._identify(scope)
-        scope.setdefault("state", {})["identity"] = identity
+        state["identity"] = identity
         # /v2/ is docker's ping and login: it must see the challenge to send credentials.
         ping = path.rstrip("/") == "/v2" and self.access.authenticator is not None
         if identity is None or (ping and identity == ANONYMOUS):
@@ -117,7 +120,9 @@ class AccessControl:
         repository = _repository(matched["name"], query)
         if repository is None:
             return None
-        action = "pull" if scope["method"] in ("GET", "HEAD") else "push"
+        # Upload sessions (even GET, their status) belong to pushers only.
+        reads = scope["method"] in ("GET", "HEAD") and not matched[2].startswith("blobs/uploads")
+        action = "pull" if reads else "push"
         if not self.access.rules.allows(identity, action, repository):
             if identity == ANONYMOUS and self.access.authenticator is not None:
                 return _unauthorized(None)  # credentials might grant it

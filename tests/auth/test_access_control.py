@@ -142,3 +142,38 @@ async def test_a_mount_from_a_repository_one_may_not_pull_becomes_an_upload(
         await http.post(path, params={"mount": digest, "from": "proj/repo/app"}, headers=ALICE)
     assert queries[0] == b""
     assert b"from=proj%2Frepo%2Fapp" in queries[1]
+
+
+def test_heads_upload_sessions_and_private_metrics(
+    fake_gar: FakeGarFactory, proxy: ProxyFactory, tmp_path: Path
+) -> None:
+    fake = fake_gar(auth="none")
+    url = proxy(fake.upstream, access__metrics_public="false", **access_files(tmp_path)).url
+    bearer = {"Authorization": "Bearer ci-token-1"}  # ci: pull proj/repo/app only
+    head = httpx.head(f"{url}/v2/proj/other/app/manifests/v1", headers=bearer)
+    assert head.status_code == 403 and head.content == b""
+    assert httpx.head(f"{url}/v2/proj/other/app/manifests/v1").status_code == 401
+    # Reading an upload session's status is a pusher's business, not a puller's.
+    session = httpx.get(f"{url}/v2/proj/repo/app/blobs/uploads/abc", headers=bearer)
+    assert session.status_code == 403
+    assert httpx.get(f"{url}/metrics").status_code == 401
+    assert httpx.get(f"{url}/metrics", headers=bearer).status_code == 200
+
+
+async def test_anonymous_with_client_auth_gets_its_own_entry(tmp_path: Path) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    overrides = {k.replace("__", "."): v for k, v in access_files(tmp_path).items()}
+    with (tmp_path / "rules.toml").open("a") as rules:
+        rules.write('\n[identities.anonymous]\npull = ["proj/public"]\n')
+    overrides["access.anonymous"] = "true"
+    settings = load_settings(None, env={"HOME": str(tmp_path)}, overrides=overrides)
+    transport = httpx.ASGITransport(AccessControl(app, Access.load(settings.access)))
+    async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as http:
+        assert (await http.get("/v2/")).status_code == 401  # login still sees the challenge
+        assert (await http.get("/v2/proj/public/base/manifests/v1")).status_code == 200
+        refused = await http.get("/v2/proj/repo/app/manifests/v1")
+        assert refused.status_code == 401 and "www-authenticate" in refused.headers
+        assert (await http.get("/v2/proj/repo/app/manifests/v1", headers=ALICE)).status_code == 200

@@ -16,6 +16,7 @@ from proxy.clock import ManualClock
 from proxy.config import load_settings
 from testkit.images import build_image, make_layer
 from testkit.proxyharness import proxy_settings, run_proxy
+from testkit.proxyprocess import ProxyProcess
 from testkit.servers import ThreadedServer
 from tests.conftest import FakeGarFactory
 
@@ -88,3 +89,16 @@ def test_blobs_over_tls_arrive_whole(fake_gar: FakeGarFactory, tmp_path: Path) -
             answer = httpx.get(url, verify=ssl.create_default_context(cafile=ca_file))
             assert answer.status_code == 200
             assert hashlib.sha256(answer.content).hexdigest() == digest.removeprefix("sha256:")
+
+
+def test_serve_listens_with_tls(fake_gar: FakeGarFactory, tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert, key = _write(ca.issue_cert("127.0.0.1"), tmp_path)
+    env = {"GAR_PROXY_TLS_CERT_FILE": str(cert), "GAR_PROXY_TLS_KEY_FILE": str(key)}
+    with (
+        ProxyProcess(tmp_path / "cache", fake_gar(auth="none").upstream, env=env) as proxy,
+        ca.cert_pem.tempfile() as ca_file,
+    ):
+        assert proxy.url.startswith("https://")
+        answer = httpx.get(f"{proxy.url}/v2/", verify=ssl.create_default_context(cafile=ca_file))
+        assert answer.status_code == 200

@@ -81,3 +81,20 @@ def test_a_private_ca_upstream_needs_ca_file_and_https_proxy_tunnels(
         trusted = pull(tmp_path / "b", fake.upstream, upstream__ca_file=str(tmp_path / "ca.pem"))
         assert trusted.status_code == 200, trusted.text
         assert ("CONNECT", fake.url.removeprefix("https://")) in egress.seen
+
+
+def test_registry_token_calls_go_through_the_proxy_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeGAR(access_tokens={"ya29.egress"}, registry_token_only=True)
+    fake.put_image("us", "proj/repo/app", "v1", build_image([make_layer(seed=6)]))
+    with fake.serve(), ForwardProxy() as egress:
+        monkeypatch.setenv("HTTP_PROXY", egress.url)
+        keys = {"upstream__username": "oauth2accesstoken", "upstream__password": "ya29.egress"}
+        with (
+            run_proxy(proxy_settings(tmp_path, fake.upstream, auth="basic", **keys)) as proxy,
+            httpx.Client(trust_env=False) as client,
+        ):
+            assert client.get(proxy.url + MANIFEST, headers=ACCEPT).status_code == 200
+    token_calls = [target for method, target in egress.seen if "/token" in target]
+    assert token_calls, egress.seen
