@@ -363,6 +363,9 @@ def _check_exposure(settings: Settings) -> None:
     tls = settings.tls
     if (tls.cert_file is None) != (tls.key_file is None):
         raise ConfigError("tls.cert_file and tls.key_file: set both or neither")
+    ca_file = settings.upstream.ca_file
+    if ca_file is not None and not ca_file.is_file():
+        raise ConfigError(f"upstream.ca_file ({ca_file}): no such file")
 
 
 def value_of(settings: Settings, spec: Spec) -> Any:

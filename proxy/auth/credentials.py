@@ -27,6 +27,7 @@ import bcrypt
 from proxy.clock import SYSTEM, Clock
 
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
+BCRYPT_MAX = 72  # bytes of password bcrypt looks at
 REMEMBER = 300.0
 REMEMBERED_MAX = 4096
 
@@ -127,8 +128,10 @@ class Authenticator:
         remembered = self._remembered.get(key)
         if remembered is not None and remembered[1] > now:
             return remembered[0]
-        ok = await asyncio.to_thread(bcrypt.checkpw, password.encode(), hashed)
-        if not ok:
+        secret = password.encode()
+        if len(secret) > BCRYPT_MAX:  # bcrypt >= 5 raises on these; none can match
+            return None
+        if not await asyncio.to_thread(bcrypt.checkpw, secret, hashed):
             return None
         self._remembered[key] = (user, now + REMEMBER)
         self._remembered.move_to_end(key)

@@ -57,6 +57,7 @@ async def test_authenticator_basic_bearer_and_token_as_password() -> None:
     assert await auth.identify(basic("alice", "s3cret")) == "alice"
     assert await auth.identify(basic("alice", "s3cret")) == "alice"  # remembered
     assert await auth.identify(basic("alice", "wrong")) is None
+    assert await auth.identify(basic("alice", "x" * 100)) is None  # bcrypt 5 would raise
     assert await auth.identify(basic("mallory", "s3cret")) is None
     assert await auth.identify("Bearer tok-1") == "ci"
     assert await auth.identify(basic("ci", "tok-1")) == "ci"  # docker login -u ci -p TOKEN

@@ -163,6 +163,8 @@ def test_podman_logs_in_pulls_and_is_denied_a_push(
     push_image(distribution_registry.url, "proj/repo/team-a/pod", "v1", image)
     with secured_proxy(tmp_path, distribution_registry.url) as secured:
         host, tls = secured.host, [f"--cert-dir={secured.cert_dir}", "--tls-verify=true"]
+        anonymous = _refused(podman_runner, "pull", *tls, f"{host}/proj/repo/team-a/pod:v1")
+        assert "unauthorized" in anonymous or "authentication required" in anonymous
         podman_runner("login", *tls, "-u", CI[0], "-p", CI[1], host)
         podman_runner("pull", "--quiet", *tls, f"{host}/proj/repo/team-a/pod:v1")
         target = f"{host}/proj/repo/team-a/pod2:v1"

@@ -13,6 +13,7 @@ import pytest
 import trustme
 
 from proxy import USER_AGENT
+from proxy.config import ConfigError
 from testkit.fakes.forward_proxy import ForwardProxy
 from testkit.fakes.gar import FakeGAR
 from testkit.images import build_image, make_layer
@@ -98,3 +99,10 @@ def test_registry_token_calls_go_through_the_proxy_too(
             assert client.get(proxy.url + MANIFEST, headers=ACCEPT).status_code == 200
     token_calls = [target for method, target in egress.seen if "/token" in target]
     assert token_calls, egress.seen
+
+
+def test_a_missing_ca_file_stops_start_up_in_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"upstream.ca_file \(.*nope.pem\): no such file"):
+        proxy_settings(
+            tmp_path, "https://registry.example", upstream__ca_file=str(tmp_path / "nope.pem")
+        )
