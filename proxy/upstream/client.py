@@ -89,7 +89,7 @@ class Upstream:
             transport=transport,
             follow_redirects=True,  # httpx drops Authorization on a cross-origin redirect
             # HTTP(S)_PROXY, NO_PROXY and SSL_CERT_FILE, like google-auth's token calls
-            # and every other tool on the machine (httpx >= 0.28 reads no .netrc).
+            # and every other tool on the machine (httpx reads no .netrc since 0.24).
             trust_env=True,
             verify=tls_verification(settings.ca_file),
             headers={"User-Agent": USER_AGENT},
