@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from proxy.auth.middleware import Access, AccessControl
 from proxy.clock import SYSTEM, Clock
 from proxy.config import Settings
 from proxy.oci.errors import ErrorCode, RegistryError
@@ -81,7 +82,10 @@ def create_app(settings: Settings, clock: Clock = SYSTEM) -> Starlette:
 
     return Starlette(
         routes=routes(),
-        middleware=[Middleware(RequestMetrics)],
+        middleware=[
+            Middleware(RequestMetrics),
+            Middleware(AccessControl, access=Access.load(settings.access)),
+        ],
         lifespan=lifespan,
         exception_handlers={
             RegistryError: registry_error,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import os
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
@@ -47,6 +48,7 @@ from proxy.config_values import (
     parse_size,
     parse_str,
 )
+from proxy.redact import redact
 
 ENV_PREFIX = "GAR_PROXY_"
 CONFIG_ENV = "GAR_PROXY_CONFIG"  # the TOML file; not a setting itself
@@ -126,6 +128,9 @@ class UpstreamSettings:
     backoff_max: float = setting(30.0, parse_duration, "GAR_PROXY_BACKOFF_MAX")
     read_rate_per_minute: int = setting(60_000, parse_int, "GAR_PROXY_READ_RATE")
     write_rate_per_minute: int = setting(18_000, parse_int, "GAR_PROXY_WRITE_RATE")
+    ca_file: Path | None = setting(
+        None, parse_optional_path, doc="CA bundle (PEM) for upstream TLS instead of the system's"
+    )
 
     @property
     def is_gar(self) -> bool:
@@ -171,11 +176,43 @@ class CacheSettings:
 
 
 @dataclass(frozen=True)
+class AccessSettings:
+    """Who may use the proxy (proxy/auth/, docs/DESIGN.md "Client access")."""
+
+    htpasswd_file: Path | None = setting(
+        None, parse_optional_path, doc="client users, bcrypt only (htpasswd -B)"
+    )
+    tokens_file: Path | None = setting(None, parse_optional_path, doc="IDENTITY:TOKEN lines")
+    rules_file: Path | None = setting(
+        None, parse_optional_path, doc="TOML: pull/push prefixes and admin per identity"
+    )
+    anonymous: bool = setting(
+        False, parse_bool, doc="serve clients without credentials on a non-loopback address"
+    )
+    metrics_public: bool = setting(True, parse_bool, doc="/metrics needs no credentials")
+
+    @property
+    def enabled(self) -> bool:
+        return self.htpasswd_file is not None or self.tokens_file is not None
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    cert_file: Path | None = setting(None, parse_optional_path, doc="PEM chain; enables TLS")
+    key_file: Path | None = setting(None, parse_optional_path, doc="PEM private key")
+    reload_interval: float = setting(
+        30.0, parse_duration, doc="how often to look for new cert/key files"
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = dataclasses.field(default_factory=ServerSettings)
     upstream: UpstreamSettings = dataclasses.field(default_factory=UpstreamSettings)
     gcp: GcpSettings = dataclasses.field(default_factory=GcpSettings)
     cache: CacheSettings = dataclasses.field(default_factory=CacheSettings)
+    access: AccessSettings = dataclasses.field(default_factory=AccessSettings)
+    tls: TlsSettings = dataclasses.field(default_factory=TlsSettings)
 
 
 @dataclass(frozen=True)
@@ -196,6 +233,8 @@ GROUPS: dict[str, type[Any]] = {
     "upstream": UpstreamSettings,
     "gcp": GcpSettings,
     "cache": CacheSettings,
+    "access": AccessSettings,
+    "tls": TlsSettings,
 }
 
 
@@ -300,6 +339,33 @@ def _check(settings: Settings) -> None:
         raise ConfigError("upstream.auth (basic): needs upstream.username and upstream.password")
     if not upstream.url.startswith(("http://", "https://")):
         raise ConfigError(f"upstream.url: expected an http(s) URL, got {upstream.url!r}")
+    _check_exposure(settings)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_exposure(settings: Settings) -> None:
+    """Beyond loopback, anyone who can connect reads what our credentials can: refuse
+    that unless clients must authenticate or anonymous access is asked for."""
+    access, (host, port) = settings.access, settings.server.listen
+    if not is_loopback(host) and not access.enabled and not access.anonymous:
+        raise ConfigError(
+            f"server.listen ({host}:{port}) is not loopback and no client auth is set: "
+            "set access.htpasswd_file or access.tokens_file, or access.anonymous = true"
+        )
+    tls = settings.tls
+    if (tls.cert_file is None) != (tls.key_file is None):
+        raise ConfigError("tls.cert_file and tls.key_file: set both or neither")
+    ca_file = settings.upstream.ca_file
+    if ca_file is not None and not ca_file.is_file():
+        raise ConfigError(f"upstream.ca_file ({ca_file}): no such file")
 
 
 def value_of(settings: Settings, spec: Spec) -> Any:
@@ -318,5 +384,5 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
         elif isinstance(value, tuple):
             shown = [f"{v.prefix}={v.location}" if isinstance(v, Route) else str(v) for v in value]
             value = ", ".join(shown) or "-"
-        rows.append((spec.key, "-" if value is None else str(value)))
+        rows.append((spec.key, "-" if value is None else redact(str(value))))
     return rows

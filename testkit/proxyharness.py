@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from proxy.app import create_app
+from proxy.auth.tls import ReloadingCertificate
 from proxy.clock import SYSTEM, Clock
 from proxy.config import Settings, load_settings
 from proxy.http.server import ZeroCopyProtocol
@@ -69,9 +70,13 @@ class RunningProxy:
 def run_proxy(
     settings: Settings, *, zero_copy: bool = True, clock: Clock = SYSTEM
 ) -> Iterator[RunningProxy]:
-    """``zero_copy=False``: plain uvicorn, as another ASGI server would serve the app."""
+    """``zero_copy=False``: plain uvicorn, as another ASGI server would serve the app.
+    With ``tls.cert_file`` set it listens with TLS, as ``serve`` does."""
     http = ZeroCopyProtocol if zero_copy else "httptools"
-    server = ThreadedServer(create_app(settings, clock), http=http).start()
+    tls = ReloadingCertificate(settings.tls) if settings.tls.cert_file else None
+    context = tls.listener if tls else None
+    app = create_app(settings, clock)
+    server = ThreadedServer(app, http=http, ssl_context=context).start()
     try:
         yield RunningProxy(server, settings)
     finally:

@@ -32,7 +32,7 @@ from pathlib import Path
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 CLI_TIMEOUT = 120.0
-_READY = re.compile(r"gar-proxy listening on (http://127\.0\.0\.1:(\d+))")
+_READY = re.compile(r"gar-proxy listening on (https?://127\.0\.0\.1:(\d+))")
 _FOREIGN_PREFIXES = ("GAR_", "GOOGLE_", "GCE_", "GCLOUD_", "CLOUDSDK_")
 
 

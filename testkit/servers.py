@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -29,16 +30,21 @@ def bind_loopback() -> socket.socket:
 class ThreadedServer:
     """A uvicorn server on its own thread and event loop; ``url`` once started."""
 
-    def __init__(self, app: Any, **config: Any) -> None:
+    def __init__(
+        self, app: Any, *, ssl_context: ssl.SSLContext | None = None, **config: Any
+    ) -> None:
         self.sock = bind_loopback()
         self.port: int = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{self.port}"
         self.config = uvicorn.Config(
             app,
             log_level=config.pop("log_level", "warning"),
             lifespan=config.pop("lifespan", "on"),
             **config,
         )
+        if ssl_context is not None:  # as ``gar-proxy serve`` gives uvicorn its context
+            self.config.load()
+            self.config.ssl = ssl_context
         self.server = uvicorn.Server(self.config)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"uvicorn-{self.port}")

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import gzip
 import random
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -72,6 +73,13 @@ def test_a_blob_of_unknown_length_reaches_the_client_whole(
         _check_cached(proxy)
 
 
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
 def _check_cached(proxy: RunningProxy) -> None:
     assert proxy.services.cache.size(Digest.parse(DIGEST)) == len(DATA)
 
@@ -87,6 +95,8 @@ def test_every_answer_is_counted_by_method_kind_and_status(
         assert http.get("/nowhere").status_code == 404
         sample = proxy.services.metrics.registry.get_sample_value
         total = "garproxy_requests_total"
+        # Counted once the response is done on the server, a moment after the client has it.
+        wait_for(lambda: sample(total, {"method": "GET", "kind": "other", "status": "404"}) == 1)
         assert sample(total, {"method": "GET", "kind": "blob", "status": "200"}) == 3
         assert sample(total, {"method": "HEAD", "kind": "manifest", "status": "400"}) == 1
         assert sample(total, {"method": "GET", "kind": "other", "status": "404"}) == 1

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
+import sys
 from typing import Any
 
-from proxy.config import Settings
+from proxy.auth.tls import ReloadingCertificate
+from proxy.config import ConfigError, Settings, is_loopback
 
 log = logging.getLogger("gar_proxy")
 
@@ -19,6 +22,17 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     return sock
+
+
+def warn_if_anonymous(settings: Settings) -> None:
+    if settings.access.anonymous and not is_loopback(settings.server.host):
+        log.warning(
+            "ANONYMOUS ACCESS: anyone who can reach %s:%d can pull%s with this proxy's "
+            "credentials (access.anonymous = true)",
+            settings.server.host,
+            settings.server.port,
+            "" if settings.access.enabled else " and push",
+        )
 
 
 def run(settings: Settings) -> int:
@@ -35,23 +49,34 @@ def run(settings: Settings) -> int:
         http = ZeroCopyProtocol
     except ImportError as error:  # no httptools, or a uvicorn reorganised
         log.warning("zero-copy blob sends off: %s", error)
+    try:
+        app = create_app(settings)
+        tls = ReloadingCertificate(settings.tls) if settings.tls.cert_file else None
+    except (ConfigError, OSError, ssl.SSLError) as error:
+        print(f"gar-proxy: config: {error}", file=sys.stderr)
+        return 2
+    warn_if_anonymous(settings)
     sock = bind(settings.server.host, settings.server.port)
     host, port = sock.getsockname()[:2]
+    scheme = "https" if tls else "http"
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         http=http,
         log_config=None,
         access_log=settings.server.log_level == "debug",
         timeout_graceful_shutdown=10,
         server_header=False,
     )
+    if tls is not None:
+        config.load()
+        config.ssl = tls.listener  # TLS connections: ZeroCopyProtocol sends plainly
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
             if self.started:
                 # One line that tools (and tests, with port 0) can wait for.
-                print(f"gar-proxy listening on http://{host}:{port}", flush=True)
+                print(f"gar-proxy listening on {scheme}://{host}:{port}", flush=True)
 
     # Server.run, not asyncio.run(serve()): it builds the loop uvicorn picked (uvloop
     # when installed); asyncio.run would always use the slower stdlib loop.

@@ -19,13 +19,16 @@ import asyncio
 import email.utils
 import logging
 import random
+import ssl
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+from pathlib import Path
 
 import httpx
 
+from proxy import USER_AGENT
 from proxy.clock import SYSTEM, Clock
-from proxy.config import UpstreamSettings
+from proxy.config import ConfigError, UpstreamSettings
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
 from proxy.upstream import errors, tuning
@@ -55,6 +58,19 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     return max(0.0, when - (now if now is not None else time.time()))
 
 
+def tls_verification(ca_file: Path | None) -> ssl.SSLContext | bool:
+    """The default trust (certifi, or SSL_CERT_FILE), plus ``upstream.ca_file``: a
+    private registry's CA or a TLS-intercepting egress proxy's."""
+    if ca_file is None:
+        return True
+    context = httpx.create_ssl_context(trust_env=True)
+    try:
+        context.load_verify_locations(cafile=ca_file)
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigError(f"upstream.ca_file ({ca_file}): {error}") from None
+    return context
+
+
 class Upstream:
     def __init__(
         self,
@@ -76,7 +92,11 @@ class Upstream:
             http2=settings.http2,
             transport=transport,
             follow_redirects=True,  # httpx drops Authorization on a cross-origin redirect
-            trust_env=False,
+            # HTTP(S)_PROXY, NO_PROXY and SSL_CERT_FILE, like google-auth's token calls
+            # and every other tool on the machine (httpx reads no .netrc since 0.24).
+            trust_env=True,
+            verify=tls_verification(settings.ca_file),
+            headers={"User-Agent": USER_AGENT},
         )
         self.auth = Authorizer(settings, tokens, self.http, read_only=read_only, clock=clock)
         self.limits = RateLimits(settings.read_rate_per_minute, settings.write_rate_per_minute)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import httpx
 
 from proxy.oci.errors import ErrorCode, RegistryError
+from proxy.redact import redact
 
 # Statuses worth another try after a pause: rate limits and server trouble.
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -37,6 +38,8 @@ def from_status(
 ) -> RegistryError:
     """Translate a non-success upstream answer (``body``: its first bytes, if read)."""
     upstream_code, upstream_message = _upstream_message(body[:ERROR_BODY_LIMIT])
+    if upstream_message:  # it may quote an upload or signed URL back at us
+        upstream_message = redact(upstream_message)
     suffix = f": {upstream_message}" if upstream_message else ""
     known = ErrorCode.from_wire(upstream_code)
     if status == 404:
@@ -78,8 +81,9 @@ def from_response(
 
 
 def from_transport(error: httpx.HTTPError, url: str) -> RegistryError:
-    # The URL's query may hold a signed-URL or upload state: never pass it on.
-    where = url.split("?")[0]
+    # The URL's query may hold a signed-URL or upload state, its userinfo a password:
+    # never pass them on.
+    where = redact(url.split("?")[0])
     if isinstance(error, httpx.TimeoutException):
         return RegistryError(
             ErrorCode.UPSTREAM_TIMEOUT, f"upstream timed out: {type(error).__name__} for {where}"

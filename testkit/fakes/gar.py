@@ -150,9 +150,10 @@ class FakeGAR(AuthMixin, MetadataApiMixin, RegistryApiMixin, UploadsMixin, Fault
         }
 
     @contextlib.contextmanager
-    def serve(self) -> Iterator[str]:
-        """Run under uvicorn on 127.0.0.1 (port 0); yields ``http://127.0.0.1:PORT``."""
-        with serve_in_thread(self) as url:
+    def serve(self, **config: Any) -> Iterator[str]:
+        """Run under uvicorn on 127.0.0.1 (port 0); yields ``http://127.0.0.1:PORT``
+        (``https://`` with ``ssl_context=``)."""
+        with serve_in_thread(self, **config) as url:
             self._served_at = url
             try:
                 yield url

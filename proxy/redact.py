@@ -1,0 +1,61 @@
+"""Secrets out of text: credentials in URLs, signed-URL and upload-state query values,
+Google access tokens. Used on every log line (``RedactingFilter``, installed on the
+root handler by ``proxy.logs``), on error messages that quote upstream URLs or
+answers, and by ``config check``.
+
+>>> redact("GET https://user:pw@gar.example/v2/?_state=abc&n=1&X-Amz-Signature=f00")
+'GET https://<redacted>@gar.example/v2/?_state=<redacted>&n=1&X-Amz-Signature=<redacted>'
+>>> redact("token=ya29.a0AfH6 sig=x signature=y keep=z")
+'token=<redacted> sig=<redacted> signature=<redacted> keep=z'
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+REDACTED = "<redacted>"
+
+# scheme://USERINFO@host: everything between "//" and "@" that is not a path, query,
+# fragment, space or quote.
+_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@?#'\"<>]+@")
+# name=value where name is one that carries a secret: upload state, signed-URL
+# signatures and credentials (GCS X-Goog-*, S3 X-Amz-*, Azure sig), bearer tokens.
+_SECRET_PARAM = re.compile(
+    r"(?:(?<=[?&;\s\"'])|^)(?P<name>_state|x-goog-(?:signature|credential)|x-amz-[a-z0-9-]+"
+    r"|sig|signature|token|access_token|refresh_token|client_secret)=[^&\s\"'#<>]+",
+    re.IGNORECASE,
+)
+# Google OAuth access tokens, wherever they appear.
+_GOOGLE_TOKEN = re.compile(r"\bya29\.[A-Za-z0-9_.-]+")
+
+
+def redact(text: str) -> str:
+    text = _USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
+    text = _SECRET_PARAM.sub(lambda m: f"{m['name']}={REDACTED}", text)
+    return _GOOGLE_TOKEN.sub(REDACTED, text)
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites a record's message (and its formatted traceback) with secrets redacted.
+
+    A traceback that held a secret is kept only as redacted text in ``exc_text``
+    (which ``logging.Formatter`` prints) and ``exc_info`` is dropped, so that no
+    formatter can render the original; a formatter must print ``exc_text``.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            text = logging.Formatter().formatException(record.exc_info)
+            clean = redact(text)
+            if clean != text:
+                record.exc_text, record.exc_info = clean, None
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
