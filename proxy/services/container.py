@@ -25,6 +25,7 @@ from proxy.services.listings import ListingService
 from proxy.services.locations import LocationResolver
 from proxy.services.manifest_writes import ManifestWriteService
 from proxy.services.manifests import ManifestService
+from proxy.services.mirrors import MirrorTable
 from proxy.services.mounts import MountService
 from proxy.upstream.auth import AccessTokens
 from proxy.upstream.client import Upstream
@@ -48,6 +49,7 @@ class Services:
     registry: RegistryClient
     google: GoogleApi
     locations: LocationResolver
+    mirrors: MirrorTable
     blobs: BlobService
     manifests: ManifestService
     listings: ListingService
@@ -140,6 +142,7 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
         registry=registry,
         google=google,
         locations=locations,
+        mirrors=MirrorTable(upstream_settings.mirrors, gar=upstream_settings.is_gar),
         blobs=blobs,
         manifests=ManifestService(cache_settings, index, cache, registry, metrics, clock),
         listings=ListingService(cache_settings, index, registry, clock),
