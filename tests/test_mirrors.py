@@ -5,11 +5,13 @@ The real dockerd and containerd pulls are in ``test_mirrors_realclients.py``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from proxy.config import ConfigError, load_settings
 from proxy.oci import mediatypes as mt
 from testkit.fakes.gar import FakeGAR
 from testkit.images import Image, build_image, make_layer
@@ -104,3 +106,24 @@ def test_bare_gar_paths_keep_their_meaning_and_unknown_registries_are_refused(
         assert "docker.io -> proj/dockerhub-remote" in error["message"]
         assert "ghcr.io -> proj/ghcr-remote" in error["message"]
     assert fake.count() == 0
+
+
+def test_mirrors_are_read_from_top_level_tables_and_the_environment(tmp_path: Path) -> None:
+    config = tmp_path / "gar-proxy.toml"
+    config.write_text(
+        '[cache]\ntag_ttl = "5s"\n\n[[mirrors]]\nhost = "index.docker.io"\n'
+        'repository = "p/hub"\nlisten = "127.0.0.1:5001"\n'
+    )
+    (mirror,) = load_settings(config, env={}).upstream.mirrors
+    assert (mirror.host, mirror.prefix, mirror.location, mirror.listen) == (
+        "docker.io", "p/hub", None, ("127.0.0.1", 5001)
+    )  # fmt: skip
+    env = {"GAR_PROXY_UPSTREAM_MIRRORS": "docker.io=p/hub@us,ghcr.io=p/ghcr@europe-west1"}
+    hosts = [(m.host, m.location) for m in load_settings(None, env=env).upstream.mirrors]
+    assert hosts == [("docker.io", "us"), ("ghcr.io", "europe-west1")]
+    for bad in ["docker.io=hub", "docker.io=p/hub,docker.io=p/other", "ghcr.io=p/g@mars"]:
+        with pytest.raises(ConfigError, match="upstream.mirrors"):
+            load_settings(None, env={"GAR_PROXY_UPSTREAM_MIRRORS": bad})
+    clash = {"server.listen": "127.0.0.1:5001"}
+    with pytest.raises(ConfigError, match="listen"):
+        load_settings(config, env={}, overrides=clash)
