@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from proxy.app import create_app
+from proxy.clock import SYSTEM, Clock
 from proxy.commands.serve import bind_mirrors
 from proxy.config import Settings, load_settings
 from proxy.http.server import ZeroCopyProtocol
@@ -72,12 +73,17 @@ class RunningProxy:
 
 
 @contextlib.contextmanager
-def run_proxy(settings: Settings, *, zero_copy: bool = True) -> Iterator[RunningProxy]:
-    """``zero_copy=False``: plain uvicorn, as another ASGI server would serve the app."""
+def run_proxy(
+    settings: Settings, *, zero_copy: bool = True, clock: Clock = SYSTEM
+) -> Iterator[RunningProxy]:
+    """``zero_copy=False``: plain uvicorn, as another ASGI server would serve the app;
+    ``clock``: a ``ManualClock`` for tests that step TTLs."""
     http = ZeroCopyProtocol if zero_copy else "httptools"
     settings, mirror_sockets = bind_mirrors(settings)  # each mirror's own listen address
     try:
-        server = ThreadedServer(create_app(settings), http=http, extra_sockets=mirror_sockets)
+        server = ThreadedServer(
+            create_app(settings, clock), http=http, extra_sockets=mirror_sockets
+        )
     except BaseException:
         for sock in mirror_sockets:
             sock.close()

@@ -122,7 +122,7 @@ def test_mirrors_are_read_from_top_level_tables_and_the_environment(tmp_path: Pa
     hosts = [(m.host, m.location) for m in load_settings(None, env=env).upstream.mirrors]
     assert hosts == [("docker.io", "us"), ("ghcr.io", "europe-west1")]
     for bad in ["docker.io=hub", "docker.io=p/hub,docker.io=p/other", "ghcr.io=p/g@mars"]:
-        with pytest.raises(ConfigError, match="upstream.mirrors"):
+        with pytest.raises(ConfigError, match=r"upstream\.mirrors"):
             load_settings(None, env={"GAR_PROXY_UPSTREAM_MIRRORS": bad})
     clash = {"server.listen": "127.0.0.1:5001"}
     with pytest.raises(ConfigError, match="listen"):

@@ -27,6 +27,7 @@ from proxy.services.manifest_writes import ManifestWriteService
 from proxy.services.manifests import ManifestService
 from proxy.services.mirrors import MirrorTable
 from proxy.services.mounts import MountService
+from proxy.services.negative import NegativeCache
 from proxy.upstream.auth import AccessTokens
 from proxy.upstream.client import Upstream
 from proxy.upstream.google_api import GoogleApi
@@ -127,9 +128,10 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
         default_project=settings.gcp.project_id,
         clock=clock,
     )
-    blobs = BlobService(cache, registry, metrics, offline=offline)
+    missing = NegativeCache(cache_settings.negative_ttl, clock)  # upstream 404s, shared
+    blobs = BlobService(cache, registry, metrics, offline=offline, missing=missing)
     upload_table, upload_files = UploadTable(index.db), UploadFiles(cache_settings.dir)
-    uploads = UploadService(registry, cache, upload_table, upload_files, clock)
+    uploads = UploadService(registry, cache, upload_table, upload_files, clock, missing)
     mounts = MountService(
         registry, cache, blobs, uploads, gar=upstream_settings.is_gar, offline=offline
     )
@@ -144,11 +146,11 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
         locations=locations,
         mirrors=MirrorTable(upstream_settings.mirrors, gar=upstream_settings.is_gar),
         blobs=blobs,
-        manifests=ManifestService(cache_settings, index, cache, registry, metrics, clock),
+        manifests=ManifestService(cache_settings, index, cache, registry, metrics, clock, missing),
         listings=ListingService(cache_settings, index, registry, clock),
         uploads=uploads,
         mounts=mounts,
-        manifest_writes=ManifestWriteService(settings.server, index, registry, mounts),
+        manifest_writes=ManifestWriteService(settings.server, index, registry, mounts, missing),
     )
     lock = await _recover(settings, cache, upload_table, upload_files)
     flusher = asyncio.create_task(_flush_forever(index, cache, metrics))
