@@ -28,6 +28,7 @@ NAME = "/v2/{name:path}"
 def routes() -> list[Route]:
     return [
         Route("/v2/", base.version_check, methods=["GET", "HEAD"]),
+        Route("/v2/_catalog", reads.catalog, methods=["GET"]),
         Route(f"{NAME}/manifests/{{reference}}", reads.manifest, methods=["GET", "HEAD"]),
         Route(f"{NAME}/manifests/{{reference}}", writes.manifest, methods=["PUT", "DELETE"]),
         Route(f"{NAME}/blobs/uploads/", writes.start_upload, methods=["POST"]),
