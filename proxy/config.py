@@ -173,6 +173,9 @@ class CacheSettings:
     manifest_max_size: int = setting(64 * 1024**2, parse_size, "GAR_PROXY_MANIFEST_MAX_SIZE")
     fill_timeout: float = setting(3600.0, parse_duration, "GAR_PROXY_FILL_TIMEOUT")
     offline: bool = setting(False, parse_bool, "GAR_PROXY_OFFLINE", doc="never call upstream")
+    max_age: float = setting(
+        0.0, parse_duration, doc="evict what was not read for this long (30d); 0: never"
+    )
     negative_ttl: float = setting(
         30.0, parse_duration, doc="remember an upstream 404 this long; 0 turns it off"
     )

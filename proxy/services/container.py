@@ -67,12 +67,21 @@ def make_tokens(settings: Settings) -> AccessTokens | None:
     return GoogleTokenSource(settings.gcp, timeout=settings.upstream.timeout)
 
 
-async def _flush_forever(index: CacheIndex, cache: BlobCache, metrics: Metrics) -> None:
+async def sweep_expired(settings: Settings, cache: BlobCache) -> None:
+    """The periodic sweep's age expiry (``cache.max_age``; off at 0)."""
+    if settings.cache.max_age > 0:
+        await cache.expire(settings.cache.max_age)
+
+
+async def _flush_forever(
+    settings: Settings, index: CacheIndex, cache: BlobCache, metrics: Metrics
+) -> None:
     recounted = time.monotonic()
     while True:
         await asyncio.sleep(FLUSH_INTERVAL)
         try:
             await index.flush()
+            await sweep_expired(settings, cache)
             if time.monotonic() - recounted >= RECOUNT_INTERVAL:
                 recounted = time.monotonic()
                 await index.refresh_total()
@@ -153,7 +162,7 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
         manifest_writes=ManifestWriteService(settings.server, index, registry, mounts, missing),
     )
     lock = await _recover(settings, cache, upload_table, upload_files)
-    flusher = asyncio.create_task(_flush_forever(index, cache, metrics))
+    flusher = asyncio.create_task(_flush_forever(settings, index, cache, metrics))
     try:
         yield services
     finally:

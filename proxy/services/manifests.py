@@ -81,6 +81,7 @@ class ManifestService:
         )
 
     def _answer(self, row: ManifestRow, head: bool) -> Answer | None:
+        self.index.touch(row.digest)  # a read, for cache.max_age
         if head or row.body is not None:
             return Answer(row.digest, row.media_type, row.size, body=None if head else row.body)
         body = self.cache.read(row.digest)
