@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from proxy.clock import SYSTEM, Clock
+from proxy.commands.scheduled_warm import scheduled_warming
 from proxy.config import Settings
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.routes import base, reads, writes
@@ -76,7 +77,10 @@ async def not_allowed(request: Request, exc: Exception) -> Response:
 def create_app(settings: Settings, clock: Clock = SYSTEM) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_services(settings, clock) as services:
+        async with (
+            open_services(settings, clock) as services,
+            scheduled_warming(services, clock),
+        ):
             app.state.services = services
             yield
 

@@ -33,6 +33,7 @@ from typing import Any
 from proxy.config_values import (
     Mirror,
     Route,
+    WarmSchedule,
     choice,
     parse_bool,
     parse_duration,
@@ -48,6 +49,7 @@ from proxy.config_values import (
     parse_routes,
     parse_size,
     parse_str,
+    parse_warm_schedule,
 )
 
 ENV_PREFIX = "GAR_PROXY_"
@@ -176,6 +178,9 @@ class CacheSettings:
     max_age: float = setting(
         0.0, parse_duration, doc="evict what was not read for this long (30d); 0: never"
     )
+    warm: tuple[WarmSchedule, ...] = setting(
+        (), parse_warm_schedule, doc="[[warm]]: images whose matching tags are kept cached"
+    )
     negative_ttl: float = setting(
         30.0, parse_duration, doc="remember an upstream 404 this long; 0 turns it off"
     )
@@ -225,7 +230,7 @@ _ENV_NAMES = {name for spec in SPECS.values() for name in spec.env} | {CONFIG_EN
 
 
 # Arrays of tables that may sit at the top of the file, and the setting each one is.
-TOP_LEVEL_LISTS = {"mirrors": "upstream.mirrors"}
+TOP_LEVEL_LISTS = {"mirrors": "upstream.mirrors", "warm": "cache.warm"}
 
 
 def _default_paths(env: Mapping[str, str]) -> dict[str, Any]:

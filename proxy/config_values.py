@@ -9,6 +9,7 @@ which key it was).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,17 @@ class Mirror:
     @property
     def prefix(self) -> str:
         return f"{self.project}/{self.repository}"
+
+
+@dataclass(frozen=True)
+class WarmSchedule:
+    """Keep the tags of ``image`` that match ``tags`` (a regex, searched) cached, checked
+    every ``interval`` seconds, for ``platforms`` (``os/arch``; none: the host's)."""
+
+    image: str
+    tags: str = "^latest$"
+    interval: float = 3600.0
+    platforms: tuple[str, ...] = ()
 
 
 _SIZE_UNITS = {
@@ -250,3 +262,38 @@ def _short_mirror(part: str) -> dict[str, str]:
         raise ValueError(f"expected HOST=PROJECT/REPO[@LOCATION], got {part.strip()!r}")
     table = {"host": host, "repository": repository}
     return {**table, "location": location} if location else table
+
+
+def _warm_entry(table: Any) -> WarmSchedule:
+    if not isinstance(table, dict) or not table.get("image"):
+        raise ValueError("each [[warm]] entry needs an image (a name without a tag)")
+    unknown = set(table) - {"image", "tags", "interval", "platforms"}
+    if unknown:
+        raise ValueError(f"unknown [[warm]] key(s) {sorted(unknown)}")
+    image = str(table["image"]).strip()
+    if "@" in image or ":" in image.rpartition("/")[2]:
+        raise ValueError(f"warm image {image!r}: give the tags as a pattern, not in the name")
+    tags = str(table.get("tags", "^latest$"))
+    try:
+        re.compile(tags)
+    except re.error as error:
+        raise ValueError(f"warm {image}: tags {tags!r} is not a regex ({error})") from None
+    interval = parse_duration(table.get("interval", "1h"))
+    if interval <= 0:
+        raise ValueError(f"warm {image}: interval must be positive")
+    platforms = table.get("platforms", [])
+    if not isinstance(platforms, list) or not all(p.count("/") in (1, 2) for p in platforms):
+        raise ValueError(f"warm {image}: platforms must be a list of os/arch[/variant]")
+    return WarmSchedule(image, tags, interval, tuple(str(p) for p in platforms))
+
+
+def parse_warm_schedule(value: Any) -> tuple[WarmSchedule, ...]:
+    """TOML ``[[warm]]`` tables (image, tags, interval, platforms) or a JSON list of them."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else []
+        except json.JSONDecodeError as error:
+            raise ValueError(f"warm: expected a JSON list of tables ({error})") from None
+    if not isinstance(value, list):
+        raise ValueError("warm: expected a list of tables")
+    return tuple(_warm_entry(table) for table in value)

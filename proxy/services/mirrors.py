@@ -24,6 +24,7 @@ True
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from proxy.config_values import DOCKER_HUB, DOCKER_HUB_ALIASES, Mirror
@@ -39,10 +40,17 @@ def _canonical(host: str) -> str:
     return DOCKER_HUB if host in DOCKER_HUB_ALIASES else host
 
 
+_HOST = re.compile(
+    r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*(?::\d+)?"
+)
+
+
 def _looks_like_host(segment: str) -> bool:
     """Docker's rule: a first component with a dot or a port, or ``localhost``, is a
     registry host. GAR project ids have neither, so this never takes a GAR path."""
-    return "." in segment or ":" in segment or segment == "localhost"
+    if not _HOST.fullmatch(segment):
+        return False  # "..", "": left to the name check, which says NAME_INVALID
+    return "." in segment or ":" in segment or segment.startswith("localhost")
 
 
 class MirrorTable:
