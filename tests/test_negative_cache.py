@@ -43,6 +43,10 @@ def test_ten_probes_of_a_missing_tag_ask_upstream_once_until_the_ttl_passes(
     with httpx.Client(base_url=running.url, timeout=30) as client:
         assert [_probe(client, "manifests/next") for _ in range(10)] == [404] * 10
         assert fake.count(kind="manifest") == 1
+        lookups = running.services.metrics.registry.get_sample_value(
+            "garproxy_cache_lookups_total", {"kind": "manifest", "outcome": "negative"}
+        )
+        assert lookups == 9
         clock.advance(29)
         assert _probe(client, "manifests/next", "HEAD") == 404
         assert fake.count(kind="manifest") == 1

@@ -45,7 +45,7 @@ class BlobService:
         if size is not None:
             self.metrics.blob_hit()
             return Answer(digest, mt.OCTET_STREAM, size)
-        if self.offline or self.missing.known_missing(BLOB, str(repo), str(digest)):
+        if self.offline or self._known_missing(repo, digest):
             raise self._unknown(digest)
         info = await self.registry.stat_blob(repo, digest)
         if info is None:
@@ -60,7 +60,7 @@ class BlobService:
             if answer is not None:  # else evicted or collected since the stat: a miss
                 self.metrics.blob_hit()
                 return answer
-        if self.offline or self.missing.known_missing(BLOB, str(repo), str(digest)):
+        if self.offline or self._known_missing(repo, digest):
             raise self._unknown(digest)
         self.metrics.blob_miss()
         fill = self.cache.fill(digest, lambda: self._open_upstream(repo, digest))
@@ -85,6 +85,12 @@ class BlobService:
         if body is None:
             return None
         return Answer(digest, mt.OCTET_STREAM, size, body=body, span=span)
+
+    def _known_missing(self, repo: Repository, digest: Digest) -> bool:
+        if self.missing.known_missing(BLOB, str(repo), str(digest)):
+            self.metrics.cache.labels("blob", "negative").inc()  # not asked upstream
+            return True
+        return False
 
     async def _open_upstream(self, repo: Repository, digest: Digest) -> BlobStream:
         try:

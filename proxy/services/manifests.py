@@ -100,7 +100,7 @@ class ManifestService:
         if row is not None:
             self.metrics.manifest("hit")
             return row
-        if self.settings.offline or self.missing.known_missing(MANIFEST, str(repo), str(digest)):
+        if self.settings.offline or self._known_missing(repo, str(digest)):
             raise self._unknown(repo, digest)
         self.metrics.manifest("miss")
         fetch = lambda: self._fetch(repo, str(digest), mt.DEFAULT_ACCEPT, digest)  # noqa: E731
@@ -121,7 +121,7 @@ class ManifestService:
             served = await self._from_tag(repo, key, tag, tag_row, accept)
             if served is not None:
                 return served
-        if self.settings.offline or self.missing.known_missing(MANIFEST, key, tag):
+        if self.settings.offline or self._known_missing(repo, tag):
             raise self._unknown(repo, tag)
         self.metrics.manifest("miss")
         fetch = self._flights.do((key, tag), lambda: self._fetch_tag(repo, key, tag))
@@ -168,6 +168,12 @@ class ManifestService:
             self.metrics.manifest("revalidated")
             return cached
         return None
+
+    def _known_missing(self, repo: Repository, reference: str) -> bool:
+        if self.missing.known_missing(MANIFEST, str(repo), reference):
+            self.metrics.manifest("negative")  # answered "unknown" without asking upstream
+            return True
+        return False
 
     async def _remembering(
         self, repo: Repository, reference: str, fetch: Awaitable[ManifestRow]
