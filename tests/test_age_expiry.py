@@ -14,6 +14,7 @@ from proxy.oci.digest import Digest
 from proxy.services.container import sweep_expired
 from testkit.images import Image, build_image, make_layer
 from testkit.proxyharness import RunningProxy, proxy_settings, run_proxy
+from testkit.proxyprocess import run_cli
 from tests.conftest import FakeGarFactory
 
 ACCEPT = {"Accept": ", ".join(mt.DEFAULT_ACCEPT)}
@@ -64,3 +65,10 @@ def test_unread_blobs_and_manifests_expire_and_pinned_ones_stay(
         _pull(running, "proj/repo/old", old)
         assert fake.count("GET", "manifest") == fetched + 1
         assert _cached(running, old.config.digest)
+    # gar-proxy gc expires too. The stepped clock's time was November 2023, so to gc's
+    # real clock everything is over a day unread: all of it goes but the pinned image.
+    result = run_cli(tmp_path / "cache", fake.upstream, "gc", env={"GAR_PROXY_CACHE_MAX_AGE": "1d"})
+    assert result.returncode == 0, result.stderr
+    assert f"expired {len(old.blobs)} blobs and 1 manifests" in result.stdout, result.stdout
+    blob_files = {p.name for p in (tmp_path / "cache" / "blobs").rglob("*") if p.is_file()}
+    assert blob_files == {blob.digest.split(":")[1] for blob in pinned.blobs}

@@ -81,9 +81,10 @@ async def _flush_forever(
         await asyncio.sleep(FLUSH_INTERVAL)
         try:
             await index.flush()
-            await sweep_expired(settings, cache)
             if time.monotonic() - recounted >= RECOUNT_INTERVAL:
                 recounted = time.monotonic()
+                # Age expiry scans the manifests table: once a minute, not every flush.
+                await sweep_expired(settings, cache)
                 await index.refresh_total()
             metrics.cache_bytes.set(index.total_bytes)
         except Exception:  # the flusher must outlive a transient database error
