@@ -13,7 +13,9 @@ _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
 
 def human_size(size: int) -> str:
-    """>>> human_size(1536), human_size(12)
+    """Binary units, one decimal:
+
+    >>> human_size(1536), human_size(12)
     ('1.5 KiB', '12 B')
     """
     value = float(size)
