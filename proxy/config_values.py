@@ -49,6 +49,11 @@ class Mirror:
     def prefix(self) -> str:
         return f"{self.project}/{self.repository}"
 
+    def __str__(self) -> str:
+        where = f"@{self.location}" if self.location else ""
+        listen = " listen {}:{}".format(*self.listen) if self.listen else ""
+        return f"{self.host}={self.prefix}{where}{listen}"
+
 
 @dataclass(frozen=True)
 class WarmSchedule:
@@ -59,6 +64,10 @@ class WarmSchedule:
     tags: str = "^latest$"
     interval: float = 3600.0
     platforms: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        platforms = f" for {','.join(self.platforms)}" if self.platforms else ""
+        return f"{self.image} tags /{self.tags}/ every {self.interval:g}s{platforms}"
 
 
 _SIZE_UNITS = {
