@@ -93,18 +93,27 @@ def _processes(target: Target, image: ImageRef, count: int) -> Callable[[], list
             raise BenchError(f"puller {proc.pid} did not start")
 
     def go() -> list[int]:
-        for proc in procs:
-            assert proc.stdin is not None
-            proc.stdin.write(b"go\n")
-            proc.stdin.flush()
-        received = []
-        for proc in procs:
-            assert proc.stdout is not None
-            line = proc.stdout.readline().split()
-            if proc.wait(PULL_TIMEOUT) != 0 or len(line) != 2:
-                raise BenchError(f"puller {proc.pid} failed")
-            received.append(int(line[1]))
-        return received
+        try:
+            for proc in procs:
+                assert proc.stdin is not None
+                proc.stdin.write(b"go\n")
+                proc.stdin.flush()
+            received = []
+            for proc in procs:
+                assert proc.stdout is not None
+                line = proc.stdout.readline().split()
+                if proc.wait(PULL_TIMEOUT) != 0 or len(line) != 2:
+                    raise BenchError(f"puller {proc.pid} failed")
+                received.append(int(line[1]))
+            return received
+        finally:
+            for proc in procs:  # their pipes, closed now rather than at collection
+                for pipe in (proc.stdin, proc.stdout):
+                    if pipe is not None:
+                        pipe.close()
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
 
     return go
 

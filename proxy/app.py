@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from proxy.auth.middleware import Access, AccessControl
 from proxy.clock import SYSTEM, Clock
+from proxy.commands.scheduled_warm import scheduled_warming
 from proxy.config import Settings
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.routes import base, reads, writes
@@ -29,6 +30,7 @@ NAME = "/v2/{name:path}"
 def routes() -> list[Route]:
     return [
         Route("/v2/", base.version_check, methods=["GET", "HEAD"]),
+        Route("/v2/_catalog", reads.catalog, methods=["GET"]),
         Route(f"{NAME}/manifests/{{reference}}", reads.manifest, methods=["GET", "HEAD"]),
         Route(f"{NAME}/manifests/{{reference}}", writes.manifest, methods=["PUT", "DELETE"]),
         Route(f"{NAME}/blobs/uploads/", writes.start_upload, methods=["POST"]),
@@ -76,7 +78,10 @@ async def not_allowed(request: Request, exc: Exception) -> Response:
 def create_app(settings: Settings, clock: Clock = SYSTEM) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_services(settings, clock) as services:
+        async with (
+            open_services(settings, clock) as services,
+            scheduled_warming(services, clock),
+        ):
             app.state.services = services
             yield
 

@@ -1,4 +1,4 @@
-"""``gar-proxy``: serve, config check, warm, gc, verify, push.
+"""``gar-proxy``: serve, config check, warm, gc, verify, push, ls.
 
 Common options go before or after the command (``gar-proxy serve --config x.toml``).
 """
@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     warm.add_argument("image", help="[LOCATION-docker.pkg.dev/]PROJECT/REPO/IMAGE[:TAG|@DIGEST]")
     warm.add_argument("--platform", action="append", default=[], help="os/arch[/variant]")
     warm.add_argument("--pin", action="store_true", help="never evict what this image needs")
+    ls = command("ls", "list cached repositories, tags and sizes")
+    ls.add_argument("prefix", nargs="?", default="", help="only repositories under this")
+    ls.add_argument("--json", action="store_true", help="one JSON list instead of a table")
     push = command("push", "push an OCI image layout straight to upstream")
     push.add_argument("layout", help="OCI_LAYOUT_DIR[:TAG]")
     push.add_argument("target", help="[LOCATION-docker.pkg.dev/]PROJECT/REPO/IMAGE[:TAG]")
@@ -124,6 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
 
         return _on_services("warm", settings, warming)
+    if args.command == "ls":
+        from proxy.commands import ls
+
+        return _on_services(
+            "ls", settings, lambda found: ls.run(found, args.prefix, args.json, _say)
+        )
     from proxy.commands import gc, verify
 
     chosen = {"gc": gc.run, "verify": verify.run}[args.command]

@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from proxy.config_values import (
+    Mirror,
     Route,
+    WarmSchedule,
     choice,
     parse_bool,
     parse_duration,
@@ -40,6 +42,7 @@ from proxy.config_values import (
     parse_int,
     parse_listen,
     parse_location,
+    parse_mirrors,
     parse_optional_path,
     parse_optional_str,
     parse_path,
@@ -47,6 +50,7 @@ from proxy.config_values import (
     parse_routes,
     parse_size,
     parse_str,
+    parse_warm_schedule,
 )
 from proxy.redact import redact
 
@@ -114,6 +118,9 @@ class UpstreamSettings:
     )
     routes: tuple[Route, ...] = setting((), parse_routes, "GAR_PROXY_ROUTES")
     resolve_locations: bool = setting(True, parse_bool, "GAR_PROXY_RESOLVE_LOCATIONS")
+    mirrors: tuple[Mirror, ...] = setting(
+        (), parse_mirrors, doc="[[mirrors]]: registry host -> GAR remote repository"
+    )
     metadata_api_url: str = setting(
         "https://artifactregistry.googleapis.com", parse_str, "GAR_PROXY_METADATA_API_URL"
     )
@@ -173,6 +180,15 @@ class CacheSettings:
     manifest_max_size: int = setting(64 * 1024**2, parse_size, "GAR_PROXY_MANIFEST_MAX_SIZE")
     fill_timeout: float = setting(3600.0, parse_duration, "GAR_PROXY_FILL_TIMEOUT")
     offline: bool = setting(False, parse_bool, "GAR_PROXY_OFFLINE", doc="never call upstream")
+    max_age: float = setting(
+        0.0, parse_duration, doc="evict what was not read for this long (30d); 0: never"
+    )
+    warm: tuple[WarmSchedule, ...] = setting(
+        (), parse_warm_schedule, doc="[[warm]]: images whose matching tags are kept cached"
+    )
+    negative_ttl: float = setting(
+        30.0, parse_duration, doc="remember an upstream 404 this long; 0 turns it off"
+    )
 
 
 @dataclass(frozen=True)
@@ -252,6 +268,10 @@ SPECS: dict[str, Spec] = {spec.key: spec for spec in specs()}
 _ENV_NAMES = {name for spec in SPECS.values() for name in spec.env} | {CONFIG_ENV}
 
 
+# Arrays of tables that may sit at the top of the file, and the setting each one is.
+TOP_LEVEL_LISTS = {"mirrors": "upstream.mirrors", "warm": "cache.warm"}
+
+
 def _default_paths(env: Mapping[str, str]) -> dict[str, Any]:
     home = Path(env.get("HOME", "~"))
     cache_base = env.get("XDG_CACHE_HOME") or str(home / ".cache")
@@ -272,6 +292,11 @@ def _parse(spec: Spec, raw: Any, source: str) -> Any:
 def _flatten(document: Mapping[str, Any], path: str) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for section, table in document.items():
+        if section in TOP_LEVEL_LISTS and isinstance(table, list):
+            flat[TOP_LEVEL_LISTS[section]] = (
+                table  # [[mirrors]] reads better than [[upstream.mirrors]]
+            )
+            continue
         if not isinstance(table, dict):
             raise ConfigError(f"{section} ({path}): expected a [{section}] table")
         for name, value in table.items():
@@ -337,6 +362,11 @@ def _check(settings: Settings) -> None:
     upstream = settings.upstream
     if upstream.auth == "basic" and not (upstream.username and upstream.password):
         raise ConfigError("upstream.auth (basic): needs upstream.username and upstream.password")
+    listens = [settings.server.listen] + [m.listen for m in upstream.mirrors if m.listen]
+    if len({listen for listen in listens if listen[1]}) != len([x for x in listens if x[1]]):
+        raise ConfigError(
+            f"mirrors: listen addresses must differ from each other and server.listen: {listens}"
+        )
     if not upstream.url.startswith(("http://", "https://")):
         raise ConfigError(f"upstream.url: expected an http(s) URL, got {upstream.url!r}")
     _check_exposure(settings)

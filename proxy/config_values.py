@@ -8,6 +8,8 @@ which key it was).
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,50 @@ class Route:
 
     prefix: str
     location: str
+
+
+# Docker Hub's other names: clients and deploy files use any of them.
+DOCKER_HUB = "docker.io"
+DOCKER_HUB_ALIASES = frozenset(
+    (DOCKER_HUB, "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com")
+)
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """Serve registry ``host``'s images from the GAR remote repository ``project/repository``
+    (in ``location``, or wherever the location rules say); ``listen`` is an address of its
+    own whose requests are always this mirror's (dockerd's ``registry-mirrors``)."""
+
+    host: str
+    project: str
+    repository: str
+    location: str | None = None
+    listen: tuple[str, int] | None = None
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.project}/{self.repository}"
+
+    def __str__(self) -> str:
+        where = f"@{self.location}" if self.location else ""
+        listen = " listen {}:{}".format(*self.listen) if self.listen else ""
+        return f"{self.host}={self.prefix}{where}{listen}"
+
+
+@dataclass(frozen=True)
+class WarmSchedule:
+    """Keep the tags of ``image`` that match ``tags`` (a regex, searched) cached, checked
+    every ``interval`` seconds, for ``platforms`` (``os/arch``; none: the host's)."""
+
+    image: str
+    tags: str = "^latest$"
+    interval: float = 3600.0
+    platforms: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        platforms = f" for {','.join(self.platforms)}" if self.platforms else ""
+        return f"{self.image} tags /{self.tags}/ every {self.interval:g}s{platforms}"
 
 
 _SIZE_UNITS = {
@@ -174,3 +220,89 @@ def parse_routes(value: Any) -> tuple[Route, ...]:
             raise ValueError("each route needs a prefix and a location")
         routes.append(Route(str(prefix).strip("/ "), parse_location(str(location).strip())))
     return tuple(routes)
+
+
+def _mirror(table: Any) -> Mirror:
+    if not isinstance(table, dict) or not table.get("host") or not table.get("repository"):
+        raise ValueError("each mirror needs host and repository (PROJECT/REPOSITORY)")
+    unknown = set(table) - {"host", "repository", "location", "listen"}
+    if unknown:
+        raise ValueError(f"unknown mirror key(s) {sorted(unknown)}")
+    host = str(table["host"]).strip().lower().removeprefix("https://").rstrip("/")
+    project, sep, repository = str(table["repository"]).strip("/ ").partition("/")
+    if not sep or not project or not repository or "/" in repository:
+        raise ValueError(f"mirror {host}: repository must be PROJECT/REPOSITORY")
+    location = table.get("location")
+    listen = table.get("listen")
+    return Mirror(
+        DOCKER_HUB if host in DOCKER_HUB_ALIASES else host,
+        project,
+        repository,
+        parse_location(str(location)) if location else None,
+        parse_listen(listen) if listen else None,
+    )
+
+
+def parse_mirrors(value: Any) -> tuple[Mirror, ...]:
+    """TOML ``[[mirrors]]`` tables (host, repository, location, listen), a JSON list of
+    them, or ``HOST=PROJECT/REPO[@LOCATION],...`` in the environment.
+
+    >>> parse_mirrors("docker.io=p/dockerhub-remote@us")[0].prefix
+    'p/dockerhub-remote'
+    """
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"mirrors: bad JSON ({error})") from None
+    if not isinstance(value, list):
+        value = [_short_mirror(part) for part in str(value).split(",") if part.strip()]
+    mirrors = tuple(_mirror(table) for table in value)
+    hosts = [m.host for m in mirrors]
+    if len(set(hosts)) != len(hosts):
+        raise ValueError(f"a registry host is mirrored twice: {sorted(hosts)}")
+    return mirrors
+
+
+def _short_mirror(part: str) -> dict[str, str]:
+    host, sep, target = part.strip().partition("=")
+    repository, _, location = target.partition("@")
+    if not sep:
+        raise ValueError(f"expected HOST=PROJECT/REPO[@LOCATION], got {part.strip()!r}")
+    table = {"host": host, "repository": repository}
+    return {**table, "location": location} if location else table
+
+
+def _warm_entry(table: Any) -> WarmSchedule:
+    if not isinstance(table, dict) or not table.get("image"):
+        raise ValueError("each [[warm]] entry needs an image (a name without a tag)")
+    unknown = set(table) - {"image", "tags", "interval", "platforms"}
+    if unknown:
+        raise ValueError(f"unknown [[warm]] key(s) {sorted(unknown)}")
+    image = str(table["image"]).strip()
+    if "@" in image or ":" in image.rpartition("/")[2]:
+        raise ValueError(f"warm image {image!r}: give the tags as a pattern, not in the name")
+    tags = str(table.get("tags", "^latest$"))
+    try:
+        re.compile(tags)
+    except re.error as error:
+        raise ValueError(f"warm {image}: tags {tags!r} is not a regex ({error})") from None
+    interval = parse_duration(table.get("interval", "1h"))
+    if interval <= 0:
+        raise ValueError(f"warm {image}: interval must be positive")
+    platforms = table.get("platforms", [])
+    if not isinstance(platforms, list) or not all(p.count("/") in (1, 2) for p in platforms):
+        raise ValueError(f"warm {image}: platforms must be a list of os/arch[/variant]")
+    return WarmSchedule(image, tags, interval, tuple(str(p) for p in platforms))
+
+
+def parse_warm_schedule(value: Any) -> tuple[WarmSchedule, ...]:
+    """TOML ``[[warm]]`` tables (image, tags, interval, platforms) or a JSON list of them."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else []
+        except json.JSONDecodeError as error:
+            raise ValueError(f"warm: expected a JSON list of tables ({error})") from None
+    if not isinstance(value, list):
+        raise ValueError("warm: expected a list of tables")
+    return tuple(_warm_entry(table) for table in value)

@@ -31,6 +31,9 @@ class Metrics:
         self.bytes_served = Counter(
             "garproxy_bytes_served", "Body bytes sent to clients", ["source"], registry=r
         )
+        self.scheduled_warms = Counter(
+            "garproxy_scheduled_warms", "Scheduled warm runs ([[warm]])", ["outcome"], registry=r
+        )
         self.cache_bytes = Gauge("garproxy_cache_bytes", "Bytes of blobs in the cache", registry=r)
 
     def request_done(self, method: str, kind: str, status: int, seconds: float) -> None:

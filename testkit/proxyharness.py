@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from proxy.app import create_app
 from proxy.auth.tls import ReloadingCertificate
 from proxy.clock import SYSTEM, Clock
+from proxy.commands.serve import bind_mirrors
 from proxy.config import Settings, load_settings
 from proxy.http.server import ZeroCopyProtocol
 from proxy.services.container import Services
@@ -59,6 +60,12 @@ class RunningProxy:
         assert self.server.loop is not None
         return asyncio.run_coroutine_threadsafe(coroutine, self.server.loop).result(timeout)
 
+    def mirror_url(self, host: str) -> str:
+        """``http://127.0.0.1:PORT`` of the mirror for ``host`` that has a listen address."""
+        mirror = next(m for m in self.settings.upstream.mirrors if m.host == host)
+        assert mirror.listen is not None, f"mirror {host} has no listen address"
+        return "http://{}:{}".format(*mirror.listen)
+
     def upstream_fetches(self, kind: str) -> float:
         value = self.services.metrics.registry.get_sample_value(
             "garproxy_upstream_fetches_total", {"kind": kind}
@@ -70,13 +77,25 @@ class RunningProxy:
 def run_proxy(
     settings: Settings, *, zero_copy: bool = True, clock: Clock = SYSTEM
 ) -> Iterator[RunningProxy]:
-    """``zero_copy=False``: plain uvicorn, as another ASGI server would serve the app.
-    With ``tls.cert_file`` set it listens with TLS, as ``serve`` does."""
+    """``zero_copy=False``: plain uvicorn, as another ASGI server would serve the app;
+    ``clock``: a ``ManualClock`` for tests that step TTLs. With ``tls.cert_file`` set it
+    listens with TLS, as ``serve`` does."""
     http = ZeroCopyProtocol if zero_copy else "httptools"
     tls = ReloadingCertificate(settings.tls) if settings.tls.cert_file else None
     context = tls.listener if tls else None
-    app = create_app(settings, clock)
-    server = ThreadedServer(app, http=http, ssl_context=context).start()
+    settings, mirror_sockets = bind_mirrors(settings)  # each mirror's own listen address
+    try:
+        server = ThreadedServer(
+            create_app(settings, clock),
+            http=http,
+            ssl_context=context,
+            extra_sockets=mirror_sockets,
+        )
+    except BaseException:
+        for sock in mirror_sockets:
+            sock.close()
+        raise
+    server.start()
     try:
         yield RunningProxy(server, settings)
     finally:

@@ -33,6 +33,7 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 CLI_TIMEOUT = 120.0
 _READY = re.compile(r"gar-proxy listening on (https?://127\.0\.0\.1:(\d+))")
+_MIRROR_READY = re.compile(r"gar-proxy mirror (\S+) listening on (http://\S+)")
 _FOREIGN_PREFIXES = ("GAR_", "GOOGLE_", "GCE_", "GCLOUD_", "CLOUDSDK_")
 
 
@@ -108,6 +109,7 @@ class ProxyProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.port = 0
+        self.mirror_urls: dict[str, str] = {}  # registry host -> its own listen URL
 
     @property
     def pid(self) -> int:
@@ -137,9 +139,11 @@ class ProxyProcess:
             )  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            match = _READY.search(self.log.read_bytes()[offset:].decode(errors="replace"))
+            text = self.log.read_bytes()[offset:].decode(errors="replace")
+            match = _READY.search(text)
             if match:
                 self.url, self.port = match[1], int(match[2])
+                self.mirror_urls = {m[1]: m[2] for m in _MIRROR_READY.finditer(text)}
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError(

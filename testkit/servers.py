@@ -31,9 +31,15 @@ class ThreadedServer:
     """A uvicorn server on its own thread and event loop; ``url`` once started."""
 
     def __init__(
-        self, app: Any, *, ssl_context: ssl.SSLContext | None = None, **config: Any
+        self,
+        app: Any,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        extra_sockets: list[socket.socket] | None = None,
+        **config: Any,
     ) -> None:
         self.sock = bind_loopback()
+        self.extra_sockets = list(extra_sockets or [])
         self.port: int = self.sock.getsockname()[1]
         self.url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{self.port}"
         self.config = uvicorn.Config(
@@ -52,7 +58,7 @@ class ThreadedServer:
     def _run(self) -> None:
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self.server.serve(sockets=[self.sock]))
+        self.loop.run_until_complete(self.server.serve(sockets=[self.sock, *self.extra_sockets]))
         self.loop.close()
 
     def start(self) -> ThreadedServer:
@@ -66,7 +72,8 @@ class ThreadedServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self._thread.join(10)
-        self.sock.close()
+        for sock in (self.sock, *self.extra_sockets):
+            sock.close()
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ from testkit.proxyharness import RunningProxy
 from tests.conftest import FakeGarFactory, ProxyFactory
 
 GOOD_DIGEST = "sha256:" + "ab" * 32
+OTHER_DIGEST = "sha256:" + "cd" * 32
 BAD_NAMES = {
     "dot-dot": "../x/y",
     "dot-dot-inside": "proj/repo/../app",
@@ -165,16 +166,19 @@ def test_unknown_tags_and_blobs_cost_one_upstream_request_each(
     fake.put_image("us", "proj/repo/app", "1.0", build_image([make_layer()]))
     cases: list[tuple[str, str, str, int, Kind, dict[str, Any]]] = [
         ("GET", "/manifests/nope", "MANIFEST_UNKNOWN", 404, "manifest", {}),
-        ("HEAD", "/manifests/nope", "MANIFEST_UNKNOWN", 404, "manifest", {}),
+        ("HEAD", "/manifests/nope-too", "MANIFEST_UNKNOWN", 404, "manifest", {}),
         ("GET", f"/manifests/{GOOD_DIGEST}", "MANIFEST_UNKNOWN", 404, "manifest", {}),
         ("GET", f"/blobs/{GOOD_DIGEST}", "BLOB_UNKNOWN", 404, "blob", {}),
-        ("HEAD", f"/blobs/{GOOD_DIGEST}", "BLOB_UNKNOWN", 404, "blob", {}),
+        ("HEAD", f"/blobs/{OTHER_DIGEST}", "BLOB_UNKNOWN", 404, "blob", {}),
     ]
     for method, suffix, code, status, kind, _ in cases:
         fake.reset_counts()
         answer = send(running, method, f"/v2/proj/repo/app{suffix}")
         assert_error(answer, method, status, code)
         assert fake.count(kind=kind) == 1, (method, suffix)
+        assert fake.count() == 1, fake.requests
+        # Asked again within cache.negative_ttl: answered without upstream.
+        assert_error(send(running, method, f"/v2/proj/repo/app{suffix}"), method, status, code)
         assert fake.count() == 1, fake.requests
     fake.reset_counts()
     no_repo = send(running, "GET", "/v2/proj/nothing/app/manifests/1.0")

@@ -9,6 +9,7 @@ import pytest
 
 MODULES = [
     "proxy.clock",
+    "proxy.commands.ls",
     "proxy.config_values",
     "proxy.gar.cleanup",
     "proxy.gar.policy",
@@ -21,6 +22,8 @@ MODULES = [
     "proxy.oci.platform",
     "proxy.oci.ranges",
     "proxy.routes.observe",
+    "proxy.services.mirrors",
+    "proxy.services.negative",
     "proxy.upstream.challenge",
     "testkit.realclients",
 ]

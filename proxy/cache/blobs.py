@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from proxy.cache.bodies import FileBody, Segment
+from proxy.cache.expiry import unread_blobs, unread_manifests
 from proxy.cache.fills import FOLLOW_READ_SIZE, Fill, Fills, Opener
 from proxy.cache.index import CacheIndex
 from proxy.cache.store import BlobStore
@@ -141,6 +142,26 @@ class BlobCache:
         if removed:
             log.info("evicted %d blobs (%d bytes)", removed, freed)
         return removed, freed
+
+    async def expire(self, max_age: float) -> tuple[int, int]:
+        """Remove blobs and manifests not read for ``max_age`` seconds (``cache.max_age``);
+        (blobs removed, manifests removed). Blobs being read or filled stay."""
+        before = self.index.clock.time() - max_age
+        async with self._evicting:
+            blobs = [d for d in await unread_blobs(self.index, before) if not self.in_use(d)]
+            for digest in blobs:
+                self.store.remove(digest)
+            await self.index.remove_blobs(blobs)
+            manifests = await unread_manifests(self.index, before)
+            await self.index.remove_manifests(manifests)
+        if blobs or manifests:
+            log.info(
+                "expired %d blobs and %d manifests unread for %gs",
+                len(blobs),
+                len(manifests),
+                max_age,
+            )
+        return len(blobs), len(manifests)
 
     async def recover(self, *, rehash: bool = True) -> RecoveryReport:
         """Start-up reconciliation of files and index after a crash or manual meddling."""

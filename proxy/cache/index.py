@@ -76,6 +76,7 @@ class CacheIndex:
     async def open(cls, path: Path, clock: Clock = SYSTEM) -> CacheIndex:
         db = await aiosqlite.connect(path)
         await db.executescript(SCHEMA)
+        await _add_column(db, "manifests", "last_access REAL")  # cache.max_age; NULL: created
         await db.commit()
         index = cls(db, clock)
         await index.refresh_total()
@@ -134,6 +135,11 @@ class CacheIndex:
         await self._run_many(
             "UPDATE blobs SET last_access = ?, hits = hits + ? WHERE digest = ?",
             [(when, hits, digest) for digest, (when, hits) in touched.items()],
+        )
+        # Manifests are touched the same way (a large one is a blob file as well).
+        await self._run_many(
+            "UPDATE manifests SET last_access = ? WHERE digest = ?",
+            [(when, digest) for digest, (when, _) in touched.items()],
         )
         await self._db.commit()
 
@@ -201,6 +207,22 @@ class CacheIndex:
         row = ManifestRow(digest, str(found[0]), int(found[1]), found[2])
         self._remember(row)
         return row
+
+    async def remove_manifests(self, digests: Iterable[Digest]) -> None:
+        """Forget manifests, their references and the tags that point at them."""
+        keys = [(str(d),) for d in digests]
+        gone = {str(d) for d in digests}
+        for sql in (
+            "DELETE FROM manifests WHERE digest = ?",
+            "DELETE FROM manifest_refs WHERE manifest = ?",
+            "DELETE FROM tags WHERE digest = ?",
+        ):
+            await self._run_many(sql, keys)
+        await self._db.commit()
+        for digest in [d for d in self._manifests if str(d) in gone]:
+            self._memo_bytes -= len(self._manifests.pop(digest).body or b"")
+        for key in [k for k, row in self._tags.items() if str(row.digest) in gone]:
+            del self._tags[key]
 
     def _remember(self, row: ManifestRow) -> None:
         if row.body is None or row.digest in self._manifests:
@@ -294,3 +316,11 @@ class CacheIndex:
         ) as cursor:
             row = await cursor.fetchone()
         return (str(row[0]), bytes(row[1]), str(row[2]), float(row[3])) if row else None
+
+
+async def _add_column(db: aiosqlite.Connection, table: str, column: str) -> None:
+    """Caches made by an older version lack the column; SQLite has no IF NOT EXISTS."""
+    async with db.execute(f"PRAGMA table_info({table})") as cursor:
+        names = {str(row[1]) async for row in cursor}
+    if column.split()[0] not in names:
+        await db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")

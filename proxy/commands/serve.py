@@ -1,7 +1,9 @@
-"""``gar-proxy serve``: uvicorn on one pre-bound socket, the zero-copy protocol if it loads."""
+"""``gar-proxy serve``: uvicorn on pre-bound sockets (``server.listen``, then each mirror's
+own ``listen``), the zero-copy protocol if it loads."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import ssl
@@ -35,6 +37,27 @@ def warn_if_anonymous(settings: Settings) -> None:
         )
 
 
+def bind_mirrors(settings: Settings) -> tuple[Settings, list[socket.socket]]:
+    """One socket per mirror with a ``listen`` of its own; the settings come back with
+    the ports actually bound (port 0 picks one), which is how the app tells a request
+    on a mirror's socket (ASGI ``scope["server"]``) from one on the main socket."""
+    sockets: list[socket.socket] = []
+    mirrors = []
+    try:
+        for mirror in settings.upstream.mirrors:
+            if mirror.listen is not None:
+                sock = bind(*mirror.listen)
+                sockets.append(sock)
+                mirror = dataclasses.replace(mirror, listen=sock.getsockname()[:2])
+            mirrors.append(mirror)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    upstream = dataclasses.replace(settings.upstream, mirrors=tuple(mirrors))
+    return dataclasses.replace(settings, upstream=upstream), sockets
+
+
 def run(settings: Settings) -> int:
     import uvicorn
 
@@ -50,13 +73,14 @@ def run(settings: Settings) -> int:
     except ImportError as error:  # no httptools, or a uvicorn reorganised
         log.warning("zero-copy blob sends off: %s", error)
     try:
-        app = create_app(settings)
         tls = ReloadingCertificate(settings.tls) if settings.tls.cert_file else None
+        sock = bind(settings.server.host, settings.server.port)
+        settings, mirror_sockets = bind_mirrors(settings)
+        app = create_app(settings)
     except (ConfigError, OSError, ssl.SSLError) as error:
         print(f"gar-proxy: config: {error}", file=sys.stderr)
         return 2
     warn_if_anonymous(settings)
-    sock = bind(settings.server.host, settings.server.port)
     host, port = sock.getsockname()[:2]
     scheme = "https" if tls else "http"
     config = uvicorn.Config(
@@ -75,10 +99,14 @@ def run(settings: Settings) -> int:
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
             if self.started:
+                for mirror in settings.upstream.mirrors:
+                    if mirror.listen is not None:
+                        address = "http://{}:{}".format(*mirror.listen)
+                        print(f"gar-proxy mirror {mirror.host} listening on {address}", flush=True)
                 # One line that tools (and tests, with port 0) can wait for.
                 print(f"gar-proxy listening on {scheme}://{host}:{port}", flush=True)
 
     # Server.run, not asyncio.run(serve()): it builds the loop uvicorn picked (uvloop
     # when installed); asyncio.run would always use the slower stdlib loop.
-    Server(config).run(sockets=[sock])
+    Server(config).run(sockets=[sock, *mirror_sockets])
     return 0

@@ -28,10 +28,19 @@ async def _drain(answer: Answer) -> int:
     return sum([len(chunk) async for chunk in _chunks(answer)])
 
 
+async def resolve(services: Services, image: ImageReference) -> Repository:
+    """As a client's name is: a mirrored registry's name (``docker.io/library/python``)
+    reads the mirror's repository."""
+    mirrored = None
+    if image.repository.location is None:
+        mirrored = services.mirrors.rewrite(image.repository.path, ns=None)
+    return await services.locations.resolve(mirrored or image.repository)
+
+
 async def _manifest(
     services: Services, image: ImageReference, reference: str | Digest
 ) -> tuple[Digest, Manifest]:
-    repo = await services.locations.resolve(image.repository)
+    repo = await resolve(services, image)
     answer = await services.manifests.get(repo, reference, (), head=False)
     body = b"".join([chunk async for chunk in _chunks(answer)])  # bounded by manifest_max_size
     return answer.digest, parse_manifest(body, answer.media_type)
@@ -74,16 +83,24 @@ async def _check_single_platform(
 
 
 async def warm(
-    services: Services, text: str, platforms: list[Platform], *, pin: bool, say: Say = print
+    services: Services,
+    text: str,
+    platforms: list[Platform],
+    *,
+    pin: bool,
+    say: Say = print,
+    strict: bool = True,
 ) -> None:
+    """``strict=False``: a single-platform image is warmed whatever its platform (the
+    platforms only choose among an index's images)."""
     image = ImageReference.parse(text)
-    repo = await services.locations.resolve(image.repository)
+    repo = await resolve(services, image)
     digest, manifest = await _manifest(services, image, image.reference)
     say(f"{image}: {manifest.media_type} {digest}")
     images: list[tuple[Digest, Manifest]] = [(digest, manifest)]
     if manifest.is_index:
         images = [await _manifest(services, image, child) for child in choose(manifest, platforms)]
-    elif platforms and manifest.config is not None:
+    elif strict and platforms and manifest.config is not None:
         await _check_single_platform(services, repo, manifest, platforms)
     total = 0
     for child_digest, child in images:

@@ -51,6 +51,9 @@ class ErrorCode(enum.Enum):
     # The distribution registry's own, which clients print as they do the spec's
     UPSTREAM_UNAVAILABLE = ("UNAVAILABLE", 503, "service unavailable", DISTRIBUTION)
     UNKNOWN = ("UNKNOWN", 500, "unknown error", DISTRIBUTION)
+    PAGINATION_NUMBER_INVALID = (
+        "PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested", DISTRIBUTION
+    )  # fmt: skip
     # Ours
     RANGE_INVALID = ("RANGE_INVALID", 416, "requested range not satisfiable", OURS)
     # Ours. Where a client already knows a wire name for the kind of failure (a size,

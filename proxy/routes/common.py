@@ -12,6 +12,7 @@ from proxy.http.responses import FileBodyResponse
 from proxy.oci.names import Repository
 from proxy.services.answers import Answer
 from proxy.services.container import Services
+from proxy.services.mirrors import resolve_name
 
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
 
@@ -23,8 +24,15 @@ def services(request: Request) -> Services:
 
 async def repository(request: Request) -> Repository:
     """The path's repository, location resolved; NAME_INVALID before any I/O."""
-    repo = Repository.parse(request.path_params["name"], ns=request.query_params.get("ns"))
-    return await services(request).locations.resolve(repo)
+    return await resolve(request, request.path_params["name"])
+
+
+async def resolve(request: Request, name: str) -> Repository:
+    """Any name the client gave (the path's, a mount's ``from``): mirrors, then location."""
+    found = services(request)
+    local = request.scope.get("server")
+    ns = request.query_params.get("ns")
+    return await resolve_name(found.mirrors, found.locations, name, ns=ns, local=local)
 
 
 async def _counted(

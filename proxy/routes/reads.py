@@ -9,6 +9,7 @@ from proxy.oci.digest import Digest
 from proxy.oci.mediatypes import parse_accept
 from proxy.oci.names import parse_reference
 from proxy.routes.common import API_VERSION, answer_response, repository, services
+from proxy.services.catalog import catalog as catalog_page
 
 
 async def manifest(request: Request) -> Response:
@@ -50,3 +51,9 @@ async def referrers(request: Request) -> Response:
         repo, digest, request.query_params.get("artifactType")
     )
     return Response(listing.body, 200, {**listing.headers, **API_VERSION}, listing.media_type)
+
+
+async def catalog(request: Request) -> Response:
+    query = request.query_params
+    page = await catalog_page(services(request).index, query.get("n"), query.get("last"))
+    return Response(page.body, 200, {**page.headers, **API_VERSION}, "application/json")

@@ -14,7 +14,7 @@ from proxy.oci.digest import Digest
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.manifest import MANIFEST_READ_LIMIT
 from proxy.oci.names import Repository, parse_reference
-from proxy.routes.common import API_VERSION, repository, services
+from proxy.routes.common import API_VERSION, repository, resolve, services
 from proxy.services.container import Services
 from proxy.services.upload_session import Chunk, Session
 
@@ -61,8 +61,7 @@ def _session_answer(request: Request, session: Session, status: int) -> Response
 async def _source(request: Request, text: str | None) -> Repository | None:
     if not text:
         return None
-    source = Repository.parse(text, ns=request.query_params.get("ns"))
-    return await services(request).locations.resolve(source)
+    return await resolve(request, text)
 
 
 async def start_upload(request: Request) -> Response:

@@ -27,6 +27,7 @@ from proxy.oci import mediatypes as mt
 from proxy.oci.digest import Digest
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
+from proxy.services.negative import BLOB, NegativeCache
 from proxy.services.upload_session import (
     UPLOAD_ID,
     Chunk,
@@ -49,7 +50,9 @@ class UploadService:
         table: UploadTable,
         files: UploadFiles,
         clock: Clock = SYSTEM,
+        missing: NegativeCache | None = None,
     ) -> None:
+        self.missing = missing or NegativeCache(0, clock)
         self.registry = registry
         self.cache = cache
         self.table = table
@@ -136,6 +139,7 @@ class UploadService:
                     )
                 log.info("upstream reported %s for %s, which it also holds", stored, digest)
             await self._close(session, digest)
+        self.missing.forget(BLOB, str(session.row.repository), str(digest))  # it exists now
 
     async def monolithic(self, repo: Repository, digest: Digest, chunk: Chunk) -> None:
         """``POST ?digest=`` with a body: a session and its PUT, on every registry alike."""

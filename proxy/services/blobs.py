@@ -13,6 +13,7 @@ from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
 from proxy.oci.ranges import parse_range
 from proxy.services.answers import Answer
+from proxy.services.negative import BLOB, NegativeCache, is_missing
 from proxy.upstream.registry import Registry, Stream
 
 log = logging.getLogger("gar_proxy.blobs")
@@ -20,8 +21,15 @@ log = logging.getLogger("gar_proxy.blobs")
 
 class BlobService:
     def __init__(
-        self, cache: BlobCache, registry: Registry, metrics: Metrics, *, offline: bool
+        self,
+        cache: BlobCache,
+        registry: Registry,
+        metrics: Metrics,
+        *,
+        offline: bool,
+        missing: NegativeCache | None = None,
     ) -> None:
+        self.missing = missing or NegativeCache(0)
         self.cache = cache
         self.registry = registry
         self.metrics = metrics
@@ -37,10 +45,11 @@ class BlobService:
         if size is not None:
             self.metrics.blob_hit()
             return Answer(digest, mt.OCTET_STREAM, size)
-        if self.offline:
+        if self.offline or self._known_missing(repo, digest):
             raise self._unknown(digest)
         info = await self.registry.stat_blob(repo, digest)
         if info is None:
+            self.missing.remember(BLOB, str(repo), str(digest))
             raise self._unknown(digest)
         return Answer(digest, mt.OCTET_STREAM, info.size)
 
@@ -51,7 +60,7 @@ class BlobService:
             if answer is not None:  # else evicted or collected since the stat: a miss
                 self.metrics.blob_hit()
                 return answer
-        if self.offline:
+        if self.offline or self._known_missing(repo, digest):
             raise self._unknown(digest)
         self.metrics.blob_miss()
         fill = self.cache.fill(digest, lambda: self._open_upstream(repo, digest))
@@ -77,8 +86,19 @@ class BlobService:
             return None
         return Answer(digest, mt.OCTET_STREAM, size, body=body, span=span)
 
+    def _known_missing(self, repo: Repository, digest: Digest) -> bool:
+        if self.missing.known_missing(BLOB, str(repo), str(digest)):
+            self.metrics.cache.labels("blob", "negative").inc()  # not asked upstream
+            return True
+        return False
+
     async def _open_upstream(self, repo: Repository, digest: Digest) -> Stream:
-        stream = await self.registry.open_blob(repo, digest)
+        try:
+            stream = await self.registry.open_blob(repo, digest)
+        except RegistryError as error:
+            if is_missing(error):
+                self.missing.remember(BLOB, str(repo), str(digest))
+            raise
         self.metrics.upstream_blob_fetch()
         return stream
 

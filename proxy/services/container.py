@@ -25,7 +25,9 @@ from proxy.services.listings import ListingService
 from proxy.services.locations import LocationResolver
 from proxy.services.manifest_writes import ManifestWriteService
 from proxy.services.manifests import ManifestService
+from proxy.services.mirrors import MirrorTable
 from proxy.services.mounts import MountService
+from proxy.services.negative import NegativeCache
 from proxy.upstream.auth import AccessTokens
 from proxy.upstream.client import Upstream
 from proxy.upstream.google_api import GoogleApi
@@ -48,6 +50,7 @@ class Services:
     registry: RegistryClient
     google: GoogleApi
     locations: LocationResolver
+    mirrors: MirrorTable
     blobs: BlobService
     manifests: ManifestService
     listings: ListingService
@@ -64,7 +67,15 @@ def make_tokens(settings: Settings) -> AccessTokens | None:
     return GoogleTokenSource(settings.gcp, timeout=settings.upstream.timeout)
 
 
-async def _flush_forever(index: CacheIndex, cache: BlobCache, metrics: Metrics) -> None:
+async def sweep_expired(settings: Settings, cache: BlobCache) -> None:
+    """The periodic sweep's age expiry (``cache.max_age``; off at 0)."""
+    if settings.cache.max_age > 0:
+        await cache.expire(settings.cache.max_age)
+
+
+async def _flush_forever(
+    settings: Settings, index: CacheIndex, cache: BlobCache, metrics: Metrics
+) -> None:
     recounted = time.monotonic()
     while True:
         await asyncio.sleep(FLUSH_INTERVAL)
@@ -72,6 +83,8 @@ async def _flush_forever(index: CacheIndex, cache: BlobCache, metrics: Metrics) 
             await index.flush()
             if time.monotonic() - recounted >= RECOUNT_INTERVAL:
                 recounted = time.monotonic()
+                # Age expiry scans the manifests table: once a minute, not every flush.
+                await sweep_expired(settings, cache)
                 await index.refresh_total()
             metrics.cache_bytes.set(index.total_bytes)
         except Exception:  # the flusher must outlive a transient database error
@@ -125,9 +138,10 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
         default_project=settings.gcp.project_id,
         clock=clock,
     )
-    blobs = BlobService(cache, registry, metrics, offline=offline)
+    missing = NegativeCache(cache_settings.negative_ttl, clock)  # upstream 404s, shared
+    blobs = BlobService(cache, registry, metrics, offline=offline, missing=missing)
     upload_table, upload_files = UploadTable(index.db), UploadFiles(cache_settings.dir)
-    uploads = UploadService(registry, cache, upload_table, upload_files, clock)
+    uploads = UploadService(registry, cache, upload_table, upload_files, clock, missing)
     mounts = MountService(
         registry, cache, blobs, uploads, gar=upstream_settings.is_gar, offline=offline
     )
@@ -140,15 +154,16 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
         registry=registry,
         google=google,
         locations=locations,
+        mirrors=MirrorTable(upstream_settings.mirrors, gar=upstream_settings.is_gar),
         blobs=blobs,
-        manifests=ManifestService(cache_settings, index, cache, registry, metrics, clock),
+        manifests=ManifestService(cache_settings, index, cache, registry, metrics, clock, missing),
         listings=ListingService(cache_settings, index, registry, clock),
         uploads=uploads,
         mounts=mounts,
-        manifest_writes=ManifestWriteService(settings.server, index, registry, mounts),
+        manifest_writes=ManifestWriteService(settings.server, index, registry, mounts, missing),
     )
     lock = await _recover(settings, cache, upload_table, upload_files)
-    flusher = asyncio.create_task(_flush_forever(index, cache, metrics))
+    flusher = asyncio.create_task(_flush_forever(settings, index, cache, metrics))
     try:
         yield services
     finally:

@@ -25,6 +25,7 @@ from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.manifest import Manifest, parse_manifest
 from proxy.oci.names import Repository
 from proxy.services.mounts import MountService
+from proxy.services.negative import MANIFEST, NegativeCache
 from proxy.upstream.registry import Registry
 
 log = logging.getLogger("gar_proxy.manifest_writes")
@@ -65,7 +66,9 @@ class ManifestWriteService:
         index: CacheIndex,
         registry: Registry,
         mounts: MountService,
+        missing: NegativeCache | None = None,
     ) -> None:
+        self.missing = missing or NegativeCache(0)
         self.settings = settings
         self.index = index
         self.registry = registry
@@ -103,6 +106,7 @@ class ManifestWriteService:
         await self.index.put_manifest(ManifestRow(digest, media_type, len(body), body), children)
         if isinstance(reference, str):
             await self.index.put_tag(str(repo), reference, digest, media_type)
+        self.missing.forget(MANIFEST, str(repo), str(reference), str(digest))  # pullable at once
         if manifest.subject is not None:  # the subject's cached referrers list is now short
             await self.index.delete_documents(f"referrers:{repo}@{manifest.subject.digest}?")
         return Pushed(digest, put.subject)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 
 from proxy.cache.blobs import BlobCache
 from proxy.cache.index import CacheIndex, ManifestRow, TagRow
@@ -26,6 +27,7 @@ from proxy.oci.manifest import MANIFEST_READ_LIMIT
 from proxy.oci.names import Repository
 from proxy.oci.references import children, digests_in_file
 from proxy.services.answers import Answer
+from proxy.services.negative import MANIFEST, NegativeCache, is_missing
 from proxy.upstream.registry import ManifestBody, Registry
 
 log = logging.getLogger("gar_proxy.manifests")
@@ -40,6 +42,7 @@ class ManifestService:
         registry: Registry,
         metrics: Metrics,
         clock: Clock = SYSTEM,
+        missing: NegativeCache | None = None,
     ) -> None:
         self.settings = settings
         self.index = index
@@ -47,6 +50,7 @@ class ManifestService:
         self.registry = registry
         self.metrics = metrics
         self.clock = clock
+        self.missing = missing or NegativeCache(0, clock)
         self._flights: SingleFlight[ManifestRow] = SingleFlight()
         self._checks: SingleFlight[Digest | None] = SingleFlight()
         # (repo, tag) -> monotonic time before which a stale tag is served unasked.
@@ -77,6 +81,7 @@ class ManifestService:
         )
 
     def _answer(self, row: ManifestRow, head: bool) -> Answer | None:
+        self.index.touch(row.digest)  # a read, for cache.max_age
         if head or row.body is not None:
             return Answer(row.digest, row.media_type, row.size, body=None if head else row.body)
         body = self.cache.read(row.digest)
@@ -95,11 +100,13 @@ class ManifestService:
         if row is not None:
             self.metrics.manifest("hit")
             return row
-        if self.settings.offline:
+        if self.settings.offline or self._known_missing(repo, str(digest)):
             raise self._unknown(repo, digest)
         self.metrics.manifest("miss")
         fetch = lambda: self._fetch(repo, str(digest), mt.DEFAULT_ACCEPT, digest)  # noqa: E731
-        return await self._flights.do((repo.path, str(digest)), fetch)
+        return await self._remembering(
+            repo, str(digest), self._flights.do((repo.path, str(digest)), fetch)
+        )
 
     async def _by_tag(self, repo: Repository, tag: str, accept: tuple[str, ...]) -> ManifestRow:
         key = str(repo)
@@ -114,10 +121,11 @@ class ManifestService:
             served = await self._from_tag(repo, key, tag, tag_row, accept)
             if served is not None:
                 return served
-        if self.settings.offline:
+        if self.settings.offline or self._known_missing(repo, tag):
             raise self._unknown(repo, tag)
         self.metrics.manifest("miss")
-        row = await self._flights.do((key, tag), lambda: self._fetch_tag(repo, key, tag))
+        fetch = self._flights.do((key, tag), lambda: self._fetch_tag(repo, key, tag))
+        row = await self._remembering(repo, tag, fetch)
         if not mt.accepts(accept, row.media_type):
             return await self._passthrough(repo, tag, accept)
         return row
@@ -151,6 +159,8 @@ class ManifestService:
                 return cached
             if error.code is ErrorCode.MANIFEST_UNKNOWN:
                 await self.index.delete_tag(key, tag)
+            if is_missing(error):
+                self.missing.remember(MANIFEST, key, tag)
             raise
         self._recheck_at.pop((key, tag), None)
         if current == tag_row.digest:
@@ -158,6 +168,23 @@ class ManifestService:
             self.metrics.manifest("revalidated")
             return cached
         return None
+
+    def _known_missing(self, repo: Repository, reference: str) -> bool:
+        if self.missing.known_missing(MANIFEST, str(repo), reference):
+            self.metrics.manifest("negative")  # answered "unknown" without asking upstream
+            return True
+        return False
+
+    async def _remembering(
+        self, repo: Repository, reference: str, fetch: Awaitable[ManifestRow]
+    ) -> ManifestRow:
+        """Awaits ``fetch``; an upstream "unknown" is remembered for ``negative_ttl``."""
+        try:
+            return await fetch
+        except RegistryError as error:
+            if is_missing(error):
+                self.missing.remember(MANIFEST, str(repo), reference)
+            raise
 
     async def _head_digest(self, repo: Repository, tag: str) -> Digest | None:
         info = await self.registry.head_manifest(repo, tag, mt.DEFAULT_ACCEPT)

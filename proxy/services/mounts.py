@@ -19,6 +19,7 @@ from proxy.oci.errors import RegistryError
 from proxy.oci.names import Repository
 from proxy.services.blob_uploads import UploadService
 from proxy.services.blobs import BlobService
+from proxy.services.negative import BLOB
 from proxy.services.upload_session import Chunk, Session
 from proxy.upstream.registry import Registry
 
@@ -57,6 +58,14 @@ class MountService:
         self, repo: Repository, digest: Digest, source: Repository | None
     ) -> Session | None:
         """None: ``digest`` is in ``repo`` upstream now. A session: the client uploads it."""
+        session = await self._mount(repo, digest, source)
+        if session is None:  # it exists now: a remembered "unknown" would be wrong
+            self.uploads.missing.forget(BLOB, str(repo), str(digest))
+        return session
+
+    async def _mount(
+        self, repo: Repository, digest: Digest, source: Repository | None
+    ) -> Session | None:
         if source is None or self.same_home(repo, source):
             session = await self._forward(repo, digest, source)
             if session is None:

@@ -1,0 +1,88 @@
+"""Scheduled warming (``[[warm]]``): while ``serve`` runs, the tags of each listed image
+that match its pattern are pulled into the cache at start and then every interval,
+through the same ``warm`` a ``gar-proxy warm`` runs, so no client waits on a cold
+pull of what is listed. A failure is logged and counted
+(``garproxy_scheduled_warms_total{outcome="failed"}``) and tried again at the next
+interval; it never stops the proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import platform
+import re
+from collections.abc import AsyncIterator
+
+from proxy.clock import SYSTEM, Clock
+from proxy.commands.warm import resolve, warm
+from proxy.config_values import WarmSchedule
+from proxy.oci.names import ImageReference
+from proxy.oci.platform import Platform, normalize_arch
+from proxy.services.container import Services
+
+log = logging.getLogger("gar_proxy.warm")
+
+
+def host_platform() -> Platform:
+    return Platform("linux", normalize_arch(platform.machine()))
+
+
+async def matching_tags(services: Services, entry: WarmSchedule) -> list[str]:
+    """Upstream's tags of the image that the entry's pattern finds, sorted."""
+    image = ImageReference.parse(entry.image)
+    repo = await resolve(services, image)
+    listing = await services.listings.tags(repo, None, None, client_name=entry.image)
+    tags = json.loads(listing.body).get("tags") or []
+    pattern = re.compile(entry.tags)
+    return sorted(str(tag) for tag in tags if pattern.search(str(tag)))
+
+
+async def warm_once(services: Services, entry: WarmSchedule) -> int:
+    """One round for one entry; returns how many tags failed (each is tried anyway)."""
+    platforms = [Platform.parse(p) for p in entry.platforms] or [host_platform()]
+    failed = 0
+    try:
+        tags = await matching_tags(services, entry)
+    except Exception as error:  # upstream down, repository gone: try next interval
+        log.warning("scheduled warm of %s: listing tags failed: %s", entry.image, error)
+        services.metrics.scheduled_warms.labels("failed").inc()
+        return 1
+    for tag in tags:
+        try:
+            await warm(
+                services, f"{entry.image}:{tag}", platforms, pin=False,
+                say=log.debug, strict=bool(entry.platforms),
+            )  # fmt: skip
+            services.metrics.scheduled_warms.labels("ok").inc()
+        except Exception as error:
+            failed += 1
+            log.warning("scheduled warm of %s:%s failed: %s", entry.image, tag, error)
+            services.metrics.scheduled_warms.labels("failed").inc()
+    return failed
+
+
+async def _keep_warm(services: Services, entry: WarmSchedule, clock: Clock) -> None:
+    while True:
+        await warm_once(services, entry)
+        await clock.sleep(entry.interval)
+
+
+@contextlib.asynccontextmanager
+async def scheduled_warming(services: Services, clock: Clock = SYSTEM) -> AsyncIterator[None]:
+    """Background tasks for ``cache.warm``, cancelled when the app stops."""
+    tasks = [
+        asyncio.create_task(_keep_warm(services, entry, clock), name=f"warm {entry.image}")
+        for entry in services.settings.cache.warm
+        if not services.settings.cache.offline
+    ]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,45 @@
+"""``GET /v2/_catalog``: the repositories this cache has seen, paginated as the OCI
+distribution spec says (``n``, ``last``, and a ``Link`` to the next page).
+
+GAR's own catalog lists a whole project's repositories and needs broad rights; a
+cache answers for what it holds, which is what ``docker``-side tooling wants to see.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from proxy.cache.catalog import repositories
+from proxy.cache.index import CacheIndex
+from proxy.oci.errors import ErrorCode, RegistryError
+
+# Without ?n= the whole list, up to this many (distribution's default page is 100).
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class CatalogPage:
+    body: bytes
+    headers: dict[str, str]
+
+
+def _page_size(n: str | None) -> int:
+    if n is None or n == "":
+        return MAX_PAGE
+    if not n.isdigit():
+        raise RegistryError(
+            ErrorCode.PAGINATION_NUMBER_INVALID, f"n must be a number, got {n[:20]!r}"
+        )
+    return min(int(n), MAX_PAGE)
+
+
+async def catalog(index: CacheIndex, n: str | None, last: str | None) -> CatalogPage:
+    size = _page_size(n)
+    names = [name for name in await repositories(index) if not last or name > last]
+    page = names[:size]
+    headers = {}
+    if len(names) > size and page:
+        headers["Link"] = f'</v2/_catalog?n={size}&last={quote(page[-1], safe="")}>; rel="next"'
+    return CatalogPage(json.dumps({"repositories": page}).encode(), headers)

@@ -1,0 +1,132 @@
+"""Other registries' names, served from GAR remote repositories (``[[mirrors]]``).
+
+Clients keep their image names; a request that says which registry it means is
+rewritten to the mirror's GAR repository before the cache or upstream see the name:
+
+- on a mirror's own listen address: always that mirror (dockerd's
+  ``registry-mirrors`` sends Docker Hub names bare, ``library/alpine``);
+- a host-qualified name: ``docker.io/library/alpine``, ``ghcr.io/org/tool``;
+- containerd's ``?ns=docker.io``.
+
+Docker Hub's ``library/`` rule applies on the way (``alpine`` is ``library/alpine``).
+Any other name keeps its meaning (``PROJECT/REPO/IMAGE``, DESIGN.md section 2). A name
+for a registry that is neither GAR nor a mirror is refused, listing the mirrors.
+
+>>> from proxy.config_values import parse_mirrors
+>>> table = MirrorTable(parse_mirrors("docker.io=p/hub@us,ghcr.io=p/ghcr"), gar=True)
+>>> str(table.rewrite("alpine", ns="docker.io"))
+'us-docker.pkg.dev/p/hub/library/alpine'
+>>> table.rewrite("ghcr.io/org/tool", ns=None).path
+'p/ghcr/org/tool'
+>>> table.rewrite("proj/repo/app", ns=None) is None
+True
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from proxy.config_values import DOCKER_HUB, DOCKER_HUB_ALIASES, Mirror
+from proxy.oci.errors import ErrorCode, RegistryError
+from proxy.oci.names import Repository, location_of_host
+from proxy.services.locations import LocationResolver
+
+_WILDCARDS = frozenset(("", "0.0.0.0", "::"))
+
+
+def _canonical(host: str) -> str:
+    host = host.lower()
+    return DOCKER_HUB if host in DOCKER_HUB_ALIASES else host
+
+
+_HOST = re.compile(
+    r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*(?::\d+)?"
+)
+
+
+def _looks_like_host(segment: str) -> bool:
+    """Docker's rule: a first component with a dot or a port, or ``localhost``, is a
+    registry host. GAR project ids have neither, so this never takes a GAR path."""
+    if not _HOST.fullmatch(segment):
+        return False  # "..", "": left to the name check, which says NAME_INVALID
+    return "." in segment or ":" in segment or segment.startswith("localhost")
+
+
+class MirrorTable:
+    """The configured mirrors, by registry host and by listen address."""
+
+    def __init__(self, mirrors: Sequence[Mirror], *, gar: bool) -> None:
+        self.mirrors = tuple(mirrors)
+        self.gar = gar
+        self._by_host = {m.host: m for m in self.mirrors}
+
+    def __bool__(self) -> bool:
+        return bool(self.mirrors)
+
+    def listening(self, local: tuple[str, int] | None) -> Mirror | None:
+        """The mirror whose own socket a request came in on (ASGI ``scope["server"]``)."""
+        if local is None:
+            return None
+        host, port = local[0], local[1]
+        for mirror in self.mirrors:
+            if mirror.listen is None or mirror.listen[1] != port:
+                continue
+            if mirror.listen[0] in _WILDCARDS or mirror.listen[0] == host:
+                return mirror
+        return None
+
+    def rewrite(
+        self, name: str, *, ns: str | None, local: tuple[str, int] | None = None
+    ) -> Repository | None:
+        """The GAR repository for a mirrored name; ``None`` when no mirror applies."""
+        mirror = self.listening(local)
+        if mirror is not None:
+            return self._target(mirror, name)
+        first, sep, rest = name.partition("/")
+        if sep and _looks_like_host(first) and location_of_host(first) is None:
+            mirror = self._by_host.get(_canonical(first))
+            if mirror is not None:
+                return self._target(mirror, rest)
+            if self.gar:  # never a GAR project; a plain registry may have such names
+                raise RegistryError(ErrorCode.NAME_UNKNOWN, f"{first[:100]!r} is {self.describe()}")
+        mirror = self._by_host.get(_canonical(ns)) if ns else None
+        return None if mirror is None else self._target(mirror, name)
+
+    def describe(self) -> str:
+        """For refusals: which registries this proxy mirrors, if any."""
+        if not self.mirrors:
+            return "not mirrored here (no [[mirrors]] configured)"
+        hosts = ", ".join(f"{m.host} -> {m.prefix}" for m in self.mirrors)
+        return f"not a configured mirror (mirrors: {hosts})"
+
+    @staticmethod
+    def _target(mirror: Mirror, name: str) -> Repository:
+        image = Repository.parse(name)  # NAME_INVALID for a bad remainder
+        path = image.path
+        if mirror.host == DOCKER_HUB and "/" not in path:
+            path = f"library/{path}"  # Docker Hub's official images
+        return Repository(f"{mirror.prefix}/{path}", mirror.location)
+
+
+async def resolve_name(
+    mirrors: MirrorTable,
+    locations: LocationResolver,
+    name: str,
+    *,
+    ns: str | None,
+    local: tuple[str, int] | None = None,
+) -> Repository:
+    """A client's repository name as upstream knows it: mirrored, then located."""
+    repo = mirrors.rewrite(name, ns=ns, local=local)
+    if repo is None:
+        repo = Repository.parse(name, ns=ns)
+    try:
+        return await locations.resolve(repo)
+    except RegistryError as error:
+        if mirrors and error.code is ErrorCode.NAME_INVALID:
+            message = (
+                f"{error.message}; other registries' names need a mirror: {mirrors.describe()}"
+            )
+            raise RegistryError(error.code, message, detail=error.detail) from None
+        raise
