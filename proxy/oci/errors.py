@@ -63,6 +63,12 @@ class ErrorCode(enum.Enum):
     UPSTREAM_TIMEOUT = ("UNAVAILABLE", 504, "upstream timed out", OURS)
     UPSTREAM_CORRUPT = ("DIGEST_INVALID", 502, "upstream content does not match its digest", OURS)
     CACHE_EVICTED = ("CACHE_EVICTED", 503, "evicted as soon as it was fetched", OURS)
+    # Ours, from Artifact Registry's and Container Analysis' REST APIs (proxy.gar.errors).
+    # A vulnerability-gate refusal is the spec's DENIED.
+    SCAN_TIMEOUT = ("SCAN_TIMEOUT", 504, "the vulnerability scan did not finish in time", OURS)
+    SCAN_FAILED = ("SCAN_FAILED", 502, "the vulnerability scan failed", OURS)
+    SCAN_UNSUPPORTED = ("SCAN_UNSUPPORTED", 422, "the image cannot be scanned", OURS)
+    GAR_NOT_FOUND = ("NAME_UNKNOWN", 404, "not found in Artifact Registry", OURS)
 
     def __init__(self, wire: str, status: int, message: str, origin: str) -> None:
         self.wire = wire

@@ -18,9 +18,11 @@ from proxy.cache.upload_store import recover as recover_uploads
 from proxy.clock import SYSTEM, Clock
 from proxy.config import Settings
 from proxy.gar.repositories import RepositoryApi
+from proxy.gar.vulnerabilities import VulnerabilityClient
 from proxy.metrics import Metrics
 from proxy.services.blob_uploads import UploadService
 from proxy.services.blobs import BlobService
+from proxy.services.gate import VulnerabilityGate
 from proxy.services.listings import ListingService
 from proxy.services.locations import LocationResolver
 from proxy.services.manifest_writes import ManifestWriteService
@@ -47,6 +49,9 @@ class Services:
     upstream: Upstream
     registry: RegistryClient
     google: GoogleApi
+    repositories: RepositoryApi
+    analysis: VulnerabilityClient
+    gate: VulnerabilityGate | None  # None: vulnerability_gate.enabled is off
     locations: LocationResolver
     blobs: BlobService
     manifests: ManifestService
@@ -125,6 +130,9 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
         default_project=settings.gcp.project_id,
         clock=clock,
     )
+    analysis = VulnerabilityClient(google, upstream_settings.analysis_api_url)
+    gate_settings = settings.vulnerability_gate
+    gate = VulnerabilityGate(gate_settings, analysis, clock) if gate_settings.enabled else None
     blobs = BlobService(cache, registry, metrics, offline=offline)
     upload_table, upload_files = UploadTable(index.db), UploadFiles(cache_settings.dir)
     uploads = UploadService(registry, cache, upload_table, upload_files, clock)
@@ -139,9 +147,20 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
         upstream=upstream,
         registry=registry,
         google=google,
+        repositories=api,
+        analysis=analysis,
+        gate=gate,
         locations=locations,
         blobs=blobs,
-        manifests=ManifestService(cache_settings, index, cache, registry, metrics, clock),
+        manifests=ManifestService(
+            cache_settings,
+            index,
+            cache,
+            registry,
+            metrics,
+            clock,
+            gate=None if gate is None else gate.check,
+        ),
         listings=ListingService(cache_settings, index, registry, clock),
         uploads=uploads,
         mounts=mounts,
