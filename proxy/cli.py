@@ -1,4 +1,5 @@
-"""``gar-proxy``: serve, config check, warm, gc, verify, push.
+"""``gar-proxy``: serve, config check, warm, gc, verify, push; vulns, sbom,
+cleanup-preview, where.
 
 Common options go before or after the command (``gar-proxy serve --config x.toml``).
 """
@@ -60,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     push = command("push", "push an OCI image layout straight to upstream")
     push.add_argument("layout", help="OCI_LAYOUT_DIR[:TAG]")
     push.add_argument("target", help="[LOCATION-docker.pkg.dev/]PROJECT/REPO/IMAGE[:TAG]")
+    from proxy.commands import reports
+
+    reports.add_parsers(command)
     return parser
 
 
@@ -78,7 +82,9 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def _on_services(name: str, settings: Settings, work: Callable[[Any], Awaitable[int]]) -> int:
+def _on_services(
+    name: str, settings: Settings, work: Callable[[Any], Awaitable[int]], failed: int = 1
+) -> int:
     """Run a command over the services the server uses; its errors are one line."""
     from proxy.services.container import open_services
 
@@ -90,7 +96,7 @@ def _on_services(name: str, settings: Settings, work: Callable[[Any], Awaitable[
         return asyncio.run(main())
     except (RegistryError, ValueError) as error:
         print(f"gar-proxy {name}: {getattr(error, 'message', error)}", file=sys.stderr)
-        return 1
+        return failed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -124,7 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
 
         return _on_services("warm", settings, warming)
-    from proxy.commands import gc, verify
+    from proxy.commands import gc, reports, verify
+
+    if args.command in reports.COMMANDS:
+        return reports.run(args, lambda *a: _on_services(a[0], settings, *a[1:]), _say)
 
     chosen = {"gc": gc.run, "verify": verify.run}[args.command]
     return _on_services(args.command, settings, lambda services: chosen(services, _say))

@@ -59,6 +59,7 @@ class Services:
     uploads: UploadService
     mounts: MountService
     manifest_writes: ManifestWriteService
+    clock: Clock = SYSTEM
 
 
 def make_tokens(settings: Settings) -> AccessTokens | None:
@@ -165,6 +166,7 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
         uploads=uploads,
         mounts=mounts,
         manifest_writes=ManifestWriteService(settings.server, index, registry, mounts),
+        clock=clock,
     )
     lock = await _recover(settings, cache, upload_table, upload_files)
     flusher = asyncio.create_task(_flush_forever(index, cache, metrics))
