@@ -118,6 +118,9 @@ class UpstreamSettings:
     )
     routes: tuple[Route, ...] = setting((), parse_routes, "GAR_PROXY_ROUTES")
     resolve_locations: bool = setting(True, parse_bool, "GAR_PROXY_RESOLVE_LOCATIONS")
+    check_repositories: bool = setting(
+        True, parse_bool, doc="read locations and repository formats from the GAR API"
+    )
     metadata_api_url: str = setting(
         "https://artifactregistry.googleapis.com", parse_str, "GAR_PROXY_METADATA_API_URL"
     )

@@ -68,6 +68,7 @@ class ErrorCode(enum.Enum):
     SCAN_TIMEOUT = ("SCAN_TIMEOUT", 504, "the vulnerability scan did not finish in time", OURS)
     SCAN_FAILED = ("SCAN_FAILED", 502, "the vulnerability scan failed", OURS)
     SCAN_UNSUPPORTED = ("SCAN_UNSUPPORTED", 422, "the image cannot be scanned", OURS)
+    REPOSITORY_FORMAT = ("NAME_INVALID", 400, "not a Docker repository", OURS)
     QUERY_INVALID = ("QUERY_INVALID", 400, "invalid query parameter", OURS)
     GAR_NOT_FOUND = ("NAME_UNKNOWN", 404, "not found in Artifact Registry", OURS)
 

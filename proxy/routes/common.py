@@ -24,7 +24,8 @@ def services(request: Request) -> Services:
 async def repository(request: Request) -> Repository:
     """The path's repository, location resolved; NAME_INVALID before any I/O."""
     repo = Repository.parse(request.path_params["name"], ns=request.query_params.get("ns"))
-    return await services(request).locations.resolve(repo)
+    write = request.method not in ("GET", "HEAD")
+    return await services(request).locations.resolve(repo, write=write)
 
 
 async def _counted(

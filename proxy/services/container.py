@@ -28,6 +28,7 @@ from proxy.services.locations import LocationResolver
 from proxy.services.manifest_writes import ManifestWriteService
 from proxy.services.manifests import ManifestService
 from proxy.services.mounts import MountService
+from proxy.services.repository_checks import RepositoryChecks
 from proxy.upstream.auth import AccessTokens
 from proxy.upstream.client import Upstream
 from proxy.upstream.google_api import GoogleApi
@@ -123,6 +124,8 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
     registry = RegistryClient(upstream)
     google = GoogleApi(upstream.http, tokens)
     api = RepositoryApi(upstream_settings.metadata_api_url, google)
+    asks_api = upstream_settings.is_gar and upstream_settings.check_repositories and not offline
+    checks = RepositoryChecks(api if asks_api else None, index, clock)
     locations = LocationResolver(
         upstream_settings,
         api if upstream_settings.is_gar else None,
@@ -130,6 +133,7 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
         offline=offline,
         default_project=settings.gcp.project_id,
         clock=clock,
+        checks=checks,
     )
     analysis = VulnerabilityClient(google, upstream_settings.analysis_api_url)
     gate_settings = settings.vulnerability_gate

@@ -21,6 +21,7 @@ from proxy.config import UpstreamSettings
 from proxy.gar.repositories import RepositoryApi
 from proxy.oci.errors import RegistryError
 from proxy.oci.names import KNOWN_LOCATIONS, Repository
+from proxy.services.repository_checks import RepositoryChecks
 
 log = logging.getLogger("gar_proxy.locations")
 # After a failed lookup, use the default for this long before asking again.
@@ -37,8 +38,10 @@ class LocationResolver:
         offline: bool = False,
         default_project: str | None = None,
         clock: Clock = SYSTEM,
+        checks: RepositoryChecks | None = None,
     ) -> None:
         self.settings = settings
+        self.checks = checks
         self.api = api
         self.index = index
         self.offline = offline
@@ -49,7 +52,15 @@ class LocationResolver:
         self._lookups: SingleFlight[str | None] = SingleFlight()
         self._routes = sorted(settings.routes, key=lambda r: len(r.prefix), reverse=True)
 
-    async def resolve(self, repo: Repository) -> Repository:
+    async def resolve(self, repo: Repository, *, write: bool = False) -> Repository:
+        """The repository with its location; raises when it must not reach the registry
+        (``proxy.services.repository_checks``)."""
+        resolved = await self._resolve(repo)
+        if self.checks is not None:
+            await self.checks.check(resolved, write=write)
+        return resolved
+
+    async def _resolve(self, repo: Repository) -> Repository:
         if not self.settings.is_gar:
             return repo
         if self.default_project and len(repo.segments) == 2:
