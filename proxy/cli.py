@@ -56,7 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     command("verify", "re-hash every cached blob; remove corrupt ones")
     warm = command("warm", "pre-pull an image into the cache")
     warm.add_argument("image", help="[LOCATION-docker.pkg.dev/]PROJECT/REPO/IMAGE[:TAG|@DIGEST]")
-    warm.add_argument("--platform", action="append", default=[], help="os/arch[/variant]")
+    warm.add_argument(
+        "--platform", action="append", default=[], help="os/arch[/variant]; default: this host's"
+    )
+    warm.add_argument("--all-platforms", action="store_true", help="every platform of an index")
     warm.add_argument("--pin", action="store_true", help="never evict what this image needs")
     push = command("push", "push an OCI image layout straight to upstream")
     push.add_argument("layout", help="OCI_LAYOUT_DIR[:TAG]")
@@ -126,7 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         async def warming(services: Any) -> int:
             platforms = [Platform.parse(p) for p in args.platform]
-            await warm(services, args.image, platforms, pin=args.pin, say=_say)
+            await warm(
+                services, args.image, platforms, pin=args.pin, say=_say,
+                all_platforms=args.all_platforms,
+            )  # fmt: skip
             return 0
 
         return _on_services("warm", settings, warming)

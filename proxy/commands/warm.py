@@ -74,15 +74,24 @@ async def _check_single_platform(
 
 
 async def warm(
-    services: Services, text: str, platforms: list[Platform], *, pin: bool, say: Say = print
+    services: Services,
+    text: str,
+    platforms: list[Platform],
+    *,
+    pin: bool,
+    say: Say = print,
+    all_platforms: bool = False,
 ) -> None:
+    """Without ``platforms``, an index is warmed for this machine's platform (what
+    ``docker pull`` would fetch here), or for every one with ``all_platforms``."""
     image = ImageReference.parse(text)
     repo = await services.locations.resolve(image.repository)
     digest, manifest = await _manifest(services, image, image.reference)
     say(f"{image}: {manifest.media_type} {digest}")
     images: list[tuple[Digest, Manifest]] = [(digest, manifest)]
     if manifest.is_index:
-        images = [await _manifest(services, image, child) for child in choose(manifest, platforms)]
+        wanted = platforms or ([] if all_platforms else [Platform.host()])
+        images = [await _manifest(services, image, child) for child in choose(manifest, wanted)]
     elif platforms and manifest.config is not None:
         await _check_single_platform(services, repo, manifest, platforms)
     total = 0
