@@ -1,8 +1,9 @@
 """The maintenance CLI as users run it: ``python -m proxy ...`` in a subprocess.
 
 ``warm`` pre-pulls (an index: the host's platform, ``--all-platforms``, or the ones
-asked for), ``verify`` finds and removes corrupt blobs, ``gc`` evicts least recently used blobs down to the
-cap and never a pinned image's, ``config check`` prints the effective settings.
+asked for), ``verify`` finds and removes corrupt blobs, ``gc`` evicts least recently
+used blobs down to the cap and never a pinned image's, ``config check`` prints the
+effective settings.
 The upstream is the fake GAR, which counts what reached it.
 """
 
