@@ -60,7 +60,7 @@ class VulnerabilityGate:
         if media_type in mt.INDEX_TYPES:
             return
         decision = await self.decisions.get_or_decide(
-            repo.path, str(digest), lambda: self.decide(repo, digest)
+            str(repo), str(digest), lambda: self._decide_or_say_why(repo, digest)
         )
         if not decision.allowed:
             raise RegistryError(
@@ -68,6 +68,16 @@ class VulnerabilityGate:
                 decision.message,
                 detail={"name": repo.path, "digest": str(digest), "gate": "vulnerability"},
             )
+
+    async def _decide_or_say_why(self, repo: Repository, digest: Digest) -> Decision:
+        try:
+            return await self.decide(repo, digest)
+        except RegistryError as error:  # say it was the gate's question that failed
+            raise RegistryError(
+                error.code,
+                f"the vulnerability gate could not ask Container Analysis: {error.message}",
+                headers=error.headers,
+            ) from None
 
     async def decide(self, repo: Repository, digest: Digest) -> Decision:
         resource = resource_of(repo, digest)

@@ -135,7 +135,9 @@ def test_analysis_outage_fails_the_pull_and_is_not_cached(
     image = up.image(REPO, "v1", "outage")
     running = proxy(up.upstream, **up.gate_settings(), upstream__retries="0")
     up.analysis.access_tokens = {"nobody-has-this"}  # every analysis query: 401
-    assert pull(running.url, "v1").status_code >= 400
+    failed = pull(running.url, "v1")
+    assert failed.status_code == 403
+    assert error_of(failed)[2].startswith("the vulnerability gate could not ask Container")
     up.analysis.access_tokens = None
     up.analysis.set_discovery(up.resource_url(REPO, image.digest), "FINISHED_SUCCESS")
     assert pull(running.url, "v1").content == image.manifest
