@@ -82,8 +82,12 @@ _LOCATION = re.compile(r"[a-z]+(?:-[a-z]+[0-9]+)?")
 MAX_NAME_LENGTH = 255
 
 
+def is_location_name(text: str) -> bool:
+    return _LOCATION.fullmatch(text) is not None
+
+
 def location_syntax(location: str) -> str:
-    if _LOCATION.fullmatch(location):
+    if is_location_name(location):
         return location
     raise RegistryError(
         ErrorCode.NAME_INVALID, f"{location[:64]!r} is not an Artifact Registry location"

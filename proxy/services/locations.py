@@ -20,7 +20,7 @@ from proxy.clock import SYSTEM, Clock
 from proxy.config import UpstreamSettings
 from proxy.gar.repositories import RepositoryApi
 from proxy.oci.errors import RegistryError
-from proxy.oci.names import KNOWN_LOCATIONS, Repository
+from proxy.oci.names import Repository, is_location_name
 from proxy.services.repository_checks import RepositoryChecks
 
 log = logging.getLogger("gar_proxy.locations")
@@ -79,7 +79,7 @@ class LocationResolver:
         if location is not None:
             return location
         document = await self.index.get_document(f"location:{key}")
-        if document is not None and document[1].decode() in KNOWN_LOCATIONS:
+        if document is not None and is_location_name(document[1].decode()):
             location = self._known[key] = document[1].decode()
             return location
         if not self._may_look_up(key):
@@ -106,7 +106,7 @@ class LocationResolver:
                 self.settings.location,
             )
             location = None
-        if location is None or location not in KNOWN_LOCATIONS:
+        if location is None or not is_location_name(location):
             self._failed[key] = self.clock.monotonic()
             return None
         self._known[key] = location

@@ -139,3 +139,16 @@ async def test_the_location_list_is_remembered_and_refreshed(
     with pytest.raises(RegistryError):
         await again.require_location("proj", "europe")
     assert fake.count(kind="metadata") == 3
+
+
+def test_a_repository_found_in_a_new_region_is_served_from_it(
+    fake_gar: FakeGarFactory, proxy: ProxyFactory
+) -> None:
+    fake = fake_gar(auth="none")
+    image = build_image([make_layer({"a": b"lunar"})])
+    fake.add_repository("moon-central1", "proj", "lunar")
+    fake.put_image("moon-central1", "proj/lunar/app", "v1", image)
+    running = proxy(fake.upstream, upstream__resolve_locations="true", **checked(fake))
+    answer = httpx.get(f"{running.url}/v2/proj/lunar/app/manifests/v1", headers=ACCEPT)
+    assert answer.content == image.manifest
+    assert fake.count("GET", "manifest", location="moon-central1") == 1
