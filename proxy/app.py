@@ -18,7 +18,7 @@ from proxy.clock import SYSTEM, Clock
 from proxy.commands.scheduled_warm import scheduled_warming
 from proxy.config import Settings
 from proxy.oci.errors import ErrorCode, RegistryError
-from proxy.routes import base, reads, writes
+from proxy.routes import admin, base, reads, writes
 from proxy.routes.observe import RequestMetrics
 from proxy.services.container import open_services
 
@@ -42,6 +42,7 @@ def routes() -> list[Route]:
         Route(f"{NAME}/referrers/{{digest}}", reads.referrers, methods=["GET"]),
         Route("/healthz", base.health, methods=["GET"]),
         Route("/metrics", base.metrics, methods=["GET"]),
+        *admin.routes(),
     ]
 
 

@@ -1,4 +1,5 @@
-"""``gar-proxy``: serve, config check, warm, gc, verify, push, ls.
+"""``gar-proxy``: serve, config check, warm, gc, verify, push, ls; vulns, sbom,
+cleanup-preview, where.
 
 Common options go before or after the command (``gar-proxy serve --config x.toml``).
 """
@@ -55,7 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     command("verify", "re-hash every cached blob; remove corrupt ones")
     warm = command("warm", "pre-pull an image into the cache")
     warm.add_argument("image", help="[LOCATION-docker.pkg.dev/]PROJECT/REPO/IMAGE[:TAG|@DIGEST]")
-    warm.add_argument("--platform", action="append", default=[], help="os/arch[/variant]")
+    warm.add_argument(
+        "--platform", action="append", default=[], help="os/arch[/variant]; default: this host's"
+    )
+    warm.add_argument("--all-platforms", action="store_true", help="every platform of an index")
     warm.add_argument("--pin", action="store_true", help="never evict what this image needs")
     ls = command("ls", "list cached repositories, tags and sizes")
     ls.add_argument("prefix", nargs="?", default="", help="only repositories under this")
@@ -63,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     push = command("push", "push an OCI image layout straight to upstream")
     push.add_argument("layout", help="OCI_LAYOUT_DIR[:TAG]")
     push.add_argument("target", help="[LOCATION-docker.pkg.dev/]PROJECT/REPO/IMAGE[:TAG]")
+    from proxy.commands import reports
+
+    reports.add_parsers(command)
     return parser
 
 
@@ -81,7 +88,9 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def _on_services(name: str, settings: Settings, work: Callable[[Any], Awaitable[int]]) -> int:
+def _on_services(
+    name: str, settings: Settings, work: Callable[[Any], Awaitable[int]], failed: int = 1
+) -> int:
     """Run a command over the services the server uses; its errors are one line."""
     from proxy.services.container import open_services
 
@@ -93,7 +102,7 @@ def _on_services(name: str, settings: Settings, work: Callable[[Any], Awaitable[
         return asyncio.run(main())
     except (RegistryError, ValueError) as error:
         print(f"gar-proxy {name}: {getattr(error, 'message', error)}", file=sys.stderr)
-        return 1
+        return failed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -123,7 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         async def warming(services: Any) -> int:
             platforms = [Platform.parse(p) for p in args.platform]
-            await warm(services, args.image, platforms, pin=args.pin, say=_say)
+            await warm(
+                services, args.image, platforms, pin=args.pin, say=_say,
+                all_platforms=args.all_platforms,
+            )  # fmt: skip
             return 0
 
         return _on_services("warm", settings, warming)
@@ -133,7 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _on_services(
             "ls", settings, lambda found: ls.run(found, args.prefix, args.json, _say)
         )
-    from proxy.commands import gc, verify
+    from proxy.commands import gc, reports, verify
+
+    if args.command in reports.COMMANDS:
+        return reports.run(args, lambda *a: _on_services(a[0], settings, *a[1:]), _say)
 
     chosen = {"gc": gc.run, "verify": verify.run}[args.command]
     return _on_services(args.command, settings, lambda services: chosen(services, _say))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import ipaddress
+import json
 import os
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
@@ -32,12 +33,16 @@ from pathlib import Path
 from typing import Any
 
 from proxy.config_values import (
+    GateOverrides,
     Mirror,
     Route,
     WarmSchedule,
     choice,
+    overrides_table,
     parse_bool,
+    parse_cves,
     parse_duration,
+    parse_gate_overrides,
     parse_hosts,
     parse_int,
     parse_listen,
@@ -48,6 +53,7 @@ from proxy.config_values import (
     parse_path,
     parse_positive_int,
     parse_routes,
+    parse_severity,
     parse_size,
     parse_str,
     parse_warm_schedule,
@@ -121,8 +127,19 @@ class UpstreamSettings:
     mirrors: tuple[Mirror, ...] = setting(
         (), parse_mirrors, doc="[[mirrors]]: registry host -> GAR remote repository"
     )
+    check_repositories: bool = setting(
+        True, parse_bool, doc="read locations and repository formats from the GAR API"
+    )
     metadata_api_url: str = setting(
         "https://artifactregistry.googleapis.com", parse_str, "GAR_PROXY_METADATA_API_URL"
+    )
+    analysis_api_url: str = setting(
+        "https://containeranalysis.googleapis.com",
+        parse_str,
+        doc="Container Analysis API (vulnerabilities, SBOMs)",
+    )
+    storage_api_url: str = setting(
+        "https://storage.googleapis.com", parse_str, doc="Cloud Storage, for SBOM documents"
     )
     trusted_realm_hosts: tuple[str, ...] = setting((), parse_hosts, "GAR_PROXY_TRUSTED_REALM_HOSTS")
     timeout: float = setting(30.0, parse_duration, "GAR_TIMEOUT_SECONDS")
@@ -222,6 +239,32 @@ class TlsSettings:
 
 
 @dataclass(frozen=True)
+class VulnerabilityGateSettings:
+    """Refuse images whose finished scan has findings at or above a severity
+    (``proxy.gar.policy`` reads these; its messages name the keys)."""
+
+    enabled: bool = setting(False, parse_bool, doc="gate manifest pulls on scan results")
+    block_severity: str = setting("CRITICAL", parse_severity, doc="block at or above this")
+    allow: tuple[str, ...] = setting((), parse_cves, doc="CVE ids that never block")
+    unscanned: str = setting("allow", choice("allow", "deny", "wait"), doc="no finished scan")
+    wait_seconds: float = setting(60.0, parse_duration, doc="how long unscanned=wait waits")
+    repositories: GateOverrides = setting(
+        (), parse_gate_overrides, doc="per repository prefix: a table of the keys above"
+    )
+    decision_ttl: float = setting(600.0, parse_duration, doc="a decision is reused this long")
+
+    def policy_table(self) -> dict[str, Any]:
+        """The mapping ``GatePolicy.from_mapping`` takes."""
+        return {
+            "block_severity": self.block_severity,
+            "allow": list(self.allow),
+            "unscanned": self.unscanned,
+            "wait_seconds": self.wait_seconds,
+            "repositories": overrides_table(self.repositories),
+        }
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = dataclasses.field(default_factory=ServerSettings)
     upstream: UpstreamSettings = dataclasses.field(default_factory=UpstreamSettings)
@@ -229,6 +272,9 @@ class Settings:
     cache: CacheSettings = dataclasses.field(default_factory=CacheSettings)
     access: AccessSettings = dataclasses.field(default_factory=AccessSettings)
     tls: TlsSettings = dataclasses.field(default_factory=TlsSettings)
+    vulnerability_gate: VulnerabilityGateSettings = dataclasses.field(
+        default_factory=VulnerabilityGateSettings
+    )
 
 
 @dataclass(frozen=True)
@@ -251,6 +297,7 @@ GROUPS: dict[str, type[Any]] = {
     "cache": CacheSettings,
     "access": AccessSettings,
     "tls": TlsSettings,
+    "vulnerability_gate": VulnerabilityGateSettings,
 }
 
 
@@ -370,6 +417,7 @@ def _check(settings: Settings) -> None:
     if not upstream.url.startswith(("http://", "https://")):
         raise ConfigError(f"upstream.url: expected an http(s) URL, got {upstream.url!r}")
     _check_exposure(settings)
+    _check_gate(settings)
 
 
 def is_loopback(host: str) -> bool:
@@ -398,6 +446,21 @@ def _check_exposure(settings: Settings) -> None:
         raise ConfigError(f"upstream.ca_file ({ca_file}): no such file")
 
 
+def _check_gate(settings: Settings) -> None:
+    from proxy.gar.policy import GatePolicy, GatePolicyError  # pure rules, no I/O
+
+    gate = settings.vulnerability_gate
+    try:
+        GatePolicy.from_mapping(gate.policy_table())
+    except (GatePolicyError, ValueError, TypeError, AttributeError) as error:
+        raise ConfigError(str(error)) from None
+    if gate.enabled and not settings.upstream.is_gar:
+        raise ConfigError(
+            "vulnerability_gate.enabled: needs Artifact Registry upstream (upstream.url with"
+            " {location}); Container Analysis names images by their GAR URL"
+        )
+
+
 def value_of(settings: Settings, spec: Spec) -> Any:
     return getattr(getattr(settings, spec.group), spec.name)
 
@@ -411,6 +474,8 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
             value = "<redacted>"
         elif spec.key == "server.listen":
             value = f"{value[0]}:{value[1]}"
+        elif spec.key == "vulnerability_gate.repositories":
+            value = json.dumps(overrides_table(value)) if value else "-"
         elif isinstance(value, tuple):
             shown = [f"{v.prefix}={v.location}" if isinstance(v, Route) else str(v) for v in value]
             value = ", ".join(shown) or "-"

@@ -306,3 +306,49 @@ def parse_warm_schedule(value: Any) -> tuple[WarmSchedule, ...]:
     if not isinstance(value, list):
         raise ValueError("warm: expected a list of tables")
     return tuple(_warm_entry(table) for table in value)
+
+
+SEVERITY_NAMES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "MINIMAL")
+
+
+def parse_severity(value: Any) -> str:
+    text = parse_str(value).upper()
+    if text not in SEVERITY_NAMES:
+        raise ValueError(f"expected one of {', '.join(SEVERITY_NAMES)}, got {value!r}")
+    return text
+
+
+def parse_cves(value: Any) -> tuple[str, ...]:
+    """A TOML list of CVE ids, or ``CVE-1,CVE-2`` in the environment; upper-cased."""
+    return tuple(item.upper() for item in parse_hosts(value))
+
+
+GateOverrides = tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]
+
+
+def parse_gate_overrides(value: Any) -> GateOverrides:
+    """``[vulnerability_gate.repositories."PREFIX"]`` tables, or their JSON in the
+    environment; kept as tuples (settings are frozen); ``overrides_table`` undoes it."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except ValueError:
+            raise ValueError(
+                'expected JSON like {"proj/repo/": {"block_severity": "HIGH"}}'
+            ) from None
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise ValueError("expected a table of repository prefixes, each a table of rules")
+    return tuple(
+        (
+            str(prefix),
+            tuple((str(k), tuple(v) if isinstance(v, list) else v) for k, v in rule.items()),
+        )
+        for prefix, rule in value.items()
+    )
+
+
+def overrides_table(overrides: GateOverrides) -> dict[str, dict[str, Any]]:
+    return {
+        prefix: {k: list(v) if isinstance(v, tuple) else v for k, v in rule}
+        for prefix, rule in overrides
+    }

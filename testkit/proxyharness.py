@@ -36,6 +36,7 @@ def proxy_settings(cache: Path, upstream_url: str, *, auth: str = "none", **keys
         "upstream.backoff_base": "0.01",
         "upstream.backoff_max": "0.1",
         "upstream.resolve_locations": "false",
+        "upstream.check_repositories": "false",
         **{key.replace("__", "."): value for key, value in keys.items()},
     }
     return load_settings(None, env=env, overrides=overrides)

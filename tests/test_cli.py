@@ -1,8 +1,9 @@
 """The maintenance CLI as users run it: ``python -m proxy ...`` in a subprocess.
 
-``warm`` pre-pulls (all platforms of an index, or the ones asked for), ``verify``
-finds and removes corrupt blobs, ``gc`` evicts least recently used blobs down to the
-cap and never a pinned image's, ``config check`` prints the effective settings.
+``warm`` pre-pulls (an index: the host's platform, ``--all-platforms``, or the ones
+asked for), ``verify`` finds and removes corrupt blobs, ``gc`` evicts least recently
+used blobs down to the cap and never a pinned image's, ``config check`` prints the
+effective settings.
 The upstream is the fake GAR, which counts what reached it.
 """
 
@@ -22,6 +23,7 @@ import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.oci import mediatypes as mt
+from proxy.oci.platform import Platform
 from testkit.fakes.gar import FakeGAR
 from testkit.images import Image, Index, build_image, build_index, make_layer
 from testkit.proxyprocess import ProxyProcess, run_cli
@@ -91,7 +93,7 @@ def test_warm_caches_every_platform_and_an_offline_proxy_serves_it(
     fake.put_image("us", REPO, "1.0", index)
     with fake.serve() as url:
         upstream = url + "/{location}"
-        warmed = run_cli(cache, upstream, "warm", f"{REPO}:1.0")
+        warmed = run_cli(cache, upstream, "warm", "--all-platforms", f"{REPO}:1.0")
         _ok(warmed)
     assert "warmed 3 image(s)" in warmed.stdout
     assert cached_files(cache) == indexed_blobs(cache) == digests(index)
@@ -110,6 +112,15 @@ def test_warm_caches_every_platform_and_an_offline_proxy_serves_it(
             assert child.content == image.manifest
             for blob in image.blobs:
                 assert client.get(f"/v2/{REPO}/blobs/{blob.digest}").content == blob.data
+
+
+def test_warm_without_platform_caches_the_hosts_child_only(gar: Upstream, cache: Path) -> None:
+    index = _multi_arch()
+    gar.fake.put_image("us", REPO, "1.0", index)
+    _ok(run_cli(cache, gar.url, "warm", f"{REPO}:1.0"))
+    host = Platform.host().architecture
+    (wanted,) = [i for i in index.images if (i.platform or {})["architecture"] == host]
+    assert cached_files(cache) == indexed_blobs(cache) == digests(wanted)
 
 
 @pytest.mark.parametrize(

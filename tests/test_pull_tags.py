@@ -129,7 +129,7 @@ def test_stale_tag_served_while_upstream_fails_until_max_stale(
     fake.put_image("us", REPO, "1.0", image)
     # stale_recheck 0: each request asks upstream (the window has its own test below).
     settings = {"cache__tag_ttl": "0", "cache__max_stale": "1h", "cache__stale_recheck": "0s"}
-    failures = [(503, "UNAVAILABLE", 502), (429, "TOOMANYREQUESTS", 429)]
+    failures = [(503, "UNAVAILABLE", 503), (429, "TOOMANYREQUESTS", 429)]
     clock = ManualClock()
     with start_clocked(tmp_path, fake.url, clock, **settings) as proxy, client(proxy) as http:
         assert get_tag(http).status_code == 200

@@ -5,7 +5,11 @@
 As in the seed's section 6.1: every blob of the image (of each image, for an index)
 is uploaded with bounded concurrency (``server.push_concurrency``, default 5) and
 skipped when upstream already has it (one HEAD); then the child manifests, by
-digest; then the manifest itself under the target's tag. It talks to upstream
+digest; then the manifest itself under the target's tag. A blob larger than one
+chunk goes up in ``PATCH`` chunks; a chunk that fails is not a reason to start over:
+the session's ``Range`` says what upstream holds, and the upload resumes there (up to
+``MAX_RESUMES`` failures in a row). The first blob that fails for good cancels the
+others (fail fast: no manifest is pushed over missing blobs). It talks to upstream
 directly with the proxy's credentials through ``Upstream`` (so the same quotas and
 retries apply), never through a running proxy, and caches nothing.
 """
@@ -25,9 +29,13 @@ from proxy.oci.errors import RegistryError
 from proxy.oci.manifest import MANIFEST_READ_LIMIT, parse_manifest
 from proxy.oci.names import ImageReference, Repository
 from proxy.services.container import open_services
-from proxy.upstream.registry import Registry
+from proxy.upstream.registry import Registry, UploadProgress
 
 READ_SIZE = 1024 * 1024
+# Blobs up to this go up in one PUT; larger ones in PATCH chunks of this size, so a
+# failure costs one chunk, not the blob (GAR takes chunks of any size).
+CHUNK_SIZE = 16 * 1024 * 1024
+MAX_RESUMES = 3  # failed chunks in a row before the blob (and the push) fails
 REF_NAME = "org.opencontainers.image.ref.name"
 Say = Callable[[str], None]
 
@@ -88,28 +96,72 @@ class Layout:
         return plan
 
 
-async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+async def _file_chunks(
+    path: Path, offset: int = 0, length: int | None = None
+) -> AsyncIterator[bytes]:
+    """The file's bytes from ``offset``, ``length`` of them (all when None), streamed."""
     with path.open("rb") as file:
-        while chunk := await asyncio.to_thread(file.read, READ_SIZE):
+        file.seek(offset)
+        left = length
+        while left is None or left > 0:
+            want = READ_SIZE if left is None else min(READ_SIZE, left)
+            chunk = await asyncio.to_thread(file.read, want)
+            if not chunk:
+                return
+            if left is not None:
+                left -= len(chunk)
             yield chunk
 
 
 class Pusher:
-    def __init__(self, registry: Registry, repo: Repository, say: Say) -> None:
+    def __init__(
+        self, registry: Registry, repo: Repository, say: Say, chunk_size: int = CHUNK_SIZE
+    ) -> None:
         self.registry = registry
         self.repo = repo
         self.say = say
+        self.chunk_size = chunk_size
 
     async def blob(self, digest: Digest, path: Path, size: int) -> None:
         if await self.registry.stat_blob(self.repo, digest) is not None:
             self.say(f"blob {digest} exists")
             return
         session = await self.registry.start_upload(self.repo)
-        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-        await self.registry.finish_upload(
-            self.repo, session.url, digest, _file_chunks(path), headers
-        )
+        if size <= self.chunk_size:
+            headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+            await self.registry.finish_upload(
+                self.repo, session.url, digest, _file_chunks(path), headers
+            )
+        else:
+            url = await self._chunks(session, digest, path, size)
+            await self.registry.finish_upload(self.repo, url, digest, None, {})
         self.say(f"blob {digest} pushed ({size:,} bytes)")
+
+    async def _chunks(self, session: UploadProgress, digest: Digest, path: Path, size: int) -> str:
+        """PATCH the file in chunks; returns the session URL to finish on."""
+        chunk = max(self.chunk_size, session.chunk_min_length or 0)
+        url, offset, failures = session.url, 0, 0
+        while offset < size:
+            length = min(chunk, size - offset)
+            headers = {
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(length),
+                "Content-Range": f"{offset}-{offset + length - 1}",
+            }
+            body = _file_chunks(path, offset, length)
+            try:
+                progress = await self.registry.patch_upload(self.repo, url, body, headers)
+            except RegistryError as error:
+                failures += 1
+                status = await self.registry.upload_status(self.repo, url)
+                if failures > MAX_RESUMES or status is None:
+                    raise
+                url, offset = status.url, status.offset(offset)
+                self.say(f"blob {digest}: chunk failed ({error.message}); resuming at {offset:,}")
+                continue
+            failures = 0
+            url, offset = progress.url, progress.offset(offset + length)
+        return url
 
     async def manifest(self, reference: str | Digest, media_type: str, body: bytes) -> Digest:
         await self.registry.put_manifest(self.repo, reference, media_type, body)
@@ -126,13 +178,14 @@ async def push_layout(
     *,
     concurrency: int,
     say: Say = print,
+    chunk_size: int = CHUNK_SIZE,
 ) -> Digest:
     """Push an OCI layout's image (or index) to ``target``; returns its manifest digest."""
     layout = Layout(layout_dir)
     plan = layout.plan(tag)
     total = sum(plan.blobs.values())
     say(f"pushing {len(plan.blobs)} blobs ({total:,} bytes), {1 + len(plan.children)} manifests")
-    pusher = Pusher(registry, target.repository, say)
+    pusher = Pusher(registry, target.repository, say, chunk_size)
     limit = asyncio.Semaphore(concurrency)
 
     async def bounded(digest: Digest, size: int) -> None:

@@ -90,8 +90,11 @@ async def warm(
     pin: bool,
     say: Say = print,
     strict: bool = True,
+    all_platforms: bool = False,
 ) -> None:
-    """``strict=False``: a single-platform image is warmed whatever its platform (the
+    """Without ``platforms``, an index is warmed for this machine's platform (what
+    ``docker pull`` would fetch here), or for every one with ``all_platforms``.
+    ``strict=False``: a single-platform image is warmed whatever its platform (the
     platforms only choose among an index's images)."""
     image = ImageReference.parse(text)
     repo = await resolve(services, image)
@@ -99,7 +102,8 @@ async def warm(
     say(f"{image}: {manifest.media_type} {digest}")
     images: list[tuple[Digest, Manifest]] = [(digest, manifest)]
     if manifest.is_index:
-        images = [await _manifest(services, image, child) for child in choose(manifest, platforms)]
+        wanted = platforms or ([] if all_platforms else [Platform.host()])
+        images = [await _manifest(services, image, child) for child in choose(manifest, wanted)]
     elif strict and platforms and manifest.config is not None:
         await _check_single_platform(services, repo, manifest, platforms)
     total = 0

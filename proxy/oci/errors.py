@@ -70,6 +70,14 @@ class ErrorCode(enum.Enum):
     # key): DENIED as clients know it, and, unlike a permission answer, no reason to
     # stop serving what is cached (see ``serve_stale``).
     CREDENTIALS_REJECTED = ("DENIED", 403, "gar-proxy's credentials were refused", OURS)
+    # Ours, from Artifact Registry's and Container Analysis' REST APIs (proxy.gar.errors).
+    # A vulnerability-gate refusal is the spec's DENIED.
+    SCAN_TIMEOUT = ("SCAN_TIMEOUT", 504, "the vulnerability scan did not finish in time", OURS)
+    SCAN_FAILED = ("SCAN_FAILED", 502, "the vulnerability scan failed", OURS)
+    SCAN_UNSUPPORTED = ("SCAN_UNSUPPORTED", 422, "the image cannot be scanned", OURS)
+    REPOSITORY_FORMAT = ("NAME_INVALID", 400, "not a Docker repository", OURS)
+    QUERY_INVALID = ("QUERY_INVALID", 400, "invalid query parameter", OURS)
+    GAR_NOT_FOUND = ("NAME_UNKNOWN", 404, "not found in Artifact Registry", OURS)
 
     def __init__(self, wire: str, status: int, message: str, origin: str) -> None:
         self.wire = wire

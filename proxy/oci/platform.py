@@ -8,6 +8,7 @@ True
 
 from __future__ import annotations
 
+import platform as _machine
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,14 @@ class Platform:
         if len(parts) not in (2, 3) or not all(parts):
             raise ValueError(f"platform {text!r} is not os/arch[/variant]")
         return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
+
+    @classmethod
+    def host(cls, machine: str | None = None) -> Platform:
+        """This machine's platform, as ``docker pull`` picks from an index (Linux)."""
+        raw = (machine or _machine.machine()).lower()
+        arch = normalize_arch(raw)
+        variant = "v7" if raw.startswith("armv7") else "v6" if raw.startswith("armv6") else None
+        return cls("linux", arch, variant)
 
     @classmethod
     def from_descriptor(cls, platform: dict[str, Any]) -> Platform:

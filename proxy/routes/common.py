@@ -32,7 +32,8 @@ async def resolve(request: Request, name: str) -> Repository:
     found = services(request)
     local = request.scope.get("server")
     ns = request.query_params.get("ns")
-    return await resolve_name(found.mirrors, found.locations, name, ns=ns, local=local)
+    write = request.method not in ("GET", "HEAD")
+    return await resolve_name(found.mirrors, found.locations, name, ns=ns, local=local, write=write)
 
 
 async def _counted(

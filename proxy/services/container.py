@@ -18,9 +18,11 @@ from proxy.cache.upload_store import recover as recover_uploads
 from proxy.clock import SYSTEM, Clock
 from proxy.config import Settings
 from proxy.gar.repositories import RepositoryApi
+from proxy.gar.vulnerabilities import VulnerabilityClient
 from proxy.metrics import Metrics
 from proxy.services.blob_uploads import UploadService
 from proxy.services.blobs import BlobService
+from proxy.services.gate import VulnerabilityGate
 from proxy.services.listings import ListingService
 from proxy.services.locations import LocationResolver
 from proxy.services.manifest_writes import ManifestWriteService
@@ -28,6 +30,7 @@ from proxy.services.manifests import ManifestService
 from proxy.services.mirrors import MirrorTable
 from proxy.services.mounts import MountService
 from proxy.services.negative import NegativeCache
+from proxy.services.repository_checks import RepositoryChecks
 from proxy.upstream.auth import AccessTokens
 from proxy.upstream.client import Upstream
 from proxy.upstream.google_api import GoogleApi
@@ -49,6 +52,9 @@ class Services:
     upstream: Upstream
     registry: RegistryClient
     google: GoogleApi
+    repositories: RepositoryApi
+    analysis: VulnerabilityClient
+    gate: VulnerabilityGate | None  # None: vulnerability_gate.enabled is off
     locations: LocationResolver
     mirrors: MirrorTable
     blobs: BlobService
@@ -57,6 +63,7 @@ class Services:
     uploads: UploadService
     mounts: MountService
     manifest_writes: ManifestWriteService
+    clock: Clock = SYSTEM
 
 
 def make_tokens(settings: Settings) -> AccessTokens | None:
@@ -130,6 +137,8 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
     registry = RegistryClient(upstream)
     google = GoogleApi(upstream.http, tokens)
     api = RepositoryApi(upstream_settings.metadata_api_url, google)
+    asks_api = upstream_settings.is_gar and upstream_settings.check_repositories and not offline
+    checks = RepositoryChecks(api if asks_api else None, index, clock)
     locations = LocationResolver(
         upstream_settings,
         api if upstream_settings.is_gar else None,
@@ -137,7 +146,11 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
         offline=offline,
         default_project=settings.gcp.project_id,
         clock=clock,
+        checks=checks,
     )
+    analysis = VulnerabilityClient(google, upstream_settings.analysis_api_url)
+    gate_settings = settings.vulnerability_gate
+    gate = VulnerabilityGate(gate_settings, analysis, clock) if gate_settings.enabled else None
     missing = NegativeCache(cache_settings.negative_ttl, clock)  # upstream 404s, shared
     blobs = BlobService(cache, registry, metrics, offline=offline, missing=missing)
     upload_table, upload_files = UploadTable(index.db), UploadFiles(cache_settings.dir)
@@ -153,14 +166,27 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
         upstream=upstream,
         registry=registry,
         google=google,
+        repositories=api,
+        analysis=analysis,
+        gate=gate,
         locations=locations,
         mirrors=MirrorTable(upstream_settings.mirrors, gar=upstream_settings.is_gar),
         blobs=blobs,
-        manifests=ManifestService(cache_settings, index, cache, registry, metrics, clock, missing),
+        manifests=ManifestService(
+            cache_settings,
+            index,
+            cache,
+            registry,
+            metrics,
+            clock,
+            missing,
+            gate=None if gate is None else gate.check,
+        ),
         listings=ListingService(cache_settings, index, registry, clock),
         uploads=uploads,
         mounts=mounts,
         manifest_writes=ManifestWriteService(settings.server, index, registry, mounts, missing),
+        clock=clock,
     )
     lock = await _recover(settings, cache, upload_table, upload_files)
     flusher = asyncio.create_task(_flush_forever(settings, index, cache, metrics))

@@ -20,7 +20,8 @@ from proxy.clock import SYSTEM, Clock
 from proxy.config import UpstreamSettings
 from proxy.gar.repositories import RepositoryApi
 from proxy.oci.errors import RegistryError
-from proxy.oci.names import KNOWN_LOCATIONS, Repository
+from proxy.oci.names import Repository, is_location_name
+from proxy.services.repository_checks import RepositoryChecks
 
 log = logging.getLogger("gar_proxy.locations")
 # After a failed lookup, use the default for this long before asking again.
@@ -37,8 +38,10 @@ class LocationResolver:
         offline: bool = False,
         default_project: str | None = None,
         clock: Clock = SYSTEM,
+        checks: RepositoryChecks | None = None,
     ) -> None:
         self.settings = settings
+        self.checks = checks
         self.api = api
         self.index = index
         self.offline = offline
@@ -49,7 +52,15 @@ class LocationResolver:
         self._lookups: SingleFlight[str | None] = SingleFlight()
         self._routes = sorted(settings.routes, key=lambda r: len(r.prefix), reverse=True)
 
-    async def resolve(self, repo: Repository) -> Repository:
+    async def resolve(self, repo: Repository, *, write: bool = False) -> Repository:
+        """The repository with its location; raises when it must not reach the registry
+        (``proxy.services.repository_checks``)."""
+        resolved = await self._resolve(repo)
+        if self.checks is not None:
+            await self.checks.check(resolved, write=write)
+        return resolved
+
+    async def _resolve(self, repo: Repository) -> Repository:
         if not self.settings.is_gar:
             return repo
         if self.default_project and len(repo.segments) == 2:
@@ -68,7 +79,7 @@ class LocationResolver:
         if location is not None:
             return location
         document = await self.index.get_document(f"location:{key}")
-        if document is not None and document[1].decode() in KNOWN_LOCATIONS:
+        if document is not None and is_location_name(document[1].decode()):
             location = self._known[key] = document[1].decode()
             return location
         if not self._may_look_up(key):
@@ -95,7 +106,7 @@ class LocationResolver:
                 self.settings.location,
             )
             location = None
-        if location is None or location not in KNOWN_LOCATIONS:
+        if location is None or not is_location_name(location):
             self._failed[key] = self.clock.monotonic()
             return None
         self._known[key] = location

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 from proxy.cache.blobs import BlobCache
 from proxy.cache.index import CacheIndex, ManifestRow, TagRow
@@ -31,6 +31,8 @@ from proxy.services.negative import MANIFEST, NegativeCache, is_missing
 from proxy.upstream.registry import ManifestBody, Registry
 
 log = logging.getLogger("gar_proxy.manifests")
+# Asked before a manifest's content is served; raises to refuse it (proxy.services.gate).
+ManifestGate = Callable[[Repository, Digest, str], Awaitable[None]]
 
 
 class ManifestService:
@@ -43,8 +45,11 @@ class ManifestService:
         metrics: Metrics,
         clock: Clock = SYSTEM,
         missing: NegativeCache | None = None,
+        *,
+        gate: ManifestGate | None = None,
     ) -> None:
         self.settings = settings
+        self.gate = gate
         self.index = index
         self.cache = cache
         self.registry = registry
@@ -71,6 +76,8 @@ class ManifestService:
                 row = await self._by_digest(repo, reference)
             else:
                 row = await self._by_tag(repo, reference, accept)
+            if self.gate is not None and not head:
+                await self.gate(repo, row.digest, row.media_type)
             answer = self._answer(row, head)
             if answer is not None:
                 return answer

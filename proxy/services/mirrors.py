@@ -116,13 +116,15 @@ async def resolve_name(
     *,
     ns: str | None,
     local: tuple[str, int] | None = None,
+    write: bool = False,
 ) -> Repository:
-    """A client's repository name as upstream knows it: mirrored, then located."""
+    """A client's repository name as upstream knows it: mirrored, then located
+    (``write``: for a push, which the repository checks treat apart)."""
     repo = mirrors.rewrite(name, ns=ns, local=local)
     if repo is None:
         repo = Repository.parse(name, ns=ns)
     try:
-        return await locations.resolve(repo)
+        return await locations.resolve(repo, write=write)
     except RegistryError as error:
         if mirrors and error.code is ErrorCode.NAME_INVALID:
             message = (

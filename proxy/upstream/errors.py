@@ -67,10 +67,24 @@ def from_status(
         return RegistryError(
             ErrorCode.UPSTREAM_REJECTED, f"upstream answered HTTP {status}{suffix}"
         )
+    # Server trouble: pass on upstream's Retry-After, and say when to try again.
+    retry_after = headers.get("retry-after", "").strip()
+    later = {"Retry-After": retry_after} if retry_after else {}
+    when = f"; retry after {retry_after} s" if retry_after.isdigit() else "; retry later"
     if status == 504:
-        return RegistryError(ErrorCode.UPSTREAM_TIMEOUT, f"upstream timed out (HTTP 504){suffix}")
+        return RegistryError(
+            ErrorCode.UPSTREAM_TIMEOUT,
+            f"upstream timed out (HTTP 504){suffix}{when}",
+            headers=later,
+        )
+    if status == 503:
+        return RegistryError(
+            ErrorCode.UPSTREAM_UNAVAILABLE,
+            f"upstream is unavailable (HTTP 503){suffix}{when}",
+            headers=later,
+        )
     return RegistryError(
-        ErrorCode.UPSTREAM_BAD_GATEWAY, f"upstream failed with HTTP {status}{suffix}"
+        ErrorCode.UPSTREAM_BAD_GATEWAY, f"upstream failed with HTTP {status}{suffix}", headers=later
     )
 
 

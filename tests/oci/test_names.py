@@ -73,7 +73,7 @@ def test_tag_defaults_to_latest() -> None:
         "p/r/" + "a" * 300,
         "p r/i",
         "p/r/i..",
-        "nowhere-docker.pkg.dev/p/r/i",
+        "no-where-docker.pkg.dev/p/r/i",  # not location-shaped; "nowhere" is refused later
         "",
     ],
 )
