@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import uuid
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -13,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from proxy import requestcontext
 from proxy.config import Settings
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.routes import base, reads, writes
@@ -50,7 +50,7 @@ async def registry_error(request: Request, exc: Exception) -> Response:
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
-    request_id = uuid.uuid4().hex[:12]
+    request_id = requestcontext.request_id() or requestcontext.new_request_id()
     log.error(
         "request %s %s failed (id %s)", request.method, request.url.path, request_id, exc_info=exc
     )

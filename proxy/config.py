@@ -79,7 +79,12 @@ class ServerSettings:
     log_level: str = setting(
         "info", choice("debug", "info", "warning", "error"), "GAR_PROXY_LOG_LEVEL"
     )
-    log_format: str = setting("text", choice("text", "json"), "GAR_PROXY_LOG_FORMAT")
+    log_format: str = setting(
+        "auto",
+        choice("auto", "console", "text", "json"),
+        "GAR_PROXY_LOG_FORMAT",
+        doc="auto: console on a terminal, JSON otherwise (text is console)",
+    )
     allow_delete: bool = setting(
         False, parse_bool, "GAR_PROXY_ALLOW_DELETE", doc="forward manifest DELETEs upstream"
     )

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import os
 from collections import Counter
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +47,8 @@ class BlobCache:
         self._readers: Counter[Digest] = Counter()
         self._evicting = asyncio.Lock()
         self._background: set[asyncio.Task[tuple[int, int]]] = set()
+        # (blobs, bytes) after each eviction; the app counts them in its metrics.
+        self.on_evict: Callable[[int, int], None] = lambda blobs, size: None
 
     def _paths(self, digest: Digest) -> tuple[Path, Path]:
         return self.store.new_temp(), self.store.path(digest)
@@ -140,6 +142,7 @@ class BlobCache:
                 removed += len(chosen)
         if removed:
             log.info("evicted %d blobs (%d bytes)", removed, freed)
+            self.on_evict(removed, freed)
         return removed, freed
 
     async def recover(self, *, rehash: bool = True) -> RecoveryReport:

@@ -41,7 +41,7 @@ def run(settings: Settings) -> int:
         create_app(settings),
         http=http,
         log_config=None,
-        access_log=settings.server.log_level == "debug",
+        access_log=False,  # proxy.routes.observe writes one richer line per request
         timeout_graceful_shutdown=10,
         server_header=False,
     )

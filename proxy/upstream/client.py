@@ -24,7 +24,10 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 
 import httpx
 
+from proxy import requestcontext
 from proxy.config import UpstreamSettings
+from proxy.logs import safe_url
+from proxy.metrics import Metrics, status_class
 from proxy.oci.names import Repository
 from proxy.upstream import errors, tuning
 from proxy.upstream.auth import AccessTokens, Authorizer, AuthState
@@ -36,6 +39,18 @@ Body = bytes | AsyncIterable[bytes] | None
 tuning.apply()  # larger reads, fewer copies for blob bodies (see tuning.py)
 # A wait longer than this is not worth holding a client for; pass the 429 on instead.
 MAX_RETRY_AFTER = 60.0
+_OPERATIONS = (("/blobs/uploads", "upload"), ("/blobs/", "blob"), ("/manifests/", "manifest"),
+               ("/tags/", "tags"), ("/referrers/", "referrers"))  # fmt: skip
+
+
+def operation(method: str, path: str) -> str:
+    """A bounded label for an upstream call: ``blob_get``, ``manifest_head``, ``upload_patch``.
+
+    >>> operation("HEAD", "/manifests/1.0"), operation("PATCH", "/blobs/uploads/u?_state=x")
+    ('manifest_head', 'upload_patch')
+    """
+    kind = next((k for marker, k in _OPERATIONS if marker in path), "other")
+    return f"{kind}_{method.lower()}"
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -61,8 +76,10 @@ class Upstream:
         read_only: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
             limits=httpx.Limits(
@@ -117,16 +134,24 @@ class Upstream:
             authorization = await self.auth.authorization(base, state)
             if authorization:
                 request.headers["Authorization"] = authorization
+            started = time.perf_counter()
             try:
                 response = await self.http.send(request, stream=True)
             except httpx.HTTPError as error:
+                self._observe(request, None, started, type(error).__name__)
                 if replayable and attempt < self.settings.retries:
                     attempt += 1
+                    self.metrics.upstream_retries.labels("transport").inc()
                     await self._backoff(attempt, None, f"{type(error).__name__} on {method}")
                     continue
                 raise errors.from_transport(error, url) from None
+            self._observe(request, response.status_code, started, None)
             retry = await self._should_retry(response, base, state, replayable, attempt)
             if retry is None:
+                if response.status_code in (401, 403):  # refused after any token trade
+                    self.metrics.credential_failures.labels(
+                        f"upstream_{response.status_code}"
+                    ).inc()
                 if not stream:
                     try:
                         await response.aread()
@@ -134,6 +159,8 @@ class Upstream:
                         raise errors.from_transport(error, url) from None
                 return response
             await response.aclose()
+            reason = status_class(response.status_code) if retry >= 0 else "auth"
+            self.metrics.upstream_retries.labels(reason).inc()
             if retry >= 0:
                 attempt += 1
                 await self._backoff(attempt, retry or None, f"HTTP {response.status_code}")
@@ -166,7 +193,28 @@ class Upstream:
         if write:
             waited += await self.limits.bucket(repo.project, location, write=True).acquire()
         if waited:
+            self.metrics.ratelimit_waits.inc()
+            self.metrics.ratelimit_wait_seconds.inc(waited)
             log.info("rate limit: waited %.2fs for quota (%s/%s)", waited, repo.project, location)
+
+    def _observe(
+        self, request: httpx.Request, status: int | None, started: float, failure: str | None
+    ) -> None:
+        """One upstream call: metrics, the request's count, a debug line (no secrets)."""
+        seconds = time.perf_counter() - started
+        op = operation(request.method, request.url.path)
+        self.metrics.upstream_seconds.labels(op, status_class(status)).observe(seconds)
+        if status is None:
+            self.metrics.upstream_errors.labels(op, "transport").inc()
+        elif status == 429 or status >= 500:
+            self.metrics.upstream_errors.labels(op, str(status) if status == 429 else "5xx").inc()
+        requestcontext.note_upstream_call()
+        if log.isEnabledFor(logging.DEBUG):
+            fields = {"method": request.method, "url": safe_url(str(request.url)),
+                      "operation": op, "status": status, "error": failure,
+                      "duration_ms": round(seconds * 1000, 1),
+                      "request_id": requestcontext.request_id()}  # fmt: skip
+            log.debug("upstream call", extra=fields)
 
     async def _backoff(self, attempt: int, retry_after: float | None, why: str) -> None:
         settings = self.settings
