@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.routes import base, reads, writes
 from proxy.routes.observe import RequestMetrics
 from proxy.services.container import open_services
+from proxy.services.health import Health
 
 log = logging.getLogger("gar_proxy")
 
@@ -37,6 +39,7 @@ def routes() -> list[Route]:
         Route(f"{NAME}/tags/list", reads.tags, methods=["GET"]),
         Route(f"{NAME}/referrers/{{digest}}", reads.referrers, methods=["GET"]),
         Route("/healthz", base.health, methods=["GET"]),
+        Route("/readyz", base.ready, methods=["GET"]),
         Route("/metrics", base.metrics, methods=["GET"]),
     ]
 
@@ -76,7 +79,14 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_services(settings) as services:
             app.state.services = services
-            yield
+            app.state.health = health = Health(services)
+            # In the background: a slow upstream or metadata server never delays serving.
+            report = asyncio.create_task(health.report_start())
+            try:
+                yield
+            finally:
+                report.cancel()
+                await services.cache.fills.drain(settings.server.shutdown_grace)
 
     return Starlette(
         routes=routes(),

@@ -85,6 +85,9 @@ class ServerSettings:
         "GAR_PROXY_LOG_FORMAT",
         doc="auto: console on a terminal, JSON otherwise (text is console)",
     )
+    shutdown_grace: float = setting(
+        30.0, parse_duration, doc="on SIGTERM, how long running pulls and fills may finish"
+    )
     allow_delete: bool = setting(
         False, parse_bool, "GAR_PROXY_ALLOW_DELETE", doc="forward manifest DELETEs upstream"
     )
@@ -173,6 +176,9 @@ class CacheSettings:
     manifest_max_size: int = setting(64 * 1024**2, parse_size, "GAR_PROXY_MANIFEST_MAX_SIZE")
     fill_timeout: float = setting(3600.0, parse_duration, "GAR_PROXY_FILL_TIMEOUT")
     offline: bool = setting(False, parse_bool, "GAR_PROXY_OFFLINE", doc="never call upstream")
+    min_free: int = setting(
+        1024**3, parse_size, doc="/readyz fails when the cache disk has less free space"
+    )
 
 
 @dataclass(frozen=True)

@@ -263,6 +263,12 @@ class Fills:
             self._running.pop(fill.digest, None)
             self.on_finished(fill)
 
+    async def drain(self, grace: float) -> None:
+        """Let running fills finish, up to ``grace`` seconds (a graceful stop)."""
+        tasks = [f.task for f in self._running.values() if f.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+
     async def aclose(self) -> None:
         tasks = [f.task for f in self._running.values() if f.task is not None]
         for task in tasks:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
+import sys
+from collections.abc import Iterator
 from typing import Any
 
+from proxy.commands import preflight
 from proxy.config import Settings
 
 log = logging.getLogger("gar_proxy")
@@ -35,18 +39,35 @@ def run(settings: Settings) -> int:
         http = ZeroCopyProtocol
     except ImportError as error:  # no httptools, or a uvicorn reorganised
         log.warning("zero-copy blob sends off: %s", error)
-    sock = bind(settings.server.host, settings.server.port)
+    try:
+        preflight.check_credentials(settings)
+        preflight.check_cache_dir(settings.cache.dir)
+        try:
+            sock = bind(settings.server.host, settings.server.port)
+        except OSError as error:
+            raise preflight.bind_error(settings.server.host, settings.server.port, error) from None
+    except preflight.StartupError as error:
+        print(f"gar-proxy serve: {error}", file=sys.stderr, flush=True)
+        return 1
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(
         create_app(settings),
         http=http,
         log_config=None,
         access_log=False,  # proxy.routes.observe writes one richer line per request
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=max(1, round(settings.server.shutdown_grace)),
         server_header=False,
     )
 
     class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                yield
+                # uvicorn re-raises SIGTERM after a graceful stop, so the process would
+                # die of it (143); a stop that was asked for and drained is exit 0.
+                self._captured_signals.clear()
+
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
             if self.started:

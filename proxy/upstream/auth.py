@@ -84,6 +84,11 @@ class Authorizer:
     def mode(self) -> str:
         return self._settings.auth
 
+    @property
+    def tokens(self) -> AccessTokens | None:
+        """The Google token source (``upstream.auth = gcp``), for health checks."""
+        return self._tokens
+
     async def authorization(self, base: str, state: AuthState) -> str | None:
         """The ``Authorization`` value for a request to ``base`` (None: send nothing)."""
         if base in self._challenges:
