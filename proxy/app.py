@@ -16,7 +16,7 @@ from starlette.routing import Route
 from proxy import requestcontext
 from proxy.config import Settings
 from proxy.oci.errors import ErrorCode, RegistryError
-from proxy.routes import base, reads, writes
+from proxy.routes import base, reads, status, writes
 from proxy.routes.observe import RequestMetrics
 from proxy.services.container import open_services
 from proxy.services.health import Health
@@ -40,6 +40,7 @@ def routes() -> list[Route]:
         Route(f"{NAME}/referrers/{{digest}}", reads.referrers, methods=["GET"]),
         Route("/healthz", base.health, methods=["GET"]),
         Route("/readyz", base.ready, methods=["GET"]),
+        Route("/", status.page, methods=["GET"]),
         Route("/metrics", base.metrics, methods=["GET"]),
     ]
 

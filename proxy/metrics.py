@@ -7,6 +7,8 @@ wants (top repositories) is on the status page, read from the cache index.
 
 from __future__ import annotations
 
+import collections
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -20,6 +22,9 @@ from prometheus_client import (
 from proxy import requestcontext
 from proxy.version import VERSION
 
+# Repositories tracked for the status page (not exported: a label per repository
+# would be unbounded); past this many, new names are not added.
+MAX_TRACKED_REPOSITORIES = 1000
 _SECONDS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600)
 
 
@@ -87,6 +92,8 @@ class Metrics:
         self.active_fills = Gauge("garproxy_active_fills", "Blob fills running", registry=r)
         self.upload_sessions = Gauge("garproxy_upload_sessions", "Upload sessions open", registry=r)
         self._upstream(r)
+        self.repositories: collections.Counter[str] = collections.Counter()
+        self.repository_bytes: collections.Counter[str] = collections.Counter()
 
     def _upstream(self, r: CollectorRegistry) -> None:
         self.upstream_seconds = Histogram(
@@ -149,6 +156,12 @@ class Metrics:
 
     def upstream_manifest_fetch(self) -> None:
         self.upstream_fetches.labels("manifest").inc()
+
+    def repository_request(self, name: str, sent: int) -> None:
+        """A pull request for the status page's top repositories (bounded)."""
+        if name in self.repositories or len(self.repositories) < MAX_TRACKED_REPOSITORIES:
+            self.repositories[name] += 1
+            self.repository_bytes[name] += sent
 
     def sample(self, name: str, labels: dict[str, str] | None = None) -> float:
         return self.registry.get_sample_value(name, labels or {}) or 0.0

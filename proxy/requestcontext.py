@@ -23,6 +23,7 @@ class RequestContext:
     request_id: str
     cache: str | None = None
     upstream_calls: int = 0
+    repository: str | None = None
 
 
 current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(

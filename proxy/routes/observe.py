@@ -101,6 +101,7 @@ class RequestMetrics:
             await self.app(scope, counted, observed)
         finally:
             requestcontext.current.reset(token)
+            context.repository = scope.get("path_params", {}).get("name")
             seconds = time.perf_counter() - started
             method = scope["method"] if scope["method"] in METHODS else "other"
             kind = route_kind(scope["path"])
@@ -114,6 +115,8 @@ class RequestMetrics:
 def _count_bytes(
     metrics: Metrics, kind: str, context: requestcontext.RequestContext, sent: int, received: int
 ) -> None:
+    if kind in ("blob", "manifest") and context.cache is not None and context.repository:
+        metrics.repository_request(context.repository, sent)
     if kind == "blob" and context.cache == "hit":
         metrics.bytes_from_cache.inc(sent)  # what upstream was spared
     elif kind == "upload":

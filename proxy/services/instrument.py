@@ -39,5 +39,7 @@ def instrument(
     if tokens is not None and hasattr(tokens, "observe"):
         tokens.observe = token
     metrics.cache_max_bytes.set(cache.max_size)
+    # Read when scraped, so /metrics and the status page show the same total.
+    metrics.cache_bytes.set_function(lambda: cache.index.total_bytes)
     metrics.active_fills.set_function(lambda: len(cache.fills))
     metrics.upload_sessions.set_function(uploads.open_sessions)

@@ -16,6 +16,7 @@ errors with exponential backoff and full jitter, honouring ``Retry-After``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import email.utils
 import logging
 import random
@@ -39,6 +40,7 @@ Body = bytes | AsyncIterable[bytes] | None
 tuning.apply()  # larger reads, fewer copies for blob bodies (see tuning.py)
 # A wait longer than this is not worth holding a client for; pass the 429 on instead.
 MAX_RETRY_AFTER = 60.0
+RECENT_ERRORS = 20
 _OPERATIONS = (("/blobs/uploads", "upload"), ("/blobs/", "blob"), ("/manifests/", "manifest"),
                ("/tags/", "tags"), ("/referrers/", "referrers"))  # fmt: skip
 
@@ -80,6 +82,10 @@ class Upstream:
     ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
+        # The last few failed calls, for the status page: (time, operation, what).
+        self.recent_errors: collections.deque[tuple[float, str, str]] = collections.deque(
+            maxlen=RECENT_ERRORS
+        )
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
             limits=httpx.Limits(
@@ -149,9 +155,9 @@ class Upstream:
             retry = await self._should_retry(response, base, state, replayable, attempt)
             if retry is None:
                 if response.status_code in (401, 403):  # refused after any token trade
-                    self.metrics.credential_failures.labels(
-                        f"upstream_{response.status_code}"
-                    ).inc()
+                    what = f"upstream_{response.status_code}"
+                    self.metrics.credential_failures.labels(what).inc()
+                    self.recent_errors.append((time.time(), operation(method, path), what))
                 if not stream:
                     try:
                         await response.aread()
@@ -206,8 +212,10 @@ class Upstream:
         self.metrics.upstream_seconds.labels(op, status_class(status)).observe(seconds)
         if status is None:
             self.metrics.upstream_errors.labels(op, "transport").inc()
+            self.recent_errors.append((time.time(), op, failure or "transport error"))
         elif status == 429 or status >= 500:
             self.metrics.upstream_errors.labels(op, str(status) if status == 429 else "5xx").inc()
+            self.recent_errors.append((time.time(), op, f"HTTP {status}"))
         requestcontext.note_upstream_call()
         if log.isEnabledFor(logging.DEBUG):
             fields = {"method": request.method, "url": safe_url(str(request.url)),
