@@ -168,12 +168,15 @@ class BlobCache:
                 removed += 1
         return RecoveryReport(temp_removed, len(dropped), adopted, removed)
 
-    async def verify(self) -> list[Digest]:
-        """Re-hash every cached blob; remove and return the corrupt ones."""
+    async def verify(self, on_blob: Callable[[int], None] = lambda size: None) -> list[Digest]:
+        """Re-hash every cached blob; remove and return the corrupt ones. ``on_blob``
+        gets each checked blob's size (progress)."""
         corrupt = []
         for digest, path in await asyncio.to_thread(lambda: list(self.store.iter_blobs())):
+            size = path.stat().st_size
             if await asyncio.to_thread(self.store.rehash, path, digest.algorithm) != digest.hex:
                 path.unlink(missing_ok=True)
                 corrupt.append(digest)
+            on_blob(size)
         await self.index.remove_blobs(corrupt)
         return corrupt

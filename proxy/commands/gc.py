@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
+from proxy.commands.progress import Progress, Say
+from proxy.human import human_size
 from proxy.services.container import Services
 
 
-async def run(services: Services, say: Callable[[str], None]) -> int:
-    removed, freed = await services.cache.evict()
+async def run(services: Services, say: Say) -> int:
     cap = services.settings.cache.max_size
+    with Progress.for_output(say) as progress:
+        progress.task("evicting", total=None)  # a spinner: eviction is one batch
+        removed, freed = await services.cache.evict()
     say(
-        f"evicted {removed} blobs, freed {freed} bytes; "
-        f"{services.index.total_bytes} bytes cached (cap {cap})"
+        f"evicted {removed} blobs, freed {human_size(freed)}; "
+        f"{human_size(services.index.total_bytes)} cached (cap {human_size(cap)})"
     )
     return 0

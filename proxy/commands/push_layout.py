@@ -19,7 +19,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from proxy.commands.progress import Progress, Task
 from proxy.config import Settings
+from proxy.human import human_size
 from proxy.oci.digest import Digest
 from proxy.oci.errors import RegistryError
 from proxy.oci.manifest import MANIFEST_READ_LIMIT, parse_manifest
@@ -95,21 +97,26 @@ async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
 
 
 class Pusher:
-    def __init__(self, registry: RegistryClient, repo: Repository, say: Say) -> None:
+    def __init__(
+        self, registry: RegistryClient, repo: Repository, say: Say, task: Task | None = None
+    ) -> None:
         self.registry = registry
         self.repo = repo
         self.say = say
+        self.task = task or Task()
 
     async def blob(self, digest: Digest, path: Path, size: int) -> None:
         if await self.registry.stat_blob(self.repo, digest) is not None:
-            self.say(f"blob {digest} exists")
+            self.say(f"blob {digest} exists ({human_size(size)})")
+            self.task.advance(size)
             return
         session = await self.registry.start_upload(self.repo)
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         await self.registry.finish_upload(
             self.repo, session.url, digest, _file_chunks(path), headers
         )
-        self.say(f"blob {digest} pushed ({size:,} bytes)")
+        self.task.advance(size)
+        self.say(f"blob {digest} pushed ({human_size(size)})")
 
     async def manifest(self, reference: str | Digest, media_type: str, body: bytes) -> Digest:
         await self.registry.put_manifest(self.repo, reference, media_type, body)
@@ -131,8 +138,19 @@ async def push_layout(
     layout = Layout(layout_dir)
     plan = layout.plan(tag)
     total = sum(plan.blobs.values())
-    say(f"pushing {len(plan.blobs)} blobs ({total:,} bytes), {1 + len(plan.children)} manifests")
-    pusher = Pusher(registry, target.repository, say)
+    say(
+        f"pushing {len(plan.blobs)} blobs ({human_size(total)}), {1 + len(plan.children)} manifests"
+    )
+    with Progress.for_output(say) as progress:
+        pusher = Pusher(registry, target.repository, progress.say, progress.task("pushing", total))
+        await _push_blobs(pusher, layout, plan, concurrency)
+        for child_digest, media_type, body in plan.children:
+            await pusher.manifest(child_digest, media_type, body)
+        _, media_type, body = plan.top
+        return await pusher.manifest(target.reference, media_type, body)
+
+
+async def _push_blobs(pusher: Pusher, layout: Layout, plan: Plan, concurrency: int) -> None:
     limit = asyncio.Semaphore(concurrency)
 
     async def bounded(digest: Digest, size: int) -> None:
@@ -145,10 +163,6 @@ async def push_layout(
                 group.create_task(bounded(digest, size))
     except BaseExceptionGroup as failed:
         raise failed.exceptions[0] from None  # the first failure; the others were cancelled
-    for child_digest, media_type, body in plan.children:
-        await pusher.manifest(child_digest, media_type, body)
-    _, media_type, body = plan.top
-    return await pusher.manifest(target.reference, media_type, body)
 
 
 def _split_source(source: str) -> tuple[Path, str | None]:
