@@ -85,6 +85,9 @@ class Metrics:
         self.cache_max_bytes = Gauge(
             "garproxy_cache_max_bytes", "The cache's size cap (cache.max_size)", registry=r
         )
+        self.ready = Gauge(
+            "garproxy_ready", "1 if the last /readyz check passed, 0 if it failed", registry=r
+        )
         self.evictions = Counter("garproxy_cache_evictions", "Blobs evicted", registry=r)
         self.evicted_bytes = Counter(
             "garproxy_cache_evicted_bytes", "Bytes of blobs evicted", registry=r

@@ -118,11 +118,13 @@ class Health:
             "upstream": await self.upstream(),
         }
         ready = all(c.ok for c in checks.values())
+        self.services.metrics.ready.set(1 if ready else 0)
         return ready, {"ready": ready, "checks": {k: c.as_json() for k, c in checks.items()}}
 
     async def report_start(self) -> None:
         """One line at start: the credential source and what the upstream is."""
         credentials, upstream = await self.credentials(), await self.upstream()
+        await self.readiness()  # sets garproxy_ready before anyone asks /readyz
         level = logging.INFO if credentials.ok and upstream.ok else logging.WARNING
         state = "" if credentials.ok else " (not usable)"
         log.log(
