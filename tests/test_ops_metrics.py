@@ -73,3 +73,23 @@ def test_cold_then_warm_pull_shows_exact_hits_misses_and_bytes(
     for _, labels in samples:  # bounded labels: nothing a client chose
         for _, label_value in labels:
             assert "sha256:" not in label_value and "/" not in label_value
+
+
+def test_an_upstream_503_is_counted_retried_and_listed_on_the_status_page(
+    fake_gar: FakeGarFactory, proxy: ProxyFactory
+) -> None:
+    from testkit.fakes.gar import Fault
+
+    fake = fake_gar(auth="none")
+    image = build_image([make_layer({"e": b"1"})])
+    fake.put_image("us", REPO, "1.0", image)
+    fake.add_fault(Fault(kind="blob", method="GET", status=503, times=1))
+    running = proxy(fake.upstream)
+    layer = image.layers[0]
+    assert httpx.get(f"{running.url}/v2/{REPO}/blobs/{layer.digest}").content == layer.data
+    samples = scrape(running.url)
+    errors = value(samples, "garproxy_upstream_errors_total", operation="blob_get", reason="5xx")
+    assert errors == 1
+    assert value(samples, "garproxy_upstream_retries_total", reason="5xx") == 1
+    page = httpx.get(running.url + "/").text
+    assert "blob_get" in page and "HTTP 503" in page
