@@ -10,6 +10,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.oci import mediatypes as mt
+from testkit.fakes.gar import Fault
 from testkit.images import build_image, make_layer, push_image
 from tests.conftest import FakeGarFactory, ProxyFactory
 
@@ -78,8 +79,6 @@ def test_cold_then_warm_pull_shows_exact_hits_misses_and_bytes(
 def test_an_upstream_503_is_counted_retried_and_listed_on_the_status_page(
     fake_gar: FakeGarFactory, proxy: ProxyFactory
 ) -> None:
-    from testkit.fakes.gar import Fault
-
     fake = fake_gar(auth="none")
     image = build_image([make_layer({"e": b"1"})])
     fake.put_image("us", REPO, "1.0", image)
