@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-import uuid
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -13,14 +13,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from proxy import requestcontext
 from proxy.auth.middleware import Access, AccessControl
 from proxy.clock import SYSTEM, Clock
 from proxy.commands.scheduled_warm import scheduled_warming
 from proxy.config import Settings
 from proxy.oci.errors import ErrorCode, RegistryError
-from proxy.routes import admin, base, reads, writes
+from proxy.routes import admin, base, reads, status, writes
 from proxy.routes.observe import RequestMetrics
 from proxy.services.container import open_services
+from proxy.services.health import Health
 
 log = logging.getLogger("gar_proxy")
 
@@ -41,6 +43,8 @@ def routes() -> list[Route]:
         Route(f"{NAME}/tags/list", reads.tags, methods=["GET"]),
         Route(f"{NAME}/referrers/{{digest}}", reads.referrers, methods=["GET"]),
         Route("/healthz", base.health, methods=["GET"]),
+        Route("/readyz", base.ready, methods=["GET"]),
+        Route("/", status.page, methods=["GET"]),
         Route("/metrics", base.metrics, methods=["GET"]),
         *admin.routes(),
     ]
@@ -55,7 +59,7 @@ async def registry_error(request: Request, exc: Exception) -> Response:
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
-    request_id = uuid.uuid4().hex[:12]
+    request_id = requestcontext.request_id() or requestcontext.new_request_id()
     log.error(
         "request %s %s failed (id %s)", request.method, request.url.path, request_id, exc_info=exc
     )
@@ -84,7 +88,14 @@ def create_app(settings: Settings, clock: Clock = SYSTEM) -> Starlette:
             scheduled_warming(services, clock),
         ):
             app.state.services = services
-            yield
+            app.state.health = health = Health(services)
+            # In the background: a slow upstream or metadata server never delays serving.
+            report = asyncio.create_task(health.report_start())
+            try:
+                yield
+            finally:
+                report.cancel()
+                await services.cache.fills.drain(settings.server.shutdown_grace)
 
     return Starlette(
         routes=routes(),

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from proxy.config import ConfigError, Settings, describe, load_settings
+from proxy.config import ConfigError, Settings, load_settings
 from proxy.oci.errors import RegistryError
 
 
@@ -73,15 +74,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    overrides: dict[str, Any] = {
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
         "cache.dir": args.cache_dir,
         "upstream.url": args.upstream,
         "upstream.auth": args.auth,
         "cache.offline": args.offline,
         "server.listen": getattr(args, "listen", None),
     }
-    return load_settings(args.config, overrides=overrides)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config, overrides=_overrides(args))
 
 
 def _say(message: str) -> None:
@@ -117,11 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return serve.run(settings)
     if args.command == "config":
-        rows = describe(settings)
-        width = max(len(key) for key, _ in rows)
-        for key, value in rows:
-            print(f"{key:<{width}}  {value}")
-        return 0
+        from proxy.commands import config_check
+        from proxy.config_sources import sources
+
+        found = sources(args.config, os.environ, _overrides(args))
+        return config_check.run(settings, found, _say)
     if args.command == "push":
         from proxy.commands import push_layout
 

@@ -91,7 +91,15 @@ class ServerSettings:
     log_level: str = setting(
         "info", choice("debug", "info", "warning", "error"), "GAR_PROXY_LOG_LEVEL"
     )
-    log_format: str = setting("text", choice("text", "json"), "GAR_PROXY_LOG_FORMAT")
+    log_format: str = setting(
+        "auto",
+        choice("auto", "console", "text", "json"),
+        "GAR_PROXY_LOG_FORMAT",
+        doc="auto: console on a terminal, JSON otherwise (text is console)",
+    )
+    shutdown_grace: float = setting(
+        30.0, parse_duration, doc="on SIGTERM, how long running pulls and fills may finish"
+    )
     allow_delete: bool = setting(
         False, parse_bool, "GAR_PROXY_ALLOW_DELETE", doc="forward manifest DELETEs upstream"
     )
@@ -205,6 +213,10 @@ class CacheSettings:
     )
     negative_ttl: float = setting(
         30.0, parse_duration, doc="remember an upstream 404 this long; 0 turns it off"
+    )
+
+    min_free: int = setting(
+        1024**3, parse_size, doc="/readyz fails when the cache disk has less free space"
     )
 
 

@@ -1,40 +1,103 @@
-"""Logging set-up: plain text or one JSON object per line; secrets never logged."""
+"""Logging set-up: structlog renders every stdlib record, as JSON or for a console.
+
+Code logs through ``logging`` as before; ``extra={...}`` fields become keys of the
+JSON object (``structlog.stdlib.ExtraAdder``). ``auto`` picks the console renderer
+on a terminal and JSON otherwise (a container, a systemd unit, a CI log)::
+
+    {"timestamp": "2026-12-01T20:10:50.123+00:00", "level": "info",
+     "logger": "gar_proxy.access", "event": "request", "method": "GET", ...}
+
+Secrets never reach a record: tokens and passwords are not logged anywhere, and
+URLs pass through ``proxy.redact.redact`` (an upload URL's ``_state`` is upstream's
+session), and a filter on the handler redacts every record on its way out.
+"""
 
 from __future__ import annotations
 
-import json
+import datetime
 import logging
 import sys
-import time
+from typing import Any, TextIO
+
+import structlog
+from structlog.typing import EventDict, Processor
 
 from proxy.redact import RedactingFilter
 
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_text:  # RedactingFilter leaves a cleaned traceback here
-            entry["exception"] = record.exc_text
-        elif record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+# Libraries whose routine lines are noise for an operator: httpx logs every request
+# at INFO, aiosqlite every statement at DEBUG, google-auth its refreshes.
+_QUIET = ("httpx", "httpcore", "google", "urllib3", "hpack", "aiosqlite", "asyncio")
+# uvicorn warns on every TLS ClientHello sent to a plain-HTTP port: podman and skopeo
+# try TLS first on every command. That is a client probing, not a server fault.
+_PROBE_MESSAGE = "Invalid HTTP request received"
 
 
-def configure(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def _timestamp(logger: Any, name: str, event: EventDict) -> EventDict:
+    # Milliseconds and an explicit offset: log pipelines sort and join on this.
+    now = datetime.datetime.now(datetime.UTC)
+    event["timestamp"] = now.isoformat(timespec="milliseconds")
+    return event
+
+
+class _DemoteProbes(logging.Filter):
+    """uvicorn's warning about a TLS probe becomes a debug line (dropped unless debug)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and str(record.msg).startswith(_PROBE_MESSAGE):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
+def resolve_format(fmt: str, stream: TextIO) -> str:
+    if fmt == "auto":
+        return "console" if stream.isatty() else "json"
+    return "console" if fmt == "text" else fmt
+
+
+def _redacted_traceback(logger: Any, name: str, event: EventDict) -> EventDict:
+    """A traceback ``RedactingFilter`` had to clean is in ``exc_text`` (its ``exc_info``
+    dropped, as it held the secret): render that text instead of losing it."""
+    record = event.get("_record")
+    if record is not None and record.exc_text and not record.exc_info:
+        event["exception"] = record.exc_text
+    return event
+
+
+def formatter(fmt: str, *, colors: bool = False) -> logging.Formatter:
+    pre_chain: list[Processor] = [
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.ExtraAdder(),
+        _timestamp,
+        _redacted_traceback,
+    ]
+    renderer: Processor
     if fmt == "json":
-        handler.setFormatter(JsonFormatter())
+        pre_chain.append(structlog.processors.format_exc_info)
+        renderer = structlog.processors.JSONRenderer()
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        renderer = structlog.dev.ConsoleRenderer(colors=colors)
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=pre_chain,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+
+
+def configure(level: str, fmt: str, stream: TextIO | None = None) -> None:
+    """Route every log record to ``stream`` (stderr) in format json, console or auto."""
+    stream = stream or sys.stderr
+    chosen = resolve_format(fmt, stream)
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter(chosen, colors=chosen == "console" and stream.isatty()))
     handler.addFilter(RedactingFilter())  # on the handler: sees every logger's records
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # google-auth and httpx log request details at DEBUG; keep them out of our stream.
-    for noisy in ("httpx", "httpcore", "google", "urllib3", "hpack"):
-        logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
+    for noisy in _QUIET:
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    uvicorn_errors = logging.getLogger("uvicorn.error")
+    uvicorn_errors.filters[:] = [
+        f for f in uvicorn_errors.filters if not isinstance(f, _DemoteProbes)
+    ]
+    uvicorn_errors.addFilter(_DemoteProbes())

@@ -36,6 +36,18 @@ def redact(text: str) -> str:
     return _GOOGLE_TOKEN.sub(REDACTED, text)
 
 
+def without_secret_params(url: str) -> str:
+    """``url`` with the query parameters ``redact`` hides left out altogether (an upload
+    URL's ``_state`` is upstream's session, not worth a line), userinfo redacted.
+
+    >>> without_secret_params("https://u:p@r/v2/x/blobs/uploads/1?_state=abc&digest=sha256:1")
+    'https://<redacted>@r/v2/x/blobs/uploads/1?digest=sha256:1'
+    """
+    base, _, query = url.partition("?")
+    kept = [part for part in query.split("&") if part and not _SECRET_PARAM.fullmatch(part)]
+    return redact(base) + ("?" + "&".join(kept) if kept else "")
+
+
 class RedactingFilter(logging.Filter):
     """Rewrites a record's message (and its formatted traceback) with secrets redacted.
 

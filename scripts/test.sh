@@ -13,8 +13,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$(pwd)
 VENV="$REPO/.venv"
-SYSTEM_BINARIES=(dockerd docker docker-registry skopeo podman)
-SYSTEM_PACKAGES=(docker.io docker-registry skopeo podman)
+SYSTEM_BINARIES=(dockerd docker docker-registry skopeo podman chromium chromedriver promtool)
+SYSTEM_PACKAGES=(docker.io docker-registry skopeo podman chromium chromium-driver prometheus)
 
 SCRIPT_START=$SECONDS
 PHASE_START=$SECONDS

@@ -22,6 +22,7 @@ import httpx
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from proxy.human import human_size
 from proxy.oci import mediatypes as mt
 from proxy.oci.platform import Platform
 from testkit.fakes.gar import FakeGAR
@@ -96,6 +97,7 @@ def test_warm_caches_every_platform_and_an_offline_proxy_serves_it(
         warmed = run_cli(cache, upstream, "warm", "--all-platforms", f"{REPO}:1.0")
         _ok(warmed)
     assert "warmed 3 image(s)" in warmed.stdout
+    assert f"0 already cached (0 bytes), {len(index.blobs)} fetched" in warmed.stdout
     assert cached_files(cache) == indexed_blobs(cache) == digests(index)
     assert fake.count("GET", "blob") == len(index.blobs)
 
@@ -139,6 +141,19 @@ def test_warm_one_platform_caches_only_that_child(
     (wanted,) = [i for i in index.images if (i.platform or {})["architecture"] == architecture]
     assert cached_files(cache) == indexed_blobs(cache) == digests(wanted)
     assert gar.fake.count("GET", "blob") == len(wanted.blobs)
+
+
+def test_warm_again_says_what_was_already_cached_in_human_sizes(gar: Upstream, cache: Path) -> None:
+    image = _image("again", size=3 << 20)
+    gar.fake.put_image("us", REPO, "1.0", image)
+    total = human_size(sum(b.size for b in image.blobs))
+    first = run_cli(cache, gar.url, "warm", f"{REPO}:1.0")
+    _ok(first)
+    assert f"0 already cached (0 bytes), {len(image.blobs)} fetched ({total})" in first.stdout
+    second = run_cli(cache, gar.url, "warm", f"{REPO}:1.0")
+    _ok(second)
+    assert f"{len(image.blobs)} already cached ({total}), 0 fetched (0 bytes)" in second.stdout
+    assert "MiB" in total and second.stdout.count("already cached") == len(image.blobs) + 1
 
 
 def test_warm_a_platform_not_in_the_index_fails_naming_the_available_ones(
@@ -191,6 +206,7 @@ def test_verify_removes_a_corrupt_blob_and_the_next_pull_refetches_it(
     assert verified.returncode == 1, verified.stdout + verified.stderr
     assert f"corrupt, removed: {layer.digest}" in verified.stdout
     assert "1 corrupt blobs removed" in verified.stdout
+    assert f"checked {len(image.blobs)} blobs" in verified.stdout
     assert not path.exists()
     assert layer.digest not in indexed_blobs(cache)
     assert cached_files(cache) == indexed_blobs(cache) == {image.config.digest}
@@ -225,7 +241,7 @@ def test_gc_evicts_least_recently_used_down_to_the_cap_and_never_pinned_blobs(
 
     _ok(collected)
     freed = sum(b.size for b in older.blobs)
-    assert f"evicted {len(older.blobs)} blobs, freed {freed} bytes" in collected.stdout
+    assert f"evicted {len(older.blobs)} blobs, freed {human_size(freed)}" in collected.stdout
     assert cached_files(cache) == indexed_blobs(cache) == digests(pinned, newer)
 
     # A cap below the pinned image alone: everything else goes, the pinned image stays.
@@ -244,8 +260,18 @@ def test_config_check_prints_effective_settings_with_secrets_redacted(
     env = {"GAR_PROXY_CACHE_MAX_SIZE": "3MiB", "GAR_PROXY_PASSWORD": "hunter2-secret"}
     checked = run_cli(cache, "http://127.0.0.1:9/{location}", "config", "check", env=env)
 
-    _ok(checked)
-    rows = dict(line.split(None, 1) for line in checked.stdout.splitlines())
+    assert checked.returncode == 1  # the upstream at :9 does not answer
+    assert "FAIL  upstream: upstream http://127.0.0.1:9/us/v2/ did not answer" in checked.stdout
+    assert "ok    cache dir:" in checked.stdout
+    table, _ = checked.stdout.split("\n\n", 1)
+    rows, sources = {}, {}
+    for line in table.splitlines():
+        key, rest = line.split(None, 1)
+        value, source = rest.rsplit("  [", 1)
+        rows[key], sources[key] = value.strip(), source.rstrip("]")
+    assert sources["cache.max_size"] == "env GAR_PROXY_CACHE_MAX_SIZE"
+    assert sources["upstream.url"] == sources["cache.dir"] == "flag"
+    assert sources["cache.tag_ttl"] == "default"
     assert rows["cache.max_size"] == str(3 << 20)
     assert rows["cache.dir"] == str(cache)
     assert rows["upstream.url"] == "http://127.0.0.1:9/{location}"

@@ -65,7 +65,9 @@ def test_unknown_toml_key_is_refused(tmp_path: Path) -> None:
 
 def test_bad_value_exits_non_zero_with_one_line(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "proxy", "config", "check"],
+        # --offline: config check also checks credentials and the upstream, and this
+        # test must not depend on reaching Google.
+        [sys.executable, "-m", "proxy", "--offline", "config", "check"],
         env={"HOME": str(tmp_path), "GAR_PROXY_TAG_TTL": "soon", "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
@@ -78,7 +80,9 @@ def test_bad_value_exits_non_zero_with_one_line(tmp_path: Path) -> None:
 
 def test_config_check_prints_effective_settings(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "proxy", "config", "check"],
+        # --offline: config check also checks credentials and the upstream, and this
+        # test must not depend on reaching Google.
+        [sys.executable, "-m", "proxy", "--offline", "config", "check"],
         env={"HOME": str(tmp_path), "GAR_PROXY_PASSWORD": "hunter2", "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,

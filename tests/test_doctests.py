@@ -17,6 +17,7 @@ MODULES = [
     "proxy.gar.vulnerabilities",
     "proxy.oci.errors",
     "proxy.oci.references",
+    "proxy.redact",
     "proxy.oci.digest",
     "proxy.oci.names",
     "proxy.oci.platform",

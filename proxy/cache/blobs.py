@@ -13,7 +13,7 @@ import asyncio
 import logging
 import os
 from collections import Counter
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +48,8 @@ class BlobCache:
         self._readers: Counter[Digest] = Counter()
         self._evicting = asyncio.Lock()
         self._background: set[asyncio.Task[tuple[int, int]]] = set()
+        # (blobs, bytes) after each eviction; the app counts them in its metrics.
+        self.on_evict: Callable[[int, int], None] = lambda blobs, size: None
 
     def _paths(self, digest: Digest) -> tuple[Path, Path]:
         return self.store.new_temp(), self.store.path(digest)
@@ -141,6 +143,7 @@ class BlobCache:
                 removed += len(chosen)
         if removed:
             log.info("evicted %d blobs (%d bytes)", removed, freed)
+            self.on_evict(removed, freed)
         return removed, freed
 
     async def expire(self, max_age: float) -> tuple[int, int]:
@@ -186,12 +189,15 @@ class BlobCache:
                 removed += 1
         return RecoveryReport(temp_removed, len(dropped), adopted, removed)
 
-    async def verify(self) -> list[Digest]:
-        """Re-hash every cached blob; remove and return the corrupt ones."""
+    async def verify(self, on_blob: Callable[[int], None] = lambda size: None) -> list[Digest]:
+        """Re-hash every cached blob; remove and return the corrupt ones. ``on_blob``
+        gets each checked blob's size (progress)."""
         corrupt = []
         for digest, path in await asyncio.to_thread(lambda: list(self.store.iter_blobs())):
+            size = path.stat().st_size
             if await asyncio.to_thread(self.store.rehash, path, digest.algorithm) != digest.hex:
                 path.unlink(missing_ok=True)
                 corrupt.append(digest)
+            on_blob(size)
         await self.index.remove_blobs(corrupt)
         return corrupt

@@ -237,7 +237,12 @@ class Fills:
         self._paths = paths  # digest -> (temp, final)
         self._commit = commit
         self._limit = limit
+        # Called with each finished fill (done or failed): the app counts its bytes.
+        self.on_finished: Callable[[Fill], None] = lambda fill: None
         self.started = 0
+
+    def __len__(self) -> int:
+        return len(self._running)
 
     def get(self, digest: Digest) -> Fill | None:
         return self._running.get(digest)
@@ -256,6 +261,13 @@ class Fills:
             await fill.run(opener, self._commit, self._limit)
         finally:
             self._running.pop(fill.digest, None)
+            self.on_finished(fill)
+
+    async def drain(self, grace: float) -> None:
+        """Let running fills finish, up to ``grace`` seconds (a graceful stop)."""
+        tasks = [f.task for f in self._running.values() if f.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
 
     async def aclose(self) -> None:
         tasks = [f.task for f in self._running.values() if f.task is not None]

@@ -3,19 +3,21 @@ least recently used blobs down to the size cap, now."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
+from proxy.commands.progress import Progress, Say
+from proxy.human import human_size
 from proxy.services.container import Services
 
 
-async def run(services: Services, say: Callable[[str], None]) -> int:
+async def run(services: Services, say: Say) -> int:
     if services.settings.cache.max_age > 0:
         blobs, manifests = await services.cache.expire(services.settings.cache.max_age)
         say(f"expired {blobs} blobs and {manifests} manifests (cache.max_age)")
-    removed, freed = await services.cache.evict()
     cap = services.settings.cache.max_size
+    with Progress.for_output(say) as progress:
+        progress.task("evicting", total=None)  # a spinner: eviction is one batch
+        removed, freed = await services.cache.evict()
     say(
-        f"evicted {removed} blobs, freed {freed} bytes; "
-        f"{services.index.total_bytes} bytes cached (cap {cap})"
+        f"evicted {removed} blobs, freed {human_size(freed)}; "
+        f"{human_size(services.index.total_bytes)} cached (cap {human_size(cap)})"
     )
     return 0

@@ -23,7 +23,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from proxy.commands.progress import Progress, Task
 from proxy.config import Settings
+from proxy.human import human_size
 from proxy.oci.digest import Digest
 from proxy.oci.errors import RegistryError
 from proxy.oci.manifest import MANIFEST_READ_LIMIT, parse_manifest
@@ -115,16 +117,23 @@ async def _file_chunks(
 
 class Pusher:
     def __init__(
-        self, registry: Registry, repo: Repository, say: Say, chunk_size: int = CHUNK_SIZE
+        self,
+        registry: Registry,
+        repo: Repository,
+        say: Say,
+        task: Task | None = None,
+        chunk_size: int = CHUNK_SIZE,
     ) -> None:
         self.registry = registry
         self.repo = repo
         self.say = say
         self.chunk_size = chunk_size
+        self.task = task or Task()
 
     async def blob(self, digest: Digest, path: Path, size: int) -> None:
         if await self.registry.stat_blob(self.repo, digest) is not None:
-            self.say(f"blob {digest} exists")
+            self.say(f"blob {digest} exists ({human_size(size)})")
+            self.task.advance(size)
             return
         session = await self.registry.start_upload(self.repo)
         if size <= self.chunk_size:
@@ -135,7 +144,8 @@ class Pusher:
         else:
             url = await self._chunks(session, digest, path, size)
             await self.registry.finish_upload(self.repo, url, digest, None, {})
-        self.say(f"blob {digest} pushed ({size:,} bytes)")
+        self.task.advance(size)
+        self.say(f"blob {digest} pushed ({human_size(size)})")
 
     async def _chunks(self, session: UploadProgress, digest: Digest, path: Path, size: int) -> str:
         """PATCH the file in chunks; returns the session URL to finish on."""
@@ -184,8 +194,21 @@ async def push_layout(
     layout = Layout(layout_dir)
     plan = layout.plan(tag)
     total = sum(plan.blobs.values())
-    say(f"pushing {len(plan.blobs)} blobs ({total:,} bytes), {1 + len(plan.children)} manifests")
-    pusher = Pusher(registry, target.repository, say, chunk_size)
+    say(
+        f"pushing {len(plan.blobs)} blobs ({human_size(total)}), {1 + len(plan.children)} manifests"
+    )
+    with Progress.for_output(say) as progress:
+        pusher = Pusher(
+            registry, target.repository, progress.say, progress.task("pushing", total), chunk_size
+        )
+        await _push_blobs(pusher, layout, plan, concurrency)
+        for child_digest, media_type, body in plan.children:
+            await pusher.manifest(child_digest, media_type, body)
+        _, media_type, body = plan.top
+        return await pusher.manifest(target.reference, media_type, body)
+
+
+async def _push_blobs(pusher: Pusher, layout: Layout, plan: Plan, concurrency: int) -> None:
     limit = asyncio.Semaphore(concurrency)
 
     async def bounded(digest: Digest, size: int) -> None:
@@ -198,10 +221,6 @@ async def push_layout(
                 group.create_task(bounded(digest, size))
     except BaseExceptionGroup as failed:
         raise failed.exceptions[0] from None  # the first failure; the others were cancelled
-    for child_digest, media_type, body in plan.children:
-        await pusher.manifest(child_digest, media_type, body)
-    _, media_type, body = plan.top
-    return await pusher.manifest(target.reference, media_type, body)
 
 
 def _split_source(source: str) -> tuple[Path, str | None]:

@@ -3,14 +3,17 @@ own ``listen``), the zero-copy protocol if it loads."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import socket
 import ssl
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from proxy.auth.tls import ReloadingCertificate
+from proxy.commands import preflight
 from proxy.config import ConfigError, Settings, is_loopback
 
 log = logging.getLogger("gar_proxy")
@@ -73,10 +76,18 @@ def run(settings: Settings) -> int:
     except ImportError as error:  # no httptools, or a uvicorn reorganised
         log.warning("zero-copy blob sends off: %s", error)
     try:
+        preflight.check_credentials(settings)
+        preflight.check_cache_dir(settings.cache.dir)
         tls = ReloadingCertificate(settings.tls) if settings.tls.cert_file else None
-        sock = bind(settings.server.host, settings.server.port)
+        try:
+            sock = bind(settings.server.host, settings.server.port)
+        except OSError as error:
+            raise preflight.bind_error(settings.server.host, settings.server.port, error) from None
         settings, mirror_sockets = bind_mirrors(settings)
         app = create_app(settings)
+    except preflight.StartupError as error:
+        print(f"gar-proxy serve: {error}", file=sys.stderr, flush=True)
+        return 1
     except (ConfigError, OSError, ssl.SSLError) as error:
         print(f"gar-proxy: config: {error}", file=sys.stderr)
         return 2
@@ -87,8 +98,8 @@ def run(settings: Settings) -> int:
         app,
         http=http,
         log_config=None,
-        access_log=settings.server.log_level == "debug",
-        timeout_graceful_shutdown=10,
+        access_log=False,  # proxy.routes.observe writes one richer line per request
+        timeout_graceful_shutdown=max(1, round(settings.server.shutdown_grace)),
         server_header=False,
     )
     if tls is not None:
@@ -96,6 +107,14 @@ def run(settings: Settings) -> int:
         config.ssl = tls.listener  # TLS connections: ZeroCopyProtocol sends plainly
 
     class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                yield
+                # uvicorn re-raises SIGTERM after a graceful stop, so the process would
+                # die of it (143); a stop that was asked for and drained is exit 0.
+                self._captured_signals.clear()
+
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
             if self.started:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 
+from proxy.commands.progress import Progress, Task
+from proxy.human import human_size
 from proxy.oci.digest import Digest
 from proxy.oci.manifest import Manifest, parse_manifest
 from proxy.oci.names import ImageReference, Repository
@@ -24,8 +26,12 @@ async def _chunks(answer: Answer) -> AsyncIterator[bytes]:
             yield chunk
 
 
-async def _drain(answer: Answer) -> int:
-    return sum([len(chunk) async for chunk in _chunks(answer)])
+async def _drain(answer: Answer, task: Task) -> int:
+    size = 0
+    async for chunk in _chunks(answer):
+        size += len(chunk)
+        task.advance(len(chunk))
+    return size
 
 
 async def resolve(services: Services, image: ImageReference) -> Repository:
@@ -106,15 +112,24 @@ async def warm(
         images = [await _manifest(services, image, child) for child in choose(manifest, wanted)]
     elif strict and platforms and manifest.config is not None:
         await _check_single_platform(services, repo, manifest, platforms)
-    total = 0
-    for child_digest, child in images:
-        for descriptor in child.blobs:
-            answer = await services.blobs.get(repo, descriptor.digest, None)
-            size = await _drain(answer)
-            total += size
-            say(f"  {descriptor.digest}  {size:>12,} bytes")
-        if pin:
-            await services.index.pin([child_digest])
+    tally = {"cached": [0, 0], "fetched": [0, 0]}  # blobs, bytes
+    total = sum(d.size for _, child in images for d in child.blobs)
+    with Progress.for_output(say) as progress:
+        task = progress.task("warming", total=total)
+        for child_digest, child in images:
+            for descriptor in child.blobs:
+                cached = services.cache.size(descriptor.digest) is not None
+                size = await _drain(await services.blobs.get(repo, descriptor.digest, None), task)
+                counts = tally["cached" if cached else "fetched"]
+                counts[0], counts[1] = counts[0] + 1, counts[1] + size
+                state = "already cached" if cached else "fetched"
+                progress.say(f"  {descriptor.digest}  {human_size(size):>10}  {state}")
+            if pin:
+                await services.index.pin([child_digest])
     if pin:
         await services.index.pin([digest])
-    say(f"warmed {len(images)} image(s), {total:,} bytes of blobs")
+    (hit, hit_bytes), (got, got_bytes) = tally["cached"], tally["fetched"]
+    say(
+        f"warmed {len(images)} image(s), {human_size(hit_bytes + got_bytes)} of blobs: "
+        f"{hit} already cached ({human_size(hit_bytes)}), {got} fetched ({human_size(got_bytes)})"
+    )

@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from proxy.routes.common import API_VERSION, services
+from proxy.services.health import Health
 
 
 async def version_check(request: Request) -> Response:
@@ -13,7 +14,15 @@ async def version_check(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
+    """Alive: the event loop answers. Readiness is ``/readyz``."""
     return JSONResponse({"status": "ok", "offline": services(request).settings.cache.offline})
+
+
+async def ready(request: Request) -> Response:
+    """200 when every readiness check passes, else 503; JSON detail either way."""
+    health: Health = request.app.state.health
+    is_ready, detail = await health.readiness()
+    return JSONResponse(detail, 200 if is_ready else 503)
 
 
 async def metrics(request: Request) -> Response:

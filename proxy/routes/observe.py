@@ -1,4 +1,5 @@
-"""Counting every answered request: by method, route kind and status (bounded labels).
+"""Every answered request: counted (method, route kind, status: bounded labels) and
+written as one log line with what it did (``proxy.requestcontext``).
 
 A plain ASGI middleware, so it sees the status a route, an error handler or a 404
 produced, and what streaming responses send, without wrapping bodies.
@@ -6,13 +7,18 @@ produced, and what streaming responses send, without wrapping bodies.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from proxy import requestcontext
+from proxy.http.server import ZEROCOPY
 from proxy.metrics import Metrics
 
+log = logging.getLogger("gar_proxy.access")
 METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"})
 _KINDS = (
     (re.compile(r"^/v2/?$"), "base"),
@@ -22,7 +28,12 @@ _KINDS = (
     (re.compile(r"^/v2/.+/tags/list$"), "tags"),
     (re.compile(r"^/v2/.+/referrers/[^/]+$"), "referrers"),
     (re.compile(r"^/(healthz|readyz|metrics)$"), "ops"),
+    (re.compile(r"^/$"), "status"),
 )
+# Probes and scrapes arrive every few seconds; their lines are for debugging only.
+_QUIET_KINDS = frozenset({"ops", "status"})
+_ID_HEADER = b"x-request-id"
+_VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 def route_kind(path: str) -> str:
@@ -43,6 +54,16 @@ def _metrics(scope: Scope) -> Metrics | None:
     return getattr(services, "metrics", None)
 
 
+def _incoming_id(scope: Scope) -> str:
+    """The caller's X-Request-Id when it is a sane token, else a new one."""
+    for name, value in scope.get("headers", ()):
+        if name == _ID_HEADER:
+            text = str(value.decode("latin-1"))
+            if _VALID_ID.match(text):
+                return text
+    return requestcontext.new_request_id()
+
+
 class RequestMetrics:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -52,19 +73,79 @@ class RequestMetrics:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        context = requestcontext.RequestContext(_incoming_id(scope))
+        token = requestcontext.current.set(context)
         status = 500  # an exception that escapes every handler is what the server answers
+        sent = received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+            return message
 
         async def observed(message: Message) -> None:
-            nonlocal status
+            nonlocal status, sent
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                headers = [*message.get("headers", ()), (_ID_HEADER, context.request_id.encode())]
+                message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            elif message["type"] == ZEROCOPY:
+                sent += int(message["count"])
             await send(message)
 
         try:
-            await self.app(scope, receive, observed)
+            await self.app(scope, counted, observed)
         finally:
+            requestcontext.current.reset(token)
+            context.repository = scope.get("path_params", {}).get("name")
+            seconds = time.perf_counter() - started
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            kind = route_kind(scope["path"])
             metrics = _metrics(scope)
             if metrics is not None:
-                method = scope["method"] if scope["method"] in METHODS else "other"
-                kind = route_kind(scope["path"])
-                metrics.request_done(method, kind, status, time.perf_counter() - started)
+                metrics.request_done(method, kind, status, seconds)
+                _count_bytes(metrics, kind, context, sent, received)
+            _log_request(scope, context, method, kind, status, sent, seconds)
+
+
+def _count_bytes(
+    metrics: Metrics, kind: str, context: requestcontext.RequestContext, sent: int, received: int
+) -> None:
+    if kind in ("blob", "manifest") and context.cache is not None and context.repository:
+        metrics.repository_request(context.repository, sent)
+    if kind == "blob" and context.cache == "hit":
+        metrics.bytes_from_cache.inc(sent)  # what upstream was spared
+    elif kind == "upload":
+        metrics.bytes_pushed.inc(received)
+
+
+def _log_request(
+    scope: Scope,
+    context: requestcontext.RequestContext,
+    method: str,
+    kind: str,
+    status: int,
+    sent: int,
+    seconds: float,
+) -> None:
+    level = logging.DEBUG if kind in _QUIET_KINDS else logging.INFO
+    if not log.isEnabledFor(level):
+        return
+    params: dict[str, Any] = scope.get("path_params", {})
+    fields = {
+        "method": method,
+        "route": kind,
+        "repository": params.get("name"),
+        "reference": params.get("reference") or params.get("digest"),
+        "status": status,
+        "bytes": sent,
+        "duration_ms": round(seconds * 1000, 1),
+        "cache": context.cache,
+        "upstream_calls": context.upstream_calls,
+        "request_id": context.request_id,
+    }
+    log.log(level, "request", extra=fields)

@@ -61,6 +61,9 @@ class UploadService:
         self._live: dict[str, Session] = {}
         self._restoring = asyncio.Lock()
 
+    def open_sessions(self) -> int:
+        return len(self._live)
+
     # --- starting and finding sessions ---------------------------------------------------
 
     async def start(self, repo: Repository, *, keep: bool = True) -> Session:

@@ -62,7 +62,7 @@ class BlobService:
                 return answer
         if self.offline or self._known_missing(repo, digest):
             raise self._unknown(digest)
-        self.metrics.blob_miss()
+        self.metrics.blob_miss(joined=self.cache.fills.get(digest) is not None)
         fill = self.cache.fill(digest, lambda: self._open_upstream(repo, digest))
         await fill.started()
         if range_header:

@@ -23,6 +23,7 @@ from proxy.metrics import Metrics
 from proxy.services.blob_uploads import UploadService
 from proxy.services.blobs import BlobService
 from proxy.services.gate import VulnerabilityGate
+from proxy.services.instrument import instrument
 from proxy.services.listings import ListingService
 from proxy.services.locations import LocationResolver
 from proxy.services.manifest_writes import ManifestWriteService
@@ -133,7 +134,9 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
         store, index, max_size=cache_settings.max_size, fill_limit=cache_settings.fill_timeout
     )
     tokens = make_tokens(settings)
-    upstream = Upstream(upstream_settings, tokens, read_only=settings.gcp.read_only)
+    upstream = Upstream(
+        upstream_settings, tokens, read_only=settings.gcp.read_only, metrics=metrics
+    )
     registry = RegistryClient(upstream)
     google = GoogleApi(upstream.http, tokens)
     api = RepositoryApi(upstream_settings.metadata_api_url, google)
@@ -158,6 +161,7 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
     mounts = MountService(
         registry, cache, blobs, uploads, gar=upstream_settings.is_gar, offline=offline
     )
+    instrument(metrics, cache, upstream, tokens, uploads)
     services = Services(
         settings=settings,
         metrics=metrics,

@@ -150,7 +150,7 @@ class ManifestService:
             return cached
         servable_stale = age < self.settings.max_stale
         if servable_stale and self._recheck_at.get((key, tag), 0.0) > self.clock.monotonic():
-            self.metrics.stale_served.inc()  # upstream failed moments ago: don't wait on it
+            self.metrics.stale()  # upstream failed moments ago: don't wait on it
             return cached
         try:
             current = await self._checks.do((key, tag), lambda: self._head_digest(repo, tag))
@@ -162,7 +162,7 @@ class ManifestService:
                     "serving stale tag %s:%s (%.0fs old) for %gs: %s",
                     key, tag, age, wait, error.message,
                 )  # fmt: skip
-                self.metrics.stale_served.inc()
+                self.metrics.stale()
                 return cached
             if error.code is ErrorCode.MANIFEST_UNKNOWN:
                 await self.index.delete_tag(key, tag)

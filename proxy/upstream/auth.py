@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -83,6 +84,8 @@ class Authorizer:
         self._challenges: dict[str, tuple[Challenge, float]] = {}  # base -> (it, until)
         self._registry_tokens: dict[tuple[str, str], tuple[str, float]] = {}
         self._buying: dict[tuple[str, str], asyncio.Lock] = {}
+        # (kind, obtained) after each token trade; the app counts them in its metrics.
+        self.observe: Callable[[str, bool], None] = lambda kind, ok: None
 
     @property
     def mode(self) -> str:
@@ -96,6 +99,11 @@ class Authorizer:
             del self._challenges[base]
             return None
         return found[0]
+
+    @property
+    def tokens(self) -> AccessTokens | None:
+        """The Google token source (``upstream.auth = gcp``), for health checks."""
+        return self._tokens
 
     async def authorization(self, base: str, state: AuthState) -> str | None:
         """The ``Authorization`` value for a request to ``base`` (None: send nothing)."""
@@ -197,6 +205,7 @@ class Authorizer:
         if "service" in challenge.params:
             params.insert(0, ("service", challenge.params["service"]))
         response = await self._http.get(realm, params=params, headers=headers)
+        self.observe("registry", response.status_code == 200)
         if response.status_code != 200:
             raise RegistryError(
                 ErrorCode.CREDENTIALS_REJECTED,

@@ -16,6 +16,7 @@ errors with exponential backoff and full jitter, honouring ``Retry-After``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import email.utils
 import logging
 import random
@@ -26,11 +27,13 @@ from pathlib import Path
 
 import httpx
 
-from proxy import USER_AGENT
+from proxy import USER_AGENT, requestcontext
 from proxy.clock import SYSTEM, Clock
 from proxy.config import ConfigError, UpstreamSettings
+from proxy.metrics import Metrics, status_class
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
+from proxy.redact import without_secret_params
 from proxy.upstream import errors, tuning
 from proxy.upstream.auth import AccessTokens, Authorizer, AuthState
 from proxy.upstream.ratelimit import RateLimits
@@ -42,6 +45,19 @@ tuning.apply()  # larger reads, fewer copies for blob bodies (see tuning.py)
 # A wait longer than this is not worth holding a client for; pass the 429 on instead.
 MAX_RETRY_AFTER = 60.0
 MAX_WRITE_REDIRECTS = 3
+RECENT_ERRORS = 20
+_OPERATIONS = (("/blobs/uploads", "upload"), ("/blobs/", "blob"), ("/manifests/", "manifest"),
+               ("/tags/", "tags"), ("/referrers/", "referrers"))  # fmt: skip
+
+
+def operation(method: str, path: str) -> str:
+    """A bounded label for an upstream call: ``blob_get``, ``manifest_head``, ``upload_patch``.
+
+    >>> operation("HEAD", "/manifests/1.0"), operation("PATCH", "/blobs/uploads/u?_state=x")
+    ('manifest_head', 'upload_patch')
+    """
+    kind = next((k for marker, k in _OPERATIONS if marker in path), "other")
+    return f"{kind}_{method.lower()}"
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -81,8 +97,14 @@ class Upstream:
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Clock = SYSTEM,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
+        # The last few failed calls, for the status page: (time, operation, what).
+        self.recent_errors: collections.deque[tuple[float, str, str]] = collections.deque(
+            maxlen=RECENT_ERRORS
+        )
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
             limits=httpx.Limits(
@@ -145,14 +167,18 @@ class Upstream:
             authorization = await self.auth.authorization(base, state)
             if authorization:
                 request.headers["Authorization"] = authorization
+            started = time.perf_counter()
             try:
                 response = await self.http.send(request, stream=True, follow_redirects=follow)
             except httpx.HTTPError as error:
+                self._observe(request, None, started, type(error).__name__)
                 if replayable and attempt < self.settings.retries:
                     attempt += 1
+                    self.metrics.upstream_retries.labels("transport").inc()
                     await self._backoff(attempt, None, f"{type(error).__name__} on {method}")
                     continue
                 raise errors.from_transport(error, url) from None
+            self._observe(request, response.status_code, started, None)
             if not follow and response.is_redirect:
                 await response.aclose()
                 url, params = _write_redirect(response, method, base, replayable), None
@@ -164,6 +190,10 @@ class Upstream:
                 continue
             retry = await self._should_retry(response, base, state, replayable, attempt)
             if retry is None:
+                if response.status_code in (401, 403):  # refused after any token trade
+                    what = f"upstream_{response.status_code}"
+                    self.metrics.credential_failures.labels(what).inc()
+                    self.recent_errors.append((time.time(), operation(method, path), what))
                 if not stream:
                     try:
                         await response.aread()
@@ -171,6 +201,8 @@ class Upstream:
                         raise errors.from_transport(error, url) from None
                 return response
             await response.aclose()
+            reason = status_class(response.status_code) if retry >= 0 else "auth"
+            self.metrics.upstream_retries.labels(reason).inc()
             if retry >= 0:
                 attempt += 1
                 await self._backoff(attempt, retry or None, f"HTTP {response.status_code}")
@@ -203,7 +235,30 @@ class Upstream:
         if write:
             waited += await self.limits.bucket(repo.project, location, write=True).acquire()
         if waited:
+            self.metrics.ratelimit_waits.inc()
+            self.metrics.ratelimit_wait_seconds.inc(waited)
             log.info("rate limit: waited %.2fs for quota (%s/%s)", waited, repo.project, location)
+
+    def _observe(
+        self, request: httpx.Request, status: int | None, started: float, failure: str | None
+    ) -> None:
+        """One upstream call: metrics, the request's count, a debug line (no secrets)."""
+        seconds = time.perf_counter() - started
+        op = operation(request.method, request.url.path)
+        self.metrics.upstream_seconds.labels(op, status_class(status)).observe(seconds)
+        if status is None:
+            self.metrics.upstream_errors.labels(op, "transport").inc()
+            self.recent_errors.append((time.time(), op, failure or "transport error"))
+        elif status == 429 or status >= 500:
+            self.metrics.upstream_errors.labels(op, str(status) if status == 429 else "5xx").inc()
+            self.recent_errors.append((time.time(), op, f"HTTP {status}"))
+        requestcontext.note_upstream_call()
+        if log.isEnabledFor(logging.DEBUG):
+            fields = {"method": request.method, "url": without_secret_params(str(request.url)),
+                      "operation": op, "status": status, "error": failure,
+                      "duration_ms": round(seconds * 1000, 1),
+                      "request_id": requestcontext.request_id()}  # fmt: skip
+            log.debug("upstream call", extra=fields)
 
     async def _backoff(self, attempt: int, retry_after: float | None, why: str) -> None:
         settings = self.settings

@@ -31,6 +31,7 @@ import datetime
 import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +98,8 @@ class GoogleTokenSource:
         self._credentials: dict[Scopes, Any] = {}
         self._tokens: dict[Scopes, _Token] = {}
         self._locks: dict[Scopes, asyncio.Lock] = {}
+        # (kind, obtained) after each refresh; the app counts them in its metrics.
+        self.observe: Callable[[str, bool], None] = lambda kind, ok: None
 
     def __repr__(self) -> str:
         return f"GoogleTokenSource({self.source})"
@@ -111,6 +114,12 @@ class GoogleTokenSource:
         if self._settings.read_only and not wide:
             return (CLOUD_PLATFORM_READ_ONLY,)
         return (CLOUD_PLATFORM,)
+
+    def expires_in(self) -> float | None:
+        """Seconds until the soonest cached token is refreshed; None before the first."""
+        if not self._tokens:
+            return None
+        return max(0.0, min(t.refresh_at for t in self._tokens.values()) - time.monotonic())
 
     async def token(self, *, wide: bool = False) -> str:
         """A valid access token; N concurrent callers with a stale cache cause one refresh."""
@@ -159,12 +168,15 @@ class GoogleTokenSource:
             # google-auth is synchronous; a thread keeps the event loop serving other requests.
             await asyncio.wait_for(asyncio.to_thread(credentials.refresh, self._request), timeout)
         except TimeoutError:
+            self.observe("google", False)
             raise RegistryError(
                 ErrorCode.UPSTREAM_UNAVAILABLE,
                 f"Google did not issue an access token within {timeout:g} s ({source.name})",
             ) from None
         except google.auth.exceptions.GoogleAuthError as error:
+            self.observe("google", False)
             raise self._translate(source, credentials, error) from None
+        self.observe("google", True)
         value = credentials.token
         if not isinstance(value, str) or not value:
             raise unauthorized(f"Google answered without an access token ({source.name})")

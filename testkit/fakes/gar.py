@@ -190,14 +190,17 @@ class FakeGAR(AuthMixin, MetadataApiMixin, RegistryApiMixin, UploadsMixin, Fault
         path: str | None = None,
         location: str | None = None,
     ) -> int:
-        """Requests received so far that match all the given filters (path: a regex)."""
+        """Requests received so far that match all the given filters (path: a regex).
+
+        ``GET /v2/`` pings are counted only when asked for (``kind="ping"``): the proxy
+        sends them on its own (readiness, the start-up report), never for a client."""
         with self._lock:
             recorded = list(self.requests)
         return sum(
             1
             for r in recorded
             if (method is None or r.method == method.upper())
-            and (kind is None or r.kind == kind)
+            and (r.kind == kind if kind is not None else r.kind != "ping")
             and (location is None or r.location == location)
             and (path is None or re.search(path, r.path))
         )

@@ -1,0 +1,45 @@
+"""``gar-proxy config check``: every effective setting with where it came from, then
+the things that stop a proxy from working: the cache dir, the credentials and the
+upstream. Exit 0 when all three are fine, 1 otherwise (usable in a CI step)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from proxy.commands.preflight import StartupError, check_cache_dir
+from proxy.commands.progress import Say
+from proxy.config import Settings, describe
+
+
+def _table(settings: Settings, sources: dict[str, str]) -> list[str]:
+    rows = describe(settings)
+    key_width = max(len(key) for key, _ in rows)
+    value_width = min(48, max(len(value) for _, value in rows))
+    return [f"{key:<{key_width}}  {value:<{value_width}}  [{sources[key]}]" for key, value in rows]
+
+
+async def _checks(settings: Settings) -> list[tuple[str, bool, str]]:
+    from proxy.services.container import open_services
+    from proxy.services.health import Health
+
+    try:
+        check_cache_dir(settings.cache.dir)
+    except StartupError as error:
+        return [("cache dir", False, str(error))]
+    results = [("cache dir", True, f"{settings.cache.dir} writable")]
+    async with open_services(settings) as services:
+        health = Health(services)
+        for name, check in (("credentials", health.credentials), ("upstream", health.upstream)):
+            outcome = await check()
+            results.append((name, outcome.ok, outcome.detail))
+    return results
+
+
+def run(settings: Settings, sources: dict[str, str], say: Say) -> int:
+    for line in _table(settings, sources):
+        say(line)
+    say("")
+    results = asyncio.run(_checks(settings))
+    for name, ok, detail in results:
+        say(f"{'ok  ' if ok else 'FAIL'}  {name}: {detail}")
+    return 0 if all(ok for _, ok, _ in results) else 1

@@ -1,0 +1,55 @@
+"""What one client request did, carried in a contextvar from the request middleware
+(``proxy.routes.observe``) to the services and the upstream client, and written in
+the request's one log line: its id, the cache outcome, the upstream calls it made.
+
+Outside a request (the CLI, a fill task started by another request) there is no
+context and the notes go nowhere. A fill task copies the context of the request
+that started it, so its upstream calls count for that request only while it runs.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import uuid
+from dataclasses import dataclass
+
+# Outcomes by how much they say about upstream: a request that joined a fill and
+# then hit keeps "fill-join"; a later, weaker note never hides a stronger one.
+_RANK = {"hit": 0, "revalidated": 1, "stale": 2, "fill-join": 3, "miss": 4}
+
+
+@dataclass
+class RequestContext:
+    request_id: str
+    cache: str | None = None
+    upstream_calls: int = 0
+    repository: str | None = None
+
+
+current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(
+    "gar_proxy_request", default=None
+)
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def note_cache(outcome: str) -> None:
+    """Record the cache outcome (hit, miss, fill-join, stale, revalidated)."""
+    context = current.get()
+    if context is None:
+        return
+    if context.cache is None or _RANK.get(outcome, 0) >= _RANK.get(context.cache, 0):
+        context.cache = outcome
+
+
+def note_upstream_call() -> None:
+    context = current.get()
+    if context is not None:
+        context.upstream_calls += 1
+
+
+def request_id() -> str | None:
+    context = current.get()
+    return context.request_id if context is not None else None

@@ -1,0 +1,110 @@
+"""``/``: a status page for people, server-rendered HTML (no script, no framework).
+
+Every number comes from the same objects ``/metrics`` exports, so the page and a
+dashboard agree; the credential source and when its token is refreshed are shown,
+never the token.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+
+from proxy.human import human_seconds, human_size
+from proxy.metrics import Metrics
+from proxy.routes.common import services
+from proxy.services.health import Health
+from proxy.version import VERSION
+
+TOP = 10
+_STYLE = """body{font:15px/1.4 system-ui,sans-serif;margin:2em;max-width:60em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{padding:.2em .8em;text-align:left;
+border-bottom:1px solid #ddd}th{background:#f4f4f4}.bad{color:#a00}.num{text-align:right}"""
+
+
+def _row(label: str, element_id: str, value: float, shown: str) -> str:
+    # data-value: the exact number, as /metrics has it; the text is for people.
+    return (f'<tr><th>{html.escape(label)}</th><td id="{element_id}" '
+            f'data-value="{value:.0f}">{html.escape(shown)}</td></tr>')  # fmt: skip
+
+
+def _bytes(size: float) -> str:
+    return f"{human_size(size)} ({size:.0f} bytes)"
+
+
+def _lookups(metrics: Metrics, outcome: str) -> float:
+    return sum(
+        metrics.sample("garproxy_cache_lookups_total", {"kind": kind, "outcome": outcome})
+        for kind in ("blob", "manifest")
+    )
+
+
+def _cache_table(request: Request) -> str:
+    svc = services(request)
+    metrics, size, cap = svc.metrics, svc.index.total_bytes, svc.cache.max_size
+    hits, misses = _lookups(metrics, "hit"), _lookups(metrics, "miss")
+    ratio = f"{hits / (hits + misses):.1%}" if hits + misses else "no lookups yet"
+    saved = metrics.sample("garproxy_blob_bytes_served_from_cache_total")
+    fetched = metrics.sample("garproxy_upstream_bytes_fetched_total")
+    rows = [
+        _row("Cache size", "cache-bytes", size, f"{human_size(size)} of {human_size(cap)} "
+             f"({size / cap:.1%})" if cap else human_size(size)),
+        _row("Cache hits", "cache-hits", hits, f"{hits:.0f}"),
+        _row("Cache misses", "cache-misses", misses, f"{misses:.0f}"),
+        _row("Hit ratio", "hit-ratio", hits / (hits + misses) * 100 if hits + misses else 0, ratio),
+        _row("Bytes saved upstream", "bytes-saved", saved, _bytes(saved)),
+        _row("Bytes fetched upstream", "bytes-fetched", fetched, _bytes(fetched)),
+    ]  # fmt: skip
+    return "<h2>Cache</h2><table>" + "".join(rows) + "</table>"
+
+
+def _top_table(metrics: Metrics) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td class=num>{count}</td>"
+        f"<td class=num>{human_size(metrics.repository_bytes[name])}</td></tr>"
+        for name, count in metrics.repositories.most_common(TOP)
+    )
+    head = "<tr><th>Repository</th><th>Requests</th><th>Sent</th></tr>"
+    body = rows or "<tr><td colspan=3>none yet</td></tr>"
+    return f'<h2>Top repositories</h2><table id="top-repositories">{head}{body}</table>'
+
+
+def _errors_table(request: Request) -> str:
+    errors = list(services(request).upstream.recent_errors)[::-1]
+    rows = "".join(
+        f"<tr><td>{datetime.datetime.fromtimestamp(when, datetime.UTC):%Y-%m-%d %H:%M:%S}Z</td>"
+        f"<td>{html.escape(op)}</td><td class=bad>{html.escape(what)}</td></tr>"
+        for when, op, what in errors
+    )
+    body = rows or "<tr><td colspan=3>none</td></tr>"
+    return f'<h2>Recent upstream errors</h2><table id="upstream-errors">{body}</table>'
+
+
+async def _credentials_table(request: Request) -> str:
+    health: Health = request.app.state.health
+    check = await health.credentials()
+    refresh = check.extra.get("token_refresh_in_s")
+    expiry = "n/a" if refresh is None else f"refreshed in {human_seconds(refresh)}"
+    state = "" if check.ok else " class=bad"
+    return (
+        "<h2>Upstream</h2><table>"
+        f"<tr><th>Upstream</th><td>{html.escape(services(request).settings.upstream.url)}</td></tr>"
+        f'<tr><th>Credentials</th><td id="credentials"{state}>{html.escape(check.detail)}</td></tr>'
+        f'<tr><th>Token</th><td id="token-expiry">{html.escape(expiry)}</td></tr></table>'
+    )
+
+
+async def page(request: Request) -> Response:
+    metrics = services(request).metrics
+    body = (
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>gar-proxy</title>"
+        f"<style>{_STYLE}</style></head><body><h1>gar-proxy "
+        f'<small id="version">{html.escape(VERSION)}</small></h1>'
+        f"{_cache_table(request)}{_top_table(metrics)}{await _credentials_table(request)}"
+        f"{_errors_table(request)}"
+        '<p><a href="/metrics">metrics</a> · <a href="/readyz">readiness</a></p></body></html>'
+    )
+    return HTMLResponse(body, headers={"Cache-Control": "no-store"})
