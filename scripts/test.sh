@@ -13,8 +13,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$(pwd)
 VENV="$REPO/.venv"
-SYSTEM_BINARIES=(dockerd docker docker-registry skopeo podman)
-SYSTEM_PACKAGES=(docker.io docker-registry skopeo podman)
+SYSTEM_BINARIES=(dockerd docker docker-registry skopeo podman mmdebstrap)
+# mmdebstrap makes the container image's base (scripts/base-image.sh).
+SYSTEM_PACKAGES=(docker.io docker-registry skopeo podman mmdebstrap)
 
 SCRIPT_START=$SECONDS
 PHASE_START=$SECONDS
@@ -100,6 +101,7 @@ print_versions() {
     docker-registry --version
     skopeo --version
     podman --version
+    mmdebstrap --version
     section_done "ok"
 }
 
@@ -141,8 +143,8 @@ install_python_env
 export PATH="$VENV/bin:$PATH"
 
 # All three run even when one fails, so one CI run shows every problem.
-check "ruff" ruff check proxy tests bench
-check "ruff format" ruff format --check proxy tests bench
+check "ruff" ruff check proxy tests bench deploy
+check "ruff format" ruff format --check proxy tests bench deploy
 check "mypy" mypy
 # pytest's exit 5 ("no tests collected") counts as a failure like any other.
 check "pytest" pytest "$@"
