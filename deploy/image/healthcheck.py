@@ -1,5 +1,8 @@
 """The container's HEALTHCHECK: GET /healthz on the address the proxy was told to listen on.
 
+``healthcheck.py /readyz`` checks readiness instead (Kubernetes exec probes, which keep
+the proxy on loopback where an httpGet probe would need it on the pod's address).
+
 It reads the settings the way ``gar-proxy serve`` does (``GAR_PROXY_CONFIG`` file, then
 ``GAR_PROXY_LISTEN``), so moving the port moves the check with it. A ``--listen`` flag
 on the command line is invisible here: in a container, set ``GAR_PROXY_LISTEN``.
@@ -18,21 +21,21 @@ WILDCARDS = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
 TIMEOUT_SECONDS = 3.0
 
 
-def healthz_url() -> str:
+def probe_url(path: str) -> str:
     settings = load_settings()
     host = WILDCARDS.get(settings.host, settings.host)
-    return f"http://{f'[{host}]' if ':' in host else host}:{settings.port}/healthz"
+    return f"http://{f'[{host}]' if ':' in host else host}:{settings.port}{path}"
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
     try:
-        url = healthz_url()
+        url = probe_url(argv[0] if argv else "/healthz")
         with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response:
             return 0 if response.status == 200 else 1
-    except (ConfigError, OSError) as error:  # URLError and timeouts are OSErrors
+    except (ConfigError, OSError) as error:  # HTTPError (503), URLError, timeouts
         print(f"healthcheck: {error}", file=sys.stderr)
         return 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
