@@ -32,7 +32,8 @@ from tests.fakes.google import FakeOAuth
 from tests.images import build_image, make_layer
 from tests.realclients import Dockerd, free_port, run
 
-pytestmark = pytest.mark.slow
+# The first run on a machine also makes the base (mmdebstrap, ~2 minutes).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE_TAG = "gar-proxy:under-test"
@@ -63,6 +64,17 @@ def image(dockerd: Dockerd) -> str:
     }
     run([str(REPO / "scripts/build-image.sh"), IMAGE_TAG], env=env, timeout=BUILD_TIMEOUT)
     return IMAGE_TAG
+
+
+def test_the_image_declares_its_user_port_volume_and_healthcheck(
+    image: str, dockerd: Dockerd
+) -> None:
+    config = dockerd.client.images.get(image).attrs["Config"]
+    assert config["User"] == f"{IMAGE_UID}:{IMAGE_UID}"
+    assert set(config["ExposedPorts"]) == {"5000/tcp"}
+    assert set(config["Volumes"]) == {"/cache"}
+    assert config["Healthcheck"]["Test"][0] == "CMD"
+    assert "GAR_PROXY_LISTEN=0.0.0.0:5000" in config["Env"]
 
 
 @pytest.fixture
