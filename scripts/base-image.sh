@@ -44,7 +44,7 @@ else
     echo "base image: mmdebstrap $SUITE -> $tarball"
     partial="$tarball.$$.partial"
     trap 'rm -f "$partial"' EXIT
-    mmdebstrap --quiet "${OPTIONS[@]}" "$SUITE" "$partial"
+    mmdebstrap --quiet --format=tar "${OPTIONS[@]}" "$SUITE" "$partial"
     mv -f "$partial" "$tarball"  # atomic: a concurrent run never imports half a file
     trap - EXIT
 fi
