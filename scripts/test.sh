@@ -13,8 +13,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$(pwd)
 VENV="$REPO/.venv"
-SYSTEM_BINARIES=(dockerd docker docker-registry skopeo podman chromium chromedriver promtool)
-SYSTEM_PACKAGES=(docker.io docker-registry skopeo podman chromium chromium-driver prometheus)
+# chromium and chromedriver drive the status-page test, promtool checks the alert rules,
+# mmdebstrap makes the container image's base (scripts/base-image.sh).
+SYSTEM_BINARIES=(dockerd docker docker-registry skopeo podman chromium chromedriver promtool mmdebstrap)
+SYSTEM_PACKAGES=(docker.io docker-registry skopeo podman chromium chromium-driver prometheus mmdebstrap)
 
 SCRIPT_START=$SECONDS
 PHASE_START=$SECONDS
@@ -100,6 +102,7 @@ print_versions() {
     docker-registry --version
     skopeo --version
     podman --version
+    mmdebstrap --version
     section_done "ok"
 }
 
@@ -141,8 +144,8 @@ install_python_env
 export PATH="$VENV/bin:$PATH"
 
 # All three run even when one fails, so one CI run shows every problem.
-check "ruff" ruff check proxy testkit tests bench
-check "ruff format" ruff format --check proxy testkit tests bench
+check "ruff" ruff check proxy testkit tests bench deploy
+check "ruff format" ruff format --check proxy testkit tests bench deploy
 check "mypy" mypy
 # pytest's exit 5 ("no tests collected") counts as a failure like any other.
 check "pytest" pytest "$@"
