@@ -52,6 +52,8 @@ def routes() -> list[Route]:
 
 async def registry_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RegistryError)
+    if exc.code is ErrorCode.CLIENT_GONE:
+        log.info("client left during %s %s: %s", request.method, request.url.path, exc.message)
     headers = {"Docker-Distribution-API-Version": "registry/2.0", **exc.headers}
     if request.method == "HEAD":
         return Response(status_code=exc.status, headers=headers)

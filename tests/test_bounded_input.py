@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import socket
 import threading
 import time
@@ -201,3 +202,49 @@ def test_nesting_depth_counts_brackets_outside_strings_only() -> None:
     utf16 = json.dumps({"schemaVersion": 2, "manifests": [[[[]]]] * 1}).encode("utf-16")
     with pytest.raises(RegistryError, match="descriptor"):
         parse_manifest(utf16)  # decoded the way json.loads does, then checked
+
+
+def test_a_tag_list_over_the_body_limit_is_paginated_not_an_error(
+    fake: FakeGAR, running: RunningProxy, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from proxy.services import listings
+
+    image = build_image([make_layer({"t": b"many"})])
+    tags = [f"v{n:04d}" for n in range(300)]
+    for tag in tags:
+        fake.put_image("us", REPO, tag, image)
+    running.services.listings.limit = 2000  # the whole list is about 3.6 KB
+    monkeypatch.setattr(listings, "PAGE_SIZE", 100)
+    first = client.get(f"/v2/{REPO}/tags/list")
+    assert first.status_code == 200, first.text
+    assert first.json()["tags"] == tags[:100]
+    seen, response = list(first.json()["tags"]), first
+    while "link" in response.headers:
+        url = response.headers["link"].split(">")[0].lstrip("<")
+        response = client.get(url)
+        assert response.status_code == 200
+        seen += response.json()["tags"]
+    assert seen == tags
+
+
+def test_a_client_leaving_mid_upload_is_logged_as_such_without_a_traceback(
+    fake: FakeGAR, running: RunningProxy, client: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    started = client.post(f"/v2/{REPO}/blobs/uploads/")
+    assert started.status_code == 202
+    path = started.headers["location"]
+    head = (
+        f"PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+        f"Content-Length: {10 * 1024 * 1024}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", running.server.port), timeout=30) as sock:
+        sock.sendall(head + b"x" * 300_000)
+    deadline = time.monotonic() + 10
+    while not any("left" in r.getMessage() for r in caplog.records):
+        assert time.monotonic() < deadline, [r.getMessage() for r in caplog.records]
+        time.sleep(0.02)
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert not [r for r in caplog.records if r.exc_info], "no traceback for a client leaving"
+    again = client.get(path)  # the session is still usable, at what upstream holds
+    assert again.status_code == 204

@@ -60,6 +60,8 @@ class ErrorCode(enum.Enum):
     # an unavailable upstream), ours reuse it with the status that fits.
     TOO_LARGE = ("SIZE_INVALID", 413, "request body too large", OURS)
     HEADERS_TOO_LARGE = ("SIZE_INVALID", 431, "request headers too large", OURS)
+    # The client went away mid-request: an answer nobody reads, logged as what it is.
+    CLIENT_GONE = ("CLIENT_GONE", 400, "the client left mid-request", OURS)
     ROUTE_UNKNOWN = ("UNSUPPORTED", 404, "not part of the registry API", OURS)
     UPSTREAM_REJECTED = ("UPSTREAM_REJECTED", 400, "upstream refused the request", OURS)
     UPSTREAM_BAD_GATEWAY = ("UNAVAILABLE", 502, "upstream failed", OURS)

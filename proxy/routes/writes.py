@@ -7,7 +7,9 @@ the rest is read when ``Content-Length`` already says so.
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from collections.abc import AsyncIterator
+
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from proxy.oci.digest import Digest
@@ -37,10 +39,25 @@ def _content_length(request: Request) -> int | None:
     return int(header)
 
 
+async def _body(request: Request, length: int | None) -> AsyncIterator[bytes]:
+    """The request body as it arrives; a client that goes away mid-body (the stream
+    ends, or says so, short of its Content-Length) is a registry answer of its own
+    (nobody will read it), not an internal error and never a shorter chunk."""
+    received = 0
+    try:
+        async for part in request.stream():
+            received += len(part)
+            yield part
+    except ClientDisconnect:
+        received = -1
+    if received == -1 or (length is not None and received < length):
+        raise RegistryError(ErrorCode.CLIENT_GONE, "the client left mid-body")
+
+
 def _chunk(request: Request) -> Chunk:
     length = _content_length(request)
     chunked = "chunked" in request.headers.get("transfer-encoding", "").lower()
-    body = request.stream() if (length or chunked) else None
+    body = _body(request, length) if (length or chunked) else None
     return Chunk(body, length, request.headers.get("content-range"))
 
 

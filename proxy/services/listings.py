@@ -13,10 +13,13 @@ from proxy.config import CacheSettings
 from proxy.oci.digest import Digest
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
-from proxy.upstream.registry import Document, Registry
+from proxy.upstream.registry import Document, ListingTooLarge, Registry
 
 log = logging.getLogger("gar_proxy.listings")
 LISTING_LIMIT = 8 * 1024 * 1024
+# Tags asked for per page when a whole tag list would be over the limit: the client
+# gets the first page with a Link to the next, as the spec lets a registry answer.
+PAGE_SIZE = 1000
 
 
 class Listing:
@@ -38,16 +41,27 @@ class ListingService:
         self.index = index
         self.registry = registry
         self.clock = clock
+        self.limit = LISTING_LIMIT
 
     async def tags(
         self, repo: Repository, n: str | None, last: str | None, *, client_name: str
     ) -> Listing:
         params = {k: v for k, v in (("n", n), ("last", last)) if v}
-        key = f"tags:{repo}?{json.dumps(params, sort_keys=True)}"
+        # Only the whole list is kept (for outages): one row per repository, however
+        # many n/last pages clients ask for.
+        key = f"tags:{repo}?{{}}" if not params else None
         try:
-            listing = await self._fetch(
-                lambda: self.registry.tags(repo, params, LISTING_LIMIT), key, fresh_for=0
-            )
+            try:
+                listing = await self._fetch(
+                    lambda: self.registry.tags(repo, params, self.limit), key, fresh_for=0
+                )
+            except ListingTooLarge:
+                if "n" in params:
+                    raise
+                page = {**params, "n": str(PAGE_SIZE)}
+                listing = await self._fetch(
+                    lambda: self.registry.tags(repo, page, self.limit), None, fresh_for=0
+                )
         except RegistryError as error:
             if not (self.settings.offline or error.code.serve_stale):
                 raise
@@ -67,28 +81,32 @@ class ListingService:
         params = {"artifactType": artifact_type} if artifact_type else {}
         key = f"referrers:{repo}@{digest}?{artifact_type or ''}"
         return await self._fetch(
-            lambda: self.registry.referrers(repo, digest, params, LISTING_LIMIT),
+            lambda: self.registry.referrers(repo, digest, params, self.limit),
             key,
             fresh_for=self.settings.tag_ttl,
         )
 
     async def _fetch(
-        self, fetch: Callable[[], Awaitable[Document]], key: str, *, fresh_for: float
+        self, fetch: Callable[[], Awaitable[Document]], key: str | None, *, fresh_for: float
     ) -> Listing:
-        cached = await self.index.get_document(key)
+        """``key``: where the answer is kept for outages and offline use (None: not kept)."""
+        cached = await self.index.get_document(key) if key is not None else None
         if cached and (self.settings.offline or self.clock.time() - cached[3] < fresh_for):
             return Listing(cached[0], cached[1], json.loads(cached[2]))
         if self.settings.offline:
-            raise RegistryError(ErrorCode.NAME_UNKNOWN, f"no cached listing for {key} (offline)")
+            raise RegistryError(ErrorCode.NAME_UNKNOWN, "no cached listing for this (offline)")
         try:
             document = await fetch()
         except RegistryError as error:
-            if cached and error.code.serve_stale:
+            if cached and error.code.serve_stale and not isinstance(error, ListingTooLarge):
                 log.warning("serving cached %s: %s", key, error.message)
                 return Listing(cached[0], cached[1], json.loads(cached[2]))
             raise
         headers = dict(document.headers)
-        await self.index.put_document(key, document.media_type, document.body, json.dumps(headers))
+        if key is not None:
+            await self.index.put_document(
+                key, document.media_type, document.body, json.dumps(headers)
+            )
         return Listing(document.media_type, document.body, headers)
 
 

@@ -11,9 +11,10 @@ What upstream accepted is cached under its digest and, for a tag, the tag.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,8 @@ from proxy.services.negative import MANIFEST, NegativeCache
 from proxy.upstream.registry import Registry
 
 log = logging.getLogger("gar_proxy.manifest_writes")
+# How many missing references a refused manifest PUT names before it stops looking.
+MISSING_REPORTED = 3
 
 
 @dataclass(frozen=True)
@@ -114,24 +117,30 @@ class ManifestWriteService:
     async def _check_references(
         self, repo: Repository, manifest: Manifest, foreign: set[str]
     ) -> None:
+        """Every referenced blob and child manifest is upstream (pushed from the cache if
+        only the cache has it), checked ``push_concurrency`` at a time; stops once a few
+        are missing, so a manifest naming thousands of unknown layers costs a few
+        upstream calls, not thousands."""
         blobs = sorted({d.digest for d in manifest.blobs if str(d.digest) not in foreign}, key=str)
         children = sorted({d.digest for d in manifest.manifests}, key=str)
-        limit = asyncio.Semaphore(self.settings.push_concurrency)
-
-        async def bounded(check: Awaitable[bool]) -> bool:
-            async with limit:
-                return await check
-
-        found = await asyncio.gather(
-            *[bounded(self.mounts.ensure(repo, d)) for d in blobs],
-            *[bounded(self._ensure_manifest(repo, d)) for d in children],
-        )
-        missing = [str(d) for d, ok in zip([*blobs, *children], found, strict=True) if not ok]
+        checks: list[tuple[Digest, Callable[[], Awaitable[bool]]]] = [
+            *[(d, functools.partial(self.mounts.ensure, repo, d)) for d in blobs],
+            *[(d, functools.partial(self._ensure_manifest, repo, d)) for d in children],
+        ]
+        missing: list[str] = []
+        width = self.settings.push_concurrency
+        for start in range(0, len(checks), width):
+            batch = checks[start : start + width]
+            found = await asyncio.gather(*[check() for _, check in batch])
+            missing += [str(d) for (d, _), ok in zip(batch, found, strict=True) if not ok]
+            if len(missing) >= MISSING_REPORTED:
+                break
         if missing:
+            more = "" if len(missing) < MISSING_REPORTED else " (or more: stopped looking)"
             raise RegistryError(
                 ErrorCode.MANIFEST_BLOB_UNKNOWN,
-                f"{len(missing)} referenced blob(s) or manifest(s) not in {repo.path} upstream, "
-                f"first {missing[0]}",
+                f"{len(missing)}{more} referenced blob(s) or manifest(s) not in {repo.path} "
+                f"upstream: {', '.join(missing)}",
                 detail={"digest": missing[0]},
             )
 

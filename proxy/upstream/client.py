@@ -177,7 +177,9 @@ class Upstream:
                     self.metrics.upstream_retries.labels("transport").inc()
                     await self._backoff(attempt, None, f"{type(error).__name__} on {method}")
                     continue
-                raise errors.from_transport(error, url) from None
+                # A streamed request body that failed on our side (the client went
+                # away mid-chunk) is that failure, not upstream's.
+                raise _body_failure(error) or errors.from_transport(error, url) from None
             self._observe(request, response.status_code, started, None)
             if not follow and response.is_redirect:
                 await response.aclose()
@@ -290,3 +292,13 @@ def _write_redirect(response: httpx.Response, method: str, base: str, replayable
         ErrorCode.UPSTREAM_BAD_GATEWAY,
         f"upstream redirected {method} to {where} {why}; not followed",
     )
+
+
+def _body_failure(error: BaseException) -> RegistryError | None:
+    """The ``RegistryError`` a request body raised, if that is what httpx reports."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, RegistryError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None

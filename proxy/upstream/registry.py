@@ -207,6 +207,13 @@ class ManifestStream(BlobStream):
         return super().media_type or mt.OCI_MANIFEST
 
 
+class ListingTooLarge(RegistryError):
+    """A tag list or referrers index over the size the caller can hold."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(ErrorCode.UPSTREAM_BAD_GATEWAY, f"upstream listing is over {limit} bytes")
+
+
 def _header_digest(headers: Mapping[str, str]) -> Digest | None:
     header = headers.get("docker-content-digest")
     try:
@@ -319,9 +326,7 @@ class RegistryClient:
             raise await self._fail(response)
         body = await BlobStream(response).read(limit)
         if body is None:
-            raise RegistryError(
-                ErrorCode.UPSTREAM_BAD_GATEWAY, f"upstream listing is over {limit} bytes"
-            )
+            raise ListingTooLarge(limit)
         headers = {
             name: response.headers[name]
             for name in ("link", "oci-filters-applied")

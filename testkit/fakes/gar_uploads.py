@@ -13,7 +13,7 @@ import threading
 import uuid
 from collections.abc import Callable
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from testkit.fakes.gar_model import (
@@ -146,8 +146,11 @@ class UploadsMixin:
                 )
             expected = int(match[2]) - int(match[1]) + 1
         before = len(upload.data)
-        async for chunk in request.stream():
-            upload.data += chunk
+        try:
+            async for chunk in request.stream():
+                upload.data += chunk
+        except ClientDisconnect:  # like a registry: keep what arrived, answer nobody
+            raise _ApiError(400, "BLOB_UPLOAD_INVALID", "client went away mid-chunk") from None
         received = len(upload.data) - before
         if expected is not None and received not in (0, expected):
             del upload.data[before:]

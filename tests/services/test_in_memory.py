@@ -8,6 +8,7 @@ behaviour through uvicorn and the fake GAR.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
@@ -233,3 +234,27 @@ async def test_a_blob_upstream_stored_under_another_digest_is_an_error_not_a_201
     assert registry.calls["stat_blob"] == 1  # asked whether the named digest exists after all
     same = b"a sha256 layer"
     await uploads.monolithic(REPO, Digest.of(same), Chunk(once(same), len(same)))  # agrees: fine
+
+
+async def test_a_manifest_naming_thousands_of_missing_layers_stops_at_the_first_few(
+    world: World, tmp_path: Path
+) -> None:
+    layers = [
+        {"mediaType": mt.OCTET_STREAM, "digest": str(Digest.of(str(n).encode())), "size": 1}
+        for n in range(3000)
+    ]
+    config = {"mediaType": mt.OCI_CONFIG, "digest": str(Digest.of(b"c")), "size": 1}
+    body = json.dumps(
+        {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": config, "layers": layers}
+    ).encode()
+    uploads = world.uploads(tmp_path)
+    mounts = MountService(
+        world.registry, world.cache, world.blobs, uploads, gar=True, offline=False
+    )
+    writes = ManifestWriteService(ServerSettings(), world.index, world.registry, mounts)
+    with pytest.raises(RegistryError) as raised:
+        await writes.put(REPO, "big", mt.OCI_MANIFEST, body)
+    assert raised.value.code is ErrorCode.MANIFEST_BLOB_UNKNOWN
+    assert "stopped looking" in raised.value.message
+    assert world.registry.calls["stat_blob"] <= 2 * ServerSettings().push_concurrency
+    assert world.registry.calls["put_manifest"] == 0
