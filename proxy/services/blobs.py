@@ -6,6 +6,7 @@ import logging
 
 from proxy.cache.blobs import BlobCache
 from proxy.cache.fills import Fill
+from proxy.cache.passthrough import PassThrough
 from proxy.metrics import Metrics
 from proxy.oci import mediatypes as mt
 from proxy.oci.digest import Digest
@@ -65,6 +66,8 @@ class BlobService:
         self.metrics.blob_miss(joined=self.cache.fills.get(digest) is not None)
         fill = self.cache.fill(digest, lambda: self._open_upstream(repo, digest))
         await fill.started()
+        if fill.uncached:
+            return await self._pass_through(repo, digest, fill)
         if range_header:
             # A range of unverified bytes could be wrong bytes: serve it once verified.
             await fill.wait()
@@ -77,6 +80,15 @@ class BlobService:
                 )
             return answer
         return Answer(digest, mt.OCTET_STREAM, fill.size, body=self.cache.follow(fill))
+
+    async def _pass_through(self, repo: Repository, digest: Digest, fill: Fill) -> Answer:
+        """No room on the cache disk: upstream's bytes to this client, uncached (a Range
+        is ignored: a full 200 is a correct answer to it)."""
+        source = fill.take() or await self._open_upstream(repo, digest)
+        log.warning("cache disk full: passing %s through uncached", digest)
+        self.metrics.cache.labels("blob", "passthrough").inc()
+        body = PassThrough(source, digest)
+        return Answer(digest, mt.OCTET_STREAM, body.size, body=body)
 
     def _from_cache(self, digest: Digest, size: int, range_header: str | None) -> Answer | None:
         span = parse_range(range_header, size)
