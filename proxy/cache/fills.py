@@ -76,6 +76,7 @@ class Fill:
         self._spill: Source | None = None
         self._taken = asyncio.Event()
         self.disk_full = False  # ENOSPC while writing: the next request passes through
+        self.origin: str | None = None  # the repository whose request started it
 
     @property
     def failed(self) -> bool:
