@@ -7,6 +7,7 @@ import logging
 from proxy.cache.blobs import BlobCache
 from proxy.cache.fills import Fill
 from proxy.cache.passthrough import PassThrough
+from proxy.cache.singleflight import SingleFlight
 from proxy.metrics import Metrics
 from proxy.oci import mediatypes as mt
 from proxy.oci.digest import Digest
@@ -36,6 +37,7 @@ class BlobService:
         self.metrics = metrics
         self.offline = offline
         self.scopes = cache.index.scopes
+        self._checks: SingleFlight[bool] = SingleFlight()  # concurrent checks: one HEAD
 
     def _unknown(self, digest: Digest) -> RegistryError:
         return RegistryError(
@@ -50,6 +52,10 @@ class BlobService:
             return True
         if self.offline or self._known_missing(repo, digest):
             return False
+        return await self._checks.do((key, digest), lambda: self._check(repo, digest))
+
+    async def _check(self, repo: Repository, digest: Digest) -> bool:
+        key = str(repo)
         self.metrics.cache.labels("blob", "scope_check").inc()
         if await self.registry.stat_blob(repo, digest) is None:
             self.missing.remember(BLOB, key, str(digest))

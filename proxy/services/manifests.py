@@ -58,6 +58,7 @@ class ManifestService:
         self.missing = missing or NegativeCache(0, clock)
         self._flights: SingleFlight[ManifestRow] = SingleFlight()
         self._checks: SingleFlight[Digest | None] = SingleFlight()
+        self._scope_checks: SingleFlight[bool] = SingleFlight()
         # (repo, tag) -> monotonic time before which a stale tag is served unasked.
         self._recheck_at: dict[tuple[str, str], float] = {}
 
@@ -186,6 +187,10 @@ class ManifestService:
             return True
         if self.settings.offline or self._known_missing(repo, str(digest)):
             return False
+        return await self._scope_checks.do((key, digest), lambda: self._check(repo, digest))
+
+    async def _check(self, repo: Repository, digest: Digest) -> bool:
+        key = str(repo)
         self.metrics.manifest("scope_check")
         if await self.registry.head_manifest(repo, digest, mt.DEFAULT_ACCEPT) is None:
             self.missing.remember(MANIFEST, key, str(digest))

@@ -4,6 +4,7 @@ the answer remembered; a warm hit asks nothing."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -49,6 +50,8 @@ async def test_a_blob_cached_for_one_repository_is_checked_once_for_another(
     assert body is not None and not isinstance(body, bytes)
     assert b"".join([chunk async for chunk in body]) == DATA  # verified, so cached
     assert cache.size(digest) == len(DATA) and registry.calls["stat_blob"] == 0
+    answers = await asyncio.gather(*[blobs.head(B, digest) for _ in range(5)])
+    assert {a.size for a in answers} == {len(DATA)}  # concurrent checks share one HEAD
     for _ in range(3):  # B holds it: one HEAD, then remembered
         assert (await blobs.head(B, digest)).size == len(DATA)
         assert (await blobs.get(B, digest, None)).size == len(DATA)
