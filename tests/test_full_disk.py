@@ -107,3 +107,17 @@ def test_enospc_mid_fill_fails_that_fill_and_the_next_request_passes_through(
         assert cached(running) == set()
         assert client.get(url).content == data  # recovered: cached again
         eventually(lambda: cached(running) == {digest}, "the blob is cached")
+
+
+def test_a_blob_larger_than_the_cap_is_passed_through_without_flushing_the_cache(
+    fake: FakeGAR, proxy: ProxyFactory
+) -> None:
+    small, big = random.Random(3).randbytes(MIB), random.Random(4).randbytes(3 * MIB)
+    digests = [fake.put_blob("us", REPO, data) for data in (small, big)]
+    running = proxy(fake.upstream, cache__max_size=str(2 * MIB))
+    with httpx.Client(base_url=running.url, timeout=30) as client:
+        assert client.get(f"/v2/{REPO}/blobs/{digests[0]}").content == small
+        eventually(lambda: cached(running) == {digests[0]}, "the small blob is cached")
+        answer = client.get(f"/v2/{REPO}/blobs/{digests[1]}")
+        assert answer.status_code == 200 and answer.content == big
+    assert cached(running) == {digests[0]} and passed_through(running) == 1

@@ -88,6 +88,8 @@ class BlobCache:
         if digest in self._spill:
             self._spill.discard(digest)  # once: a later request tries to cache it again
             return False
+        if size > self.max_size:  # would only flush the whole cache, then go itself
+            return False
         spare = self.free_bytes() - self.min_free - self.fills.pending_bytes()
         excess = max(size - spare, self.index.total_bytes + size - self.max_size)
         if excess <= 0:
