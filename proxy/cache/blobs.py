@@ -20,7 +20,8 @@ from pathlib import Path
 
 from proxy.cache.bodies import FileBody, Segment
 from proxy.cache.expiry import unread_blobs, unread_manifests
-from proxy.cache.fills import FOLLOW_READ_SIZE, Fill, Fills, Opener
+from proxy.cache.fills import FOLLOW_READ_SIZE, Fill, Opener
+from proxy.cache.fillset import Fills
 from proxy.cache.index import CacheIndex
 from proxy.cache.store import BlobStore
 from proxy.oci.digest import Digest
