@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
@@ -19,7 +20,8 @@ from pathlib import Path
 
 from proxy.cache.bodies import FileBody, Segment
 from proxy.cache.expiry import unread_blobs, unread_manifests
-from proxy.cache.fills import FOLLOW_READ_SIZE, Fill, Fills, Opener
+from proxy.cache.fills import FOLLOW_READ_SIZE, Fill, Opener
+from proxy.cache.fillset import Fills
 from proxy.cache.index import CacheIndex
 from proxy.cache.store import BlobStore
 from proxy.oci.digest import Digest
@@ -40,11 +42,26 @@ class RecoveryReport:
 
 
 class BlobCache:
-    def __init__(self, store: BlobStore, index: CacheIndex, *, max_size: int, fill_limit: float):
+    def __init__(
+        self,
+        store: BlobStore,
+        index: CacheIndex,
+        *,
+        max_size: int,
+        fill_limit: float,
+        min_free: int = 0,
+        free_bytes: Callable[[], int] | None = None,
+    ):
         self.store = store
         self.index = index
         self.max_size = max_size
-        self.fills = Fills(self._paths, self.admit, fill_limit)
+        # The floor of free space on the cache's filesystem (cache.min_free), and the probe
+        # of that free space (injectable: tests give readings instead of filling a disk).
+        self.min_free = min_free
+        self.free_bytes = free_bytes or (lambda: shutil.disk_usage(store.root).free)
+        self._spill: set[Digest] = set()  # ENOSPC'd fills: their next request passes through
+        self.fills = Fills(self._paths, self.admit, fill_limit, self.make_room)
+        self.fills.on_disk_full = self._spill.add
         self._readers: Counter[Digest] = Counter()
         self._evicting = asyncio.Lock()
         self._background: set[asyncio.Task[tuple[int, int]]] = set()
@@ -64,6 +81,22 @@ class BlobCache:
             task = asyncio.get_running_loop().create_task(self.evict())
             self._background.add(task)  # the loop keeps only weak references to tasks
             task.add_done_callback(self._background.discard)
+
+    async def make_room(self, digest: Digest, size: int) -> bool:
+        """Before a fill of ``size`` bytes: evict least recently used blobs so that it
+        fits under the effective cap, min(max_size, used + free - min_free); False when
+        it still cannot fit on the disk (the blob is then passed through uncached)."""
+        if digest in self._spill:
+            self._spill.discard(digest)  # once: a later request tries to cache it again
+            return False
+        if size > self.max_size:  # would only flush the whole cache, then go itself
+            return False
+        spare = self.free_bytes() - self.min_free - self.fills.pending_bytes()
+        excess = max(size - spare, self.index.total_bytes + size - self.max_size)
+        if excess <= 0:
+            return True
+        _, freed = await self.evict(max(self.index.total_bytes - excess, 0))
+        return size <= max(spare + freed, self.free_bytes() - self.min_free)
 
     def size(self, digest: Digest) -> int | None:
         """Size of a verified cached blob, or None when it is not (fully) here."""

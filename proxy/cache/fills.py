@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -48,6 +49,14 @@ class Source(Protocol):
 
 Opener = Callable[[], Awaitable[Source]]
 Committer = Callable[[Path, Digest, int], Awaitable[None]]
+# Asked once upstream said how large a blob is: False when it cannot be cached (disk).
+Room = Callable[[Digest, int], Awaitable[bool]]
+# How long an uncached upstream body waits for the request that started its fill.
+HAND_OFF_WAIT = 5.0
+
+
+async def always_room(digest: Digest, size: int) -> bool:
+    return True
 
 
 class Fill:
@@ -62,6 +71,12 @@ class Fill:
         self.headers_ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._progress = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        # No room on disk: upstream's body goes to one client uncached (``take``).
+        self.uncached = False
+        self._spill: Source | None = None
+        self._taken = asyncio.Event()
+        self.disk_full = False  # ENOSPC while writing: the next request passes through
+        self.origin: str | None = None  # the repository whose request started it
 
     @property
     def failed(self) -> bool:
@@ -71,10 +86,36 @@ class Fill:
         event, self._progress = self._progress, asyncio.Event()
         event.set()
 
-    async def run(self, opener: Opener, commit: Committer, limit: float) -> None:
+    def take(self) -> Source | None:
+        """The uncached upstream body, for the first caller only (None after)."""
+        source, self._spill = self._spill, None
+        self._taken.set()
+        return source
+
+    async def _hand_off(self, source: Source) -> None:
+        self._spill = source
+        self.headers_ready.set_result(None)
+        try:
+            async with asyncio.timeout(HAND_OFF_WAIT):
+                await self._taken.wait()
+        except TimeoutError:
+            pass
+        finally:
+            if self._spill is not None:  # the client went before taking it
+                self._spill = None
+                await source.aclose()
+
+    async def run(
+        self, opener: Opener, commit: Committer, limit: float, room: Room = always_room
+    ) -> None:
         try:
             async with asyncio.timeout(limit):
-                await self._download(opener)
+                source = await self._download(opener, room)
+            if source is not None:
+                self.uncached = True
+                self.error = RegistryError(ErrorCode.CACHE_FULL, f"no room to cache {self.digest}")
+                await self._hand_off(source)
+                return
             await commit(self.temp, self.digest, self.written)
             self.done = True
         except RegistryError as error:
@@ -92,6 +133,11 @@ class Fill:
             self._fail(RegistryError(ErrorCode.UPSTREAM_UNAVAILABLE, "gar-proxy is stopping"))
             raise
         except Exception as error:  # a bug, or the disk: never leave followers waiting
+            if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+                log.warning("cache disk full while filling %s: not cached", self.digest)
+                self.disk_full = True
+                self._fail(RegistryError(ErrorCode.CACHE_FULL, f"disk full filling {self.digest}"))
+                return
             log.exception("fill of %s failed", self.digest)
             self._fail(RegistryError(ErrorCode.UNKNOWN, f"fill of {self.digest} failed: {error}"))
         finally:
@@ -105,8 +151,15 @@ class Fill:
             self.headers_ready.set_exception(error)
             self.headers_ready.exception()  # retrieved: every follower may be gone already
 
-    async def _download(self, opener: Opener) -> None:
+    async def _download(self, opener: Opener, room: Room) -> Source | None:
+        """Upstream's body into the temp file; or, when it has no room, the body unread."""
         source = await opener()
+        try:
+            if source.size is not None and not await room(self.digest, source.size):
+                return source
+        except BaseException:
+            await source.aclose()
+            raise
         try:
             self.size = source.size
             verifier = self.digest.verifier()
@@ -126,6 +179,7 @@ class Fill:
                 ErrorCode.UPSTREAM_CORRUPT,
                 f"upstream content does not match {self.digest}; not cached",
             )
+        return None
 
     async def _store(self, source: Source, file: BinaryIO, verifier: DigestVerifier) -> None:
         """Write and hash on a worker thread, one batch behind the network.
@@ -222,55 +276,3 @@ def _absorb(file: BinaryIO, verifier: DigestVerifier, pieces: list[bytes]) -> No
         file.write(piece)
         verifier.update(piece)
     file.flush()  # followers pread the file: nothing counted may sit in a buffer
-
-
-class Fills:
-    """The running fills, by digest; ``start`` joins one that is already going."""
-
-    def __init__(
-        self,
-        paths: Callable[[Digest], tuple[Path, Path]],
-        commit: Committer,
-        limit: float,
-    ) -> None:
-        self._running: dict[Digest, Fill] = {}
-        self._paths = paths  # digest -> (temp, final)
-        self._commit = commit
-        self._limit = limit
-        # Called with each finished fill (done or failed): the app counts its bytes.
-        self.on_finished: Callable[[Fill], None] = lambda fill: None
-        self.started = 0
-
-    def __len__(self) -> int:
-        return len(self._running)
-
-    def get(self, digest: Digest) -> Fill | None:
-        return self._running.get(digest)
-
-    def start(self, digest: Digest, opener: Opener) -> Fill:
-        fill = self._running.get(digest)
-        if fill is not None:
-            return fill
-        fill = self._running[digest] = Fill(digest, *self._paths(digest))
-        self.started += 1
-        fill.task = asyncio.create_task(self._run(fill, opener), name=f"fill {digest}")
-        return fill
-
-    async def _run(self, fill: Fill, opener: Opener) -> None:
-        try:
-            await fill.run(opener, self._commit, self._limit)
-        finally:
-            self._running.pop(fill.digest, None)
-            self.on_finished(fill)
-
-    async def drain(self, grace: float) -> None:
-        """Let running fills finish, up to ``grace`` seconds (a graceful stop)."""
-        tasks = [f.task for f in self._running.values() if f.task is not None]
-        if tasks:
-            await asyncio.wait(tasks, timeout=grace)
-
-    async def aclose(self) -> None:
-        tasks = [f.task for f in self._running.values() if f.task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiosqlite
 
+from proxy.cache.scopes import RepoScopes
 from proxy.clock import SYSTEM, Clock
 from proxy.oci.digest import Digest
 
@@ -71,12 +72,14 @@ class CacheIndex:
         self._memo_bytes = 0
         self._touched: dict[str, tuple[float, int]] = {}
         self.total_bytes = 0
+        self.scopes = RepoScopes(db)  # which repositories hold which digests
 
     @classmethod
     async def open(cls, path: Path, clock: Clock = SYSTEM) -> CacheIndex:
         db = await aiosqlite.connect(path)
         await db.executescript(SCHEMA)
         await _add_column(db, "manifests", "last_access REAL")  # cache.max_age; NULL: created
+        await RepoScopes.setup(db)
         await db.commit()
         index = cls(db, clock)
         await index.refresh_total()

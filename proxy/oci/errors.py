@@ -68,6 +68,7 @@ class ErrorCode(enum.Enum):
     UPSTREAM_TIMEOUT = ("UNAVAILABLE", 504, "upstream timed out", OURS)
     UPSTREAM_CORRUPT = ("DIGEST_INVALID", 502, "upstream content does not match its digest", OURS)
     CACHE_EVICTED = ("CACHE_EVICTED", 503, "evicted as soon as it was fetched", OURS)
+    CACHE_FULL = ("UNAVAILABLE", 503, "no room on the cache disk", OURS)
     # Google or the registry refused gar-proxy's own credentials (expired login, revoked
     # key): DENIED as clients know it, and, unlike a permission answer, no reason to
     # stop serving what is cached (see ``serve_stale``).

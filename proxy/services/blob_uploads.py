@@ -142,6 +142,7 @@ class UploadService:
                     )
                 log.info("upstream reported %s for %s, which it also holds", stored, digest)
             await self._close(session, digest)
+            await self.cache.index.scopes.add(str(repo), digest)
         self.missing.forget(BLOB, str(session.row.repository), str(digest))  # it exists now
 
     async def monolithic(self, repo: Repository, digest: Digest, chunk: Chunk) -> None:

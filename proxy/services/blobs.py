@@ -6,6 +6,8 @@ import logging
 
 from proxy.cache.blobs import BlobCache
 from proxy.cache.fills import Fill
+from proxy.cache.passthrough import PassThrough
+from proxy.cache.singleflight import SingleFlight
 from proxy.metrics import Metrics
 from proxy.oci import mediatypes as mt
 from proxy.oci.digest import Digest
@@ -34,15 +36,38 @@ class BlobService:
         self.registry = registry
         self.metrics = metrics
         self.offline = offline
+        self.scopes = cache.index.scopes
+        self._checks: SingleFlight[bool] = SingleFlight()  # concurrent checks: one HEAD
 
     def _unknown(self, digest: Digest) -> RegistryError:
         return RegistryError(
             ErrorCode.BLOB_UNKNOWN, f"blob {digest} is not known", detail={"digest": str(digest)}
         )
 
+    async def _scoped(self, repo: Repository, digest: Digest) -> bool:
+        """Cached (or being fetched) for some repository: does ``repo`` hold it upstream?
+        Asked once (a HEAD) per repository and remembered; offline, only what is known."""
+        key = str(repo)
+        if self.scopes.known(key, digest) or await self.scopes.stored(key, digest):
+            return True
+        if self.offline or self._known_missing(repo, digest):
+            return False
+        return await self._checks.do((key, digest), lambda: self._check(repo, digest))
+
+    async def _check(self, repo: Repository, digest: Digest) -> bool:
+        key = str(repo)
+        self.metrics.cache.labels("blob", "scope_check").inc()
+        if await self.registry.stat_blob(repo, digest) is None:
+            self.missing.remember(BLOB, key, str(digest))
+            return False
+        await self.scopes.add(key, digest)
+        return True
+
     async def head(self, repo: Repository, digest: Digest) -> Answer:
         size = self.cache.size(digest)
         if size is not None:
+            if not (self.scopes.known(str(repo), digest) or await self._scoped(repo, digest)):
+                raise self._unknown(digest)
             self.metrics.blob_hit()
             return Answer(digest, mt.OCTET_STREAM, size)
         if self.offline or self._known_missing(repo, digest):
@@ -51,20 +76,31 @@ class BlobService:
         if info is None:
             self.missing.remember(BLOB, str(repo), str(digest))
             raise self._unknown(digest)
+        await self.scopes.add(str(repo), digest)
         return Answer(digest, mt.OCTET_STREAM, info.size)
 
     async def get(self, repo: Repository, digest: Digest, range_header: str | None) -> Answer:
         size = self.cache.size(digest)
         if size is not None:
+            if not (self.scopes.known(str(repo), digest) or await self._scoped(repo, digest)):
+                raise self._unknown(digest)
             answer = self._from_cache(digest, size, range_header)
             if answer is not None:  # else evicted or collected since the stat: a miss
                 self.metrics.blob_hit()
                 return answer
         if self.offline or self._known_missing(repo, digest):
             raise self._unknown(digest)
-        self.metrics.blob_miss(joined=self.cache.fills.get(digest) is not None)
+        running = self.cache.fills.get(digest)
+        foreign = running is not None and running.origin != str(repo)
+        if foreign and not await self._scoped(repo, digest):  # another repository's fill
+            raise self._unknown(digest)
+        self.metrics.blob_miss(joined=running is not None)
         fill = self.cache.fill(digest, lambda: self._open_upstream(repo, digest))
+        if fill.origin is None:
+            fill.origin = str(repo)
         await fill.started()
+        if fill.uncached:
+            return await self._pass_through(repo, digest, fill)
         if range_header:
             # A range of unverified bytes could be wrong bytes: serve it once verified.
             await fill.wait()
@@ -77,6 +113,15 @@ class BlobService:
                 )
             return answer
         return Answer(digest, mt.OCTET_STREAM, fill.size, body=self.cache.follow(fill))
+
+    async def _pass_through(self, repo: Repository, digest: Digest, fill: Fill) -> Answer:
+        """No room on the cache disk: upstream's bytes to this client, uncached (a Range
+        is ignored: a full 200 is a correct answer to it)."""
+        source = fill.take() or await self._open_upstream(repo, digest)
+        log.warning("cache disk full: passing %s through uncached", digest)
+        self.metrics.cache.labels("blob", "passthrough").inc()
+        body = PassThrough(source, digest)
+        return Answer(digest, mt.OCTET_STREAM, body.size, body=body)
 
     def _from_cache(self, digest: Digest, size: int, range_header: str | None) -> Answer | None:
         span = parse_range(range_header, size)
@@ -100,6 +145,7 @@ class BlobService:
                 self.missing.remember(BLOB, str(repo), str(digest))
             raise
         self.metrics.upstream_blob_fetch()
+        await self.scopes.add(str(repo), digest)
         return stream
 
     def fill_for(self, digest: Digest) -> Fill | None:

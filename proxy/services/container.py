@@ -131,7 +131,11 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
     index = await CacheIndex.open(cache_settings.dir / "index.sqlite3", clock)
     metrics = Metrics()
     cache = BlobCache(
-        store, index, max_size=cache_settings.max_size, fill_limit=cache_settings.fill_timeout
+        store,
+        index,
+        max_size=cache_settings.max_size,
+        fill_limit=cache_settings.fill_timeout,
+        min_free=cache_settings.min_free,
     )
     tokens = make_tokens(settings)
     upstream = Upstream(

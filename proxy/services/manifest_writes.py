@@ -107,6 +107,7 @@ class ManifestWriteService:
             )
         children = [d.digest for d in (*manifest.blobs, *manifest.manifests)]
         await self.index.put_manifest(ManifestRow(digest, media_type, len(body), body), children)
+        await self.index.scopes.add(str(repo), digest)
         if isinstance(reference, str):
             await self.index.put_tag(str(repo), reference, digest, media_type)
         self.missing.forget(MANIFEST, str(repo), str(reference), str(digest))  # pullable at once
@@ -146,9 +147,8 @@ class ManifestWriteService:
 
     async def _ensure_manifest(self, repo: Repository, digest: Digest) -> bool:
         """Whether upstream has this child manifest in ``repo``, after pushing it there
-        from the cache if only the cache has it: a manifest HEAD by digest is answered
-        from the cache for any repository, so a client copying an index through the
-        proxy may have skipped the children (as it may skip blobs; ``mounts.ensure``)."""
+        from the cache if only the cache has it: a client copying an index may skip the
+        children it believes are there (as it may skip blobs; ``mounts.ensure``)."""
         if await self._has_manifest(repo, digest):
             return True
         row = await self.index.get_manifest(digest)
@@ -180,7 +180,7 @@ class ManifestWriteService:
         if isinstance(reference, str):
             await self.index.delete_tag(key, reference)
             return
-        for tag in await self.index.list_tags(key):
-            row = await self.index.get_tag(key, tag)
-            if row is not None and row.digest == reference:
-                await self.index.delete_tag(key, tag)
+        # Gone upstream: the manifest leaves the cache (rows, memo, the tags naming it),
+        # so it stops answering 200; another repository holding it is asked afresh.
+        await self.index.remove_manifests([reference])
+        await self.index.scopes.forget(key, reference)

@@ -58,6 +58,7 @@ class ManifestService:
         self.missing = missing or NegativeCache(0, clock)
         self._flights: SingleFlight[ManifestRow] = SingleFlight()
         self._checks: SingleFlight[Digest | None] = SingleFlight()
+        self._scope_checks: SingleFlight[bool] = SingleFlight()
         # (repo, tag) -> monotonic time before which a stale tag is served unasked.
         self._recheck_at: dict[tuple[str, str], float] = {}
 
@@ -105,6 +106,8 @@ class ManifestService:
     async def _by_digest(self, repo: Repository, digest: Digest) -> ManifestRow:
         row = await self._cached(digest)
         if row is not None:
+            if not (self.index.scopes.known(str(repo), digest) or await self._scoped(repo, digest)):
+                raise self._unknown(repo, digest)
             self.metrics.manifest("hit")
             return row
         if self.settings.offline or self._known_missing(repo, str(digest)):
@@ -176,6 +179,25 @@ class ManifestService:
             return cached
         return None
 
+    async def _scoped(self, repo: Repository, digest: Digest) -> bool:
+        """Cached for some repository: does ``repo`` hold it upstream? One HEAD per
+        repository, remembered; offline, only what is known for ``repo``."""
+        key = str(repo)
+        if await self.index.scopes.stored(key, digest):
+            return True
+        if self.settings.offline or self._known_missing(repo, str(digest)):
+            return False
+        return await self._scope_checks.do((key, digest), lambda: self._check(repo, digest))
+
+    async def _check(self, repo: Repository, digest: Digest) -> bool:
+        key = str(repo)
+        self.metrics.manifest("scope_check")
+        if await self.registry.head_manifest(repo, digest, mt.DEFAULT_ACCEPT) is None:
+            self.missing.remember(MANIFEST, key, str(digest))
+            return False
+        await self.index.scopes.add(key, digest)
+        return True
+
     def _known_missing(self, repo: Repository, reference: str) -> bool:
         if self.missing.known_missing(MANIFEST, str(repo), reference):
             self.metrics.manifest("negative")  # answered "unknown" without asking upstream
@@ -216,6 +238,13 @@ class ManifestService:
         return await self._fetch(repo, tag, accept, None)
 
     async def _fetch(
+        self, repo: Repository, reference: str, accept: tuple[str, ...], expected: Digest | None
+    ) -> ManifestRow:
+        row = await self._fetch_row(repo, reference, accept, expected)
+        await self.index.scopes.add(str(repo), row.digest)  # upstream has it in ``repo``
+        return row
+
+    async def _fetch_row(
         self, repo: Repository, reference: str, accept: tuple[str, ...], expected: Digest | None
     ) -> ManifestRow:
         self.metrics.upstream_manifest_fetch()

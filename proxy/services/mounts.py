@@ -61,6 +61,7 @@ class MountService:
         session = await self._mount(repo, digest, source)
         if session is None:  # it exists now: a remembered "unknown" would be wrong
             self.uploads.missing.forget(BLOB, str(repo), str(digest))
+            await self.cache.index.scopes.add(str(repo), digest)
         return session
 
     async def _mount(
@@ -92,7 +93,10 @@ class MountService:
         return True
 
     async def upstream_has(self, repo: Repository, digest: Digest) -> bool:
-        return await self.registry.stat_blob(repo, digest) is not None
+        if await self.registry.stat_blob(repo, digest) is None:
+            return False
+        await self.cache.index.scopes.add(str(repo), digest)
+        return True
 
     async def _forward(
         self, repo: Repository, digest: Digest, source: Repository | None

@@ -1,0 +1,77 @@
+"""Which repositories upstream is known to hold each cached digest in.
+
+The cache is content addressed, but a registry's answers are per repository: a
+digest cached for one repository is not proof that another holds it. Pairs are
+recorded whenever a repository's fill, manifest fetch, upload, mount or upstream
+check shows it; a warm hit costs one set lookup, a cold pair one query.
+"""
+
+from __future__ import annotations
+
+import aiosqlite
+
+from proxy.oci.digest import Digest
+
+TABLE = """
+CREATE TABLE IF NOT EXISTS repo_digests (
+    repo TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (repo, digest));
+"""
+# A cache from before this table: what its tags prove (the tagged manifests, their
+# children and grandchildren: an index's images and their layers) is known already.
+BACKFILL = (
+    "INSERT OR IGNORE INTO repo_digests SELECT repo, digest FROM tags",
+    "INSERT OR IGNORE INTO repo_digests SELECT s.repo, r.child FROM repo_digests s"
+    " JOIN manifest_refs r ON r.manifest = s.digest",
+    "INSERT OR IGNORE INTO repo_digests SELECT s.repo, r.child FROM repo_digests s"
+    " JOIN manifest_refs r ON r.manifest = s.digest",
+)
+
+
+class RepoScopes:
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+        self._known: set[tuple[str, str]] = set()
+
+    @staticmethod
+    async def setup(db: aiosqlite.Connection) -> None:
+        async with db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'repo_digests'"
+        ) as cursor:
+            exists = await cursor.fetchone() is not None
+        await db.executescript(TABLE)
+        if not exists:
+            for sql in BACKFILL:
+                async with db.execute(sql):
+                    pass
+        await db.commit()
+
+    def known(self, repo: str, digest: Digest) -> bool:
+        """The warm path: no query."""
+        return (repo, str(digest)) in self._known
+
+    async def stored(self, repo: str, digest: Digest) -> bool:
+        """Known from an earlier run (or another process): remembered in memory then."""
+        key = (repo, str(digest))
+        async with self._db.execute(
+            "SELECT 1 FROM repo_digests WHERE repo = ? AND digest = ?", key
+        ) as cursor:
+            found = await cursor.fetchone() is not None
+        if found:
+            self._known.add(key)
+        return found
+
+    async def add(self, repo: str, digest: Digest) -> None:
+        key = (repo, str(digest))
+        if key in self._known:
+            return
+        self._known.add(key)
+        async with self._db.execute("INSERT OR IGNORE INTO repo_digests VALUES (?, ?)", key):
+            pass
+        await self._db.commit()
+
+    async def forget(self, repo: str, digest: Digest) -> None:
+        key = (repo, str(digest))
+        self._known.discard(key)
+        async with self._db.execute("DELETE FROM repo_digests WHERE repo = ? AND digest = ?", key):
+            pass
+        await self._db.commit()
