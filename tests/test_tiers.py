@@ -14,8 +14,10 @@ from typing import Any
 import bcrypt
 import httpx
 import pytest
+import trustme
 
 from proxy.clock import ManualClock
+from proxy.config import ConfigError
 from proxy.oci import mediatypes as mt
 from testkit.fakes.gar import FakeGAR
 from testkit.images import Image, build_image, make_layer
@@ -47,9 +49,17 @@ class Tiers:
         hashed = bcrypt.hashpw(b"node-b-pw", bcrypt.gensalt(rounds=4)).decode()
         (root / "htpasswd").write_text(f"node-b:{hashed}\n")
         (root / "tokens").write_text("node-a:node-a-token\n")
+        # The upper tier listens with TLS; the lower tiers trust its CA (upstream.ca_file).
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1")
+        cert.private_key_pem.write_to_path(str(root / "key.pem"))
+        cert.cert_chain_pems[0].write_to_path(str(root / "cert.pem"))
+        ca.cert_pem.write_to_path(str(root / "ca.pem"))
         self.upper = self.start(
             "upper",
             fake.upstream,
+            tls__cert_file=str(root / "cert.pem"),
+            tls__key_file=str(root / "key.pem"),
             access__htpasswd_file=str(root / "htpasswd"),
             access__tokens_file=str(root / "tokens"),
             upstream__mirrors=MIRRORS,
@@ -70,7 +80,9 @@ class Tiers:
         else:
             auth = {"upstream__auth": "bearer"}
             auth["upstream__token_file"] = str(self.root / f"{name}.secret")
-        return self.start(name, self.upper.url, clock, upstream__tier="true", **auth, **keys)
+        assert self.upper.url.startswith("https://")
+        tier = {"upstream__tier": "true", "upstream__ca_file": str(self.root / "ca.pem")}
+        return self.start(name, self.upper.url, clock, **tier, **auth, **keys)
 
 
 @pytest.fixture
@@ -125,8 +137,17 @@ def test_wrong_credentials_say_so_to_the_lower_tiers_client(tiers: Tiers, fake: 
     error = got.json()["errors"][0]
     assert error["code"] == "DENIED"
     assert "upstream rejected gar-proxy's credentials" in error["message"]
+    assert f"upstream.token_file {tiers.root / 'node-a.secret'}" in error["message"]
     assert "stale-token" not in got.text
     assert fake.count() == 0  # refused at the upper tier
+    # The secret is rotated in place (a Kubernetes secret update): no restart needed.
+    (tiers.root / "node-a.secret").write_text("node-a-token\n")
+    assert httpx.get(f"{lower}/v2/proj/repo/app/manifests/1", headers=ACCEPT).status_code == 200
+
+
+def test_bearer_without_a_token_file_stops_start_up(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"upstream\.token_file"):
+        proxy_settings(tmp_path, "http://127.0.0.1:1", auth="bearer")
 
 
 def test_tag_ttls_compose(tiers: Tiers, fake: FakeGAR, caplog: pytest.LogCaptureFixture) -> None:

@@ -145,6 +145,16 @@ class Authorizer:
             return self._own_credentials()
         return None
 
+    def explain(self) -> str:
+        """Which of gar-proxy's own credentials upstream was sent (never their value),
+        for the message a refused client reads; empty for Google credentials."""
+        if self.mode == "bearer":
+            return f"the token in upstream.token_file {self._settings.token_file}"
+        if self.mode == "basic":
+            where = self._settings.password_file or "upstream.password"
+            return f"user {self._settings.username!r} with the password from {where}"
+        return ""
+
     def _own_credentials(self) -> str:
         """``upstream.auth`` basic or bearer (a lower tier talking to an upper gar-proxy)."""
         if self.mode == "bearer":
