@@ -107,7 +107,11 @@ def test_a_second_lower_tier_pulls_from_the_upper_tier_alone(
     caplog.set_level(logging.INFO, logger="gar_proxy.access")
     image = _image(1)
     fake.put_image("us", "proj/repo/app", "1", image)
-    pull(tiers.lower("node-a", "node-a-token").url, "proj/repo/app", "1", image)
+    node_a = tiers.lower("node-a", "node-a-token").url
+    ready = httpx.get(f"{node_a}/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"]["credentials"]["source"] == "bearer"
+    pull(node_a, "proj/repo/app", "1", image)
     assert fake.count("GET", "blob") == len(image.blobs)
     fake.reset_counts()
     pull(tiers.lower("node-b", "node-b-pw").url, "proj/repo/app", "1", image)
