@@ -55,9 +55,11 @@ class Tiers:
         cert.private_key_pem.write_to_path(str(root / "key.pem"))
         cert.cert_chain_pems[0].write_to_path(str(root / "cert.pem"))
         ca.cert_pem.write_to_path(str(root / "ca.pem"))
+        self.upper_clock = ManualClock()
         self.upper = self.start(
             "upper",
             fake.upstream,
+            self.upper_clock,
             tls__cert_file=str(root / "cert.pem"),
             tls__key_file=str(root / "key.pem"),
             access__htpasswd_file=str(root / "htpasswd"),
@@ -163,11 +165,13 @@ def test_tag_ttls_compose(tiers: Tiers, fake: FakeGAR, caplog: pytest.LogCapture
     clock = ManualClock()
     lower = tiers.lower("node-a", "node-a-token", clock=clock, cache__tag_ttl="60").url
 
-    def asked_upper() -> int:
+    def asked_upper(method: str | None = None) -> int:
         return sum(
             1
             for r in caplog.records
-            if getattr(r, "identity", None) == "node-a" and getattr(r, "route", "") == "manifest"
+            if getattr(r, "identity", None) == "node-a"
+            and getattr(r, "route", "") == "manifest"
+            and method in (None, getattr(r, "method", ""))
         )
 
     pull(lower, "proj/repo/app", "1", image)
@@ -177,5 +181,11 @@ def test_tag_ttls_compose(tiers: Tiers, fake: FakeGAR, caplog: pytest.LogCapture
     assert asked_upper() == first  # within the lower TTL: from the lower tier's memory
     clock.advance(2)
     pull(lower, "proj/repo/app", "1", image)
-    assert asked_upper() == first + 1  # one revalidation against the upper tier
+    assert asked_upper() == first + 1  # one revalidation against the upper tier,
+    assert asked_upper("HEAD") == 1  # a HEAD,
     assert fake.count(kind="manifest") == 1  # which the upper answered from memory
+    tiers.upper_clock.advance(601)  # past the upper TTL: the next revalidation reaches GAR
+    clock.advance(61)
+    pull(lower, "proj/repo/app", "1", image)
+    assert asked_upper("HEAD") == 2
+    assert fake.count(kind="manifest") == 2
