@@ -32,7 +32,9 @@ def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
     parser.add_argument("--config", type=Path, default=default, help="TOML settings file")
     parser.add_argument("--cache-dir", default=default, help="cache directory (cache.dir)")
     parser.add_argument("--upstream", default=default, help="upstream URL (upstream.url)")
-    parser.add_argument("--auth", default=default, help="gcp, basic or none (upstream.auth)")
+    parser.add_argument(
+        "--auth", default=default, help="gcp, basic, bearer or none (upstream.auth)"
+    )
     parser.add_argument(
         "--offline", action="store_const", const="true", default=default, help="never call upstream"
     )

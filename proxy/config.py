@@ -124,9 +124,18 @@ class UpstreamSettings:
         "GAR_PROXY_UPSTREAM_URL",
         doc="registry URL; {location} makes it GAR",
     )
-    auth: str = setting("gcp", choice("gcp", "basic", "none"), "GAR_PROXY_AUTH")
+    auth: str = setting("gcp", choice("gcp", "basic", "bearer", "none"), "GAR_PROXY_AUTH")
     username: str | None = setting(None, parse_optional_str, "GAR_PROXY_USERNAME")
     password: str | None = setting(None, parse_optional_str, "GAR_PROXY_PASSWORD", secret=True)
+    password_file: Path | None = setting(
+        None, parse_optional_path, doc="file holding the basic password (instead of password)"
+    )
+    token_file: Path | None = setting(
+        None, parse_optional_path, doc="file holding the token for auth = bearer"
+    )
+    tier: bool = setting(
+        False, parse_bool, doc="upstream is another gar-proxy: ?ns= and hosts go to it in the name"
+    )
     location: str = setting(
         "us", parse_location, "GAR_LOCATION", doc="location when nothing else says"
     )
@@ -419,8 +428,14 @@ def _build(values: Mapping[str, Any]) -> Settings:
 
 def _check(settings: Settings) -> None:
     upstream = settings.upstream
-    if upstream.auth == "basic" and not (upstream.username and upstream.password):
-        raise ConfigError("upstream.auth (basic): needs upstream.username and upstream.password")
+    if upstream.auth == "basic" and not (
+        upstream.username and (upstream.password or upstream.password_file)
+    ):
+        raise ConfigError(
+            "upstream.auth (basic): needs upstream.username and upstream.password(_file)"
+        )
+    if upstream.auth == "bearer" and not upstream.token_file:
+        raise ConfigError("upstream.auth (bearer): needs upstream.token_file")
     listens = [settings.server.listen] + [m.listen for m in upstream.mirrors if m.listen]
     if len({listen for listen in listens if listen[1]}) != len([x for x in listens if x[1]]):
         raise ConfigError(

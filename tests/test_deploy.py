@@ -181,3 +181,20 @@ def test_the_ci_examples_run_the_proxy_as_a_service() -> None:
     gitlab = _yaml_documents(DEPLOY / "ci" / "gitlab-ci.yml")[0]
     (service,) = gitlab["build"]["services"]
     assert f"{service['alias']}:5000/" in " ".join(gitlab["build"]["script"])
+
+
+def test_the_ring_gives_each_replica_a_volume_and_nginx_the_tested_config() -> None:
+    ring = _by_kind("StatefulSet", "gar-proxy")
+    assert ring["spec"]["serviceName"] == "gar-proxy-ring"
+    claims = [c["metadata"]["name"] for c in ring["spec"]["volumeClaimTemplates"]]
+    mounts = ring["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    assert {"name": "cache", "mountPath": "/cache"} in mounts and claims == ["cache"]
+    # nginx.conf names one server per replica, by the headless Service's names.
+    conf = (DEPLOY / "ring" / "nginx.conf").read_text()
+    names = re.findall(r"server (gar-proxy-\d+)\.gar-proxy-ring:5000", conf)
+    assert names == [f"gar-proxy-{n}" for n in range(ring["spec"]["replicas"])]
+    # The ConfigMap holds the very file tests/test_ring.py runs on nginx.
+    assert _by_kind("ConfigMap", "gar-proxy-ring-nginx")["data"]["nginx.conf"] == conf
+    service = _by_kind("Service", "gar-proxy-ring-lb")
+    nginx = _by_kind("Deployment", "gar-proxy-ring-nginx")
+    assert service["spec"]["selector"] == nginx["spec"]["selector"]["matchLabels"]

@@ -28,7 +28,7 @@ ACCEPT = {"Accept": ", ".join(mt.DEFAULT_ACCEPT)}
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00$")
 REQUEST_FIELDS = {
     "method", "route", "repository", "reference", "status", "bytes", "duration_ms",
-    "cache", "upstream_calls", "request_id",
+    "cache", "upstream_calls", "request_id", "identity",
 }  # fmt: skip
 
 

@@ -147,5 +147,7 @@ def _log_request(
         "cache": context.cache,
         "upstream_calls": context.upstream_calls,
         "request_id": context.request_id,
+        # Who asked (client auth): a lower tier's identity shows in an upper tier's log.
+        "identity": scope.get("state", {}).get("identity"),
     }
     log.log(level, "request", extra=fields)

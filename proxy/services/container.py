@@ -178,7 +178,9 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
         analysis=analysis,
         gate=gate,
         locations=locations,
-        mirrors=MirrorTable(upstream_settings.mirrors, gar=upstream_settings.is_gar),
+        mirrors=MirrorTable(
+            upstream_settings.mirrors, gar=upstream_settings.is_gar, tier=upstream_settings.tier
+        ),
         blobs=blobs,
         manifests=ManifestService(
             cache_settings,

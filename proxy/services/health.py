@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.clock import SYSTEM, Clock
+from proxy.config import UpstreamSettings
 from proxy.oci.errors import RegistryError
 from proxy.services.container import Services
 from proxy.upstream.probe import Probe, probe
@@ -69,11 +70,8 @@ class Health:
             return Check(True, "offline mode: no credentials needed", {"source": "offline"})
         if auth == "none":
             return Check(True, "anonymous (upstream.auth = none)", {"source": "none"})
-        if auth == "basic":
-            user, password = settings.upstream.username, settings.upstream.password
-            ok = bool(user and password)
-            detail = f"basic auth as {user}" if ok else "upstream.auth = basic without a password"
-            return Check(ok, detail, {"source": "basic"})
+        if auth in ("basic", "bearer"):
+            return _own_credentials(settings.upstream)
         tokens = self.services.upstream.auth.tokens
         assert tokens is not None
         try:
@@ -143,3 +141,15 @@ class Health:
 def _try_write(directory: os.PathLike[str]) -> None:
     with tempfile.NamedTemporaryFile(dir=directory, prefix=".writable-"):
         pass
+
+
+def _own_credentials(upstream: UpstreamSettings) -> Check:
+    """Basic or bearer credentials (a lower tier's): present and, from a file, readable."""
+    secret = upstream.token_file if upstream.auth == "bearer" else upstream.password_file
+    if secret is not None and not os.access(secret, os.R_OK):
+        return Check(False, f"cannot read {secret}", {"source": upstream.auth})
+    if upstream.auth == "bearer":
+        return Check(True, f"bearer token from {secret}", {"source": "bearer"})
+    ok = bool(upstream.username and (upstream.password or secret))
+    detail = f"basic auth as {upstream.username}" if ok else "basic auth without a password"
+    return Check(ok, detail, {"source": "basic"})

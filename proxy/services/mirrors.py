@@ -56,9 +56,10 @@ def _looks_like_host(segment: str) -> bool:
 class MirrorTable:
     """The configured mirrors, by registry host and by listen address."""
 
-    def __init__(self, mirrors: Sequence[Mirror], *, gar: bool) -> None:
+    def __init__(self, mirrors: Sequence[Mirror], *, gar: bool, tier: bool = False) -> None:
         self.mirrors = tuple(mirrors)
         self.gar = gar
+        self.tier = tier and not gar
         self._by_host = {m.host: m for m in self.mirrors}
 
     def __bool__(self) -> bool:
@@ -109,6 +110,23 @@ class MirrorTable:
         return Repository(f"{mirror.prefix}/{path}", mirror.location)
 
 
+def tier_name(name: str, ns: str | None) -> Repository:
+    """For an upstream that is another gar-proxy (``upstream.tier``): the name whole,
+    host included, with ``?ns=`` folded in as a host, so the upper tier resolves it as
+    it would for the client (a GAR location, a mirror) and this tier caches it apart.
+
+    >>> tier_name("library/alpine", "docker.io").path
+    'docker.io/library/alpine'
+    >>> tier_name("us-docker.pkg.dev/p/r/i", "docker.io").path
+    'us-docker.pkg.dev/p/r/i'
+    """
+    first, sep, _ = name.partition("/")
+    if ns and not (sep and _looks_like_host(first)):
+        name = f"{ns.lower()}/{name}"
+    Repository.parse(name)  # NAME_INVALID for what the upper tier would refuse
+    return Repository(name)
+
+
 async def resolve_name(
     mirrors: MirrorTable,
     locations: LocationResolver,
@@ -122,7 +140,7 @@ async def resolve_name(
     (``write``: for a push, which the repository checks treat apart)."""
     repo = mirrors.rewrite(name, ns=ns, local=local)
     if repo is None:
-        repo = Repository.parse(name, ns=ns)
+        repo = tier_name(name, ns) if mirrors.tier else Repository.parse(name, ns=ns)
     try:
         return await locations.resolve(repo, write=write)
     except RegistryError as error:

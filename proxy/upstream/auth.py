@@ -21,6 +21,7 @@ import base64
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -57,6 +58,30 @@ class AuthState:
     extra_scopes: list[str] = field(default_factory=list)
 
 
+class SecretFile:
+    """A password or token kept in a file (a mounted Kubernetes secret, a systemd
+    credential) rather than in the config; read again when the file changes, so a
+    rotated secret needs no restart. Trailing whitespace (the final newline) is dropped."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seen: tuple[float, int] | None = None
+        self._value = ""
+
+    def read(self) -> str:
+        try:
+            info = self.path.stat()
+            if self._seen != (info.st_mtime, info.st_size):
+                self._value = self.path.read_text().rstrip()
+                self._seen = (info.st_mtime, info.st_size)
+        except OSError as error:
+            raise RegistryError(
+                ErrorCode.CREDENTIALS_REJECTED,
+                f"cannot read gar-proxy's upstream secret {self.path}: {error.strerror}",
+            ) from None
+        return self._value
+
+
 def _basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
@@ -81,6 +106,8 @@ class Authorizer:
         self._clock = clock
         self._tokens = tokens
         self._http = http
+        self._password = SecretFile(settings.password_file) if settings.password_file else None
+        self._token = SecretFile(settings.token_file) if settings.token_file else None
         self._challenges: dict[str, tuple[Challenge, float]] = {}  # base -> (it, until)
         self._registry_tokens: dict[tuple[str, str], tuple[str, float]] = {}
         self._buying: dict[tuple[str, str], asyncio.Lock] = {}
@@ -114,9 +141,26 @@ class Authorizer:
             assert self._tokens is not None
             state.sent_google_token = await self._tokens.token(wide=state.wide)
             return "Bearer " + state.sent_google_token
-        if self.mode == "basic":
-            return _basic(self._settings.username or "", self._settings.password or "")
+        if self.mode in ("basic", "bearer"):
+            return self._own_credentials()
         return None
+
+    def explain(self) -> str:
+        """Which of gar-proxy's own credentials upstream was sent (never their value),
+        for the message a refused client reads; empty for Google credentials."""
+        if self.mode == "bearer":
+            return f"the token in upstream.token_file {self._settings.token_file}"
+        if self.mode == "basic":
+            where = self._settings.password_file or "upstream.password"
+            return f"user {self._settings.username!r} with the password from {where}"
+        return ""
+
+    def _own_credentials(self) -> str:
+        """``upstream.auth`` basic or bearer (a lower tier talking to an upper gar-proxy)."""
+        if self.mode == "bearer":
+            return "Bearer " + (self._token.read() if self._token else "")
+        password = self._password.read() if self._password else self._settings.password
+        return _basic(self._settings.username or "", password or "")
 
     async def should_retry_401(self, base: str, response: httpx.Response, state: AuthState) -> bool:
         """Prepare one more try after a 401, or say that another try cannot help."""
@@ -167,8 +211,8 @@ class Authorizer:
                 f"host {_host(base)}; refusing to send them (trust it with "
                 "upstream.trusted_realm_hosts)",
             )
-        if self.mode == "basic":
-            return _basic(self._settings.username or "", self._settings.password or "")
+        if self.mode in ("basic", "bearer"):
+            return self._own_credentials()
         assert self._tokens is not None
         state.sent_google_token = await self._tokens.token(wide=state.wide)
         return _basic("oauth2accesstoken", state.sent_google_token)

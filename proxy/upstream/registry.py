@@ -238,7 +238,11 @@ class RegistryClient:
         if response.request.method != "HEAD":
             body = await _error_body(response)
         await response.aclose()
-        return errors.from_response(response, body, not_found=not_found)
+        error = errors.from_response(response, body, not_found=not_found)
+        hint = self.upstream.auth.explain()
+        if error.code is ErrorCode.CREDENTIALS_REJECTED and hint:  # a lower tier's own
+            return RegistryError(error.code, f"{error.message} (sent {hint})", detail=error.detail)
+        return error
 
     # --- blobs -----------------------------------------------------------------------------
 
