@@ -21,8 +21,11 @@ writes. The REST API takes access tokens only.
 Faults (``add_fault(Fault(...))``) match on method, kind, path regex and location.
 A ``status`` fault answers instead of the registry; ``delay`` sleeps before the headers;
 ``slow_body``, ``truncate_at``, ``corrupt`` and a ``reset`` with ``truncate_at`` act on
-successful responses with a body (a fault is used up only when it acts); a bare
-``reset`` drops the connection before any response.
+successful responses with a body (a fault is used up only when it acts), as do
+``chunked`` (no Content-Length) and ``gzip`` (``Content-Encoding: gzip``); a bare
+``reset`` drops the connection before any response; ``redirect`` answers 307 to the
+same resource under ``/_redirected/`` on the same server (the fault's ``path``
+matches the path asked for, so ``path=r"^/us/"`` leaves the target alone).
 
 Content lives in memory: blobs once by digest, linked per (location, image name), as
 in the CNCF registry; manifests keep their exact bytes and media type.
@@ -45,13 +48,13 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Literal
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from testkit.fakes.gar_api import RegistryApiMixin
 from testkit.fakes.gar_auth import AuthMixin, MetadataApiMixin
-from testkit.fakes.gar_faults import FaultsMixin, _cut, _is_cut
+from testkit.fakes.gar_faults import REDIRECTED, FaultsMixin, _cut, _is_cut
 from testkit.fakes.gar_model import (
     CHUNK,
     DEFAULT_LOCATIONS,
@@ -332,7 +335,9 @@ class FakeGAR(AuthMixin, MetadataApiMixin, RegistryApiMixin, UploadsMixin, Fault
         if scope["type"] != "http":
             return
         method, path = scope["method"], scope["path"]
-        route = classify(path, self.default_location)
+        if path.startswith(REDIRECTED + "/"):  # a redirect fault's target: the same resource
+            scope = {**scope, "path": path[len(REDIRECTED) :]}
+        route = classify(scope["path"], self.default_location)
         with self._lock:
             self.requests.append(Recorded(method, route.kind, path, route.location))
         request = Request(scope, receive)
@@ -345,11 +350,13 @@ class FakeGAR(AuthMixin, MetadataApiMixin, RegistryApiMixin, UploadsMixin, Fault
                 if now.reset:
                     await _cut(send, reset=True)
                     return
-                if now.status is not None:
+                if now.status is not None or now.redirect:
                     await self._fault_response(now, request, route)(scope, receive, wrapped)
                     return
             response = await self._respond(request, route)
             await response(scope, receive, wrapped)
+        except ClientDisconnect:
+            pass  # the proxy went away mid-request (killed, or it gave up): not our error
         except Exception as error:
             if not _is_cut(error):
                 raise

@@ -12,6 +12,7 @@ import asyncio
 import socket
 import struct
 import threading
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -56,6 +57,21 @@ async def _cut(send: Send, *, reset: bool) -> None:
         if getattr(cycle, "disconnected", True):
             break
         await asyncio.sleep(0.005)
+
+
+def _reencode_start(message: Message, fault: Fault, state: dict[str, Any]) -> Message:
+    """Response headers for a ``chunked`` or ``gzip`` fault: no Content-Length (the body
+    goes chunked), and ``Content-Encoding: gzip`` with a compressor for the body."""
+    if not (fault.chunked or fault.gzip):
+        return message
+    headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"content-length"]
+    if fault.gzip:
+        headers.append((b"content-encoding", b"gzip"))
+        state["gzip"] = zlib.compressobj(1, zlib.DEFLATED, 31)  # wbits 31: gzip framing
+    return {**message, "headers": headers}
+
+
+REDIRECTED = "/_redirected"  # where a ``redirect`` fault sends the client (same host)
 
 
 class FaultsMixin:
@@ -105,6 +121,7 @@ class FaultsMixin:
                     message = {**message, "headers": headers}
                 if fault and 200 <= message["status"] < 300 and self._claim(fault):
                     state["active"] = True
+                    message = _reencode_start(message, fault, state)
                     if fault.delay:
                         await asyncio.sleep(fault.delay)
             elif message["type"] == "http.response.body" and fault and state["active"]:
@@ -117,6 +134,11 @@ class FaultsMixin:
         self, message: Message, fault: Fault, state: dict[str, Any], send: Send
     ) -> Message:
         body = bytes(message.get("body", b""))
+        compressor = state.get("gzip")
+        if compressor is not None:  # after the other faults: they act on the plain bytes
+            body = compressor.compress(body)
+            if not message.get("more_body", False):
+                body += compressor.flush()
         if fault.slow_body:
             await asyncio.sleep(fault.slow_body)
         if fault.corrupt and body and not state["corrupted"]:
@@ -136,6 +158,11 @@ class FaultsMixin:
         return {**message, "body": body}
 
     def _fault_response(self, fault: Fault, request: Request, route: _Route) -> Response:
+        if fault.redirect:
+            target = REDIRECTED + request.url.path
+            if request.url.query:
+                target += "?" + request.url.query
+            return Response(b"", 307, {"Location": target})
         status = fault.status or 500
         code = _FAULT_CODES.get(status, "UNKNOWN")
         if status == 404:

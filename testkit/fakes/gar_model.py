@@ -96,12 +96,23 @@ class Fault:
     truncate_at: int | None = None  # bytes of body sent before the connection closes
     corrupt: bool = False  # flip one body byte, same length
     reset: bool = False  # abort the connection (RST); after truncate_at bytes if set
+    chunked: bool = False  # drop Content-Length: the body goes chunked
+    gzip: bool = False  # send the body with Content-Encoding: gzip (chunked)
+    redirect: bool = False  # 307 to the same resource under /_redirected/ (same host)
     hits: int = field(default=0, init=False)
 
     @property
     def acts_on_body(self) -> bool:
-        return self.status is None and (
-            self.slow_body > 0 or self.corrupt or self.truncate_at is not None
+        return (
+            self.status is None
+            and not self.redirect
+            and (
+                self.slow_body > 0
+                or self.corrupt
+                or self.truncate_at is not None
+                or self.chunked
+                or self.gzip
+            )
         )
 
     def matches(self, method: str, kind: Kind, path: str, location: str | None) -> bool:
