@@ -149,3 +149,20 @@ def test_listings_cut_mid_body_are_upstream_errors(fake: FakeGAR, running: Runni
         assert referrers.status_code == 502, referrers.text
         assert http.get(f"/v2/{REPO}/tags/list").json()["tags"] == ["1.0"]
         assert http.get(f"/v2/{REPO}/referrers/{image.digest}").json()["manifests"] == []
+
+
+@pytest.mark.parametrize("name", ["truncated", "wrong-bytes"])
+def test_a_cut_response_is_one_warning_not_a_traceback_per_client(
+    name: str, fake: FakeGAR, running: RunningProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = make_layer(size=1 << 20, seed=21)
+    digest = fake.put_blob("us", REPO, data)
+    fake.add_fault(Fault(kind="blob", method="GET", **BLOB_FAULTS[name]))
+    with httpx.Client(base_url=running.url, timeout=30) as http:
+        status, body, length = download(http, f"/v2/{REPO}/blobs/{digest}")
+    assert status == 200 and length == len(data) and len(body) < len(data)  # cut, as it must
+    settled(running, Digest.parse(digest))
+    # (wrong bytes are an ERROR of their own, once, from the fill: that one is wanted)
+    tracebacks = [r for r in caplog.records if r.exc_info or "ASGI" in r.getMessage()]
+    assert tracebacks == [], [r.getMessage() for r in tracebacks]
+    assert any("response cut short" in r.getMessage() for r in caplog.records)

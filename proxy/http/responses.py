@@ -1,7 +1,10 @@
-"""The response for a ``FileBody``: zero-copy segments when the server offers them."""
+"""Responses for streamed bodies: a ``FileBody`` as zero-copy segments when the server
+offers them; any body cut short by its source (an upstream that failed mid-fill)
+ends the connection quietly, with one warning, when the server offers that."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from contextlib import aclosing
 
@@ -9,10 +12,37 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from proxy.cache.bodies import FileBody
-from proxy.http.server import ZEROCOPY
+from proxy.http.server import ABORT, ZEROCOPY
+from proxy.oci.errors import RegistryError
+
+log = logging.getLogger("gar_proxy.http")
 
 
-class FileBodyResponse(StreamingResponse):
+class CutResponse(StreamingResponse):
+    """A ``StreamingResponse`` whose body may fail once the headers are out: the client
+    sees the connection close short of its Content-Length (what a cut means in HTTP/1.1)
+    and the log one warning, not an internal error with a traceback per client."""
+
+    abortable = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.abortable = ABORT in scope.get("extensions", {})
+        await super().__call__(scope, receive, send)
+
+    async def stream_response(self, send: Send) -> None:
+        try:
+            await self.stream_body(send)
+        except RegistryError as error:
+            if not self.abortable:
+                raise
+            log.warning("response cut short: %s", error.message)
+            await send({"type": ABORT})
+
+    async def stream_body(self, send: Send) -> None:
+        await super().stream_response(send)
+
+
+class FileBodyResponse(CutResponse):
     """Streams a ``FileBody``; ``on_sent(n)`` gets the bytes handed to the server.
 
     Disconnects are handled as ``StreamingResponse`` does: a task waits for
@@ -40,7 +70,7 @@ class FileBodyResponse(StreamingResponse):
         self.zero_copy = known_length and ZEROCOPY in scope.get("extensions", {})
         await super().__call__(scope, receive, send)
 
-    async def stream_response(self, send: Send) -> None:
+    async def stream_body(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code,
                     "headers": self.raw_headers})  # fmt: skip
         sent = 0

@@ -34,6 +34,10 @@ from proxy.http.sendfile import PeerGone, sendfile
 from proxy.oci.errors import ErrorCode, RegistryError
 
 ZEROCOPY = "http.response.zerocopysend"
+# Ours: end a response whose headers are out but whose body cannot be finished (its
+# upstream failed mid-fill) by closing the connection, the one way HTTP/1.1 says
+# "incomplete", without uvicorn's "Exception in ASGI application" traceback per client.
+ABORT = "gar-proxy.response.abort"
 # Total bytes of request line and headers; distribution (Go) allows 1 MiB, nginx 32 KiB
 # per line; docker's largest headers (a bearer token) are under 4 KiB.
 MAX_HEADER_BYTES = 64 * 1024
@@ -46,6 +50,10 @@ class HeadersTooLarge(Exception):
 
 class ZeroCopyCycle(RequestResponseCycle):
     async def send(self, message: Any) -> None:
+        if message["type"] == ABORT:
+            if self.response_started and not self.response_complete:
+                self._gone()
+            return
         if message["type"] != ZEROCOPY:
             await super().send(message)
             return
@@ -172,9 +180,12 @@ class ZeroCopyProtocol(HttpToolsProtocol):
         before = self.cycle
         super().on_headers_complete()
         cycle = self.cycle
-        if self._zero_copy and cycle is not before and type(cycle) is RequestResponseCycle:
+        if cycle is not before and type(cycle) is RequestResponseCycle:
             cycle.__class__ = ZeroCopyCycle  # only send() differs; no new state
-            self.scope.setdefault("extensions", {})[ZEROCOPY] = {}
+            extensions = self.scope.setdefault("extensions", {})
+            extensions[ABORT] = {}
+            if self._zero_copy:
+                extensions[ZEROCOPY] = {}
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

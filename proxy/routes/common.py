@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from proxy.cache.bodies import FileBody
-from proxy.http.responses import FileBodyResponse
+from proxy.http.responses import CutResponse, FileBodyResponse
 from proxy.oci.names import Repository
 from proxy.services.answers import Answer
 from proxy.services.container import Services
@@ -74,4 +74,4 @@ def answer_response(request: Request, answer: Answer, *, source: str) -> Respons
     if isinstance(answer.body, FileBody):
         return FileBodyResponse(answer.body, status, headers, answer.media_type, counter.inc)
     body = _counted(answer.body, counter.inc)
-    return StreamingResponse(body, status, headers, media_type=answer.media_type)
+    return CutResponse(body, status, headers, media_type=answer.media_type)
