@@ -133,6 +133,14 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        # A labelled child exists only once used; a Prometheus would store no series for
+        # these until the first failure, and the dashboard would say "No data", not 0.
+        # One zero child each (bounded values the code uses) makes the series exist.
+        self.upstream_errors.labels("blob_get", "5xx")
+        self.upstream_retries.labels("5xx")
+        for kind in ("registry", "google"):
+            self.token_refreshes.labels(kind)
+            self.credential_failures.labels(kind)
 
     def request_done(self, method: str, kind: str, status: int, seconds: float) -> None:
         self.requests.labels(method, kind, str(status)).inc()

@@ -143,14 +143,25 @@ def test_unreadable_credentials_file_is_one_line(tmp_path: Path) -> None:
     _one_line_error(result.stderr, f"credentials file {key}")
 
 
+# The acceptance names a 200 MiB pull; CI runs 64 MiB (same code path, a third of the
+# time and memory). The full form: SIGTERM_FULL=1 pytest tests/test_ops_health.py -k sigterm
+SIGTERM_MIB, SIGTERM_GRACE = (200, 40) if os.environ.get("SIGTERM_FULL") == "1" else (64, 20)
+
+
 def test_sigterm_lets_a_running_pull_finish_and_exits_0(
     fake_gar: FakeGarFactory, tmp_path: Path
 ) -> None:
+    """SIGTERM once a blob pull's first bytes arrived: the pull completes, exit 0 in the grace.
+
+    64 MiB in CI; the acceptance's 200 MiB pull is the full form:
+    ``SIGTERM_FULL=1 PYTHONPATH=$PWD python -m pytest tests/test_ops_health.py -k sigterm``
+    """
     fake = fake_gar(auth="none", chunk_size=1 << 20)
-    data = os.urandom(64 << 20)
+    data = os.urandom(SIGTERM_MIB << 20)
     digest = fake.put_blob("us", REPO, data)
-    fake.add_fault(Fault(kind="blob", method="GET", slow_body=0.05))  # about 3 s for 64 MiB
-    env = {"GAR_PROXY_SERVER_SHUTDOWN_GRACE": "20s"}
+    # 0.05 s per MiB chunk: about 3 s for 64 MiB, 10 s for 200 MiB, so SIGTERM lands mid-pull.
+    fake.add_fault(Fault(kind="blob", method="GET", slow_body=0.05))
+    env = {"GAR_PROXY_SERVER_SHUTDOWN_GRACE": f"{SIGTERM_GRACE}s"}
     with ProxyProcess(tmp_path / "cache", fake.upstream, env=env) as running:
         received = hashlib.sha256()
         size = 0
@@ -159,16 +170,16 @@ def test_sigterm_lets_a_running_pull_finish_and_exits_0(
             http.stream("GET", f"{running.url}/v2/{REPO}/blobs/{digest}") as response,
         ):
             assert response.status_code == 200
-            stopped = threading.Thread(target=running.stop, args=(25,))
+            stopped = threading.Thread(target=running.stop, args=(SIGTERM_GRACE + 5,))
             for chunk in response.iter_bytes():
                 if size == 0:
                     started = time.monotonic()
                     stopped.start()  # SIGTERM once the first bytes arrived
                 received.update(chunk)
                 size += len(chunk)
-        stopped.join(30)
+        stopped.join(SIGTERM_GRACE + 10)
         elapsed = time.monotonic() - started
         assert running.proc is not None
         assert running.proc.returncode == 0, running.log_tail()
     assert size == len(data) and "sha256:" + received.hexdigest() == digest
-    assert elapsed < 20
+    assert elapsed < SIGTERM_GRACE

@@ -1,0 +1,124 @@
+"""A real Prometheus (Debian's ``prometheus``) scraping the test proxy sees every series the
+Grafana dashboard queries, and loads deploy/monitoring/alerts.yaml with its rules healthy.
+
+``test_ops_monitoring`` checks the names against the exposition text; this checks what a
+Prometheus actually stores: a labelled counter that was never incremented has no series,
+so a panel over it would say "No data" rather than 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from proxy.oci import mediatypes as mt
+from testkit.images import build_image, make_layer
+from tests.conftest import FakeGarFactory, ProxyFactory, require_binaries
+from tests.test_ops_monitoring import MONITORING, OUR_SERIES, _dashboard_queries
+
+REPO = "proj/repo/app"
+ACCEPT = {"Accept": ", ".join(mt.DEFAULT_ACCEPT)}
+T = TypeVar("T")
+
+
+def _free_port() -> int:
+    # Prometheus has no port 0; the small race with another binder is acceptable here.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def prometheus(tmp_path: Path, target: str) -> Iterator[str]:
+    """Prometheus scraping ``target`` (host:port) every second, with our alert rules."""
+    require_binaries("prometheus")
+    config = {  # JSON is YAML: no YAML dependency for the test
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(MONITORING / "alerts.yaml")],
+        "scrape_configs": [{"job_name": "gar-proxy", "static_configs": [{"targets": [target]}]}],
+    }
+    (tmp_path / "prometheus.yml").write_text(json.dumps(config))
+    port = _free_port()
+    log = (tmp_path / "prometheus.log").open("w")
+    proc = subprocess.Popen(
+        [
+            shutil.which("prometheus") or "prometheus",
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()  # by its PID: only the process this test started
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()
+
+
+def _poll(check: Callable[[], T | None], seconds: float, what: Callable[[], str]) -> T:
+    deadline = time.monotonic() + seconds
+    while True:
+        # Until it is up, Prometheus refuses connections or answers 503 in plain text.
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            found = check()
+            if found is not None:
+                return found
+        assert time.monotonic() < deadline, what()
+        time.sleep(0.2)  # polling an outside server's state: there is no event to wait on
+
+
+def _pull_cold_then_warm(fake_gar: FakeGarFactory, proxy: ProxyFactory) -> str:
+    fake = fake_gar(auth="none")
+    image = build_image([make_layer({"a": b"1"}), make_layer(size=100_000, seed=4)])
+    fake.put_image("us", REPO, "1.0", image)
+    running = proxy(fake.upstream)
+    with httpx.Client(base_url=running.url, timeout=30) as http:
+        for _ in range(2):
+            assert http.get(f"/v2/{REPO}/manifests/1.0", headers=ACCEPT).status_code == 200
+            for blob in image.blobs:
+                assert http.get(f"/v2/{REPO}/blobs/{blob.digest}").content == blob.data
+    return running.url.removeprefix("http://")
+
+
+def test_prometheus_scraping_the_proxy_sees_the_dashboard_series_and_loads_the_rules(
+    fake_gar: FakeGarFactory, proxy: ProxyFactory, tmp_path: Path
+) -> None:
+    target = _pull_cold_then_warm(fake_gar, proxy)
+    wanted = {name for query in _dashboard_queries() for name in OUR_SERIES.findall(query)}
+    assert len(wanted) >= 20
+    with prometheus(tmp_path, target) as url, httpx.Client(base_url=url, timeout=5) as api:
+        seen: set[str] = set()
+
+        def names() -> set[str] | None:
+            answer = api.get("/api/v1/label/__name__/values").json()
+            seen.update(answer["data"])
+            return seen if wanted <= seen else None
+
+        _poll(names, 30, lambda: f"never stored: {sorted(wanted - seen)}")
+        rules: list[dict[str, Any]] = []
+
+        def healthy() -> list[dict[str, Any]] | None:
+            groups = api.get("/api/v1/rules").json()["data"]["groups"]
+            rules[:] = [rule for group in groups for rule in group["rules"]]
+            ok = len(rules) == 4 and all(rule["health"] == "ok" for rule in rules)
+            return rules if ok else None
+
+        _poll(healthy, 15, lambda: f"rules: {[(r['name'], r['health']) for r in rules]}")
+        up = api.get("/api/v1/query", params={"query": "up"}).json()["data"]["result"]
+        assert [sample["value"][1] for sample in up] == ["1"]
