@@ -64,6 +64,12 @@ def _redacted_traceback(logger: Any, name: str, event: EventDict) -> EventDict:
     return event
 
 
+def _drop_color_message(logger: Any, name: str, event: EventDict) -> EventDict:
+    """uvicorn passes an ANSI-coloured copy of its message as an extra field."""
+    event.pop("color_message", None)
+    return event
+
+
 def formatter(fmt: str, *, colors: bool = False) -> logging.Formatter:
     pre_chain: list[Processor] = [
         structlog.stdlib.add_log_level,
@@ -71,6 +77,7 @@ def formatter(fmt: str, *, colors: bool = False) -> logging.Formatter:
         structlog.stdlib.ExtraAdder(),
         _timestamp,
         _redacted_traceback,
+        _drop_color_message,
     ]
     renderer: Processor
     if fmt == "json":
