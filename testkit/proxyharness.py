@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -101,3 +101,18 @@ def run_proxy(
         yield RunningProxy(server, settings)
     finally:
         server.stop()
+
+
+def pull_twice(proxy_url: str, repo: str, tag: str, blobs: Iterable[tuple[str, bytes]]) -> None:
+    """A cold then a warm pull of ``repo:tag`` (its manifest, then each blob, checked)."""
+    import httpx
+
+    from proxy.oci import mediatypes as mt
+
+    accept = {"Accept": ", ".join(mt.DEFAULT_ACCEPT)}
+    wanted = list(blobs)
+    with httpx.Client(base_url=proxy_url, timeout=30) as http:
+        for _ in range(2):
+            assert http.get(f"/v2/{repo}/manifests/{tag}", headers=accept).status_code == 200
+            for digest, data in wanted:
+                assert http.get(f"/v2/{repo}/blobs/{digest}").content == data

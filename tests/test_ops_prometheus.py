@@ -22,6 +22,7 @@ import httpx
 
 from proxy.oci import mediatypes as mt
 from testkit.images import build_image, make_layer
+from testkit.proxyharness import pull_twice
 from tests.conftest import FakeGarFactory, ProxyFactory, require_binaries
 from tests.test_ops_monitoring import MONITORING, OUR_SERIES, _dashboard_queries
 
@@ -88,11 +89,7 @@ def _pull_cold_then_warm(fake_gar: FakeGarFactory, proxy: ProxyFactory) -> str:
     image = build_image([make_layer({"a": b"1"}), make_layer(size=100_000, seed=4)])
     fake.put_image("us", REPO, "1.0", image)
     running = proxy(fake.upstream)
-    with httpx.Client(base_url=running.url, timeout=30) as http:
-        for _ in range(2):
-            assert http.get(f"/v2/{REPO}/manifests/1.0", headers=ACCEPT).status_code == 200
-            for blob in image.blobs:
-                assert http.get(f"/v2/{REPO}/blobs/{blob.digest}").content == blob.data
+    pull_twice(running.url, REPO, "1.0", [(b.digest, b.data) for b in image.blobs])
     return running.url.removeprefix("http://")
 
 

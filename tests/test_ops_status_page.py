@@ -8,7 +8,6 @@ import contextlib
 import shutil
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -16,6 +15,7 @@ from selenium.webdriver.common.by import By
 
 from proxy.oci import mediatypes as mt
 from testkit.images import build_image, make_layer
+from testkit.proxyharness import pull_twice
 from tests.conftest import FakeGarFactory, ProxyFactory, require_binaries
 from tests.test_ops_metrics import scrape, value
 
@@ -52,11 +52,7 @@ def test_status_page_shows_what_metrics_report(
     image = build_image([make_layer({"a": b"1"}), make_layer(size=200_000, seed=5)])
     fake.put_image("us", REPO, "1.0", image)
     running = proxy(fake.upstream)
-    with httpx.Client(base_url=running.url, timeout=30) as http:
-        for _ in range(2):
-            assert http.get(f"/v2/{REPO}/manifests/1.0", headers=ACCEPT).status_code == 200
-            for blob in image.blobs:
-                assert http.get(f"/v2/{REPO}/blobs/{blob.digest}").content == blob.data
+    pull_twice(running.url, REPO, "1.0", [(b.digest, b.data) for b in image.blobs])
     samples = scrape(running.url)
     hits = sum(
         value(samples, "garproxy_cache_lookups_total", kind=k, outcome="hit")
