@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import pytest
 
 from testkit.fakes.gar import FakeGAR
+from testkit.fakes.gcs import FakeGCS
 from testkit.proxyharness import RunningProxy, proxy_settings, run_proxy
 from testkit.realclients import DistributionRegistry, Dockerd, Podman, Skopeo
 
@@ -82,6 +83,14 @@ def proxy(tmp_path: Path) -> Iterator[ProxyFactory]:
             return stack.enter_context(run_proxy(settings))
 
         yield start
+
+
+@pytest.fixture(scope="module")
+def fake_gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGCS]:
+    """A Cloud Storage emulator (``testkit.fakes.gcs``) for the module; a test makes its
+    own bucket (``fake_gcs.create_bucket``)."""
+    with FakeGCS.running(tmp_path_factory.mktemp("gcs")) as gcs:
+        yield gcs
 
 
 @pytest.fixture(scope="module")
