@@ -7,6 +7,8 @@ configures them: ``fake_gar(**knobs)`` is a served ``FakeGAR(**knobs)`` (its ``u
 module whose tests share one setup names it ``fake`` (``fake_gar(...)`` with its knobs)
 and ``running`` (``proxy(fake.upstream, ...)``).
 
+``fake_gcs`` is a Cloud Storage emulator for the module (``testkit/fakes/gcs.py``).
+
 Real clients and servers (see ``testkit/realclients.py``): ``distribution_registry``,
 ``dockerd``, ``podman_runner`` and ``skopeo_runner``. A test using any of them is
 marked ``realclient`` automatically, so ``pytest -m "not realclient"`` leaves them out.
