@@ -162,7 +162,10 @@ class BlobService:
         key = str(repo)
         if self.scopes.known(key, digest) or await self.scopes.referenced(key, digest):
             return True
-        return await self._scoped(repo, digest)
+        try:
+            return await self._scoped(repo, digest)
+        except RegistryError:
+            return False  # GAR could not say: ask it for the bytes, as without the tier
 
     async def _pass_through(self, repo: Repository, digest: Digest, fill: Fill) -> Answer:
         """No room on the cache disk: upstream's bytes to this client, uncached (a Range

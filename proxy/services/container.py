@@ -45,6 +45,9 @@ FLUSH_INTERVAL = 5.0
 # `gar-proxy gc` or another proxy on the same cache changes what is cached without
 # telling us: recount the total (one SUM over the blob rows) this often for the gauge.
 RECOUNT_INTERVAL = 60.0
+# On stop, writes to the shared bucket under way may finish for this long (a lost one
+# costs nothing but the next replica's GAR fetch, which writes it again).
+SHARED_GRACE = 10.0
 
 
 @dataclass
@@ -230,7 +233,8 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
     finally:
         flusher.cancel()
         await cache.fills.aclose()
-        if shared is not None:
+        if shared is not None:  # writes under way get a short grace, then are dropped
+            await shared.drain(min(settings.server.shutdown_grace, SHARED_GRACE))
             await shared.aclose()
         await upstream.aclose()
         if tokens is not None and hasattr(tokens, "aclose"):
