@@ -99,6 +99,12 @@ def test_a_replica_warms_from_the_bucket_another_filled(
 
     fake.reset_counts()
     with replica(tmp_path / "b", fake, fake_gcs.url, bucket) as b:
+        big = image.layers[0]
+        assert httpx.get(f"{b.url}/v2/{REPO}/manifests/1.0", headers=ACCEPT).status_code == 200
+        ranged = httpx.get(
+            f"{b.url}/v2/{REPO}/blobs/{big.digest}", headers={"Range": "bytes=10-19"}
+        )
+        assert ranged.status_code == 206 and ranged.content == big.data[10:20]
         pull(b, image)
         assert tier(b, "hit") == len(image.blobs)
         settle(b)
