@@ -36,6 +36,7 @@ from proxy.config_values import (
     GateOverrides,
     Mirror,
     Route,
+    SharedBucket,
     WarmSchedule,
     choice,
     overrides_table,
@@ -54,6 +55,7 @@ from proxy.config_values import (
     parse_positive_int,
     parse_routes,
     parse_severity,
+    parse_shared_bucket,
     parse_size,
     parse_str,
     parse_warm_schedule,
@@ -156,7 +158,7 @@ class UpstreamSettings:
         doc="Container Analysis API (vulnerabilities, SBOMs)",
     )
     storage_api_url: str = setting(
-        "https://storage.googleapis.com", parse_str, doc="Cloud Storage, for SBOM documents"
+        "https://storage.googleapis.com", parse_str, doc="Cloud Storage: SBOMs, cache.shared"
     )
     trusted_realm_hosts: tuple[str, ...] = setting((), parse_hosts, "GAR_PROXY_TRUSTED_REALM_HOSTS")
     timeout: float = setting(30.0, parse_duration, "GAR_TIMEOUT_SECONDS")
@@ -226,6 +228,9 @@ class CacheSettings:
 
     min_free: int = setting(
         1024**3, parse_size, doc="/readyz fails when the cache disk has less free space"
+    )
+    shared: SharedBucket | None = setting(
+        None, parse_shared_bucket, doc="gs://BUCKET/PREFIX: a blob tier shared by replicas"
     )
 
 

@@ -70,6 +70,26 @@ class WarmSchedule:
         return f"{self.image} tags /{self.tags}/ every {self.interval:g}s{platforms}"
 
 
+@dataclass(frozen=True)
+class SharedBucket:
+    """``cache.shared``: the Cloud Storage bucket and object prefix of the shared blob
+    tier; blob ``sha256:<hex>`` is the object ``PREFIX/sha256/<hex>``.
+
+    >>> SharedBucket("team-cache", "gar-proxy").object_name("sha256", "ab12")
+    'gar-proxy/sha256/ab12'
+    """
+
+    bucket: str
+    prefix: str = ""
+
+    def object_name(self, algorithm: str, hex_digest: str) -> str:
+        name = f"{algorithm}/{hex_digest}"
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def __str__(self) -> str:
+        return f"gs://{self.bucket}/{self.prefix}" if self.prefix else f"gs://{self.bucket}"
+
+
 _SIZE_UNITS = {
     "": 1,
     "b": 1,
@@ -203,6 +223,34 @@ def parse_listen(value: Any) -> tuple[str, int]:
 def parse_hosts(value: Any) -> tuple[str, ...]:
     items = value if isinstance(value, list) else str(value).split(",")
     return tuple(str(item).strip().lower() for item in items if str(item).strip())
+
+
+# Cloud Storage bucket names: 3-63 characters per dot-separated part (222 in all),
+# lowercase letters, digits, "-", "_" and ".", starting and ending with a letter or digit.
+_BUCKET = re.compile(r"[a-z0-9](?:[a-z0-9_.-]{1,220}[a-z0-9])?")
+
+
+def parse_shared_bucket(value: Any) -> SharedBucket | None:
+    """``gs://BUCKET`` or ``gs://BUCKET/PREFIX`` (the shared blob tier); empty: off.
+
+    >>> parse_shared_bucket("gs://team-cache/gar-proxy/"), parse_shared_bucket("")
+    (SharedBucket(bucket='team-cache', prefix='gar-proxy'), None)
+    """
+    text = parse_str(value).strip()
+    if not text:
+        return None
+    if not text.startswith("gs://"):
+        raise ValueError(f"expected gs://BUCKET/PREFIX, got {text!r}")
+    bucket, _, prefix = text[len("gs://") :].partition("/")
+    if not _BUCKET.fullmatch(bucket) or len(bucket) < 3 or ".." in bucket:
+        raise ValueError(f"{bucket!r} is not a Cloud Storage bucket name (in {text!r})")
+    if any(len(part) > 63 for part in bucket.split(".")):
+        raise ValueError(f"{bucket!r} is not a Cloud Storage bucket name (in {text!r})")
+    prefix = prefix.rstrip("/")
+    parts = prefix.split("/") if prefix else []
+    if any(p in ("", ".", "..") or not p.isprintable() for p in parts):
+        raise ValueError(f"the prefix {prefix!r} needs non-empty, printable parts (in {text!r})")
+    return SharedBucket(bucket, prefix)
 
 
 def parse_routes(value: Any) -> tuple[Route, ...]:

@@ -97,6 +97,13 @@ class Metrics:
         )
         self.active_fills = Gauge("garproxy_active_fills", "Blob fills running", registry=r)
         self.upload_sessions = Gauge("garproxy_upload_sessions", "Upload sessions open", registry=r)
+        self.shared_tier = Counter(
+            "garproxy_shared_tier",
+            "Shared blob tier (cache.shared): hit, miss, error (unreachable), corrupt "
+            "(a copy not used), uploaded, upload_failed",
+            ["event"],
+            registry=r,
+        )
         self._upstream(r)
         self.repositories: collections.Counter[str] = collections.Counter()
         self.repository_bytes: collections.Counter[str] = collections.Counter()

@@ -7,6 +7,8 @@ configures them: ``fake_gar(**knobs)`` is a served ``FakeGAR(**knobs)`` (its ``u
 module whose tests share one setup names it ``fake`` (``fake_gar(...)`` with its knobs)
 and ``running`` (``proxy(fake.upstream, ...)``).
 
+``fake_gcs`` is a Cloud Storage emulator for the module (``testkit/fakes/gcs.py``).
+
 Real clients and servers (see ``testkit/realclients.py``): ``distribution_registry``,
 ``dockerd``, ``podman_runner`` and ``skopeo_runner``. A test using any of them is
 marked ``realclient`` automatically, so ``pytest -m "not realclient"`` leaves them out.
@@ -24,6 +26,7 @@ from typing import Any, Protocol
 import pytest
 
 from testkit.fakes.gar import FakeGAR
+from testkit.fakes.gcs import FakeGCS
 from testkit.proxyharness import RunningProxy, proxy_settings, run_proxy
 from testkit.realclients import DistributionRegistry, Dockerd, Podman, Skopeo
 
@@ -82,6 +85,14 @@ def proxy(tmp_path: Path) -> Iterator[ProxyFactory]:
             return stack.enter_context(run_proxy(settings))
 
         yield start
+
+
+@pytest.fixture(scope="module")
+def fake_gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGCS]:
+    """A Cloud Storage emulator (``testkit.fakes.gcs``) for the module; a test makes its
+    own bucket (``fake_gcs.create_bucket``)."""
+    with FakeGCS.running(tmp_path_factory.mktemp("gcs")) as gcs:
+        yield gcs
 
 
 @pytest.fixture(scope="module")

@@ -60,6 +60,20 @@ class RepoScopes:
             self._known.add(key)
         return found
 
+    async def referenced(self, repo: str, digest: Digest) -> bool:
+        """A manifest known to be in ``repo`` lists ``digest`` (a layer or config of an
+        image pulled from it): then ``repo`` holds it too. Remembered when so."""
+        key = (repo, str(digest))
+        async with self._db.execute(
+            "SELECT 1 FROM repo_digests s JOIN manifest_refs r ON r.manifest = s.digest"
+            " WHERE s.repo = ? AND r.child = ? LIMIT 1",
+            key,
+        ) as cursor:
+            found = await cursor.fetchone() is not None
+        if found:
+            self._known.add(key)
+        return found
+
     async def add(self, repo: str, digest: Digest) -> None:
         key = (repo, str(digest))
         if key in self._known:

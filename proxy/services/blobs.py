@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import weakref
 
 from proxy.cache.blobs import BlobCache
-from proxy.cache.fills import Fill
+from proxy.cache.fills import Fill, Source
 from proxy.cache.passthrough import PassThrough
+from proxy.cache.shared import SharedTier
 from proxy.cache.singleflight import SingleFlight
 from proxy.metrics import Metrics
 from proxy.oci import mediatypes as mt
@@ -30,6 +32,7 @@ class BlobService:
         *,
         offline: bool,
         missing: NegativeCache | None = None,
+        shared: SharedTier | None = None,
     ) -> None:
         self.missing = missing or NegativeCache(0)
         self.cache = cache
@@ -38,6 +41,9 @@ class BlobService:
         self.offline = offline
         self.scopes = cache.index.scopes
         self._checks: SingleFlight[bool] = SingleFlight()  # concurrent checks: one HEAD
+        self.shared = shared  # cache.shared: the bucket before GAR (proxy.cache.shared)
+        # Fills of the bucket's bytes: answered once verified, from GAR if they were not.
+        self._from_bucket: weakref.WeakSet[Fill] = weakref.WeakSet()
 
     def _unknown(self, digest: Digest) -> RegistryError:
         return RegistryError(
@@ -95,13 +101,10 @@ class BlobService:
         if foreign and not await self._scoped(repo, digest):  # another repository's fill
             raise self._unknown(digest)
         self.metrics.blob_miss(joined=running is not None)
-        fill = self.cache.fill(digest, lambda: self._open_upstream(repo, digest))
-        if fill.origin is None:
-            fill.origin = str(repo)
-        await fill.started()
+        fill = await self._filling(repo, digest)
         if fill.uncached:
             return await self._pass_through(repo, digest, fill)
-        if range_header:
+        if range_header or fill in self._from_bucket:
             # A range of unverified bytes could be wrong bytes: serve it once verified.
             await fill.wait()
             answer = self._from_cache(digest, fill.written, range_header)
@@ -113,6 +116,56 @@ class BlobService:
                 )
             return answer
         return Answer(digest, mt.OCTET_STREAM, fill.size, body=self.cache.follow(fill))
+
+    def _fill(self, repo: Repository, digest: Digest) -> Fill:
+        fill = self.cache.fill(digest, lambda: self._open(repo, digest))
+        if fill.origin is None:
+            fill.origin = str(repo)
+        return fill
+
+    async def _filling(self, repo: Repository, digest: Digest) -> Fill:
+        """The fill of ``digest`` once it has headers. One of the bucket's bytes is
+        waited for until verified; if they were bad, a fill from GAR replaces it."""
+        fill = self._fill(repo, digest)
+        await fill.started()
+        if self.shared is None or fill.uncached or fill not in self._from_bucket:
+            return fill  # uncached: PassThrough checks the digest, cuts a bad copy short
+        try:
+            await fill.wait()
+            return fill
+        except RegistryError as error:
+            if error.code is ErrorCode.CACHE_FULL:
+                raise
+            self.shared.rejected(digest, error)  # the tier reads it no more: GAR's turn
+        fill = self._fill(repo, digest)
+        await fill.started()
+        return fill
+
+    async def _open(self, repo: Repository, digest: Digest) -> Source:
+        """A fill's source: the shared bucket's copy if it has one, else GAR's (which
+        is then written to the bucket once the fill is committed)."""
+        fill = self.cache.fills.get(digest)  # the fill calling: registered before it runs
+        if self.shared is None or fill is None:
+            return await self._open_upstream(repo, digest)
+        if await self._may_share(repo, digest):
+            source = await self.shared.open(digest)
+            if source is not None:
+                self._from_bucket.add(fill)
+                return source
+        stream = await self._open_upstream(repo, digest)
+        self.shared.upload_after(fill)
+        return stream
+
+    async def _may_share(self, repo: Repository, digest: Digest) -> bool:
+        """The bucket holds every repository's blobs: serve ``repo`` one only when it is
+        known to hold it upstream (an image pulled from it lists it, or a HEAD says so)."""
+        key = str(repo)
+        if self.scopes.known(key, digest) or await self.scopes.referenced(key, digest):
+            return True
+        try:
+            return await self._scoped(repo, digest)
+        except RegistryError:
+            return False  # GAR could not say: ask it for the bytes, as without the tier
 
     async def _pass_through(self, repo: Repository, digest: Digest, fill: Fill) -> Answer:
         """No room on the cache disk: upstream's bytes to this client, uncached (a Range

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from proxy.cache.blobs import BlobCache
 from proxy.cache.index import CacheIndex
 from proxy.cache.lock import CacheLock
+from proxy.cache.shared import EVENTS as SHARED_EVENTS
+from proxy.cache.shared import SharedTier
 from proxy.cache.store import BlobStore
 from proxy.cache.upload_store import UploadFiles, UploadTable
 from proxy.cache.upload_store import recover as recover_uploads
@@ -36,12 +38,16 @@ from proxy.upstream.auth import AccessTokens
 from proxy.upstream.client import Upstream
 from proxy.upstream.google_api import GoogleApi
 from proxy.upstream.registry import RegistryClient
+from proxy.upstream.storage import StorageBucket
 
 log = logging.getLogger("gar_proxy")
 FLUSH_INTERVAL = 5.0
 # `gar-proxy gc` or another proxy on the same cache changes what is cached without
 # telling us: recount the total (one SUM over the blob rows) this often for the gauge.
 RECOUNT_INTERVAL = 60.0
+# On stop, writes to the shared bucket under way may finish for this long (a lost one
+# costs nothing but the next replica's GAR fetch, which writes it again).
+SHARED_GRACE = 10.0
 
 
 @dataclass
@@ -65,6 +71,7 @@ class Services:
     mounts: MountService
     manifest_writes: ManifestWriteService
     clock: Clock = SYSTEM
+    shared: SharedTier | None = None  # cache.shared is off
 
 
 def make_tokens(settings: Settings) -> AccessTokens | None:
@@ -73,6 +80,25 @@ def make_tokens(settings: Settings) -> AccessTokens | None:
     from proxy.upstream.gcp import GoogleTokenSource  # google-auth is only needed for gcp
 
     return GoogleTokenSource(settings.gcp, timeout=settings.upstream.timeout)
+
+
+def make_shared_tier(
+    settings: Settings,
+    upstream: Upstream,
+    tokens: AccessTokens | None,
+    store: BlobStore,
+    metrics: Metrics,
+) -> SharedTier | None:
+    """The bucket of ``cache.shared``, reached with GAR's credentials and connection
+    pool; None when it is off (or the cache is offline: the bucket is remote too)."""
+    where = settings.cache.shared
+    if where is None or settings.cache.offline:
+        return None
+    api = settings.upstream.storage_api_url
+    bucket = StorageBucket(upstream.http, tokens, api, where.bucket)
+    for event in SHARED_EVENTS:
+        metrics.shared_tier.labels(event)  # every series exists from the start
+    return SharedTier(bucket, where, store, lambda event: metrics.shared_tier.labels(event).inc())
 
 
 async def sweep_expired(settings: Settings, cache: BlobCache) -> None:
@@ -159,7 +185,8 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
     gate_settings = settings.vulnerability_gate
     gate = VulnerabilityGate(gate_settings, analysis, clock) if gate_settings.enabled else None
     missing = NegativeCache(cache_settings.negative_ttl, clock)  # upstream 404s, shared
-    blobs = BlobService(cache, registry, metrics, offline=offline, missing=missing)
+    shared = make_shared_tier(settings, upstream, tokens, store, metrics)
+    blobs = BlobService(cache, registry, metrics, offline=offline, missing=missing, shared=shared)
     upload_table, upload_files = UploadTable(index.db), UploadFiles(cache_settings.dir)
     uploads = UploadService(registry, cache, upload_table, upload_files, clock, missing)
     mounts = MountService(
@@ -197,6 +224,7 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
         mounts=mounts,
         manifest_writes=ManifestWriteService(settings.server, index, registry, mounts, missing),
         clock=clock,
+        shared=shared,
     )
     lock = await _recover(settings, cache, upload_table, upload_files)
     flusher = asyncio.create_task(_flush_forever(settings, index, cache, metrics))
@@ -205,6 +233,9 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
     finally:
         flusher.cancel()
         await cache.fills.aclose()
+        if shared is not None:  # writes under way get a short grace, then are dropped
+            await shared.drain(min(settings.server.shutdown_grace, SHARED_GRACE))
+            await shared.aclose()
         await upstream.aclose()
         if tokens is not None and hasattr(tokens, "aclose"):
             await tokens.aclose()
