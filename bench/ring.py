@@ -8,11 +8,11 @@ wire for the whole ring; upstream requests are the replicas' own count of upstre
 calls (``garproxy_upstream_request_duration_seconds_count`` on each ``/metrics``).
 
 Each run, for each setup (the order alternating): restart on empty caches, ``HERD``
-concurrent cold pulls of ``bench/big`` (each puller its own process; with ``--quick``
-``QUICK_PULLERS``, each being a Python start-up), one pull that lets the fills settle,
-then as many concurrent warm pulls. Server CPU is the sum over
-the replicas and nginx's master and workers. The single replica is pulled from
-directly (no nginx): the comparison is what a team gets by adding the ring.
+concurrent cold pulls of ``bench/big`` (each puller its own process; fewer with
+``--quick``, each being a Python start-up), one pull that lets the fills settle, then
+as many concurrent warm pulls. Server CPU is the sum over the replicas and nginx's
+master and workers. The single replica is pulled from directly (no nginx): the
+comparison is what a team gets by adding the ring.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from bench.servers import GarProxy
 from testkit.ring import Nginx
 
 REPLICAS = 3
-QUICK_PULLERS = 4  # --quick: half the puller processes, each a Python start-up
+PULLERS = {"full": HERD, "quick": 4, "smoke": 2}  # by profile: each is a Python start-up
 SINGLE, RING = "1 replica", f"ring of {REPLICAS}"
 _REQUESTS = re.compile(r"(?m)^garproxy_upstream_request_duration_seconds_count\{.*\} (\S+)$")
 _BYTES = re.compile(r"(?m)^garproxy_upstream_bytes_fetched_total (\S+)$")
@@ -99,7 +99,7 @@ class Setup:
 
 
 def pullers(rig: Rig) -> int:
-    return HERD if rig.profile.name == "full" else QUICK_PULLERS
+    return PULLERS.get(rig.profile.name, HERD)
 
 
 def _pull(rig: Rig, setup: Setup, image: ImageRef, cold: bool, m: mm.Measurements) -> None:
