@@ -149,6 +149,8 @@ def _cell(m: mm.Measurements, metric: mm.Metric, target: str) -> str:
     if stats is None:
         return "-"
     digits = 0 if abs(stats.median) >= 100 else 2 if abs(stats.median) >= 1 else 3
+    if metric in (COLD_REQUESTS, WARM_REQUESTS) and float(stats.median).is_integer():
+        digits = 0  # a count
     return stats.cell(digits)
 
 
