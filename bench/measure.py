@@ -85,6 +85,7 @@ class Stats:
 class Measurements:
     samples: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)  # a scenario's own, e.g. 8's setups
 
     def add(self, metric: Metric, target: str, value: float) -> None:
         self.samples.setdefault(metric.key, {}).setdefault(target, []).append(value)

@@ -59,6 +59,7 @@ def table(m: mm.Measurements) -> str:
 
 def summary(m: mm.Measurements, context: list[str]) -> str:
     parts = [*context, "", table(m)]
+    parts += [line for extra in m.tables for line in ("", extra)]
     if m.notes:
         parts += ["", *(f"- {note}" for note in m.notes)]
     return "\n".join(parts)

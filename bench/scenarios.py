@@ -264,7 +264,14 @@ def peak_rss(m: mm.Measurements) -> None:
             m.add(mm.PEAK_RSS, target, max(peaks))
 
 
+def _ring(rig: Rig, m: mm.Measurements, options: Options) -> None:
+    from bench.ring import ring_pulls  # here: bench.ring imports pull_many from this module
+
+    ring_pulls(rig, m, options)
+
+
 SCENARIOS = {1: cold_pull, 2: warm_pull, 3: herd, 4: big_blob, 5: manifest_heads}
+SCENARIOS[8] = _ring  # 1 replica against a ring of 3 behind nginx (bench/ring.py)
 
 
 def skopeo_sanity(rig: Rig, m: mm.Measurements) -> None:

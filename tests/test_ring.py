@@ -7,7 +7,6 @@ next one (and only its keys are fetched again), and a push through nginx lands."
 from __future__ import annotations
 
 import contextlib
-import re
 import socket
 import subprocess
 import time
@@ -22,11 +21,10 @@ from proxy.oci import mediatypes as mt
 from testkit.fakes.gar import FakeGAR
 from testkit.images import Image, build_image, make_layer, push_image
 from testkit.proxyharness import RunningProxy, proxy_settings, run_proxy
+from testkit.ring import haproxy_config, nginx_config
 from tests.conftest import FakeGarFactory, require_binaries
 
 pytestmark = pytest.mark.realclient
-RING = Path(__file__).resolve().parent.parent / "deploy" / "ring"
-CONF = RING / "nginx.conf"
 ACCEPT = {"Accept": ", ".join(mt.DEFAULT_ACCEPT)}
 REPO = "proj/repo/app"
 PULLERS = 12
@@ -39,36 +37,6 @@ def _free_port() -> int:
         return port
 
 
-def ring_config(replicas: list[str], port: int, root: Path) -> str:
-    """deploy/ring/nginx.conf for a test: loopback servers and port, files under root."""
-    text = CONF.read_text()
-    servers = "".join(
-        f"        server {r.removeprefix('http://')} max_fails=1 fail_timeout=10s;\n"
-        for r in replicas
-    )
-    text, count = re.subn(r"(?m)^\s*server gar-proxy-\d.*\n", "", text)
-    assert count == 3
-    text = text.replace("keepalive 64;", servers + "        keepalive 64;")
-    text = text.replace("listen 5000;", f"listen 127.0.0.1:{port};")
-    temp = "".join(
-        f"    {kind}_temp_path {root}/{kind};\n"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    text = text.replace("http {\n", "http {\n" + temp)
-    return f"daemon off;\npid {root}/nginx.pid;\nerror_log {root}/error.log;\n" + text
-
-
-def haproxy_config(replicas: list[str], port: int) -> str:
-    """deploy/ring/haproxy.cfg for a test: loopback servers and port."""
-    text = (RING / "haproxy.cfg").read_text()
-    servers = "".join(
-        f"    server r{n} {r.removeprefix('http://')}\n" for n, r in enumerate(replicas)
-    )
-    text, count = re.subn(r"(?m)^\s*server gar-proxy-\d.*\n", "", text)
-    assert count == 3
-    return text.replace("bind :5000", f"bind 127.0.0.1:{port}") + servers
-
-
 def _commands(balancer: str, replicas: list[str], root: Path, port: int) -> list[str]:
     """Write the balancer's config; its foreground command line (check: add -t / -c)."""
     require_binaries(balancer)
@@ -76,7 +44,7 @@ def _commands(balancer: str, replicas: list[str], root: Path, port: int) -> list
     if balancer == "haproxy":
         (root / "haproxy.cfg").write_text(haproxy_config(replicas, port))
         return ["haproxy", "-db", "-f", str(root / "haproxy.cfg")]
-    (root / "nginx.conf").write_text(ring_config(replicas, port, root))
+    (root / "nginx.conf").write_text(nginx_config(replicas, port, root))
     return ["nginx", "-p", str(root), "-c", str(root / "nginx.conf"), "-e", "stderr"]
 
 
