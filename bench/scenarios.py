@@ -155,7 +155,8 @@ def cold_pull(rig: Rig, m: mm.Measurements, options: Options) -> None:
             target.fresh()
             others = _pids(rig, target)
             before = time.process_time(), [cpu_seconds(pid) for pid in others]
-            pulled = pull_many(rig, target, image, 1)
+            with profiled(rig, target, options, f"1-cold-pull-{run}"):
+                pulled = pull_many(rig, target, image, 1)
             client = time.process_time() - before[0]
             rest = sum(cpu_seconds(pid) - c for pid, c in zip(others, before[1], strict=True))
             m.add(mm.COLD_PULL, target.name, pulled.seconds)

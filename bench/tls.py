@@ -67,6 +67,8 @@ def tls_rig(rig: Rig) -> Iterator[Rig]:
 def run(rig: Rig, m: mm.Measurements, options: Options, number: int) -> None:
     """Scenario ``number`` on the TLS rig; its figures land in ``m`` as TLS twins."""
     twin = mm.Measurements()
+    if options.py_spy is not None:  # profiles beside the plain ones' of the same name
+        options = dataclasses.replace(options, py_spy=options.py_spy / "tls")
     SCENARIOS[number](rig, twin, options)
     for key, per_target in twin.samples.items():
         m.samples[mm.tls_key(key)] = per_target
