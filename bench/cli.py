@@ -9,6 +9,7 @@ the relay; runs the scenarios; prints a table of medians and ratios and appends 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import sys
 import tempfile
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench import measure as mm
-from bench import report
+from bench import report, tls
 from bench.content import PROFILES
 from bench.load import blob_tool, head_tool
 from bench.rig import Rig
@@ -56,12 +57,17 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         help="duration of each manifest HEAD run (default 5; --quick 2)",
     )
+    p.add_argument(
+        "--upstream-tls",
+        action="store_true",
+        help="run the cold scenarios (1, 3) again with the upstream reached over HTTPS",
+    )
     p.add_argument("--skopeo", action="store_true", help="also copy images with skopeo")
     p.add_argument(
         "--py-spy",
         type=Path,
         metavar="DIR",
-        help="record py-spy flame graphs of gar-proxy in scenarios 2, 4, 5",
+        help="record py-spy flame graphs of gar-proxy in scenarios 1, 2, 4, 5",
     )
     p.add_argument(
         "--py-spy-format",
@@ -88,12 +94,17 @@ def run(argv: Sequence[str] | None = None) -> tuple[mm.Measurements, str]:
     m = mm.Measurements()
     tools = f"pulls: httpx; blob reads: {blob_tool()}; HEADs: {head_tool()}"
     try:
-        with Rig.up(workdir, profile) as rig:
+        with Rig.up(workdir, profile) as rig, contextlib.ExitStack() as stack:
+            over_tls = stack.enter_context(tls.tls_rig(rig)) if args.upstream_tls else None
             context = report.context_lines(runs, profile.name, tools, rig.setup_seconds)
+            context += [tls.CONTEXT] if over_tls else []
             for number in args.scenarios:
                 if number in SCENARIOS:
                     print(f"scenario {number} ...", file=sys.stderr, flush=True)
                     SCENARIOS[number](rig, m, options)
+                if over_tls and number in tls.COLD:
+                    print(f"scenario {number}, TLS upstream ...", file=sys.stderr, flush=True)
+                    tls.run(over_tls, m, options, number)
             if 6 in args.scenarios:
                 peak_rss(m)
             if args.skopeo:

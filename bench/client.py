@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -37,8 +38,10 @@ class BenchError(RuntimeError):
     """A target answered wrongly: the benchmark stops rather than time a failure."""
 
 
-def new_client(connections: int = 64) -> httpx.AsyncClient:
+def new_client(connections: int = 64, verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
+    """``verify``: the test CA's context when a target is the HTTPS upstream."""
     return httpx.AsyncClient(
+        verify=verify,
         timeout=httpx.Timeout(PULL_TIMEOUT, connect=10.0),
         limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
         trust_env=False,

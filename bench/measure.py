@@ -55,6 +55,16 @@ HEAD_P99 = Metric("5-head-p99", "5 manifest HEAD p99 (ms)")
 HEAD_CPU = Metric("5-head-cpu", "5 manifest HEAD: server CPU per 1k req (s)")
 PEAK_RSS = Metric("6-rss", "6 peak RSS during 3-4 (MiB)")
 
+
+def tls_key(key: str) -> str:
+    return f"{key}@tls"
+
+
+def over_tls(metric: Metric) -> Metric:
+    """The same figure with the upstream reached over HTTPS (``--upstream-tls``)."""
+    return Metric(tls_key(metric.key), f"{metric.label} [TLS upstream]", metric.higher_is_better)
+
+
 CHECKS = (
     Check(COLD_PULL, DIRECT, 1.15, at_most=True),
     Check(WARM_PULL, DIST, 1.0, at_most=True),

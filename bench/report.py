@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench import measure as mm
@@ -33,24 +35,35 @@ def _ratio(m: mm.Measurements, metric: mm.Metric, against: str) -> str:
     return f"{value:.2f}" if value is not None else "-"
 
 
-def table(m: mm.Measurements) -> str:
+def _rows(m: mm.Measurements) -> Iterator[tuple[mm.Metric, str, mm.Check | None]]:
+    """Each measured row's metric, label and goal; a metric also measured with the TLS
+    upstream (``--upstream-tls``) gives two rows, labelled plain and TLS."""
     checks = {c.metric.key: c for c in mm.CHECKS}
+    for metric in ROWS:
+        check, twin = checks.get(metric.key), mm.over_tls(metric)
+        if twin.key not in m.samples:
+            yield metric, metric.label, check
+            continue
+        yield metric, f"{metric.label} [plain upstream]", check
+        yield twin, twin.label, check and dataclasses.replace(check, metric=twin)
+
+
+def table(m: mm.Measurements) -> str:
     lines = [
         "| scenario | gar-proxy | distribution proxy | upstream direct | gar/dist "
         "| gar/upstream | goal | met |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for metric in ROWS:
+    for metric, label, check in _rows(m):
         if metric.key not in m.samples:
             continue
         goal = met = ""
-        check = checks.get(metric.key)
         if check is not None:
             goal = check.describe()
             _, ok = m.verdict(check)
             met = "?" if ok is None else ("yes" if ok else "**no**")
         lines.append(
-            f"| {metric.label} | {_cell(m, metric, mm.GAR)} | {_cell(m, metric, mm.DIST)} "
+            f"| {label} | {_cell(m, metric, mm.GAR)} | {_cell(m, metric, mm.DIST)} "
             f"| {_cell(m, metric, mm.DIRECT)} | {_ratio(m, metric, mm.DIST)} "
             f"| {_ratio(m, metric, mm.DIRECT)} | {goal} | {met} |"
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from bench.content import Corpus, Profile, load, populate, save
 from bench.servers import Direct, DistributionProxy, GarProxy, Relay, Target
-from testkit.realclients import DistributionRegistry
+from testkit.realclients import DistributionRegistry, TlsFiles
 
 
 @dataclass
@@ -33,6 +34,12 @@ class Rig:
     direct: Direct
     corpus: Corpus
     setup_seconds: float
+    tls: TlsFiles | None = None  # the upstream is HTTPS with this CA (bench/tls.py)
+
+    @property
+    def client_verify(self) -> ssl.SSLContext | bool:
+        """What a puller trusts: the test CA when the upstream is HTTPS."""
+        return self.tls.client_context() if self.tls else True
 
     @property
     def proxies(self) -> tuple[Target, Target]:

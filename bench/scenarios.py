@@ -63,12 +63,12 @@ def pull_many(rig: Rig, target: Target, image: ImageRef, pullers: int) -> Pulled
     if pullers == 1:
 
         async def one() -> list[int]:
-            async with new_client() as client:
+            async with new_client(verify=rig.client_verify) as client:
                 return [await pull_image(client, target.url, image.repo, image.tag)]
 
         start: Callable[[], list[int]] = lambda: run_async(one())  # noqa: E731
     else:
-        start = _processes(target, image, pullers)
+        start = _processes(target, image, pullers, rig.tls.ca if rig.tls else None)
     rig.relay.reset()
     cpu = cpu_seconds(target.pid)
     with Memory(target.pid) as memory:
@@ -80,9 +80,12 @@ def pull_many(rig: Rig, target: Target, image: ImageRef, pullers: int) -> Pulled
     return Pulled(seconds, rig.relay.counts()[1], cpu_seconds(target.pid) - cpu, memory.peak)
 
 
-def _processes(target: Target, image: ImageRef, count: int) -> Callable[[], list[int]]:
+def _processes(
+    target: Target, image: ImageRef, count: int, ca_file: Path | None = None
+) -> Callable[[], list[int]]:
     """Start ``count`` pullers, wait until each is ready; the callable sets them off."""
     command = [sys.executable, "-m", "bench.puller", target.url, image.repo, image.tag]
+    command += [str(ca_file)] if ca_file else []
     procs = [
         subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT)
         for _ in range(count)
@@ -152,7 +155,8 @@ def cold_pull(rig: Rig, m: mm.Measurements, options: Options) -> None:
             target.fresh()
             others = _pids(rig, target)
             before = time.process_time(), [cpu_seconds(pid) for pid in others]
-            pulled = pull_many(rig, target, image, 1)
+            with profiled(rig, target, options, f"1-cold-pull-{run}"):
+                pulled = pull_many(rig, target, image, 1)
             client = time.process_time() - before[0]
             rest = sum(cpu_seconds(pid) - c for pid, c in zip(others, before[1], strict=True))
             m.add(mm.COLD_PULL, target.name, pulled.seconds)

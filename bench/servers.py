@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -43,10 +44,13 @@ class Target(Protocol):
 
 
 class Relay:
-    """``python -m bench.relay`` in front of the upstream; counts bytes both ways."""
+    """``python -m bench.relay`` in front of the upstream; counts bytes both ways.
 
-    def __init__(self, target_host: str, log: Path) -> None:
-        self.target_host, self.log = target_host, log
+    A TCP relay: for an HTTPS upstream (``scheme="https"``) it carries and counts the
+    TLS records, and the certificate for 127.0.0.1 stays valid through it."""
+
+    def __init__(self, target_host: str, log: Path, scheme: str = "http") -> None:
+        self.target_host, self.log, self.scheme = target_host, log, scheme
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self._control = 0
@@ -63,7 +67,7 @@ class Relay:
         while time.monotonic() < deadline:
             match = _RELAY_READY.search(self.log.read_bytes()[offset:])
             if match:
-                self.url, self._control = f"http://{match[1].decode()}", int(match[2])
+                self.url, self._control = f"{self.scheme}://{match[1].decode()}", int(match[2])
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError(f"relay exited: {self.log.read_text()}")
@@ -114,9 +118,11 @@ class GarProxy:
 
     name = "gar-proxy"
 
-    def __init__(self, workdir: Path, upstream_url: str) -> None:
+    def __init__(
+        self, workdir: Path, upstream_url: str, env: Mapping[str, str] | None = None
+    ) -> None:
         self.workdir = workdir
-        self.process = ProxyProcess(workdir / "cache", upstream_url)
+        self.process = ProxyProcess(workdir / "cache", upstream_url, env=env)
 
     @property
     def url(self) -> str:
@@ -144,8 +150,10 @@ class DistributionProxy:
 
     name = "distribution"
 
-    def __init__(self, workdir: Path, upstream_url: str) -> None:
-        self.registry = DistributionRegistry(workdir, remote_url=upstream_url)
+    def __init__(
+        self, workdir: Path, upstream_url: str, env: Mapping[str, str] | None = None
+    ) -> None:
+        self.registry = DistributionRegistry(workdir, remote_url=upstream_url, env=env)
 
     @property
     def url(self) -> str:

@@ -24,10 +24,12 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -144,9 +146,10 @@ class _Daemon:
         self.proc.wait()
 
 
-def _http_ok(url: str, uds: str | None = None) -> bool:
+def _http_ok(url: str, uds: str | None = None, verify: ssl.SSLContext | bool = True) -> bool:
     try:
-        with httpx.Client(transport=httpx.HTTPTransport(uds=uds), timeout=2) as client:
+        transport = httpx.HTTPTransport(uds=uds, verify=verify)
+        with httpx.Client(transport=transport, timeout=2) as client:
             return client.get(url).status_code == 200
     except httpx.TransportError:
         return False
@@ -162,11 +165,38 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """A server certificate for 127.0.0.1 and the CA (PEM) its clients must trust."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+    @classmethod
+    def issue(cls, directory: Path) -> TlsFiles:
+        import trustme  # a dev dependency, like this module's users
+
+        directory.mkdir(parents=True, exist_ok=True)
+        ca = trustme.CA()
+        leaf = ca.issue_cert("127.0.0.1")
+        files = cls(directory / "cert.pem", directory / "key.pem", directory / "ca.pem")
+        leaf.cert_chain_pems[0].write_to_path(str(files.cert))
+        leaf.private_key_pem.write_to_path(str(files.key))
+        ca.cert_pem.write_to_path(str(files.ca))
+        return files
+
+    def client_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca))
+
+
 class DistributionRegistry:
     """``docker-registry serve`` on 127.0.0.1 with storage under ``workdir``.
 
     ``remote_url`` turns it into a pull-through cache (``proxy: remoteurl:``); ``config``
-    is deep-merged into the generated configuration (e.g. ``{"proxy": {"username": ...}}``).
+    is deep-merged into the generated configuration (e.g. ``{"proxy": {"username": ...}}``);
+    ``tls`` serves HTTPS with that certificate; ``env`` adds to its environment (e.g.
+    ``SSL_CERT_FILE``, which Go reads, for a pull-through cache of an HTTPS upstream).
     """
 
     PORT_ATTEMPTS = 5
@@ -177,8 +207,11 @@ class DistributionRegistry:
         *,
         remote_url: str | None = None,
         config: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.workdir, self.remote_url, self.extra_config = workdir, remote_url, config or {}
+        self.extra_env, self.tls = dict(env or {}), tls
         self.storage = workdir / "storage"
         self.port = 0
         self._daemon: _Daemon | None = None
@@ -189,7 +222,7 @@ class DistributionRegistry:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     def config(self, port: int) -> dict[str, Any]:
         config: dict[str, Any] = {
@@ -205,6 +238,8 @@ class DistributionRegistry:
         }
         if self.remote_url is not None:
             config["proxy"] = {"remoteurl": self.remote_url}
+        if self.tls is not None:
+            config["http"]["tls"] = {"certificate": str(self.tls.cert), "key": str(self.tls.key)}
         return _merge(config, self.extra_config)
 
     def start(self) -> DistributionRegistry:
@@ -212,6 +247,9 @@ class DistributionRegistry:
         self.workdir.mkdir(parents=True, exist_ok=True)
         # REGISTRY_* variables override the config file; keep the host's out.
         env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+        env.update(self.extra_env)
+        verify = self.tls.client_context() if self.tls else True
+        scheme = "https" if self.tls else "http"
         for _ in range(self.PORT_ATTEMPTS):
             port = free_port()
             config_path = self.workdir / "config.yml"
@@ -223,7 +261,8 @@ class DistributionRegistry:
                 env,
             )
             try:
-                daemon.wait_until(functools.partial(_http_ok, f"http://127.0.0.1:{port}/v2/"))
+                url = f"{scheme}://127.0.0.1:{port}/v2/"
+                daemon.wait_until(functools.partial(_http_ok, url, verify=verify))
             except DaemonExited as exc:
                 if "address already in use" in exc.log:
                     continue
