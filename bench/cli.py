@@ -31,7 +31,7 @@ def _scenarios(text: str) -> list[int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected numbers like 1,3,5, got {text!r}") from None
     if not chosen or any(n not in (*SCENARIOS, 6) for n in chosen):
-        raise argparse.ArgumentTypeError("scenarios are numbered 1 to 6")
+        raise argparse.ArgumentTypeError("scenarios are numbered 1 to 6 and 9")
     return chosen
 
 
@@ -48,7 +48,7 @@ def parser() -> argparse.ArgumentParser:
         "--scenarios",
         type=_scenarios,
         default=[1, 2, 3, 4, 5, 6],
-        help="comma-separated subset of 1-6 (6, peak RSS, comes from 3 and 4)",
+        help="comma-separated subset of 1-6 and 9 (6, peak RSS, comes from 3 and 4; 9: scale)",
     )
     p.add_argument(
         "--head-seconds",
@@ -82,7 +82,7 @@ def run(argv: Sequence[str] | None = None) -> tuple[mm.Measurements, str]:
     profile = PROFILES[args.profile or ("quick" if args.quick else "full")]
     runs = args.runs or (2 if args.quick or profile.name != "full" else 5)
     head_seconds = args.head_seconds or (2.0 if args.quick or profile.name != "full" else 5.0)
-    options = Options(runs, head_seconds, args.py_spy, args.py_spy_format)
+    options = Options(runs, head_seconds, args.py_spy, args.py_spy_format, args.quick)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="gar-bench-"))
     m = mm.Measurements()
     tools = f"pulls: httpx; blob reads: {blob_tool()}; HEADs: {head_tool()}"
