@@ -1,8 +1,9 @@
 """Start-up after a clean close does no O(cached blobs) work; after a crash or a change
 by hand it reconciles files and index as before (``proxy.cache.cleanstate``).
 
-Each start is the real composition root (``open_services``) on a real cache directory;
-the reconciliation's full listings are counted by wrapping the two calls that do them.
+Each start is the real composition root (``open_services``) on a real cache directory
+(and a crash a real ``kill -9`` of a proxy process); the reconciliation's full
+listings are counted by wrapping the two calls that do them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from proxy.cache.store import BlobStore
 from proxy.oci.digest import Digest
 from proxy.services.container import open_services
 from testkit.proxyharness import proxy_settings
+from testkit.proxyprocess import ProxyProcess
 
 UPSTREAM = "http://127.0.0.1:9/{location}"  # never asked: nothing here goes upstream
 
@@ -65,17 +67,29 @@ async def test_a_clean_start_lists_neither_files_nor_rows(
     assert full_listings == []
 
 
-async def test_a_crashed_process_or_a_change_by_hand_makes_the_next_start_reconcile(
+async def test_a_process_killed_while_another_ran_makes_the_next_start_reconcile(
+    tmp_path: Path, full_listings: list[str]
+) -> None:
+    await _start(tmp_path, blobs=2)
+    cache = tmp_path / "cache"
+    with ProxyProcess(cache, UPSTREAM) as crashing:
+        async with open_services(proxy_settings(tmp_path, UPSTREAM)):
+            crashing.kill()  # while this process has the cache open, and closes cleanly after
+    assert (cache / "clean.json").exists()  # the clean close alone cannot tell
+    full_listings.clear()
+    await _start(tmp_path)
+    assert full_listings == ["rows", "files"]
+    assert list((cache / "sessions").iterdir()) == []  # the crashed entry, forgotten
+    full_listings.clear()
+    await _start(tmp_path)
+    assert full_listings == []
+
+
+async def test_a_change_by_hand_makes_the_next_start_reconcile(
     tmp_path: Path, full_listings: list[str]
 ) -> None:
     digests = await _start(tmp_path, blobs=5)
     cache = tmp_path / "cache"
-    # A process that crashed leaves its session entry behind.
-    (cache / "sessions" / "4242-dead").touch()
-    full_listings.clear()
-    await _start(tmp_path)
-    assert full_listings == ["rows", "files"]
-    assert list((cache / "sessions").iterdir()) == []  # forgotten once reconciled
 
     # A blob file removed by hand: its row is dropped at the next start.
     BlobStore(cache).remove(digests[0])
