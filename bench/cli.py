@@ -49,8 +49,8 @@ def parser() -> argparse.ArgumentParser:
         "--scenarios",
         type=_scenarios,
         default=[1, 2, 3, 4, 5, 6],
-        help="comma-separated subset of 1-6 (6, peak RSS, comes from 3 and 4), or more: "
-        "8 (1 replica against a ring of 3 behind nginx) runs only when asked for",
+        help="comma-separated subset of 1-6 (6, peak RSS, comes from 3 and 4), or more, "
+        "run only when asked for: 8 (1 replica against a ring of 3 behind nginx), 9 (scale)",
     )
     p.add_argument(
         "--head-seconds",
@@ -89,7 +89,7 @@ def run(argv: Sequence[str] | None = None) -> tuple[mm.Measurements, str]:
     profile = PROFILES[args.profile or ("quick" if args.quick else "full")]
     runs = args.runs or (2 if args.quick or profile.name != "full" else 5)
     head_seconds = args.head_seconds or (2.0 if args.quick or profile.name != "full" else 5.0)
-    options = Options(runs, head_seconds, args.py_spy, args.py_spy_format)
+    options = Options(runs, head_seconds, args.py_spy, args.py_spy_format, args.quick)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="gar-bench-"))
     m = mm.Measurements()
     tools = f"pulls: httpx; blob reads: {blob_tool()}; HEADs: {head_tool()}"

@@ -7,7 +7,7 @@ import datetime
 import os
 import shlex
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from bench import measure as mm
@@ -19,6 +19,10 @@ ROWS = (
     mm.BLOB_1, mm.BLOB_4, mm.BLOB_CPU, mm.BLOB_RSS,
     mm.HEAD_RATE, mm.HEAD_P50, mm.HEAD_P99, mm.HEAD_CPU, mm.PEAK_RSS,
 )  # fmt: skip
+
+
+# Scenarios in their own modules with a table of their own (bench.scale: the curve).
+EXTRA_TABLES: list[Callable[[mm.Measurements], str]] = []
 
 
 def _digits(value: float) -> int:
@@ -73,6 +77,7 @@ def table(m: mm.Measurements) -> str:
 def summary(m: mm.Measurements, context: list[str]) -> str:
     parts = [*context, "", table(m)]
     parts += [line for extra in m.tables for line in ("", extra)]
+    parts += [f"\n{text}" for text in (extra(m) for extra in EXTRA_TABLES) if text]
     if m.notes:
         parts += ["", *(f"- {note}" for note in m.notes)]
     return "\n".join(parts)

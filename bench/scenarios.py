@@ -30,6 +30,7 @@ from bench.content import ImageRef
 from bench.load import head_load, parallel_blob_reads
 from bench.procstat import Memory, cpu_seconds
 from bench.rig import Rig
+from bench.scale import scale
 from bench.servers import ROOT, Target
 
 MiB = 1024 * 1024
@@ -43,6 +44,7 @@ class Options:
     head_seconds: float
     py_spy: Path | None = None  # record gar-proxy profiles of the warm scenarios here
     py_spy_format: str = "flamegraph"  # or raw (collapsed stacks), speedscope
+    quick: bool = False  # --quick: scenarios with a size axis cap it
 
 
 def alternate(targets: Sequence[Target], run: int) -> list[Target]:
@@ -276,6 +278,7 @@ def _ring(rig: Rig, m: mm.Measurements, options: Options) -> None:
 
 SCENARIOS = {1: cold_pull, 2: warm_pull, 3: herd, 4: big_blob, 5: manifest_heads}
 SCENARIOS[8] = _ring  # 1 replica against a ring of 3 behind nginx (bench/ring.py)
+SCENARIOS[9] = scale
 
 
 def skopeo_sanity(rig: Rig, m: mm.Measurements) -> None:

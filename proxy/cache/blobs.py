@@ -10,15 +10,17 @@ never what a pinned manifest needs).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
 from collections import Counter
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from proxy.cache.bodies import FileBody, Segment
+from proxy.cache.cleanstate import CleanState, directory_times
 from proxy.cache.expiry import unread_blobs, unread_manifests
 from proxy.cache.fills import FOLLOW_READ_SIZE, Fill, Opener
 from proxy.cache.fillset import Fills
@@ -65,8 +67,19 @@ class BlobCache:
         self._readers: Counter[Digest] = Counter()
         self._evicting = asyncio.Lock()
         self._background: set[asyncio.Task[tuple[int, int]]] = set()
+        self.interrupted = False  # files and rows may disagree: no clean close
         # (blobs, bytes) after each eviction; the app counts them in its metrics.
         self.on_evict: Callable[[int, int], None] = lambda blobs, size: None
+
+    @contextlib.contextmanager
+    def _reconcile_if_interrupted(self) -> Iterator[None]:
+        """Files and rows change together here; stopped between the two (a cancelled
+        fill at shutdown), they may disagree, so this close is not a clean one."""
+        try:
+            yield
+        except BaseException:
+            self.interrupted = True
+            raise
 
     def _paths(self, digest: Digest) -> tuple[Path, Path]:
         return self.store.new_temp(), self.store.path(digest)
@@ -75,8 +88,9 @@ class BlobCache:
         """Make a verified file the cached blob ``digest``: moved into place, indexed,
         and the cache brought back under its cap in the background. Fills and uploads
         both end here; the caller has checked the bytes against ``digest``."""
-        await asyncio.to_thread(self.store.commit, temp, digest)
-        await self.index.add_blob(digest, size)
+        with self._reconcile_if_interrupted():
+            await asyncio.to_thread(self.store.commit, temp, digest)
+            await self.index.add_blob(digest, size)
         if self.index.total_bytes > self.max_size:
             task = asyncio.get_running_loop().create_task(self.evict())
             self._background.add(task)  # the loop keeps only weak references to tasks
@@ -170,14 +184,19 @@ class BlobCache:
                     chosen.append(digest)
                     excess -= size
                     freed += size
-                for digest in chosen:
-                    self.store.remove(digest)
-                await self.index.remove_blobs(chosen)
+                with self._reconcile_if_interrupted():
+                    await asyncio.to_thread(self._remove_files, chosen)
+                    await self.index.remove_blobs(chosen)
                 removed += len(chosen)
         if removed:
             log.info("evicted %d blobs (%d bytes)", removed, freed)
             self.on_evict(removed, freed)
         return removed, freed
+
+    def _remove_files(self, digests: list[Digest]) -> None:
+        """On a thread: hundreds of unlinks would stall every request on the loop."""
+        for digest in digests:
+            self.store.remove(digest)
 
     async def expire(self, max_age: float) -> tuple[int, int]:
         """Remove blobs and manifests not read for ``max_age`` seconds (``cache.max_age``);
@@ -185,9 +204,9 @@ class BlobCache:
         before = self.index.clock.time() - max_age
         async with self._evicting:
             blobs = [d for d in await unread_blobs(self.index, before) if not self.in_use(d)]
-            for digest in blobs:
-                self.store.remove(digest)
-            await self.index.remove_blobs(blobs)
+            with self._reconcile_if_interrupted():
+                await asyncio.to_thread(self._remove_files, blobs)
+                await self.index.remove_blobs(blobs)
             manifests = await unread_manifests(self.index, before)
             await self.index.remove_manifests(manifests)
         if blobs or manifests:
@@ -199,9 +218,18 @@ class BlobCache:
             )
         return len(blobs), len(manifests)
 
-    async def recover(self, *, rehash: bool = True) -> RecoveryReport:
-        """Start-up reconciliation of files and index after a crash or manual meddling."""
+    async def state(self) -> CleanState:
+        """What ``clean.json`` records at a clean close (``proxy.cache.cleanstate``)."""
+        count, total = await self.index.tally()
+        dirs = await asyncio.to_thread(directory_times, self.store.blobs)
+        return CleanState(count, total, dirs)
+
+    async def recover(self, *, rehash: bool = True, full: bool = True) -> RecoveryReport:
+        """Start-up reconciliation of files and index after a crash or manual meddling;
+        ``full=False`` (closed cleanly, nothing changed since) only clears temp files."""
         temp_removed = await asyncio.to_thread(self.store.clean_temp)
+        if not full:
+            return RecoveryReport(temp_removed, 0, 0, 0)
         rows = await self.index.all_blobs()
         files = {
             str(d): (d, p)

@@ -8,19 +8,14 @@ read since it was stored counts from when it was stored.
 
 from __future__ import annotations
 
-from proxy.cache.index import CacheIndex
+from proxy.cache.index import PINNED, CacheIndex
 from proxy.oci.digest import Digest
-
-_PINNED = (
-    "SELECT child FROM manifest_refs JOIN pins ON pins.digest = manifest_refs.manifest"
-    " UNION SELECT digest FROM pins"
-)
 
 
 async def unread_blobs(index: CacheIndex, before: float) -> list[Digest]:
     await index.flush()
     async with index.db.execute(
-        f"SELECT digest FROM blobs WHERE last_access < ? AND digest NOT IN ({_PINNED})",
+        f"SELECT digest FROM blobs WHERE last_access < ? AND digest NOT IN ({PINNED})",
         (before,),
     ) as cursor:
         return [Digest.parse(digest) async for (digest,) in cursor]
@@ -30,7 +25,7 @@ async def unread_manifests(index: CacheIndex, before: float) -> list[Digest]:
     await index.flush()
     async with index.db.execute(
         "SELECT digest FROM manifests WHERE COALESCE(last_access, created) < ?"
-        f" AND digest NOT IN ({_PINNED})",
+        f" AND digest NOT IN ({PINNED})",
         (before,),
     ) as cursor:
         return [Digest.parse(digest) async for (digest,) in cursor]

@@ -25,6 +25,9 @@ BACKFILL = (
     "INSERT OR IGNORE INTO repo_digests SELECT s.repo, r.child FROM repo_digests s"
     " JOIN manifest_refs r ON r.manifest = s.digest",
 )
+# Pairs remembered in memory. Past this many the memo starts over (a forgotten pair
+# costs one primary-key query when next asked), so memory does not grow with the cache.
+MEMO_PAIRS = 100_000
 
 
 class RepoScopes:
@@ -57,7 +60,7 @@ class RepoScopes:
         ) as cursor:
             found = await cursor.fetchone() is not None
         if found:
-            self._known.add(key)
+            self._remember(key)
         return found
 
     async def referenced(self, repo: str, digest: Digest) -> bool:
@@ -71,14 +74,23 @@ class RepoScopes:
         ) as cursor:
             found = await cursor.fetchone() is not None
         if found:
-            self._known.add(key)
+            self._remember(key)
         return found
+
+    def _remember(self, key: tuple[str, str]) -> None:
+        if len(self._known) >= MEMO_PAIRS:
+            self._known.clear()
+        self._known.add(key)
+
+    @property
+    def memo_size(self) -> int:
+        return len(self._known)
 
     async def add(self, repo: str, digest: Digest) -> None:
         key = (repo, str(digest))
         if key in self._known:
             return
-        self._known.add(key)
+        self._remember(key)
         async with self._db.execute("INSERT OR IGNORE INTO repo_digests VALUES (?, ?)", key):
             pass
         await self._db.commit()

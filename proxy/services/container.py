@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from proxy.cache.blobs import BlobCache
+from proxy.cache.cleanstate import Session, clear_state, read_state, write_state
 from proxy.cache.index import CacheIndex
 from proxy.cache.lock import CacheLock
 from proxy.cache.shared import EVENTS as SHARED_EVENTS
@@ -127,15 +128,23 @@ async def _flush_forever(
 
 async def _recover(
     settings: Settings, cache: BlobCache, uploads: UploadTable, files: UploadFiles
-) -> CacheLock:
+) -> tuple[CacheLock, Session]:
     """Start-up recovery, only when no other process has the cache open: its temp
-    files and upload bytes would look like a crash's leftovers (``proxy.cache.lock``)."""
+    files and upload bytes would look like a crash's leftovers (``proxy.cache.lock``).
+    Files and index are reconciled only after a crash or a change by hand since the
+    last clean close (``proxy.cache.cleanstate``): that is O(cached blobs)."""
     lock = await CacheLock.acquire(settings.cache.dir)
     try:
+        session = Session(settings.cache.dir)
         if lock.alone:
-            report = await cache.recover()
+            crashed = session.others()
+            saved = read_state(settings.cache.dir)
+            clean = session.tracked and not crashed and saved == await cache.state()
+            clear_state(settings.cache.dir)  # from here until a clean close, unknown
+            report = await cache.recover(full=not clean)
             if any(vars(report).values()):
                 log.info("cache recovery: %s", report)
+            session.forget(crashed)
             await recover_uploads(uploads, files)
         else:
             log.info("cache %s is open in another process: no recovery", settings.cache.dir)
@@ -143,7 +152,18 @@ async def _recover(
     except BaseException:
         lock.release()
         raise
-    return lock
+    return lock, session
+
+
+async def _close_cleanly(settings: Settings, cache: BlobCache, session: Session) -> None:
+    """Record the state a clean close leaves, then leave the sessions: the next
+    start-up may then skip reconciling files and index."""
+    try:
+        if not cache.interrupted:
+            write_state(settings.cache.dir, await cache.state())
+    except Exception:  # the next start reconciles: slower, never wrong
+        log.exception("recording the cache state at close failed")
+    session.end()
 
 
 @contextlib.asynccontextmanager
@@ -226,7 +246,7 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
         clock=clock,
         shared=shared,
     )
-    lock = await _recover(settings, cache, upload_table, upload_files)
+    lock, session = await _recover(settings, cache, upload_table, upload_files)
     flusher = asyncio.create_task(_flush_forever(settings, index, cache, metrics))
     try:
         yield services
@@ -239,5 +259,7 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
         await upstream.aclose()
         if tokens is not None and hasattr(tokens, "aclose"):
             await tokens.aclose()
+        await index.flush()
+        await _close_cleanly(settings, cache, session)
         await index.close()
         lock.release()
