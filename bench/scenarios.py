@@ -26,6 +26,7 @@ from bench.client import (
     read_blob,
     run_async,
 )
+from bench.coldfill import cold_fill
 from bench.content import ImageRef
 from bench.load import head_load, parallel_blob_reads
 from bench.procstat import Memory, cpu_seconds
@@ -265,6 +266,7 @@ def peak_rss(m: mm.Measurements) -> None:
 
 
 SCENARIOS = {1: cold_pull, 2: warm_pull, 3: herd, 4: big_blob, 5: manifest_heads}
+SCENARIOS[7] = cold_fill
 
 
 def skopeo_sanity(rig: Rig, m: mm.Measurements) -> None:
