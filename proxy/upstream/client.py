@@ -34,7 +34,7 @@ from proxy.metrics import Metrics, status_class
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
 from proxy.redact import without_secret_params
-from proxy.upstream import errors, tuning
+from proxy.upstream import errors, lean, tuning
 from proxy.upstream.auth import AccessTokens, Authorizer, AuthState
 from proxy.upstream.ratelimit import RateLimits
 
@@ -105,12 +105,19 @@ class Upstream:
         self.recent_errors: collections.deque[tuple[float, str, str]] = collections.deque(
             maxlen=RECENT_ERRORS
         )
+        limits = httpx.Limits(
+            max_connections=settings.max_connections,
+            max_keepalive_connections=settings.max_keepalive,
+        )
+        if transport is None and settings.lean_bodies:
+            inner = httpx.AsyncHTTPTransport(
+                verify=tls_verification(settings.ca_file), http2=settings.http2, limits=limits
+            )
+            context = lean.lean_ssl_context(tls_verification(settings.ca_file))
+            transport = lean.LeanTransport(inner, context)
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
-            limits=httpx.Limits(
-                max_connections=settings.max_connections,
-                max_keepalive_connections=settings.max_keepalive,
-            ),
+            limits=limits,
             http2=settings.http2,
             transport=transport,
             follow_redirects=True,  # httpx drops Authorization on a cross-origin redirect
@@ -145,6 +152,7 @@ class Upstream:
         write: bool = False,
         stream: bool = False,
         extra_scopes: tuple[str, ...] = (),
+        lean_body: bool = False,
     ) -> httpx.Response:
         """One logical request to ``/v2/<repo>{path}``; ``path`` starts with '/'."""
         location = await self.location(repo)
@@ -164,6 +172,8 @@ class Upstream:
             request = self.http.build_request(
                 method, url, headers=dict(headers or {}), params=params, content=content
             )
+            if lean_body:  # a blob body: its own connection, read into batches (lean.py)
+                request.extensions[lean.LEAN] = True
             authorization = await self.auth.authorization(base, state)
             if authorization:
                 request.headers["Authorization"] = authorization

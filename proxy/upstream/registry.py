@@ -256,7 +256,9 @@ class RegistryClient:
         raise await self._fail(response, ErrorCode.BLOB_UNKNOWN)
 
     async def open_blob(self, repo: Repository, digest: Digest) -> BlobStream:
-        response = await self.upstream.send("GET", repo, f"/blobs/{digest}", stream=True)
+        response = await self.upstream.send(
+            "GET", repo, f"/blobs/{digest}", stream=True, lean_body=True
+        )
         if response.status_code != 200:
             raise await self._fail(response, ErrorCode.BLOB_UNKNOWN)
         return BlobStream(response)

@@ -1,0 +1,157 @@
+"""One HTTP/1.1 connection read with ``asyncio.BufferedProtocol``: a blob body lands in
+the buffers it is handed out in.
+
+The event loop (uvloop, and its TLS layer too) reads the socket straight into the
+memory ``get_buffer`` returns. A body with a Content-Length is received into
+preallocated ``bytearray`` batches of up to ``BATCH`` bytes, each handed over whole
+once full: no Python-level copy of body bytes and one callback per socket read,
+where httpcore, anyio and h11 made two or three copies and a cancel scope per 256 KiB.
+Everything else (the response head, chunked or close-delimited bodies, error bodies)
+is copied out of a small scratch buffer and parsed by ``h11``, as httpx itself does.
+
+Reading pauses while ``READY_LIMIT`` full batches wait for the consumer, so a slow
+disk or hash holds at most that many batches in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+
+import httpx
+
+BATCH = 4 * 1024 * 1024
+READY_LIMIT = 2  # full batches held before the socket is paused
+SCRATCH = 64 * 1024
+
+
+class Wire(asyncio.BufferedProtocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._scratch = bytearray(SCRATCH)
+        self._scratch_view = memoryview(self._scratch)
+        self.pending = bytearray()  # copied bytes not yet parsed (head, slow bodies)
+        self.closed = False  # EOF or connection lost
+        self.error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self.gone = asyncio.Event()  # connection_lost was called
+        self._paused = False
+        # The body being received into batches (``direct``), or None.
+        self._remaining = 0
+        self._batch: bytearray | None = None
+        self._view: memoryview | None = None
+        self._filled = 0
+        self.ready: collections.deque[bytearray] = collections.deque()
+
+    # --- protocol callbacks ----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._remaining:
+            if self._view is None:
+                self._start_batch()
+            assert self._view is not None
+            return self._view[self._filled :]
+        # A memoryview, never the bytearray: asyncio's TLS layer reads the rest of a
+        # record into ``buf[offset:]``, which for a bytearray is a copy, lost.
+        return self._scratch_view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        view = self._view
+        if view is None:  # a head or a parsed body: copied, parsed by h11
+            self.pending += self._scratch_view[:nbytes]
+            self._wake()
+            return
+        self._filled += nbytes
+        self._remaining -= nbytes
+        if self._filled == len(view):
+            assert self._batch is not None
+            self.ready.append(self._batch)
+            self._batch = self._view = None
+            if self._remaining and len(self.ready) >= READY_LIMIT:
+                self._pause()
+            self._wake()
+
+    def eof_received(self) -> bool:
+        self.closed = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.error = exc
+        self.gone.set()
+        self._wake()
+
+    # --- direct bodies -----------------------------------------------------------------
+
+    def receive_body(self, length: int, prefix: bytes) -> None:
+        """From now on the next ``length`` bytes go to batches; ``prefix`` (read with
+        the head) first. Bytes beyond ``length`` stay in ``pending``."""
+        self._remaining = length
+        view = memoryview(prefix)
+        while view:
+            room = self.get_buffer(-1)
+            count = min(len(room), len(view))
+            room[:count] = view[:count]
+            self.buffer_updated(count)
+            view = view[count:]
+
+    def _start_batch(self) -> None:
+        self._batch = bytearray(min(BATCH, self._remaining))
+        self._view = memoryview(self._batch)
+        self._filled = 0
+
+    def take(self) -> bytearray | None:
+        """The next full batch, if one is ready; lets reading go on."""
+        if not self.ready:
+            return None
+        batch = self.ready.popleft()
+        if self._paused and len(self.ready) < READY_LIMIT:
+            self._paused = False
+            assert self.transport is not None
+            self.transport.resume_reading()
+        return batch
+
+    @property
+    def remaining(self) -> int:
+        return self._remaining
+
+    # --- waiting ---------------------------------------------------------------------
+
+    def _pause(self) -> None:
+        if not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self, seconds: float | None, request: httpx.Request) -> None:
+        """Until more arrives (or the connection ends); ``ReadTimeout`` after ``seconds``."""
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(seconds):
+                await self._waiter
+        except TimeoutError:
+            raise httpx.ReadTimeout("timed out reading from upstream", request=request) from None
+        finally:
+            self._waiter = None
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
