@@ -186,12 +186,13 @@ class Fill:
 
         Hashing and disk writes release the GIL, so on a second core they overlap the
         event loop's reading of the next batch; batches are lists of the pieces as
-        received (no joining copy). ``written`` only counts bytes already in the file.
+        received (no joining copy). ``written`` only counts bytes already in the file,
+        and grows as soon as a batch is in (followers of a slow upstream do not wait
+        for the next batch to fill).
         """
         loop = asyncio.get_running_loop()
         writing: asyncio.Future[None] = loop.create_future()
         writing.set_result(None)
-        in_flight = 0
         batch: list[bytes] = []
         batched = 0
         try:
@@ -199,12 +200,12 @@ class Fill:
                 batch.append(piece)
                 batched += len(piece)
                 if batched >= CHUNK:
-                    await self._landed(writing, in_flight)
-                    writing = loop.run_in_executor(None, _absorb, file, verifier, batch)
-                    batch, batched, in_flight = [], 0, batched
-            await self._landed(writing, in_flight)
-            writing = loop.run_in_executor(None, _absorb, file, verifier, batch)
-            await self._landed(writing, batched)
+                    await asyncio.shield(writing)  # a cancelled fill still waits for it
+                    writing = self._write(loop, file, verifier, batch, batched)
+                    batch, batched = [], 0
+            await asyncio.shield(writing)
+            writing = self._write(loop, file, verifier, batch, batched)
+            await asyncio.shield(writing)
         finally:
             if not writing.done():
                 # Cancelled: never let the file close under the thread still writing it.
@@ -212,11 +213,23 @@ class Fill:
                 if not writing.cancelled():
                     writing.exception()  # retrieved; the fill's own error is on its way
 
-    async def _landed(self, writing: asyncio.Future[None], size: int) -> None:
+    def _write(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        file: BinaryIO,
+        verifier: DigestVerifier,
+        batch: list[bytes],
+        size: int,
+    ) -> asyncio.Future[None]:
+        writing = loop.run_in_executor(None, _absorb, file, verifier, batch)
+        writing.add_done_callback(lambda done: self._landed(done, size))
+        return writing
+
+    def _landed(self, writing: asyncio.Future[None], size: int) -> None:
         """Once a batch is in the file and hashed, followers may read it."""
-        await asyncio.shield(writing)  # a cancelled fill still waits for the thread
-        self.written += size
-        self._notify()
+        if not writing.cancelled() and writing.exception() is None:
+            self.written += size
+            self._notify()
 
     async def started(self) -> None:
         """Until upstream answered with headers; raises the fill's error if it did not."""

@@ -22,6 +22,7 @@ import logging
 import random
 import ssl
 import time
+import urllib.request
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from pathlib import Path
 
@@ -109,7 +110,7 @@ class Upstream:
             max_connections=settings.max_connections,
             max_keepalive_connections=settings.max_keepalive,
         )
-        if transport is None and settings.lean_bodies:
+        if transport is None and settings.lean_bodies and not _egress_proxied():
             inner = httpx.AsyncHTTPTransport(
                 verify=tls_verification(settings.ca_file), http2=settings.http2, limits=limits
             )
@@ -302,6 +303,13 @@ def _write_redirect(response: httpx.Response, method: str, base: str, replayable
         ErrorCode.UPSTREAM_BAD_GATEWAY,
         f"upstream redirected {method} to {where} {why}; not followed",
     )
+
+
+def _egress_proxied() -> bool:
+    """HTTP(S)_PROXY or ALL_PROXY set: httpx carries every call (a transport of our own
+    would turn its proxy support off), so blob bodies take httpx's path too."""
+    proxies = urllib.request.getproxies()
+    return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
 
 
 def _body_failure(error: BaseException) -> RegistryError | None:

@@ -27,6 +27,8 @@ from proxy.upstream.wire import Wire
 
 LEAN = "gar_proxy.lean_body"  # request extension: this GET may take the lean path
 IDLE_PER_ORIGIN = 4
+# A batch not full after this long is handed over as it is (a slow upstream).
+EARLY_AFTER = 0.02
 Origin = tuple[str, str, int]
 
 
@@ -209,11 +211,12 @@ class DirectBody(httpx.AsyncByteStream):
         self._open = True
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        wire = self._wire
+        wire, clock = self._wire, asyncio.get_running_loop().time
+        progress, seen = clock(), 0
         while True:
             batch = wire.take()
             if batch is not None:
-                yield batch  # type: ignore[misc]  # a bytearray: httpx only takes len()
+                yield batch  # type: ignore[misc]  # a memoryview: readers take any buffer
                 continue
             if not wire.remaining:
                 self._release(reuse=self._keep)
@@ -225,7 +228,19 @@ class DirectBody(httpx.AsyncByteStream):
                     f"upstream closed the connection after {got} of {self.length} body bytes",
                     request=self._request,
                 )
-            await wire.wait(self._timeout, self._request)
+            if await wire.wait_briefly(EARLY_AFTER):
+                continue
+            # A batch is slow to fill: hand over what it holds, as a slow upstream's
+            # bytes should reach followers; the read timeout counts from the last byte.
+            partial = wire.take_partial()
+            if partial is not None:
+                yield partial  # type: ignore[misc]
+            if wire.received != seen:
+                progress, seen = clock(), wire.received
+            elif self._timeout is not None and clock() - progress > self._timeout:
+                self._wire.abort()
+                self._open = False
+                raise httpx.ReadTimeout("timed out reading from upstream", request=self._request)
 
     def _release(self, *, reuse: bool) -> None:
         if self._open:

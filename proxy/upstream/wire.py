@@ -21,7 +21,7 @@ import collections
 import httpx
 
 BATCH = 4 * 1024 * 1024
-READY_LIMIT = 2  # full batches held before the socket is paused
+READY_LIMIT = 1  # full batches held before the socket is paused
 SCRATCH = 64 * 1024
 
 
@@ -41,7 +41,9 @@ class Wire(asyncio.BufferedProtocol):
         self._batch: bytearray | None = None
         self._view: memoryview | None = None
         self._filled = 0
-        self.ready: collections.deque[bytearray] = collections.deque()
+        self._start = 0  # the current batch's bytes before this were handed over early
+        self.received = 0  # body bytes so far: progress, for the read timeout
+        self.ready: collections.deque[memoryview] = collections.deque()
 
     # --- protocol callbacks ----------------------------------------------------------
 
@@ -66,9 +68,9 @@ class Wire(asyncio.BufferedProtocol):
             return
         self._filled += nbytes
         self._remaining -= nbytes
+        self.received += nbytes
         if self._filled == len(view):
-            assert self._batch is not None
-            self.ready.append(self._batch)
+            self.ready.append(view[self._start :] if self._start else view)
             self._batch = self._view = None
             if self._remaining and len(self.ready) >= READY_LIMIT:
                 self._pause()
@@ -102,9 +104,19 @@ class Wire(asyncio.BufferedProtocol):
     def _start_batch(self) -> None:
         self._batch = bytearray(min(BATCH, self._remaining))
         self._view = memoryview(self._batch)
-        self._filled = 0
+        self._filled = self._start = 0
 
-    def take(self) -> bytearray | None:
+    def take_partial(self) -> memoryview | None:
+        """What the current batch holds so far, not handed over yet: for a slow upstream,
+        so followers see bytes before a whole batch arrived (the rest follows later)."""
+        view = self._view
+        if view is None or self._filled == self._start:
+            return None
+        piece = view[self._start : self._filled]
+        self._start = self._filled
+        return piece
+
+    def take(self) -> memoryview | None:
         """The next full batch, if one is ready; lets reading go on."""
         if not self.ready:
             return None
@@ -133,12 +145,19 @@ class Wire(asyncio.BufferedProtocol):
 
     async def wait(self, seconds: float | None, request: httpx.Request) -> None:
         """Until more arrives (or the connection ends); ``ReadTimeout`` after ``seconds``."""
+        if not await self.wait_briefly(seconds):
+            raise httpx.ReadTimeout("timed out reading from upstream", request=request)
+
+    async def wait_briefly(self, seconds: float | None) -> bool:
+        """Until woken (a batch is full, the head or a parsed body's bytes arrived, the
+        connection ended): True; or ``seconds`` passed: False."""
         self._waiter = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.timeout(seconds):
                 await self._waiter
+            return True
         except TimeoutError:
-            raise httpx.ReadTimeout("timed out reading from upstream", request=request) from None
+            return False
         finally:
             self._waiter = None
 
