@@ -60,7 +60,7 @@ def parser() -> argparse.ArgumentParser:
         "--py-spy",
         type=Path,
         metavar="DIR",
-        help="record py-spy flame graphs of gar-proxy in scenarios 2, 4, 5",
+        help="record py-spy flame graphs of gar-proxy in scenarios 2, 4, 5, 7",
     )
     p.add_argument(
         "--py-spy-format",

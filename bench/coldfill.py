@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 
 def cold_fill(rig: Rig, m: mm.Measurements, options: Options) -> None:
+    from bench.scenarios import profiled  # scenarios imports this module
+
     image = rig.corpus.huge
     layer = image.blobs[1]
     gib = layer.size / 1024**3
@@ -29,7 +31,9 @@ def cold_fill(rig: Rig, m: mm.Measurements, options: Options) -> None:
         for target in targets:
             target.fresh()
             url = f"{target.url}/v2/{image.repo}/blobs/{layer.digest}"
-            cpu = cpu_seconds(target.pid)
-            seconds = parallel_blob_reads(url, layer.size, 1)
+            with profiled(rig, target, options, f"7-fill-{run}"):
+                cpu = cpu_seconds(target.pid)
+                seconds = parallel_blob_reads(url, layer.size, 1)
+                cpu = cpu_seconds(target.pid) - cpu
             m.add(mm.FILL_WALL, target.name, seconds)
-            m.add(mm.FILL_CPU, target.name, (cpu_seconds(target.pid) - cpu) / gib)
+            m.add(mm.FILL_CPU, target.name, cpu / gib)
