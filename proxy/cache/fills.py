@@ -202,6 +202,7 @@ class Fill:
                 if batched >= CHUNK:
                     await asyncio.shield(writing)  # a cancelled fill still waits for it
                     writing = self._write(loop, file, verifier, batch, batched)
+                    writing.add_done_callback(_recycling(source, batch))
                     batch, batched = [], 0
             await asyncio.shield(writing)
             writing = self._write(loop, file, verifier, batch, batched)
@@ -286,6 +287,19 @@ class Fill:
             if self.failed:
                 raise self.error  # type: ignore[misc]
             await self._progress.wait()
+
+
+def _recycling(source: Source, batch: list[bytes]) -> Callable[[asyncio.Future[None]], None]:
+    """Once a batch is written and hashed, its pieces go back to a source that reuses
+    its buffers (``BlobStream.recycle``; optional, so any other source works as is)."""
+    recycle = getattr(source, "recycle", None)
+
+    def done(_: asyncio.Future[None]) -> None:
+        if recycle is not None:
+            for piece in batch:
+                recycle(piece)
+
+    return done
 
 
 async def _both(hashing: asyncio.Future[None], storing: asyncio.Future[None]) -> None:

@@ -26,6 +26,7 @@ import httpx
 from proxy.upstream.wire import Wire
 
 LEAN = "gar_proxy.lean_body"  # request extension: this GET may take the lean path
+BODY = "gar_proxy.direct_body"  # response extension: its ``DirectBody``, if it has one
 IDLE_PER_ORIGIN = 4
 # A batch not full after this long is handed over as it is (a slow upstream).
 EARLY_AFTER = 0.02
@@ -141,11 +142,12 @@ class LeanTransport(httpx.AsyncBaseTransport):
             wire.receive_body(length, conn.trailing_data[0])
         else:
             body = ParsedBody(self, wire, origin, request, conn, read)
+        extensions = {"http_version": b"HTTP/1.1", "reason_phrase": answer.reason, BODY: body}
         return httpx.Response(
             answer.status_code,
             headers=answer.headers.raw_items(),
             stream=body,
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": answer.reason},
+            extensions=extensions,
             request=request,
         )
 
@@ -241,6 +243,10 @@ class DirectBody(httpx.AsyncByteStream):
                 self._wire.abort()
                 self._open = False
                 raise httpx.ReadTimeout("timed out reading from upstream", request=self._request)
+
+    def recycle(self, piece: memoryview) -> None:
+        """A batch this body yielded, written and hashed: its memory may take the next."""
+        self._wire.recycle(piece)
 
     def _release(self, *, reuse: bool) -> None:
         if self._open:

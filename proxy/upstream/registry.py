@@ -29,7 +29,7 @@ from proxy.oci import mediatypes as mt
 from proxy.oci.digest import Digest
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
-from proxy.upstream import errors
+from proxy.upstream import errors, lean
 from proxy.upstream.client import Upstream
 
 Body = bytes | AsyncIterable[bytes] | None
@@ -178,6 +178,13 @@ class BlobStream:
                 yield chunk
         except httpx.HTTPError as error:
             raise errors.from_transport(error, str(self._response.request.url)) from None
+
+    def recycle(self, piece: bytes) -> None:
+        """``piece`` (one this stream yielded) was written and hashed and is read no
+        more: the lean path reuses its memory for the next batch."""
+        body = self._response.extensions.get(lean.BODY)
+        if isinstance(body, lean.DirectBody) and isinstance(piece, memoryview):
+            body.recycle(piece)
 
     async def read(self, limit: int) -> bytes | None:
         """The whole body, or None (and closed) if it is larger than ``limit``."""

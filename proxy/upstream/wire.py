@@ -22,6 +22,7 @@ import httpx
 
 BATCH = 4 * 1024 * 1024
 READY_LIMIT = 1  # full batches held before the socket is paused
+FREE_LIMIT = 4  # spare batches kept for reuse
 SCRATCH = 64 * 1024
 
 
@@ -44,6 +45,9 @@ class Wire(asyncio.BufferedProtocol):
         self._start = 0  # the current batch's bytes before this were handed over early
         self.received = 0  # body bytes so far: progress, for the read timeout
         self.ready: collections.deque[memoryview] = collections.deque()
+        # Batches given back once written and hashed: a fresh bytearray is zeroed
+        # (and often faulted in) first, a third of what the socket reads cost.
+        self._free: list[bytearray] = []
 
     # --- protocol callbacks ----------------------------------------------------------
 
@@ -102,9 +106,17 @@ class Wire(asyncio.BufferedProtocol):
             view = view[count:]
 
     def _start_batch(self) -> None:
-        self._batch = bytearray(min(BATCH, self._remaining))
+        size = min(BATCH, self._remaining)
+        self._batch = self._free.pop() if size == BATCH and self._free else bytearray(size)
         self._view = memoryview(self._batch)
         self._filled = self._start = 0
+
+    def recycle(self, piece: memoryview) -> None:
+        """A whole batch the reader is done with, for the next one to reuse."""
+        batch = piece.obj
+        whole = isinstance(batch, bytearray) and len(piece) == len(batch) == BATCH
+        if whole and len(self._free) < FREE_LIMIT:
+            self._free.append(batch)  # type: ignore[arg-type]  # a bytearray, checked
 
     def take_partial(self) -> memoryview | None:
         """What the current batch holds so far, not handed over yet: for a slow upstream,

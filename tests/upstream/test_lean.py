@@ -91,8 +91,8 @@ def test_a_body_arrives_whole_in_batches_and_the_connection_is_reused(
         async with client(ca) as http:
             status, body, sizes = await fetch(http, blob_url(fake, big))
             assert (status, body) == (200, big)
-            # Whole batches (a slow one may come early in parts), not 64 KiB reads.
-            assert max(sizes) == BATCH and len(sizes) <= 20
+            # Batches (one slow to fill comes early in parts), not 64-256 KiB reads.
+            assert max(sizes) <= BATCH and len(sizes) < len(big) // (256 * 1024)
             transport = http._transport
             assert isinstance(transport, LeanTransport)
             assert sum(len(w) for w in transport._idle.values()) == 1
@@ -159,7 +159,7 @@ def test_the_proxy_fills_over_tls_on_the_lean_path(tmp_path: Path, ca: trustme.C
     ca.issue_cert("127.0.0.1").configure_cert(context)
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
     fake = FakeGAR(auth="none")
-    data = make_layer(size=BATCH + 777, seed=5)
+    data = make_layer(size=3 * BATCH + 777, seed=5)  # batches are reused: bytes must hold
     digest = fake.put_blob("us", REPO, data)
     with fake.serve(ssl_context=context):
         fake.add_fault(Fault(kind="blob", method="GET", path=r"^/us/", redirect=True))
