@@ -22,7 +22,7 @@ import httpx
 
 BATCH = 4 * 1024 * 1024
 READY_LIMIT = 1  # full batches held before the socket is paused
-FREE_LIMIT = 4  # spare batches kept for reuse
+FREE_LIMIT = 2  # spare batches kept for reuse while a body is received
 SCRATCH = 64 * 1024
 
 
@@ -76,7 +76,9 @@ class Wire(asyncio.BufferedProtocol):
         if self._filled == len(view):
             self.ready.append(view[self._start :] if self._start else view)
             self._batch = self._view = None
-            if self._remaining and len(self.ready) >= READY_LIMIT:
+            if not self._remaining:
+                self._free.clear()
+            elif len(self.ready) >= READY_LIMIT:
                 self._pause()
             self._wake()
 
@@ -115,7 +117,8 @@ class Wire(asyncio.BufferedProtocol):
         """A whole batch the reader is done with, for the next one to reuse."""
         batch = piece.obj
         whole = isinstance(batch, bytearray) and len(piece) == len(batch) == BATCH
-        if whole and len(self._free) < FREE_LIMIT:
+        # Only while a body is due: an idle kept-alive connection holds no batches.
+        if whole and self._remaining and len(self._free) < FREE_LIMIT:
             self._free.append(batch)  # type: ignore[arg-type]  # a bytearray, checked
 
     def take_partial(self) -> memoryview | None:
