@@ -3,7 +3,7 @@ the buffers it is handed out in.
 
 The event loop (uvloop, and its TLS layer too) reads the socket straight into the
 memory ``get_buffer`` returns. A body with a Content-Length is received into
-preallocated ``bytearray`` batches of up to ``BATCH`` bytes, each handed over whole
+preallocated ``bytearray`` batches (4 MiB, 2 MiB for bodies under 256 MiB), each handed over whole
 once full: no Python-level copy of body bytes and one callback per socket read,
 where httpcore, anyio and h11 made two or three copies and a cancel scope per 256 KiB.
 Everything else (the response head, chunked or close-delimited bodies, error bodies)
@@ -20,7 +20,12 @@ import collections
 
 import httpx
 
-BATCH = 4 * 1024 * 1024
+BATCH = 4 * 1024 * 1024  # for a body of BIG_BODY bytes or more
+SMALL_BATCH = 2 * 1024 * 1024  # for smaller ones
+# Measured: a 1 GiB fill costs the loop 0.8-1.0 s of CPU in 4 MiB batches and 1.1-1.3 s
+# in 2 MiB ones; but 8 concurrent cold pulls of a 256 MiB image peaked at 106 MiB of
+# RSS with 4 MiB batches against 81 MiB with 2 MiB (79 before).
+BIG_BODY = 256 * 1024 * 1024
 READY_LIMIT = 1  # full batches held before the socket is paused
 FREE_LIMIT = 2  # spare batches kept for reuse while a body is received
 SCRATCH = 64 * 1024
@@ -48,6 +53,7 @@ class Wire(asyncio.BufferedProtocol):
         # Batches given back once written and hashed: a fresh bytearray is zeroed
         # (and often faulted in) first, a third of what the socket reads cost.
         self._free: list[bytearray] = []
+        self._size = BATCH  # of this body's batches
 
     # --- protocol callbacks ----------------------------------------------------------
 
@@ -99,6 +105,7 @@ class Wire(asyncio.BufferedProtocol):
         """From now on the next ``length`` bytes go to batches; ``prefix`` (read with
         the head) first. Bytes beyond ``length`` stay in ``pending``."""
         self._remaining = length
+        self._size = BATCH if length >= BIG_BODY else SMALL_BATCH
         view = memoryview(prefix)
         while view:
             room = self.get_buffer(-1)
@@ -108,15 +115,15 @@ class Wire(asyncio.BufferedProtocol):
             view = view[count:]
 
     def _start_batch(self) -> None:
-        size = min(BATCH, self._remaining)
-        self._batch = self._free.pop() if size == BATCH and self._free else bytearray(size)
+        size = min(self._size, self._remaining)
+        self._batch = self._free.pop() if size == self._size and self._free else bytearray(size)
         self._view = memoryview(self._batch)
         self._filled = self._start = 0
 
     def recycle(self, piece: memoryview) -> None:
         """A whole batch the reader is done with, for the next one to reuse."""
         batch = piece.obj
-        whole = isinstance(batch, bytearray) and len(piece) == len(batch) == BATCH
+        whole = isinstance(batch, bytearray) and len(piece) == len(batch) == self._size
         # Only while a body is due: an idle kept-alive connection holds no batches.
         if whole and self._remaining and len(self._free) < FREE_LIMIT:
             self._free.append(batch)  # type: ignore[arg-type]  # a bytearray, checked

@@ -16,7 +16,7 @@ import trustme
 import uvloop
 
 from proxy.upstream.lean import LEAN, LeanTransport, lean_ssl_context
-from proxy.upstream.wire import BATCH
+from proxy.upstream.wire import SMALL_BATCH as BATCH  # bodies here are under BIG_BODY
 from testkit.fakes.gar import FakeGAR, Fault
 from testkit.images import make_layer
 from testkit.proxyharness import proxy_settings, run_proxy
