@@ -17,19 +17,18 @@ had closed is replaced once, as httpcore does.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
-from collections.abc import AsyncIterator
 
 import h11
 import httpx
 
+from proxy.upstream.lean_bodies import DirectBody, ParsedBody
 from proxy.upstream.wire import Wire
 
 LEAN = "gar_proxy.lean_body"  # request extension: this GET may take the lean path
 BODY = "gar_proxy.direct_body"  # response extension: its ``DirectBody``, if it has one
 IDLE_PER_ORIGIN = 4
-# A batch not full after this long is handed over as it is (a slow upstream).
-EARLY_AFTER = 0.02
 Origin = tuple[str, str, int]
 
 
@@ -39,6 +38,9 @@ class _Stale(Exception):
 
 def _protocol_error(error: h11.ProtocolError, request: httpx.Request) -> httpx.HTTPError:
     return httpx.RemoteProtocolError(str(error), request=request)
+
+
+__all__ = ["BODY", "LEAN", "DirectBody", "LeanTransport", "ParsedBody", "lean_ssl_context"]
 
 
 class LeanTransport(httpx.AsyncBaseTransport):
@@ -135,13 +137,14 @@ class LeanTransport(httpx.AsyncBaseTransport):
             raise
         read = timeouts.get("read")
         length = _content_length(answer)
+        checkin = functools.partial(self.checkin, origin)
         body: httpx.AsyncByteStream
         if answer.status_code == 200 and length:
             keep = answer.http_version == b"1.1" and not _says_close(answer)
-            body = DirectBody(self, wire, origin, request, length, read, keep)
+            body = DirectBody(checkin, wire, request, length, read, keep)
             wire.receive_body(length, conn.trailing_data[0])
         else:
-            body = ParsedBody(self, wire, origin, request, conn, read)
+            body = ParsedBody(checkin, wire, request, conn, read)
         extensions = {"http_version": b"HTTP/1.1", "reason_phrase": answer.reason, BODY: body}
         return httpx.Response(
             answer.status_code,
@@ -193,134 +196,6 @@ def _says_close(answer: h11.Response) -> bool:
     return any(
         name == b"connection" and b"close" in value.lower() for name, value in answer.headers
     )
-
-
-class DirectBody(httpx.AsyncByteStream):
-    """A Content-Length body, in the batches ``Wire`` receives it into."""
-
-    def __init__(
-        self,
-        transport: LeanTransport,
-        wire: Wire,
-        origin: Origin,
-        request: httpx.Request,
-        length: int,
-        timeout: float | None,
-        keep: bool,
-    ) -> None:
-        self._transport, self._wire, self._origin = transport, wire, origin
-        self._request, self.length, self._timeout, self._keep = request, length, timeout, keep
-        self._open = True
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        wire, clock = self._wire, asyncio.get_running_loop().time
-        progress, seen = clock(), 0
-        while True:
-            batch = wire.take()
-            if batch is not None:
-                yield batch  # type: ignore[misc]  # a memoryview: readers take any buffer
-                continue
-            if not wire.remaining:
-                self._release(reuse=self._keep)
-                return
-            if wire.closed:
-                self._release(reuse=False)
-                got = self.length - wire.remaining
-                raise httpx.RemoteProtocolError(
-                    f"upstream closed the connection after {got} of {self.length} body bytes",
-                    request=self._request,
-                )
-            if await wire.wait_briefly(EARLY_AFTER):
-                continue
-            # A batch is slow to fill: hand over what it holds, as a slow upstream's
-            # bytes should reach followers; the read timeout counts from the last byte.
-            partial = wire.take_partial()
-            if partial is not None:
-                yield partial  # type: ignore[misc]
-            if wire.received != seen:
-                progress, seen = clock(), wire.received
-            elif self._timeout is not None and clock() - progress > self._timeout:
-                self._wire.abort()
-                self._open = False
-                raise httpx.ReadTimeout("timed out reading from upstream", request=self._request)
-
-    def recycle(self, piece: memoryview) -> None:
-        """A batch this body yielded, written and hashed: its memory may take the next."""
-        self._wire.recycle(piece)
-
-    def _release(self, *, reuse: bool) -> None:
-        if self._open:
-            self._open = False
-            if reuse:
-                self._transport.checkin(self._origin, self._wire)
-            else:
-                self._wire.close()
-
-    async def aclose(self) -> None:
-        if self._open:  # left before the end: the rest of the body is never read
-            self._open = False
-            self._wire.abort()
-
-
-class ParsedBody(httpx.AsyncByteStream):
-    """Any other body (chunked, close-delimited, an error's), parsed by ``h11``."""
-
-    def __init__(
-        self,
-        transport: LeanTransport,
-        wire: Wire,
-        origin: Origin,
-        request: httpx.Request,
-        conn: h11.Connection,
-        timeout: float | None,
-    ) -> None:
-        self._transport, self._wire, self._origin = transport, wire, origin
-        self._request, self._conn, self._timeout = request, conn, timeout
-        self._open = True
-        self._eof_fed = False
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            while True:
-                event = self._conn.next_event()
-                if isinstance(event, h11.Data):
-                    yield bytes(event.data)
-                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                    self._finish()
-                    return
-                else:
-                    await self._more()
-        except h11.ProtocolError as error:
-            self._open = False
-            self._wire.close()
-            raise _protocol_error(error, self._request) from None
-
-    async def _more(self) -> None:
-        wire = self._wire
-        if wire.pending:
-            self._conn.receive_data(bytes(wire.pending))
-            wire.pending.clear()
-        elif wire.closed and not self._eof_fed:
-            self._eof_fed = True
-            self._conn.receive_data(b"")  # h11 decides: the end, or a cut body
-        elif wire.closed:
-            raise httpx.RemoteProtocolError("upstream closed mid-body", request=self._request)
-        else:
-            await wire.wait(self._timeout, self._request)
-
-    def _finish(self) -> None:
-        if self._open:
-            self._open = False
-            conn = self._conn
-            if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-                self._transport.checkin(self._origin, self._wire)
-            else:
-                self._wire.close()
-
-    async def aclose(self) -> None:
-        if self._open:
-            self._open = False
-            self._wire.abort()
 
 
 def lean_ssl_context(verify: ssl.SSLContext | bool) -> ssl.SSLContext:
