@@ -48,8 +48,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--scenarios",
         type=_scenarios,
-        default=[1, 2, 3, 4, 5, 6],
-        help="comma-separated subset of 1-6 (6, peak RSS, comes from 3 and 4), or more, "
+        default=[1, 2, 3, 4, 5, 6, 7],
+        help="comma-separated subset of 1-7 (6, peak RSS, comes from 3 and 4), or more, "
         "run only when asked for: 8 (1 replica against a ring of 3 behind nginx), 9 (scale)",
     )
     p.add_argument(
@@ -67,7 +67,7 @@ def parser() -> argparse.ArgumentParser:
         "--py-spy",
         type=Path,
         metavar="DIR",
-        help="record py-spy flame graphs of gar-proxy in scenarios 1, 2, 4, 5",
+        help="record py-spy flame graphs of gar-proxy in scenarios 1, 2, 4, 5, 7",
     )
     p.add_argument(
         "--py-spy-format",

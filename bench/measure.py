@@ -54,6 +54,8 @@ HEAD_P50 = Metric("5-head-p50", "5 manifest HEAD p50 (ms)")
 HEAD_P99 = Metric("5-head-p99", "5 manifest HEAD p99 (ms)")
 HEAD_CPU = Metric("5-head-cpu", "5 manifest HEAD: server CPU per 1k req (s)")
 PEAK_RSS = Metric("6-rss", "6 peak RSS during 3-4 (MiB)")
+FILL_WALL = Metric("7-fill", "7 cold big blob fill, curl (s)")
+FILL_CPU = Metric("7-fill-cpu", "7 cold big blob fill: server CPU per GiB (s)")
 
 
 def tls_key(key: str) -> str:
@@ -74,6 +76,8 @@ CHECKS = (
     Check(BLOB_4, DIST, 1.0, at_most=False),
     Check(HEAD_RATE, DIST, 3.0, at_most=False),
     Check(PEAK_RSS, "", 150.0, at_most=True),
+    Check(FILL_WALL, DIST, 1.0, at_most=True),
+    Check(FILL_CPU, DIST, 1.0, at_most=True),
 )
 
 

@@ -26,6 +26,7 @@ from bench.client import (
     read_blob,
     run_async,
 )
+from bench.coldfill import cold_fill
 from bench.content import ImageRef
 from bench.load import head_load, parallel_blob_reads
 from bench.procstat import Memory, cpu_seconds
@@ -277,6 +278,7 @@ def _ring(rig: Rig, m: mm.Measurements, options: Options) -> None:
 
 
 SCENARIOS = {1: cold_pull, 2: warm_pull, 3: herd, 4: big_blob, 5: manifest_heads}
+SCENARIOS[7] = cold_fill
 SCENARIOS[8] = _ring  # 1 replica against a ring of 3 behind nginx (bench/ring.py)
 SCENARIOS[9] = scale
 

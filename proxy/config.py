@@ -166,6 +166,11 @@ class UpstreamSettings:
     max_connections: int = setting(100, parse_positive_int, "GAR_PROXY_POOL_SIZE")
     max_keepalive: int = setting(20, parse_int, "GAR_PROXY_POOL_KEEPALIVE")
     http2: bool = setting(False, parse_bool, "GAR_PROXY_HTTP2")
+    lean_bodies: bool = setting(
+        True, parse_bool,
+        doc="blob bodies on their own HTTP/1.1 connections, read straight into 4 MiB "
+        "batches (false: through httpx like every other call)",
+    )  # fmt: skip
     retries: int = setting(4, parse_int, "GAR_PROXY_RETRIES")
     backoff_base: float = setting(0.5, parse_duration, "GAR_PROXY_BACKOFF_BASE")
     backoff_max: float = setting(30.0, parse_duration, "GAR_PROXY_BACKOFF_MAX")

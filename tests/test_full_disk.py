@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from proxy.cache import fills
-from proxy.oci.digest import Digest, DigestVerifier
+from proxy.oci.digest import Digest
 from testkit.fakes.gar import FakeGAR
 from testkit.proxyharness import RunningProxy
 from tests.conftest import FakeGarFactory, ProxyFactory
@@ -81,15 +81,15 @@ def test_enospc_mid_fill_fails_that_fill_and_the_next_request_passes_through(
     data = random.Random(2).randbytes(3 * MIB)
     digest = fake.put_blob("us", REPO, data)
     running = proxy(fake.upstream)
-    absorb = fills._absorb
+    absorb = fills._store_batch
     faults = [OSError(errno.ENOSPC, "No space left on device")]
 
-    def full_once(file: BinaryIO, verifier: DigestVerifier, pieces: list[bytes]) -> None:
+    def full_once(file: BinaryIO, pieces: list[bytes]) -> None:
         if faults:
             raise faults.pop()
-        absorb(file, verifier, pieces)
+        absorb(file, pieces)
 
-    monkeypatch.setattr(fills, "_absorb", full_once)
+    monkeypatch.setattr(fills, "_store_batch", full_once)
     url = f"/v2/{REPO}/blobs/{digest}"
     with httpx.Client(base_url=running.url, timeout=30) as client:
         # Cut (or refused before any byte), never completed.

@@ -186,12 +186,13 @@ class Fill:
 
         Hashing and disk writes release the GIL, so on a second core they overlap the
         event loop's reading of the next batch; batches are lists of the pieces as
-        received (no joining copy). ``written`` only counts bytes already in the file.
+        received (no joining copy). ``written`` only counts bytes already in the file,
+        and grows as soon as a batch is in (followers of a slow upstream do not wait
+        for the next batch to fill).
         """
         loop = asyncio.get_running_loop()
         writing: asyncio.Future[None] = loop.create_future()
         writing.set_result(None)
-        in_flight = 0
         batch: list[bytes] = []
         batched = 0
         try:
@@ -199,12 +200,13 @@ class Fill:
                 batch.append(piece)
                 batched += len(piece)
                 if batched >= CHUNK:
-                    await self._landed(writing, in_flight)
-                    writing = loop.run_in_executor(None, _absorb, file, verifier, batch)
-                    batch, batched, in_flight = [], 0, batched
-            await self._landed(writing, in_flight)
-            writing = loop.run_in_executor(None, _absorb, file, verifier, batch)
-            await self._landed(writing, batched)
+                    await asyncio.shield(writing)  # a cancelled fill still waits for it
+                    writing = self._write(loop, file, verifier, batch, batched)
+                    writing.add_done_callback(_recycling(source, batch))
+                    batch, batched = [], 0
+            await asyncio.shield(writing)
+            writing = self._write(loop, file, verifier, batch, batched)
+            await asyncio.shield(writing)
         finally:
             if not writing.done():
                 # Cancelled: never let the file close under the thread still writing it.
@@ -212,11 +214,27 @@ class Fill:
                 if not writing.cancelled():
                     writing.exception()  # retrieved; the fill's own error is on its way
 
-    async def _landed(self, writing: asyncio.Future[None], size: int) -> None:
+    def _write(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        file: BinaryIO,
+        verifier: DigestVerifier,
+        batch: list[bytes],
+        size: int,
+    ) -> asyncio.Future[None]:
+        """Hash and write one batch on two threads at once: a write can wait on the
+        disk (or cost as much CPU as the hash) while the other core hashes."""
+        hashing = loop.run_in_executor(None, _hash, verifier, batch)
+        storing = loop.run_in_executor(None, _store_batch, file, batch)
+        writing = asyncio.ensure_future(_both(hashing, storing))
+        writing.add_done_callback(lambda done: self._landed(done, size))
+        return writing
+
+    def _landed(self, writing: asyncio.Future[None], size: int) -> None:
         """Once a batch is in the file and hashed, followers may read it."""
-        await asyncio.shield(writing)  # a cancelled fill still waits for the thread
-        self.written += size
-        self._notify()
+        if not writing.cancelled() and writing.exception() is None:
+            self.written += size
+            self._notify()
 
     async def started(self) -> None:
         """Until upstream answered with headers; raises the fill's error if it did not."""
@@ -271,8 +289,32 @@ class Fill:
             await self._progress.wait()
 
 
-def _absorb(file: BinaryIO, verifier: DigestVerifier, pieces: list[bytes]) -> None:
+def _recycling(source: Source, batch: list[bytes]) -> Callable[[asyncio.Future[None]], None]:
+    """Once a batch is written and hashed, its pieces go back to a source that reuses
+    its buffers (``BlobStream.recycle``; optional, so any other source works as is)."""
+    recycle = getattr(source, "recycle", None)
+
+    def done(_: asyncio.Future[None]) -> None:
+        if recycle is not None:
+            for piece in batch:
+                recycle(piece)
+
+    return done
+
+
+async def _both(hashing: asyncio.Future[None], storing: asyncio.Future[None]) -> None:
+    """Both threads' work, done; the first failure raised only once neither runs."""
+    await asyncio.wait([hashing, storing])
+    for part in (hashing, storing):
+        part.result()
+
+
+def _hash(verifier: DigestVerifier, pieces: list[bytes]) -> None:
+    for piece in pieces:
+        verifier.update(piece)
+
+
+def _store_batch(file: BinaryIO, pieces: list[bytes]) -> None:
     for piece in pieces:
         file.write(piece)
-        verifier.update(piece)
     file.flush()  # followers pread the file: nothing counted may sit in a buffer

@@ -22,6 +22,7 @@ import logging
 import random
 import ssl
 import time
+import urllib.request
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from proxy.metrics import Metrics, status_class
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
 from proxy.redact import without_secret_params
-from proxy.upstream import errors, tuning
+from proxy.upstream import errors, lean, tuning
 from proxy.upstream.auth import AccessTokens, Authorizer, AuthState
 from proxy.upstream.ratelimit import RateLimits
 
@@ -105,12 +106,19 @@ class Upstream:
         self.recent_errors: collections.deque[tuple[float, str, str]] = collections.deque(
             maxlen=RECENT_ERRORS
         )
+        limits = httpx.Limits(
+            max_connections=settings.max_connections,
+            max_keepalive_connections=settings.max_keepalive,
+        )
+        if transport is None and settings.lean_bodies and not _egress_proxied():
+            inner = httpx.AsyncHTTPTransport(
+                verify=tls_verification(settings.ca_file), http2=settings.http2, limits=limits
+            )
+            context = lean.lean_ssl_context(tls_verification(settings.ca_file))
+            transport = lean.LeanTransport(inner, context)
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
-            limits=httpx.Limits(
-                max_connections=settings.max_connections,
-                max_keepalive_connections=settings.max_keepalive,
-            ),
+            limits=limits,
             http2=settings.http2,
             transport=transport,
             follow_redirects=True,  # httpx drops Authorization on a cross-origin redirect
@@ -145,6 +153,7 @@ class Upstream:
         write: bool = False,
         stream: bool = False,
         extra_scopes: tuple[str, ...] = (),
+        lean_body: bool = False,
     ) -> httpx.Response:
         """One logical request to ``/v2/<repo>{path}``; ``path`` starts with '/'."""
         location = await self.location(repo)
@@ -164,6 +173,8 @@ class Upstream:
             request = self.http.build_request(
                 method, url, headers=dict(headers or {}), params=params, content=content
             )
+            if lean_body:  # a blob body: its own connection, read into batches (lean.py)
+                request.extensions[lean.LEAN] = True
             authorization = await self.auth.authorization(base, state)
             if authorization:
                 request.headers["Authorization"] = authorization
@@ -292,6 +303,13 @@ def _write_redirect(response: httpx.Response, method: str, base: str, replayable
         ErrorCode.UPSTREAM_BAD_GATEWAY,
         f"upstream redirected {method} to {where} {why}; not followed",
     )
+
+
+def _egress_proxied() -> bool:
+    """HTTP(S)_PROXY or ALL_PROXY set: httpx carries every call (a transport of our own
+    would turn its proxy support off), so blob bodies take httpx's path too."""
+    proxies = urllib.request.getproxies()
+    return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
 
 
 def _body_failure(error: BaseException) -> RegistryError | None:

@@ -29,7 +29,7 @@ from proxy.oci import mediatypes as mt
 from proxy.oci.digest import Digest
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
-from proxy.upstream import errors
+from proxy.upstream import errors, lean
 from proxy.upstream.client import Upstream
 
 Body = bytes | AsyncIterable[bytes] | None
@@ -179,6 +179,13 @@ class BlobStream:
         except httpx.HTTPError as error:
             raise errors.from_transport(error, str(self._response.request.url)) from None
 
+    def recycle(self, piece: bytes) -> None:
+        """``piece`` (one this stream yielded) was written and hashed and is read no
+        more: the lean path reuses its memory for the next batch."""
+        body = self._response.extensions.get(lean.BODY)
+        if isinstance(body, lean.DirectBody) and isinstance(piece, memoryview):
+            body.recycle(piece)
+
     async def read(self, limit: int) -> bytes | None:
         """The whole body, or None (and closed) if it is larger than ``limit``."""
         chunks: list[bytes] = []
@@ -256,7 +263,9 @@ class RegistryClient:
         raise await self._fail(response, ErrorCode.BLOB_UNKNOWN)
 
     async def open_blob(self, repo: Repository, digest: Digest) -> BlobStream:
-        response = await self.upstream.send("GET", repo, f"/blobs/{digest}", stream=True)
+        response = await self.upstream.send(
+            "GET", repo, f"/blobs/{digest}", stream=True, lean_body=True
+        )
         if response.status_code != 200:
             raise await self._fail(response, ErrorCode.BLOB_UNKNOWN)
         return BlobStream(response)

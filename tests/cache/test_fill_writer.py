@@ -18,7 +18,7 @@ import pytest
 
 from proxy.cache import fills
 from proxy.cache.fills import CHUNK, Fill
-from proxy.oci.digest import Digest, DigestVerifier
+from proxy.oci.digest import Digest
 from proxy.upstream.registry import BlobStream
 
 
@@ -43,13 +43,13 @@ async def _commit(temp: Path, digest: Digest, size: int) -> None:
 async def test_followers_read_exactly_the_bytes_of_uneven_pieces(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_absorb = fills._absorb
+    real_absorb = fills._store_batch
 
-    def slow_disk(file: BinaryIO, verifier: DigestVerifier, pieces: list[bytes]) -> None:
+    def slow_disk(file: BinaryIO, pieces: list[bytes]) -> None:
         time.sleep(0.05)  # followers catch up with what was counted before this batch
-        real_absorb(file, verifier, pieces)
+        real_absorb(file, pieces)
 
-    monkeypatch.setattr(fills, "_absorb", slow_disk)
+    monkeypatch.setattr(fills, "_store_batch", slow_disk)
     data = random.Random(3).randbytes(3 * CHUNK + 5000)
     # Pieces smaller than a file buffer and bigger than a batch; a small one ends a
     # batch, small ones end the blob.
@@ -80,20 +80,20 @@ async def test_a_fill_cut_mid_batch_waits_for_its_writer(
     data = random.Random(4).randbytes(2 * CHUNK)
     writer_errors: list[BaseException] = []
     writing, written = threading.Event(), threading.Event()
-    real_absorb = fills._absorb
+    real_absorb = fills._store_batch
 
-    def slow_absorb(file: BinaryIO, verifier: DigestVerifier, pieces: list[bytes]) -> None:
+    def slow_absorb(file: BinaryIO, pieces: list[bytes]) -> None:
         writing.set()
         time.sleep(0.3)  # still writing when the fill's time runs out
         try:
-            real_absorb(file, verifier, pieces)
+            real_absorb(file, pieces)
         except BaseException as error:
             writer_errors.append(error)
             raise
         finally:
             written.set()
 
-    monkeypatch.setattr(fills, "_absorb", slow_absorb)
+    monkeypatch.setattr(fills, "_store_batch", slow_absorb)
     fill = _fill(tmp_path, data)
 
     async def opened() -> BlobStream:

@@ -1,0 +1,206 @@
+"""Blob GETs on their own lean HTTP/1.1 connections; every other request through httpx.
+
+``LeanTransport`` sits under the pooled ``httpx.AsyncClient`` of ``client.Upstream``,
+so the control path stays httpx's: auth headers, retries, redirects (a GAR blob GET
+is redirected to a signed storage URL; each hop comes back here) and error answers.
+Only requests marked with the ``LEAN`` extension (blob GETs, by
+``RegistryClient.open_blob``) take the lean path: the request is written by ``h11``,
+the head parsed by ``h11``, and a 200 body with a Content-Length is received by
+``wire.Wire`` straight into batches, handed to the reader whole. Plain TCP and TLS
+alike (uvloop's TLS layer decrypts into the same buffers).
+
+Failures are httpx's exceptions, so ``errors.from_transport`` translates them as
+before. A connection is reused only after a complete body; a reused one the server
+had closed is replaced once, as httpcore does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ssl
+
+import h11
+import httpx
+
+from proxy.upstream.lean_bodies import DirectBody, ParsedBody
+from proxy.upstream.wire import Wire
+
+LEAN = "gar_proxy.lean_body"  # request extension: this GET may take the lean path
+BODY = "gar_proxy.direct_body"  # response extension: its ``DirectBody``, if it has one
+IDLE_PER_ORIGIN = 4
+Origin = tuple[str, str, int]
+
+
+class _Stale(Exception):
+    """A reused connection closed before any answer: try a fresh one."""
+
+
+def _protocol_error(error: h11.ProtocolError, request: httpx.Request) -> httpx.HTTPError:
+    return httpx.RemoteProtocolError(str(error), request=request)
+
+
+__all__ = ["BODY", "LEAN", "DirectBody", "LeanTransport", "ParsedBody", "lean_ssl_context"]
+
+
+class LeanTransport(httpx.AsyncBaseTransport):
+    def __init__(self, inner: httpx.AsyncBaseTransport, ssl_context: ssl.SSLContext) -> None:
+        self._inner = inner
+        self._ssl = ssl_context
+        self._idle: dict[Origin, list[Wire]] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if request.extensions.get(LEAN) and request.method == "GET" and url.scheme in _PORTS:
+            return await self._get(request)
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        wires = [wire for idle in self._idle.values() for wire in idle]
+        self._idle.clear()
+        for wire in wires:  # no TLS goodbye: nobody waits for the peer's on shutdown
+            wire.abort()
+        if wires:
+            await asyncio.wait([asyncio.ensure_future(w.gone.wait()) for w in wires], timeout=2)
+        await self._inner.aclose()
+
+    async def _get(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        origin = (url.scheme, url.host, url.port or _PORTS[url.scheme])
+        timeouts = request.extensions.get("timeout", {})
+        wire = self._checkout(origin)
+        if wire is not None:
+            try:
+                return await self._exchange(wire, origin, request, timeouts, reused=True)
+            except _Stale:
+                wire.close()
+        wire = await self._connect(origin, request, timeouts.get("connect"))
+        try:
+            return await self._exchange(wire, origin, request, timeouts, reused=False)
+        except _Stale:
+            wire.close()
+            raise httpx.RemoteProtocolError(
+                "upstream closed the connection without an answer", request=request
+            ) from None
+
+    def _checkout(self, origin: Origin) -> Wire | None:
+        wires = self._idle.get(origin, [])
+        while wires:
+            wire = wires.pop()
+            if not wire.closed and not wire.pending:
+                return wire
+            wire.close()
+        return None
+
+    def checkin(self, origin: Origin, wire: Wire) -> None:
+        wires = self._idle.setdefault(origin, [])
+        if wire.closed or wire.pending or len(wires) >= IDLE_PER_ORIGIN:
+            wire.close()
+        else:
+            wires.append(wire)
+
+    async def _connect(self, origin: Origin, request: httpx.Request, seconds: float | None) -> Wire:
+        scheme, host, port = origin
+        context = self._ssl if scheme == "https" else None
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(seconds):
+                _, wire = await loop.create_connection(
+                    Wire, host, port, ssl=context, server_hostname=host if context else None
+                )
+        except TimeoutError:
+            message = f"connecting to {host}:{port} timed out"
+            raise httpx.ConnectTimeout(message, request=request) from None
+        except OSError as error:  # ssl.SSLError included: certificate refused, handshake
+            raise httpx.ConnectError(str(error), request=request) from None
+        return wire
+
+    async def _exchange(
+        self,
+        wire: Wire,
+        origin: Origin,
+        request: httpx.Request,
+        timeouts: dict[str, float | None],
+        *,
+        reused: bool,
+    ) -> httpx.Response:
+        conn = h11.Connection(h11.CLIENT)
+        head = h11.Request(method="GET", target=request.url.raw_path, headers=request.headers.raw)
+        try:
+            wire.write(conn.send(head) + (conn.send(h11.EndOfMessage()) or b""))
+            answer = await _head(wire, conn, request, timeouts.get("read"), reused)
+        except h11.ProtocolError as error:
+            wire.close()
+            raise _protocol_error(error, request) from None
+        except BaseException:
+            wire.close()
+            raise
+        read = timeouts.get("read")
+        length = _content_length(answer)
+        checkin = functools.partial(self.checkin, origin)
+        body: httpx.AsyncByteStream
+        if answer.status_code == 200 and length:
+            keep = answer.http_version == b"1.1" and not _says_close(answer)
+            body = DirectBody(checkin, wire, request, length, read, keep)
+            wire.receive_body(length, conn.trailing_data[0])
+        else:
+            body = ParsedBody(checkin, wire, request, conn, read)
+        extensions = {"http_version": b"HTTP/1.1", "reason_phrase": answer.reason, BODY: body}
+        return httpx.Response(
+            answer.status_code,
+            headers=answer.headers.raw_items(),
+            stream=body,
+            extensions=extensions,
+            request=request,
+        )
+
+
+_PORTS = {"http": 80, "https": 443}
+
+
+async def _head(
+    wire: Wire, conn: h11.Connection, request: httpx.Request, seconds: float | None, reused: bool
+) -> h11.Response:
+    received = False
+    while True:
+        event = conn.next_event()
+        if isinstance(event, h11.Response):
+            return event
+        if event is not h11.NEED_DATA:  # an informational answer: the real one follows
+            continue
+        if wire.pending:
+            received = True
+            conn.receive_data(bytes(wire.pending))
+            wire.pending.clear()
+        elif wire.closed:
+            if reused and not received:
+                raise _Stale()
+            raise httpx.RemoteProtocolError(
+                "upstream closed the connection without an answer", request=request
+            )
+        else:
+            await wire.wait(seconds, request)
+
+
+def _content_length(answer: h11.Response) -> int | None:
+    for name, _ in answer.headers:
+        if name == b"transfer-encoding":
+            return None
+    for name, value in answer.headers:
+        if name == b"content-length" and value.isdigit():
+            return int(value)
+    return None
+
+
+def _says_close(answer: h11.Response) -> bool:
+    return any(
+        name == b"connection" and b"close" in value.lower() for name, value in answer.headers
+    )
+
+
+def lean_ssl_context(verify: ssl.SSLContext | bool) -> ssl.SSLContext:
+    """The lean path's own TLS context: the same trust, HTTP/1.1 only (httpx's may
+    offer h2 in ALPN, which this client does not speak)."""
+    context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context()
+    context.set_alpn_protocols(["http/1.1"])
+    return context
