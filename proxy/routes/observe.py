@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy import requestcontext
 from proxy.http.server import ZEROCOPY
+from proxy.logs import event_record
 from proxy.metrics import Metrics
 
 log = logging.getLogger("gar_proxy.access")
@@ -150,4 +151,4 @@ def _log_request(
         # Who asked (client auth): a lower tier's identity shows in an upper tier's log.
         "identity": scope.get("state", {}).get("identity"),
     }
-    log.log(level, "request", extra=fields)
+    log.handle(event_record(log, level, "request", fields))
