@@ -14,7 +14,10 @@ session), and a filter on the handler redacts every record on its way out.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
+import json
 import logging
 import sys
 import threading
@@ -110,24 +113,75 @@ class _Formatter(structlog.stdlib.ProcessorFormatter):
     """structlog's formatter, with a direct render of ``event_record``'s records: the
     same keys in the same order as the processor chain gives them."""
 
-    def __init__(self, renderer: Processor, **kwargs: Any) -> None:
+    def __init__(self, renderer: Processor, *, json_lines: bool, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.renderer = renderer
+        # What structlog's JSONRenderer does, without a new encoder per line.
+        self.encode = json.JSONEncoder(default=repr).encode if json_lines else None
+        self._second, self._prefix = -1, ""
 
     def format(self, record: logging.LogRecord) -> str:
         fields = record.__dict__.get(_FIELDS)
         if fields is None or record.exc_info or record.exc_text or record.stack_info:
             return super().format(record)
         level = record.levelname.lower()
-        created = datetime.datetime.fromtimestamp(record.created, datetime.UTC)
         event = {
             "event": record.getMessage(),
             "level": level,
             "logger": record.name,
             **fields,
-            "timestamp": created.isoformat(timespec="milliseconds"),
+            "timestamp": self._timestamp(record.created),
         }
+        if self.encode is not None:
+            return self.encode(event)
         return str(self.renderer(None, level, event))
+
+    def _timestamp(self, created: float) -> str:
+        """As ``_timestamp`` writes it; the date and time up to the second change
+        once a second."""
+        second = int(created)
+        if second != self._second:
+            when = datetime.datetime.fromtimestamp(second, datetime.UTC)
+            self._second, self._prefix = second, when.strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._prefix}.{int((created - second) * 1000):03d}+00:00"
+
+
+class _BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that, on the event loop, writes the lines of one loop pass
+    together (one ``write(2)`` for all the requests the pass finished, not one per
+    line); anywhere else (a thread, the CLI) at once. ``logging.shutdown`` flushes
+    what a stopped loop left."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+        self._flush_soon = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._pending.append(self.format(record) + self.terminator)
+        except Exception:
+            self.handleError(record)
+            return
+        if self._flush_soon:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._flush_soon = True
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        with self.lock or contextlib.nullcontext():
+            self._flush_soon = False
+            if self._pending:
+                text = "".join(self._pending)
+                self._pending.clear()
+                self.stream.write(text)
+            if self.stream and hasattr(self.stream, "flush"):
+                self.stream.flush()
 
 
 def formatter(fmt: str, *, colors: bool = False) -> logging.Formatter:
@@ -140,13 +194,15 @@ def formatter(fmt: str, *, colors: bool = False) -> logging.Formatter:
         _drop_color_message,
     ]
     renderer: Processor
-    if fmt == "json":
+    json_lines = fmt == "json"
+    if json_lines:
         pre_chain.append(structlog.processors.format_exc_info)
         renderer = structlog.processors.JSONRenderer()
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=colors)
     return _Formatter(
         renderer,
+        json_lines=json_lines,
         foreign_pre_chain=pre_chain,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
@@ -156,7 +212,7 @@ def configure(level: str, fmt: str, stream: TextIO | None = None) -> None:
     """Route every log record to ``stream`` (stderr) in format json, console or auto."""
     stream = stream or sys.stderr
     chosen = resolve_format(fmt, stream)
-    handler = logging.StreamHandler(stream)
+    handler = _BatchingHandler(stream)
     handler.setFormatter(formatter(chosen, colors=chosen == "console" and stream.isatty()))
     handler.addFilter(RedactingFilter())  # on the handler: sees every logger's records
     root = logging.getLogger()
