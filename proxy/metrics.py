@@ -8,6 +8,7 @@ wants (top repositories) is on the status page, read from the cache index.
 from __future__ import annotations
 
 import collections
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -36,6 +37,7 @@ def status_class(status: int | None) -> str:
 class Metrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
+        self._children: dict[tuple[object, ...], Any] = {}
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         build = Gauge("gar_proxy_build_info", "gar-proxy version", ["version"], registry=r)
@@ -149,12 +151,21 @@ class Metrics:
             self.token_refreshes.labels(kind)
             self.credential_failures.labels(kind)
 
+    def _child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, remembered: ``labels`` costs more than the
+        increment on the per-request path. Label values here are bounded."""
+        key = (id(metric), *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
     def request_done(self, method: str, kind: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, kind, str(status)).inc()
-        self.request_seconds.labels(kind).observe(seconds)
+        self._child(self.requests, method, kind, str(status)).inc()
+        self._child(self.request_seconds, kind).observe(seconds)
 
     def blob_hit(self) -> None:
-        self.cache.labels("blob", "hit").inc()
+        self._child(self.cache, "blob", "hit").inc()
         requestcontext.note_cache("hit")
 
     def blob_miss(self, *, joined: bool = False) -> None:
@@ -165,7 +176,7 @@ class Metrics:
         requestcontext.note_cache("fill-join" if joined else "miss")
 
     def manifest(self, outcome: str) -> None:
-        self.cache.labels("manifest", outcome).inc()
+        self._child(self.cache, "manifest", outcome).inc()
         requestcontext.note_cache(outcome)
 
     def stale(self) -> None:

@@ -56,11 +56,24 @@ class RedactingFilter(logging.Filter):
     formatter can render the original; a formatter must print ``exc_text``.
     """
 
+    # Messages without arguments that were found clean (the request line's "request"),
+    # not searched again; bounded, as a message could be built before logging.
+    _CLEAN_LIMIT = 512
+
+    def __init__(self, name: str = "") -> None:
+        super().__init__(name)
+        self._clean: set[str] = set()
+
     def filter(self, record: logging.LogRecord) -> bool:
+        plain = not record.args and type(record.msg) is str
+        if plain and record.msg in self._clean and not _extras(record):
+            return True
         message = record.getMessage()
         clean = redact(message)
         if clean != message:
             record.msg, record.args = clean, None
+        elif plain and len(self._clean) < self._CLEAN_LIMIT:
+            self._clean.add(message)
         if record.exc_info and not record.exc_text:
             text = logging.Formatter().formatException(record.exc_info)
             clean = redact(text)
@@ -71,3 +84,7 @@ class RedactingFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = redact(record.stack_info)
         return True
+
+
+def _extras(record: logging.LogRecord) -> bool:
+    return bool(record.exc_info or record.exc_text or record.stack_info)

@@ -31,7 +31,8 @@ async def resolve(request: Request, name: str) -> Repository:
     """Any name the client gave (the path's, a mount's ``from``): mirrors, then location."""
     found = services(request)
     local = request.scope.get("server")
-    ns = request.query_params.get("ns")
+    # Most requests have no query: not parsing an empty one is a measurable saving.
+    ns = request.query_params.get("ns") if request.scope["query_string"] else None
     write = request.method not in ("GET", "HEAD")
     return await resolve_name(found.mirrors, found.locations, name, ns=ns, local=local, write=write)
 

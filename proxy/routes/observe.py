@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy import requestcontext
 from proxy.http.server import ZEROCOPY
+from proxy.logs import event_record
 from proxy.metrics import Metrics
 
 log = logging.getLogger("gar_proxy.access")
@@ -36,16 +37,21 @@ _ID_HEADER = b"x-request-id"
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
+# The same patterns as one: alternatives are tried in order, so the first kind that
+# matches wins, as in a loop over _KINDS, in one call.
+_KIND = re.compile("|".join(f"(?P<{kind}>{pattern.pattern})" for pattern, kind in _KINDS))
+
+
 def route_kind(path: str) -> str:
     """The kind of route a path is, for metric labels (never the path itself).
 
     >>> route_kind("/v2/p/r/i/blobs/sha256:ab"), route_kind("/v2/p/r/i/blobs/uploads/")
     ('blob', 'upload')
+    >>> route_kind("/v2/"), route_kind("/healthz"), route_kind("/"), route_kind("/x")
+    ('base', 'ops', 'status', 'other')
     """
-    for pattern, kind in _KINDS:
-        if pattern.match(path):
-            return kind
-    return "other"
+    matched = _KIND.match(path)
+    return (matched.lastgroup or "other") if matched else "other"
 
 
 def _metrics(scope: Scope) -> Metrics | None:
@@ -85,6 +91,9 @@ class RequestMetrics:
                 received += len(message.get("body", b""))
             return message
 
+        # Only a push's bytes are counted (kind upload); a pull's receive is left bare.
+        reading = receive if scope["method"] in ("GET", "HEAD") else counted
+
         async def observed(message: Message) -> None:
             nonlocal status, sent
             if message["type"] == "http.response.start":
@@ -98,7 +107,7 @@ class RequestMetrics:
             await send(message)
 
         try:
-            await self.app(scope, counted, observed)
+            await self.app(scope, reading, observed)
         finally:
             requestcontext.current.reset(token)
             context.repository = scope.get("path_params", {}).get("name")
@@ -150,4 +159,4 @@ def _log_request(
         # Who asked (client auth): a lower tier's identity shows in an upper tier's log.
         "identity": scope.get("state", {}).get("identity"),
     }
-    log.log(level, "request", extra=fields)
+    log.handle(event_record(log, level, "request", fields))

@@ -26,6 +26,10 @@ from proxy.services.repository_checks import RepositoryChecks
 log = logging.getLogger("gar_proxy.locations")
 # After a failed lookup, use the default for this long before asking again.
 NEGATIVE_TTL = 600.0
+# A repository that took the default location (nothing remembered, no lookup allowed)
+# keeps it this long before the index is asked again (another process may have
+# looked it up): not an index query on every request.
+DEFAULT_RECHECK = 60.0
 
 
 class LocationResolver:
@@ -49,6 +53,7 @@ class LocationResolver:
         self.clock = clock
         self._known: dict[str, str] = {}
         self._failed: dict[str, float] = {}
+        self._defaulted: dict[str, float] = {}  # key -> monotonic time to look again
         self._lookups: SingleFlight[str | None] = SingleFlight()
         self._routes = sorted(settings.routes, key=lambda r: len(r.prefix), reverse=True)
 
@@ -78,11 +83,16 @@ class LocationResolver:
         location = self._known.get(key)
         if location is not None:
             return location
+        now = self.clock.monotonic()
+        if self._defaulted.get(key, now) > now:
+            return self.settings.location
         document = await self.index.get_document(f"location:{key}")
         if document is not None and is_location_name(document[1].decode()):
             location = self._known[key] = document[1].decode()
             return location
         if not self._may_look_up(key):
+            retry = self._failed.get(key, now) + NEGATIVE_TTL  # when a lookup may be tried
+            self._defaulted[key] = min(now + DEFAULT_RECHECK, max(retry, now))
             return self.settings.location
         found = await self._lookups.do(key, lambda: self._look_up(repo, key))
         return found or self.settings.location

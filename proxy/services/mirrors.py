@@ -33,6 +33,7 @@ from proxy.oci.names import Repository, location_of_host
 from proxy.services.locations import LocationResolver
 
 _WILDCARDS = frozenset(("", "0.0.0.0", "::"))
+_NAMES_REMEMBERED = 4096
 
 
 def _canonical(host: str) -> str:
@@ -61,6 +62,7 @@ class MirrorTable:
         self.gar = gar
         self.tier = tier and not gar
         self._by_host = {m.host: m for m in self.mirrors}
+        self._names: dict[tuple[str, str | None, tuple[str, int] | None], Repository] = {}
 
     def __bool__(self) -> bool:
         return bool(self.mirrors)
@@ -93,6 +95,23 @@ class MirrorTable:
                 raise RegistryError(ErrorCode.NAME_UNKNOWN, f"{first[:100]!r} is {self.describe()}")
         mirror = self._by_host.get(_canonical(ns)) if ns else None
         return None if mirror is None else self._target(mirror, name)
+
+    def repository(
+        self, name: str, *, ns: str | None, local: tuple[str, int] | None = None
+    ) -> Repository:
+        """A client's name as upstream knows it, before its location is resolved:
+        mirrored, else as a tier passes it on, else parsed. Remembered (the table is
+        fixed; a name's answer cannot change), a bounded number of names."""
+        key = (name, ns, None if local is None else (local[0], local[1]))
+        found = self._names.get(key)
+        if found is None:
+            found = self.rewrite(name, ns=ns, local=local)
+            if found is None:
+                found = tier_name(name, ns) if self.tier else Repository.parse(name, ns=ns)
+            if len(self._names) >= _NAMES_REMEMBERED:
+                self._names.clear()
+            self._names[key] = found
+        return found
 
     def describe(self) -> str:
         """For refusals: which registries this proxy mirrors, if any."""
@@ -138,9 +157,7 @@ async def resolve_name(
 ) -> Repository:
     """A client's repository name as upstream knows it: mirrored, then located
     (``write``: for a push, which the repository checks treat apart)."""
-    repo = mirrors.rewrite(name, ns=ns, local=local)
-    if repo is None:
-        repo = tier_name(name, ns) if mirrors.tier else Repository.parse(name, ns=ns)
+    repo = mirrors.repository(name, ns=ns, local=local)
     try:
         return await locations.resolve(repo, write=write)
     except RegistryError as error:

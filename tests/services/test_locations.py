@@ -1,0 +1,44 @@
+"""Location resolution without a remembered location: the default, and the index is
+not asked again on every request (it was, an index query per manifest HEAD)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from proxy.cache.index import CacheIndex
+from proxy.clock import ManualClock
+from proxy.config import load_settings
+from proxy.oci.names import Repository
+from proxy.services.locations import DEFAULT_RECHECK, LocationResolver
+
+
+async def test_the_default_location_is_kept_a_while_then_the_index_asked_again(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(
+        env={"HOME": str(tmp_path)},
+        overrides={"upstream.url": "http://127.0.0.1:1/{location}", "upstream.location": "us"},
+    )
+    clock = ManualClock()
+    index = await CacheIndex.open(tmp_path / "index.sqlite3")
+    asked: list[str] = []
+    original = index.get_document
+
+    async def counted(key: str) -> tuple[str, bytes, str, float] | None:
+        asked.append(key)
+        return await original(key)
+
+    index.get_document = counted  # type: ignore[method-assign]
+    try:
+        resolver = LocationResolver(settings.upstream, None, index, clock=clock)
+        repo = Repository.parse("proj/repo/app")
+        for _ in range(3):
+            assert (await resolver.resolve(repo)).location == "us"
+        assert asked == ["location:proj/repo"]
+        # Another process (a `warm` run) found the real one meanwhile.
+        await index.put_document("location:proj/repo", "text/plain", b"europe-west1", "{}")
+        clock.advance(DEFAULT_RECHECK + 1)
+        assert (await resolver.resolve(repo)).location == "europe-west1"
+        assert len(asked) == 2
+    finally:
+        await index.close()
