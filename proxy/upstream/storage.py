@@ -26,43 +26,9 @@ import httpx
 
 from proxy.upstream import errors
 from proxy.upstream.auth import AccessTokens
+from proxy.upstream.registry import BlobStream  # an object body is read as a blob body
 
 UPLOAD_READ_SIZE = 1024 * 1024
-
-
-class ObjectStream:
-    """An object's body being received: ``size`` (from Content-Length), its bytes."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self._response = response
-        length = response.headers.get("content-length", "")
-        encoded = response.headers.get("content-encoding", "identity") != "identity"
-        self.size = int(length) if length.isdigit() and not encoded else None
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._chunks()
-
-    async def _chunks(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._response.aiter_bytes():
-                yield chunk
-        except httpx.HTTPError as error:
-            raise errors.from_transport(error, str(self._response.request.url)) from None
-
-    async def read(self, limit: int) -> bytes | None:
-        """The whole body, or None (and closed) over ``limit`` bytes."""
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in self:
-            size += len(chunk)
-            if size > limit:
-                await self.aclose()
-                return None
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    async def aclose(self) -> None:
-        await self._response.aclose()
 
 
 class StorageBucket:
@@ -102,14 +68,14 @@ class StorageBucket:
             await response.aclose()
             stale = headers["Authorization"].removeprefix("Bearer ")
 
-    async def open(self, name: str) -> ObjectStream | None:
+    async def open(self, name: str) -> BlobStream | None:
         """The object's bytes as they arrive; None when there is no such object."""
         url = self._object_url(name)
         response = await self._send(
             lambda: self._http.build_request("GET", url, params={"alt": "media"}), wide=False
         )
         if response.status_code == 200:
-            return ObjectStream(response)
+            return BlobStream(response)
         body = await _drained(response)
         if response.status_code == 404:
             return None
