@@ -88,6 +88,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         while wires:
             wire = wires.pop()
             if not wire.closed and not wire.pending:
+                wire.idle = False
                 return wire
             wire.close()
         return None
@@ -97,6 +98,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         if wire.closed or wire.pending or len(wires) >= IDLE_PER_ORIGIN:
             wire.close()
         else:
+            wire.idle = True
             wires.append(wire)
 
     async def _connect(self, origin: Origin, request: httpx.Request, seconds: float | None) -> Wire:
@@ -170,8 +172,7 @@ async def _head(
             continue
         if wire.pending:
             received = True
-            conn.receive_data(bytes(wire.pending))
-            wire.pending.clear()
+            conn.receive_data(wire.drain())
         elif wire.closed:
             if reused and not received:
                 raise _Stale()

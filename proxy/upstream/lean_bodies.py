@@ -119,8 +119,7 @@ class ParsedBody(httpx.AsyncByteStream):
     async def _more(self) -> None:
         wire = self._wire
         if wire.pending:
-            self._conn.receive_data(bytes(wire.pending))
-            wire.pending.clear()
+            self._conn.receive_data(wire.drain())
         elif wire.closed and not self._eof_fed:
             self._eof_fed = True
             self._conn.receive_data(b"")  # h11 decides: the end, or a cut body
@@ -133,7 +132,10 @@ class ParsedBody(httpx.AsyncByteStream):
         if self._open:
             self._open = False
             conn = self._conn
-            if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            # Bytes past the answer (a second response in the same packet) mean a
+            # confused or hostile server: such a connection is not reused.
+            done = conn.our_state is h11.DONE and conn.their_state is h11.DONE
+            if done and not conn.trailing_data[0]:
                 self._checkin(self._wire)
             else:
                 self._wire.close()

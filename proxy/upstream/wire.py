@@ -29,6 +29,9 @@ BIG_BODY = 256 * 1024 * 1024
 READY_LIMIT = 1  # full batches held before the socket is paused
 FREE_LIMIT = 2  # spare batches kept for reuse while a body is received
 SCRATCH = 64 * 1024
+# Copied bytes not yet parsed (a head, a chunked or close-delimited body) held before
+# reading pauses: those bodies wait on the disk and the hash like batches do.
+PENDING_LIMIT = 256 * 1024
 
 
 class Wire(asyncio.BufferedProtocol):
@@ -42,6 +45,8 @@ class Wire(asyncio.BufferedProtocol):
         self._waiter: asyncio.Future[None] | None = None
         self.gone = asyncio.Event()  # connection_lost was called
         self._paused = False
+        # In the idle pool: no request is due, so any byte the server sends is a fault.
+        self.idle = False
         # The body being received into batches (``direct``), or None.
         self._remaining = 0
         self._batch: bytearray | None = None
@@ -73,7 +78,12 @@ class Wire(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         view = self._view
         if view is None:  # a head or a parsed body: copied, parsed by h11
+            if self.idle:  # nothing was asked: never buffer what a server sends unasked
+                self.abort()
+                return
             self.pending += self._scratch_view[:nbytes]
+            if len(self.pending) >= PENDING_LIMIT:
+                self._pause()
             self._wake()
             return
         self._filled += nbytes
@@ -127,6 +137,16 @@ class Wire(asyncio.BufferedProtocol):
         # Only while a body is due: an idle kept-alive connection holds no batches.
         if whole and self._remaining and len(self._free) < FREE_LIMIT:
             self._free.append(batch)  # type: ignore[arg-type]  # a bytearray, checked
+
+    def drain(self) -> bytes:
+        """The copied bytes not parsed yet, for h11; reading goes on once they are out."""
+        data = bytes(self.pending)
+        self.pending.clear()
+        if self._paused and not self.ready:
+            self._paused = False
+            assert self.transport is not None
+            self.transport.resume_reading()
+        return data
 
     def take_partial(self) -> memoryview | None:
         """What the current batch holds so far, not handed over yet: for a slow upstream,

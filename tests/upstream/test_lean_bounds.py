@@ -1,0 +1,117 @@
+"""The lean path holds a bounded number of bytes a server sends that nobody reads yet:
+on an idle pooled connection (none: it is dropped), and of a chunked body whose reader
+is slow (reading pauses); its TLS checks the server's name."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from proxy.upstream.lean import BODY, LEAN, LeanTransport, lean_ssl_context
+
+FLOOD = 32 * 1024 * 1024
+BOUND = 4 * 1024 * 1024
+
+
+async def _serve(
+    answer: bytes, flood: bool, delay: float = 0.0
+) -> tuple[asyncio.AbstractServer, int]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        if flood:
+            await writer.drain()
+            await asyncio.sleep(delay)  # the client has pooled the connection by then
+            chunk = b"x" * (1024 * 1024)
+            for _ in range(FLOOD // len(chunk)):
+                writer.write(chunk)
+                await writer.drain()
+        await asyncio.sleep(5)
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def _client() -> tuple[httpx.AsyncClient, LeanTransport]:
+    transport = LeanTransport(httpx.AsyncHTTPTransport(), lean_ssl_context(True))
+    return httpx.AsyncClient(transport=transport, timeout=10.0), transport
+
+
+def test_bytes_sent_to_an_idle_kept_alive_connection_are_bounded() -> None:
+    async def main() -> int:
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+        server, port = await _serve(head, flood=True, delay=0.3)
+        http, transport = _client()
+        request = http.build_request("GET", f"http://127.0.0.1:{port}/b")
+        request.extensions[LEAN] = True
+        response = await http.send(request, stream=True)
+        wire = response.extensions[BODY]._wire
+        assert await response.aread() == b"hello"
+        await asyncio.sleep(1.5)  # idle in the pool; the server keeps sending
+        assert transport._idle, "the connection was pooled"
+        held = len(wire.pending)
+        await http.aclose()
+        server.close()
+        return held
+
+    held = asyncio.run(main())
+    assert held < BOUND, f"an idle pooled connection buffered {held} unsolicited bytes"
+
+
+def test_a_chunked_body_not_read_yet_is_not_buffered_whole() -> None:
+    async def main() -> int:
+        size = FLOOD
+        head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % size
+        server, port = await _serve(head, flood=True)
+        http, _ = _client()
+        request = http.build_request("GET", f"http://127.0.0.1:{port}/b")
+        request.extensions[LEAN] = True
+        response = await http.send(request, stream=True)
+        wire = response.extensions[BODY]._wire
+        await asyncio.sleep(1.0)  # a slow consumer (disk, hash): nothing read yet
+        held = len(wire.pending)
+        await response.aclose()
+        await http.aclose()
+        server.close()
+        return held
+
+    held = asyncio.run(main())
+    assert held < BOUND, f"{held} bytes of a chunked body held in Wire.pending (no pause)"
+
+
+def test_tls_hostname_is_checked() -> None:
+    import ssl
+
+    import pytest
+    import trustme
+
+    ca = trustme.CA()
+
+    async def main() -> None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ca.issue_cert("other.example").configure_cert(context)
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await asyncio.sleep(1)
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
+        port = server.sockets[0].getsockname()[1]
+        trust = ssl.create_default_context()
+        ca.configure_trust(trust)
+        http = httpx.AsyncClient(
+            transport=LeanTransport(
+                httpx.AsyncHTTPTransport(verify=trust), lean_ssl_context(trust)
+            ),
+            timeout=5.0,
+        )
+        request = http.build_request("GET", f"https://127.0.0.1:{port}/b")
+        request.extensions[LEAN] = True
+        with pytest.raises(httpx.ConnectError):
+            await http.send(request, stream=True)
+        await http.aclose()
+        server.close()
+
+    asyncio.run(main())
