@@ -63,20 +63,6 @@ class RepoScopes:
             self._remember(key)
         return found
 
-    async def referenced(self, repo: str, digest: Digest) -> bool:
-        """A manifest known to be in ``repo`` lists ``digest`` (a layer or config of an
-        image pulled from it): then ``repo`` holds it too. Remembered when so."""
-        key = (repo, str(digest))
-        async with self._db.execute(
-            "SELECT 1 FROM repo_digests s JOIN manifest_refs r ON r.manifest = s.digest"
-            " WHERE s.repo = ? AND r.child = ? LIMIT 1",
-            key,
-        ) as cursor:
-            found = await cursor.fetchone() is not None
-        if found:
-            self._remember(key)
-        return found
-
     def _remember(self, key: tuple[str, str]) -> None:
         if len(self._known) >= MEMO_PAIRS:
             self._known.clear()

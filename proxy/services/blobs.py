@@ -158,9 +158,10 @@ class BlobService:
 
     async def _may_share(self, repo: Repository, digest: Digest) -> bool:
         """The bucket holds every repository's blobs: serve ``repo`` one only when it is
-        known to hold it upstream (an image pulled from it lists it, or a HEAD says so)."""
-        key = str(repo)
-        if self.scopes.known(key, digest) or await self.scopes.referenced(key, digest):
+        known to hold it upstream (it was fetched or checked through ``repo``, or a HEAD
+        to GAR says so now). A manifest listing the digest is not enough: a foreign
+        layer (``urls``) is listed without being held, so a push could name any digest."""
+        if self.scopes.known(str(repo), digest):
             return True
         try:
             return await self._scoped(repo, digest)
