@@ -176,12 +176,17 @@ class _BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def flush(self) -> None:
         with self.lock or contextlib.nullcontext():
             self._flush_soon = False
-            if self._pending:
-                text = "".join(self._pending)
-                self._pending.clear()
-                self.stream.write(text)
-            if self.stream and hasattr(self.stream, "flush"):
-                self.stream.flush()
+            text = "".join(self._pending)
+            self._pending.clear()
+            try:
+                if text:
+                    self.stream.write(text)
+                if self.stream and hasattr(self.stream, "flush"):
+                    self.stream.flush()
+            except Exception:  # a closed pipe: as StreamHandler, report once, go on
+                # (raising here would be logged by asyncio, and that log line would
+                # schedule another failing flush: a spinning loop)
+                self.handleError(logging.makeLogRecord({"msg": "writing log lines failed"}))
 
 
 def formatter(fmt: str, *, colors: bool = False) -> logging.Formatter:
