@@ -96,6 +96,15 @@ class BlobCache:
             self._background.add(task)  # the loop keeps only weak references to tasks
             task.add_done_callback(self._background.discard)
 
+    async def settle(self) -> None:
+        """At close: stop the evictions still running in the background. One cut between
+        unlinking files and deleting their rows marks the cache ``interrupted``, so the
+        next start reconciles instead of trusting a record taken mid-eviction."""
+        tasks = list(self._background)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def make_room(self, digest: Digest, size: int) -> bool:
         """Before a fill of ``size`` bytes: evict least recently used blobs so that it
         fits under the effective cap, min(max_size, used + free - min_free); False when

@@ -159,6 +159,7 @@ async def _close_cleanly(settings: Settings, cache: BlobCache, session: Session)
     """Record the state a clean close leaves, then leave the sessions: the next
     start-up may then skip reconciling files and index."""
     try:
+        await cache.settle()
         if not cache.interrupted:
             write_state(settings.cache.dir, await cache.state())
     except Exception:  # the next start reconciles: slower, never wrong
