@@ -30,6 +30,8 @@ NEGATIVE_TTL = 600.0
 # keeps it this long before the index is asked again (another process may have
 # looked it up): not an index query on every request.
 DEFAULT_RECHECK = 60.0
+# Names a client may invent: the memo of defaulted ones starts over past this many.
+DEFAULTED_LIMIT = 4096
 
 
 class LocationResolver:
@@ -92,6 +94,8 @@ class LocationResolver:
             return location
         if not self._may_look_up(key):
             retry = self._failed.get(key, now) + NEGATIVE_TTL  # when a lookup may be tried
+            if len(self._defaulted) >= DEFAULTED_LIMIT:
+                self._defaulted.clear()  # forgotten names cost one index query again
             self._defaulted[key] = min(now + DEFAULT_RECHECK, max(retry, now))
             return self.settings.location
         found = await self._lookups.do(key, lambda: self._look_up(repo, key))

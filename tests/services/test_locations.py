@@ -9,7 +9,7 @@ from proxy.cache.index import CacheIndex
 from proxy.clock import ManualClock
 from proxy.config import load_settings
 from proxy.oci.names import Repository
-from proxy.services.locations import DEFAULT_RECHECK, LocationResolver
+from proxy.services.locations import DEFAULT_RECHECK, DEFAULTED_LIMIT, LocationResolver
 
 
 async def test_the_default_location_is_kept_a_while_then_the_index_asked_again(
@@ -40,5 +40,23 @@ async def test_the_default_location_is_kept_a_while_then_the_index_asked_again(
         clock.advance(DEFAULT_RECHECK + 1)
         assert (await resolver.resolve(repo)).location == "europe-west1"
         assert len(asked) == 2
+    finally:
+        await index.close()
+
+
+async def test_the_memo_of_defaulted_names_is_bounded(tmp_path: Path) -> None:
+    """Clients choose repository names: remembering each defaulted one must not grow
+    memory without end."""
+    settings = load_settings(
+        env={"HOME": str(tmp_path)},
+        overrides={"upstream.url": "http://127.0.0.1:1/{location}", "upstream.location": "us"},
+    )
+    index = await CacheIndex.open(tmp_path / "index.sqlite3")
+    try:
+        resolver = LocationResolver(settings.upstream, None, index, clock=ManualClock())
+        for n in range(DEFAULTED_LIMIT + 10):
+            repo = Repository.parse(f"proj/repo{n}/app")
+            assert (await resolver.resolve(repo)).location == "us"
+        assert 0 < len(resolver._defaulted) <= DEFAULTED_LIMIT
     finally:
         await index.close()
