@@ -115,7 +115,7 @@ class Upstream:
                 verify=tls_verification(settings.ca_file), http2=settings.http2, limits=limits
             )
             context = lean.lean_ssl_context(tls_verification(settings.ca_file))
-            transport = lean.LeanTransport(inner, context)
+            transport = lean.LeanTransport(inner, context, settings.max_connections)
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
             limits=limits,

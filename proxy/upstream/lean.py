@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ssl
+from collections.abc import Callable
 
 import h11
 import httpx
@@ -44,10 +45,18 @@ __all__ = ["BODY", "LEAN", "DirectBody", "LeanTransport", "ParsedBody", "lean_ss
 
 
 class LeanTransport(httpx.AsyncBaseTransport):
-    def __init__(self, inner: httpx.AsyncBaseTransport, ssl_context: ssl.SSLContext) -> None:
+    def __init__(
+        self,
+        inner: httpx.AsyncBaseTransport,
+        ssl_context: ssl.SSLContext,
+        max_connections: int | None = None,
+    ) -> None:
         self._inner = inner
         self._ssl = ssl_context
         self._idle: dict[Origin, list[Wire]] = {}
+        # Blob bodies in flight at once (upstream.max_connections, as httpx's pool for
+        # everything else): each may hold a few batches of memory.
+        self._slots = asyncio.Semaphore(max_connections) if max_connections else None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -68,15 +77,39 @@ class LeanTransport(httpx.AsyncBaseTransport):
         url = request.url
         origin = (url.scheme, url.host, url.port or _PORTS[url.scheme])
         timeouts = request.extensions.get("timeout", {})
+        release = await self._acquire(request, timeouts.get("pool"))
+        try:
+            wire, response = await self._answer(origin, request, timeouts)
+        except BaseException:
+            release()
+            raise
+        wire.hold(release)  # given back when the wire is pooled again or closed
+        return response
+
+    async def _acquire(self, request: httpx.Request, seconds: float | None) -> Callable[[], None]:
+        slots = self._slots
+        if slots is None:
+            return _nothing
+        try:
+            async with asyncio.timeout(seconds):
+                await slots.acquire()
+        except TimeoutError:
+            message = "no upstream connection free for a blob body"
+            raise httpx.PoolTimeout(message, request=request) from None
+        return slots.release
+
+    async def _answer(
+        self, origin: Origin, request: httpx.Request, timeouts: dict[str, float | None]
+    ) -> tuple[Wire, httpx.Response]:
         wire = self._checkout(origin)
         if wire is not None:
             try:
-                return await self._exchange(wire, origin, request, timeouts, reused=True)
+                return wire, await self._exchange(wire, origin, request, timeouts, reused=True)
             except _Stale:
                 wire.close()
         wire = await self._connect(origin, request, timeouts.get("connect"))
         try:
-            return await self._exchange(wire, origin, request, timeouts, reused=False)
+            return wire, await self._exchange(wire, origin, request, timeouts, reused=False)
         except _Stale:
             wire.close()
             raise httpx.RemoteProtocolError(
@@ -99,6 +132,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             wire.close()
         else:
             wire.idle = True
+            wire.let_go()
             wires.append(wire)
 
     async def _connect(self, origin: Origin, request: httpx.Request, seconds: float | None) -> Wire:
@@ -158,6 +192,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
 
 _PORTS = {"http": 80, "https": 443}
+
+
+def _nothing() -> None:
+    pass
 
 
 async def _head(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable
 
 import httpx
 
@@ -47,6 +48,7 @@ class Wire(asyncio.BufferedProtocol):
         self._paused = False
         # In the idle pool: no request is due, so any byte the server sends is a fault.
         self.idle = False
+        self._held: Callable[[], None] | None = None  # the transport's slot, while in use
         # The body being received into batches (``direct``), or None.
         self._remaining = 0
         self._batch: bytearray | None = None
@@ -104,6 +106,7 @@ class Wire(asyncio.BufferedProtocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.let_go()
         self.closed = True
         self.error = exc
         self.gone.set()
@@ -207,12 +210,25 @@ class Wire(asyncio.BufferedProtocol):
         assert self.transport is not None
         self.transport.write(data)
 
+    def hold(self, release: Callable[[], None]) -> None:
+        """Keep the transport's slot until the wire is pooled again or closed."""
+        self._held = release
+        if self.closed and not self.pending and not self.ready:
+            self.let_go()  # already gone, nothing left to read: nothing to hold
+
+    def let_go(self) -> None:
+        release, self._held = self._held, None
+        if release is not None:
+            release()
+
     def close(self) -> None:
+        self.let_go()
         self.closed = True
         if self.transport is not None:
             self.transport.close()
 
     def abort(self) -> None:
+        self.let_go()
         self.closed = True
         if self.transport is not None:
             self.transport.abort()

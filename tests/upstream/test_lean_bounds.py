@@ -1,6 +1,7 @@
 """The lean path holds a bounded number of bytes a server sends that nobody reads yet:
 on an idle pooled connection (none: it is dropped), and of a chunked body whose reader
-is slow (reading pauses); its TLS checks the server's name."""
+is slow (reading pauses); blob bodies in flight at once are capped by the pool size
+(upstream.max_connections); its TLS checks the server's name."""
 
 from __future__ import annotations
 
@@ -79,6 +80,49 @@ def test_a_chunked_body_not_read_yet_is_not_buffered_whole() -> None:
 
     held = asyncio.run(main())
     assert held < BOUND, f"{held} bytes of a chunked body held in Wire.pending (no pause)"
+
+
+def test_concurrent_lean_gets_respect_the_pool_limit() -> None:
+    """upstream.max_connections bounds blob bodies in flight as httpx's pool bounds the
+    rest: eight GETs at once with a limit of two are answered two at a time."""
+
+    async def main() -> int:
+        in_flight = most = 0
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal in_flight, most
+            try:
+                while True:  # keep-alive: one answer per request on this connection
+                    await reader.readuntil(b"\r\n\r\n")
+                    in_flight += 1
+                    most = max(most, in_flight)
+                    await asyncio.sleep(0.1)
+                    in_flight -= 1
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport = LeanTransport(
+            httpx.AsyncHTTPTransport(), lean_ssl_context(True), max_connections=2
+        )
+        http = httpx.AsyncClient(transport=transport, timeout=10.0)
+
+        async def one() -> bytes:
+            request = http.build_request("GET", f"http://127.0.0.1:{port}/b")
+            request.extensions[LEAN] = True
+            response = await http.send(request, stream=True)
+            return await response.aread()
+
+        answers = await asyncio.gather(*(one() for _ in range(8)))
+        assert answers == [b"ok"] * 8
+        await http.aclose()
+        server.close()
+        return most
+
+    assert asyncio.run(main()) == 2
 
 
 def test_tls_hostname_is_checked() -> None:
