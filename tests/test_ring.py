@@ -99,18 +99,26 @@ def balancer(request: pytest.FixtureRequest) -> str:
     return name
 
 
-def test_a_ring_fetches_once_and_survives_a_dead_replica(
+@contextlib.contextmanager
+def ring_of_three(
     fake: FakeGAR, balancer: str, tmp_path: Path
-) -> None:
-    image = build_image([make_layer(seed=n, size=64 * 1024) for n in range(5)])
-    fake.put_image("us", REPO, "1", image)
+) -> Iterator[tuple[list[RunningProxy], str]]:
+    """Three replicas, each on its own disk, behind ``balancer``: them and its URL."""
     with contextlib.ExitStack() as stack:
         replicas = [
             stack.enter_context(run_proxy(proxy_settings(tmp_path / f"r{n}", fake.upstream)))
             for n in range(3)
         ]
         urls = [r.url for r in replicas]
-        ring = stack.enter_context(run_balancer(balancer, urls, tmp_path / "lb"))
+        yield replicas, stack.enter_context(run_balancer(balancer, urls, tmp_path / "lb"))
+
+
+def test_a_ring_fetches_once_and_survives_a_dead_replica(
+    fake: FakeGAR, balancer: str, tmp_path: Path
+) -> None:
+    image = build_image([make_layer(seed=n, size=64 * 1024) for n in range(5)])
+    fake.put_image("us", REPO, "1", image)
+    with ring_of_three(fake, balancer, tmp_path) as (replicas, ring):
         with ThreadPoolExecutor(PULLERS) as pool:
             list(pool.map(lambda _: pull(ring, image), range(PULLERS)))
         for blob in image.blobs:  # once across the ring, and on one replica's disk
@@ -142,13 +150,7 @@ def test_a_push_through_the_ring_lands_upstream(
     fake: FakeGAR, balancer: str, tmp_path: Path
 ) -> None:
     image = build_image([make_layer(seed=n + 10, size=32 * 1024) for n in range(3)])
-    with contextlib.ExitStack() as stack:
-        replicas = [
-            stack.enter_context(run_proxy(proxy_settings(tmp_path / f"r{n}", fake.upstream)))
-            for n in range(3)
-        ]
-        urls = [r.url for r in replicas]
-        ring = stack.enter_context(run_balancer(balancer, urls, tmp_path / "lb"))
+    with ring_of_three(fake, balancer, tmp_path) as (_, ring):
         assert push_image(ring, "proj/repo/pushed", "v1", image) == image.digest
     got = httpx.get(f"{fake.url}/us/v2/proj/repo/pushed/manifests/v1", headers=ACCEPT)
     assert got.status_code == 200 and got.headers["docker-content-digest"] == image.digest
