@@ -243,7 +243,7 @@ class RegistryClient:
         """Translate an unwanted answer, reading (a bounded start of) its body first."""
         body = b""
         if response.request.method != "HEAD":
-            body = await _error_body(response)
+            body = await error_body(response)
         await response.aclose()
         error = errors.from_response(response, body, not_found=not_found)
         hint = self.upstream.auth.explain()
@@ -466,7 +466,7 @@ def _range_last(header: str | None) -> int | None:
     return int(last)
 
 
-async def _error_body(response: httpx.Response) -> bytes:
+async def error_body(response: httpx.Response) -> bytes:
     """The start of an error answer (enough for its OCI message); the rest is dropped."""
     chunks: list[bytes] = []
     size = 0

@@ -26,7 +26,7 @@ import httpx
 
 from proxy.upstream import errors
 from proxy.upstream.auth import AccessTokens
-from proxy.upstream.registry import BlobStream  # an object body is read as a blob body
+from proxy.upstream.registry import BlobStream, error_body  # an object body is read as a blob body
 
 UPLOAD_READ_SIZE = 1024 * 1024
 
@@ -109,11 +109,7 @@ class StorageBucket:
 async def _drained(response: httpx.Response) -> bytes:
     """The first bytes of an answer's body (an error's message); the answer closed."""
     try:
-        async for chunk in response.aiter_bytes():
-            return chunk[: errors.ERROR_BODY_LIMIT]
-        return b""
-    except httpx.HTTPError:
-        return b""
+        return await error_body(response)
     finally:
         await response.aclose()
 
