@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -23,20 +22,13 @@ import httpx
 from proxy.oci import mediatypes as mt
 from testkit.images import build_image, make_layer
 from testkit.proxyharness import pull_twice
+from testkit.realclients import free_port
 from tests.conftest import FakeGarFactory, ProxyFactory, require_binaries
 from tests.test_ops_monitoring import MONITORING, OUR_SERIES, _dashboard_queries
 
 REPO = "proj/repo/app"
 ACCEPT = {"Accept": ", ".join(mt.DEFAULT_ACCEPT)}
 T = TypeVar("T")
-
-
-def _free_port() -> int:
-    # Prometheus has no port 0; the small race with another binder is acceptable here.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager
@@ -49,7 +41,7 @@ def prometheus(tmp_path: Path, target: str) -> Iterator[str]:
         "scrape_configs": [{"job_name": "gar-proxy", "static_configs": [{"targets": [target]}]}],
     }
     (tmp_path / "prometheus.yml").write_text(json.dumps(config))
-    port = _free_port()
+    port = free_port()  # Prometheus has no port 0: the small race is acceptable
     log = (tmp_path / "prometheus.log").open("w")
     proc = subprocess.Popen(
         [

@@ -21,6 +21,7 @@ from proxy.oci import mediatypes as mt
 from testkit.fakes.gar import FakeGAR
 from testkit.images import Image, build_image, make_layer, push_image
 from testkit.proxyharness import RunningProxy, proxy_settings, run_proxy
+from testkit.realclients import free_port
 from testkit.ring import haproxy_config, nginx_config
 from tests.conftest import FakeGarFactory, require_binaries
 
@@ -28,13 +29,6 @@ pytestmark = pytest.mark.realclient
 ACCEPT = {"Accept": ", ".join(mt.DEFAULT_ACCEPT)}
 REPO = "proj/repo/app"
 PULLERS = 12
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _commands(balancer: str, replicas: list[str], root: Path, port: int) -> list[str]:
@@ -50,7 +44,7 @@ def _commands(balancer: str, replicas: list[str], root: Path, port: int) -> list
 
 @contextlib.contextmanager
 def run_balancer(balancer: str, replicas: list[str], root: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     command = _commands(balancer, replicas, root, port)
     check = "-c" if balancer == "haproxy" else "-t"
     checked = subprocess.run([*command, check], capture_output=True, text=True, timeout=30)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import platform
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,6 +24,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import httpx
+
+from testkit.realclients import free_port
 
 READY_WITHIN = 15.0
 
@@ -41,13 +42,6 @@ def binary() -> Path:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class FakeGCS:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -58,7 +52,7 @@ class FakeGCS:
     def running(cls, workdir: Path) -> Iterator[FakeGCS]:
         data = workdir / "gcs-data"
         data.mkdir(parents=True, exist_ok=True)
-        port = _free_port()
+        port = free_port()
         command = [str(binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
                    "-data", str(data), "-backend", "memory", "-log-level", "error"]  # fmt: skip
         with (workdir / "gcs.log").open("wb") as output:
