@@ -16,13 +16,13 @@ from starlette.routing import Route
 from proxy import requestcontext
 from proxy.auth.middleware import Access, AccessControl
 from proxy.clock import SYSTEM, Clock
-from proxy.commands.scheduled_warm import scheduled_warming
 from proxy.config import Settings
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.routes import admin, base, reads, status, writes
 from proxy.routes.observe import RequestMetrics
 from proxy.services.container import open_services
 from proxy.services.health import Health
+from proxy.services.scheduled_warm import scheduled_warming
 
 log = logging.getLogger("gar_proxy")
 

@@ -133,16 +133,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return asyncio.run(push_layout.run(settings, args.layout, args.target))
     if args.command == "warm":
-        from proxy.commands.warm import warm
+        from proxy.commands import warm
         from proxy.oci.platform import Platform
 
         async def warming(services: Any) -> int:
             platforms = [Platform.parse(p) for p in args.platform]
-            await warm(
-                services, args.image, platforms, pin=args.pin, say=_say,
-                all_platforms=args.all_platforms,
+            return await warm.run(
+                services, args.image, platforms, pin=args.pin,
+                all_platforms=args.all_platforms, say=_say,
             )  # fmt: skip
-            return 0
 
         return _on_services("warm", settings, warming)
     if args.command == "ls":

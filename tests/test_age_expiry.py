@@ -8,10 +8,10 @@ from pathlib import Path
 import httpx
 
 from proxy.clock import ManualClock
-from proxy.commands.warm import warm
 from proxy.oci import mediatypes as mt
 from proxy.oci.digest import Digest
 from proxy.services.container import sweep_expired
+from proxy.services.warming import warm
 from testkit.images import Image, build_image, make_layer
 from testkit.proxyharness import RunningProxy, proxy_settings, run_proxy
 from testkit.proxyprocess import run_cli
@@ -47,7 +47,7 @@ def test_unread_blobs_and_manifests_expire_and_pinned_ones_stay(
     with run_proxy(settings, clock=clock) as running:
         services = running.services
         _pull(running, "proj/repo/old", old)
-        running.call(warm(services, "proj/repo/pinned:1", [], pin=True, say=lambda _: None))
+        running.call(warm(services, "proj/repo/pinned:1", [], pin=True))
         clock.advance(12 * HOUR)
         layer = old.layers[0].digest
         _pull(running, "proj/repo/old", old, blobs=[layer])  # read again: 12 h younger

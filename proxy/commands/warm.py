@@ -1,135 +1,44 @@
-"""``gar-proxy warm``: pre-pull an image into the cache, through the same services a
-client's pull uses, so what it caches is verified exactly as a pull would be."""
+"""``gar-proxy warm``: the warming service (``proxy/services/warming.py``) with a
+progress bar on a terminal and plain lines otherwise."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Callable
-
-from proxy.commands.progress import Progress, Task
-from proxy.human import human_size
-from proxy.oci.digest import Digest
-from proxy.oci.manifest import Manifest, parse_manifest
-from proxy.oci.names import ImageReference, Repository
+from proxy.commands.progress import Progress, Say, Task
 from proxy.oci.platform import Platform
-from proxy.services.answers import Answer
 from proxy.services.container import Services
-
-Say = Callable[[str], None]
-
-
-async def _chunks(answer: Answer) -> AsyncIterator[bytes]:
-    if isinstance(answer.body, bytes):
-        yield answer.body
-    elif answer.body is not None:
-        async for chunk in answer.body:
-            yield chunk
+from proxy.services.warming import warm
 
 
-async def _drain(answer: Answer, task: Task) -> int:
-    size = 0
-    async for chunk in _chunks(answer):
-        size += len(chunk)
-        task.advance(len(chunk))
-    return size
+class _Bar:
+    """The warming service's ``Reporter`` over the CLI's ``Progress``."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._task: Task | None = None
+
+    def start(self, total: int) -> None:
+        self._task = self._progress.task("warming", total=total)
+
+    def advance(self, amount: int) -> None:
+        if self._task is not None:
+            self._task.advance(amount)
+
+    def say(self, text: str) -> None:
+        self._progress.say(text)
 
 
-async def resolve(services: Services, image: ImageReference) -> Repository:
-    """As a client's name is: a mirrored registry's name (``docker.io/library/python``)
-    reads the mirror's repository."""
-    mirrored = None
-    if image.repository.location is None:
-        mirrored = services.mirrors.rewrite(image.repository.path, ns=None)
-    return await services.locations.resolve(mirrored or image.repository)
-
-
-async def _manifest(
-    services: Services, image: ImageReference, reference: str | Digest
-) -> tuple[Digest, Manifest]:
-    repo = await resolve(services, image)
-    answer = await services.manifests.get(repo, reference, (), head=False)
-    body = b"".join([chunk async for chunk in _chunks(answer)])  # bounded by manifest_max_size
-    return answer.digest, parse_manifest(body, answer.media_type)
-
-
-def choose(manifest: Manifest, wanted: list[Platform]) -> list[Digest]:
-    """Child manifests of an index for the wanted platforms (all when none asked)."""
-    if not wanted:
-        return [d.digest for d in manifest.manifests]
-    chosen = []
-    for platform in wanted:
-        match = next(
-            (
-                d
-                for d in manifest.manifests
-                if d.platform is not None and d.platform.matches(platform)
-            ),
-            None,
-        )
-        if match is None:
-            available = ", ".join(str(p) for p in manifest.platforms()) or "none"
-            raise ValueError(f"platform {platform} is not in the index; available: {available}")
-        chosen.append(match.digest)
-    return chosen
-
-
-async def _check_single_platform(
-    services: Services, repo: Repository, manifest: Manifest, wanted: list[Platform]
-) -> None:
-    """A single-platform image: its config says which platform it is; refuse a mismatch."""
-    assert manifest.config is not None
-    answer = await services.blobs.get(repo, manifest.config.digest, None)
-    config = json.loads(b"".join([chunk async for chunk in _chunks(answer)]))
-    own = Platform(
-        str(config.get("os", "")), str(config.get("architecture", "")), config.get("variant")
-    )
-    if not any(own.matches(platform) for platform in wanted):
-        asked = ", ".join(map(str, wanted))
-        raise ValueError(f"single-platform image for {own}, not {asked}")
-
-
-async def warm(
+async def run(
     services: Services,
-    text: str,
+    image: str,
     platforms: list[Platform],
     *,
     pin: bool,
-    say: Say = print,
-    strict: bool = True,
-    all_platforms: bool = False,
-) -> None:
-    """Without ``platforms``, an index is warmed for this machine's platform (what
-    ``docker pull`` would fetch here), or for every one with ``all_platforms``.
-    ``strict=False``: a single-platform image is warmed whatever its platform (the
-    platforms only choose among an index's images)."""
-    image = ImageReference.parse(text)
-    repo = await resolve(services, image)
-    digest, manifest = await _manifest(services, image, image.reference)
-    say(f"{image}: {manifest.media_type} {digest}")
-    images: list[tuple[Digest, Manifest]] = [(digest, manifest)]
-    if manifest.is_index:
-        wanted = platforms or ([] if all_platforms else [Platform.host()])
-        images = [await _manifest(services, image, child) for child in choose(manifest, wanted)]
-    elif strict and platforms and manifest.config is not None:
-        await _check_single_platform(services, repo, manifest, platforms)
-    tally = {"cached": [0, 0], "fetched": [0, 0]}  # blobs, bytes
-    total = sum(d.size for _, child in images for d in child.blobs)
+    all_platforms: bool,
+    say: Say,
+) -> int:
     with Progress.for_output(say) as progress:
-        task = progress.task("warming", total=total)
-        for child_digest, child in images:
-            for descriptor in child.blobs:
-                cached = services.cache.size(descriptor.digest) is not None
-                size = await _drain(await services.blobs.get(repo, descriptor.digest, None), task)
-                counts = tally["cached" if cached else "fetched"]
-                counts[0], counts[1] = counts[0] + 1, counts[1] + size
-                state = "already cached" if cached else "fetched"
-                progress.say(f"  {descriptor.digest}  {human_size(size):>10}  {state}")
-            if pin:
-                await services.index.pin([child_digest])
-    if pin:
-        await services.index.pin([digest])
-    (hit, hit_bytes), (got, got_bytes) = tally["cached"], tally["fetched"]
-    say(
-        f"warmed {len(images)} image(s), {human_size(hit_bytes + got_bytes)} of blobs: "
-        f"{hit} already cached ({human_size(hit_bytes)}), {got} fetched ({human_size(got_bytes)})"
-    )
+        await warm(
+            services, image, platforms, pin=pin, report=_Bar(progress),
+            all_platforms=all_platforms,
+        )  # fmt: skip
+    return 0

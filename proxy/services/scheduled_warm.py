@@ -17,11 +17,11 @@ import re
 from collections.abc import AsyncIterator
 
 from proxy.clock import SYSTEM, Clock
-from proxy.commands.warm import resolve, warm
 from proxy.config_values import WarmSchedule
 from proxy.oci.names import ImageReference
 from proxy.oci.platform import Platform, normalize_arch
 from proxy.services.container import Services
+from proxy.services.warming import Lines, resolve, warm
 
 log = logging.getLogger("gar_proxy.warm")
 
@@ -54,7 +54,7 @@ async def warm_once(services: Services, entry: WarmSchedule) -> int:
         try:
             await warm(
                 services, f"{entry.image}:{tag}", platforms, pin=False,
-                say=log.debug, strict=bool(entry.platforms),
+                report=Lines(log.debug), strict=bool(entry.platforms),
             )  # fmt: skip
             services.metrics.scheduled_warms.labels("ok").inc()
         except Exception as error:
