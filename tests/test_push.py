@@ -53,7 +53,10 @@ def cached(running: RunningProxy, digest: str) -> int | None:
 
 @pytest.fixture
 def fake(fake_gar: FakeGarFactory) -> FakeGAR:
-    return fake_gar(auth="none", upload_state_query=True)
+    fake = fake_gar(auth="none", upload_state_query=True)
+    for project, repository in (("proj", "repo"), ("proj", "src"), ("other", "src")):
+        fake.add_repository("us", project, repository)  # GAR creates none on push
+    return fake
 
 
 @pytest.fixture
@@ -217,6 +220,7 @@ def test_upload_survives_a_proxy_restart_between_chunks(tmp_path: Path) -> None:
     """Token auth upstream (the registry-token dance): the restarted proxy must learn it
     before streaming a chunk it cannot replay, and rebuild the hash from the teed bytes."""
     fake = FakeGAR(auth="gcp", access_tokens={TOKEN}, absolute_locations=True)
+    fake.add_repository("us", "proj", "repo")
     data, digest = blob(4000, seed=4)
     with fake.serve() as url:
         settings = proxy_settings(

@@ -44,7 +44,9 @@ class InFlight:
 
 @pytest.fixture
 def fake() -> FakeGAR:
-    return FakeGAR(auth="none")
+    fake = FakeGAR(auth="none")
+    fake.add_repository("us", "proj", "repo")  # GAR creates none on push
+    return fake
 
 
 @pytest.fixture
