@@ -202,7 +202,9 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
         clock=clock,
         checks=checks,
     )
-    analysis = VulnerabilityClient(google, upstream_settings.analysis_api_url)
+    # Container Analysis takes only cloud-platform, also for a read-only proxy (GAR.md R6).
+    full_scope = GoogleApi(upstream.http, tokens, full_scope=True)
+    analysis = VulnerabilityClient(full_scope, upstream_settings.analysis_api_url)
     gate_settings = settings.vulnerability_gate
     gate = VulnerabilityGate(gate_settings, analysis, clock) if gate_settings.enabled else None
     missing = NegativeCache(cache_settings.negative_ttl, clock)  # upstream 404s, shared

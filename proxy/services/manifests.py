@@ -63,6 +63,10 @@ class ManifestService:
         self._recheck_at: dict[tuple[str, str], float] = {}
 
     def _unknown(self, repo: Repository, reference: str | Digest) -> RegistryError:
+        """Upstream's remembered answer when there is one (its words, its code), else ours."""
+        replayed = self.missing.replay(MANIFEST, str(repo), str(reference))
+        if replayed is not None:
+            return replayed
         return RegistryError(
             ErrorCode.MANIFEST_UNKNOWN,
             f"manifest {repo}:{reference} is not known",
@@ -170,7 +174,7 @@ class ManifestService:
             if error.code is ErrorCode.MANIFEST_UNKNOWN:
                 await self.index.delete_tag(key, tag)
             if is_missing(error):
-                self.missing.remember(MANIFEST, key, tag)
+                self.missing.remember(MANIFEST, key, tag, error)
             raise
         self._recheck_at.pop((key, tag), None)
         if current == tag_row.digest:
@@ -212,7 +216,7 @@ class ManifestService:
             return await fetch
         except RegistryError as error:
             if is_missing(error):
-                self.missing.remember(MANIFEST, str(repo), reference)
+                self.missing.remember(MANIFEST, str(repo), reference, error)
             raise
 
     async def _head_digest(self, repo: Repository, tag: str) -> Digest | None:

@@ -2,7 +2,7 @@
 
 ``discover(settings)`` picks the source (see ``proxy.upstream.gcp`` for the order);
 ``load_credentials`` turns it into google-auth credentials for some scopes;
-``rotation_message`` tells a user exactly how to replace a key Google refused.
+``proxy.upstream.gcp_advice`` says what to do when Google refuses them.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from typing import Any
 import google.auth
 import google.auth.compute_engine
 import google.auth.exceptions
-import google.oauth2.credentials
 import httpx
 
 from proxy.config import GcpSettings
 from proxy.oci.errors import ErrorCode, RegistryError
+from proxy.upstream.gcp_advice import reason
 
 _LOG = logging.getLogger("gar_proxy.auth")
 
@@ -32,18 +32,6 @@ Scopes = tuple[str, ...]
 NO_CREDENTIALS = (
     "no Google credentials found: set GOOGLE_APPLICATION_CREDENTIALS, GAR_SERVICE_ACCOUNT_KEY, "
     "run `gcloud auth application-default login`, or run on GCE/GKE"
-)
-# What Google's token endpoint says about keys and logins that no longer work.
-REJECTION_MARKERS = (
-    "invalid_grant",
-    "invalid_client",
-    "unauthorized_client",
-    "jwt signature",
-    "not found",
-    "disabled",
-    "deleted",
-    "expired",
-    "revoked",
 )
 
 
@@ -177,31 +165,3 @@ def load_credentials(source: Source, scopes: Scopes, token_uri: str | None) -> A
     if token_uri is not None and hasattr(credentials, "with_token_uri"):
         credentials = credentials.with_token_uri(token_uri)
     return credentials
-
-
-def reason(error: BaseException) -> str:
-    """A short, one-line reason: the OAuth error fields if there are any, else the message."""
-    data = error.args[1] if len(error.args) > 1 else None
-    if isinstance(data, dict) and "error" in data:
-        text = f"{data['error']}: {data.get('error_description') or ''}".rstrip(": ")
-    else:
-        text = str(error.args[0]) if error.args else type(error).__name__
-        if error.__cause__ is not None:
-            text = f"{text}: {error.__cause__}"
-    return " ".join(text.split())[:300]
-
-
-def rotation_message(source: Source, credentials: Any, reason: str) -> str:
-    if isinstance(credentials, google.oauth2.credentials.Credentials):
-        return (
-            f"Google rejected the application default credentials ({reason}): the login "
-            "expired or was revoked. Run `gcloud auth application-default login` again "
-            "and restart gar-proxy."
-        )
-    email = getattr(credentials, "service_account_email", None) or "SA_EMAIL"
-    return (
-        f"Google rejected the service-account key from {source.name} ({reason}): it is "
-        "expired, revoked or disabled. Create a new key (gcloud iam service-accounts keys "
-        f"create KEY.json --iam-account={email}), {source.install_hint}, "
-        "and restart gar-proxy."
-    )

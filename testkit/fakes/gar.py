@@ -153,6 +153,7 @@ class FakeGAR(
         self.json_keys: dict[str, str] = {}  # private_key_id -> the access token it acts as
         self.disabled_apis: set[str] = set()  # e.g. "artifactregistry.googleapis.com"
         self.tag_list_limit = 10_000  # N4: GAR's Docker API lists at most this many
+        self.repository_challenge_service = True  # A1: seen in 2021; today's is unknown
         self.referrers_api = referrers_api
         self.upload_state_query = upload_state_query
         self.upload_chunk_min_length: int | None = None  # sent as OCI-Chunk-Min-Length

@@ -49,6 +49,7 @@ class AuthMixin:
     registry_token_only: bool
     strict_scopes: bool
     registry_token_ttl: float
+    repository_challenge_service: bool
     issued_tokens: dict[str, IssuedToken]
     principals: dict[str, Principal]
     json_keys: dict[str, str]
@@ -83,7 +84,8 @@ class AuthMixin:
         value = f'Bearer realm="{realm}"'
         if route.name:
             actions = ",".join(sorted(self._actions(request.method)))
-            value += f',service="{route.location}-docker.pkg.dev"'
+            if self.repository_challenge_service:
+                value += f',service="{route.location}-docker.pkg.dev"'
             value += f',scope="repository:{route.name}:{actions}"'
         return value + (f',error="{error}"' if error else "")
 

@@ -48,6 +48,9 @@ class Principal:
     name: str
     projects: Mapping[str, frozenset[str]] = field(default_factory=dict)
     repositories: Mapping[RepositoryKey, frozenset[str]] = field(default_factory=dict)
+    # IAM deny policies (https://cloud.google.com/iam/docs/deny-overview): refused here
+    # whatever the grants say.
+    denied: frozenset[RepositoryKey] = frozenset()
 
     @classmethod
     def owner(cls) -> Principal:
@@ -68,6 +71,8 @@ class Principal:
         return granted | self.repositories.get(key, frozenset())
 
     def may(self, key: RepositoryKey, action: str) -> bool:
+        if key in self.denied:
+            return False
         return action in self._actions(key) or WRITE in self._actions(key)
 
     def project_wide_on(self, project: str) -> bool:

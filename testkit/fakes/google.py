@@ -282,7 +282,8 @@ class FakeMetadata(_Issuer):
         return self._flavoured(PlainTextResponse(failure[1], failure[0]))
 
     def app(self) -> Starlette:
-        account = "/computeMetadata/v1/instance/service-accounts/default"
+        # "default" or the account's email, as google-auth asks once it knows it.
+        account = "/computeMetadata/v1/instance/service-accounts/{account}"
         return Starlette(
             routes=[
                 Route("/", self._ping),  # google-auth pings the bare host (GCE_METADATA_IP)
@@ -308,8 +309,15 @@ class FakeMetadata(_Issuer):
     async def _ping(self, request: Request) -> Response:
         return self._refuse(request) or self._flavoured(PlainTextResponse("computeMetadata/\n"))
 
+    def _unknown_account(self, request: Request) -> Response | None:
+        if request.path_params["account"] in ("default", self.email):
+            return None
+        return self._flavoured(PlainTextResponse("Not Found\n", 404))
+
     async def _account(self, request: Request) -> Response:
-        if refused := self._refuse(request) or self._failing("info"):
+        if refused := (
+            self._refuse(request) or self._unknown_account(request) or self._failing("info")
+        ):
             return refused
         return self._flavoured(
             JSONResponse(
@@ -319,7 +327,9 @@ class FakeMetadata(_Issuer):
 
     async def _token(self, request: Request) -> Response:
         self.token_requests += 1  # failed answers too: google-auth's retries are counted
-        if refused := self._refuse(request) or self._failing("token"):
+        if refused := (
+            self._refuse(request) or self._unknown_account(request) or self._failing("token")
+        ):
             return refused
         if self.delay_seconds:
             await asyncio.sleep(self.delay_seconds)
