@@ -75,6 +75,16 @@ class Services:
     shared: SharedTier | None = None  # cache.shared is off
 
 
+def project_domains(settings: Settings) -> frozenset[str]:
+    """Domains whose bare names are GAR's domain-scoped projects (DESIGN.md "Naming and
+    locations"): ``upstream.project_domains``, and the default project's own."""
+    domains = set(settings.upstream.project_domains)
+    project = settings.gcp.project_id or ""
+    if ":" in project:
+        domains.add(project.split(":")[0])
+    return frozenset(domains)
+
+
 def make_tokens(settings: Settings) -> AccessTokens | None:
     if settings.upstream.auth != "gcp":
         return None
@@ -229,7 +239,10 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
         gate=gate,
         locations=locations,
         mirrors=MirrorTable(
-            upstream_settings.mirrors, gar=upstream_settings.is_gar, tier=upstream_settings.tier
+            upstream_settings.mirrors,
+            gar=upstream_settings.is_gar,
+            tier=upstream_settings.tier,
+            project_domains=project_domains(settings),
         ),
         blobs=blobs,
         manifests=ManifestService(

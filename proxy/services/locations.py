@@ -71,7 +71,8 @@ class LocationResolver:
         if not self.settings.is_gar:
             return repo
         if self.default_project and len(repo.segments) == 2:
-            repo = Repository(f"{self.default_project}/{repo.path}", repo.location)
+            project = self.default_project.replace(":", "/")  # example.com:p: GAR.md N5
+            repo = Repository(f"{project}/{repo.path}", repo.location, repo.regional)
         repo.require_gar_shape()
         if repo.location:
             return repo

@@ -125,7 +125,8 @@ async def where(services: Services, project: str, repo: str) -> dict[str, Any]:
     if not upstream.is_gar:
         return {"repository": path, "location": None, "why": "upstream is not Artifact Registry"}
     remembered = await services.index.get_document(f"location:{path}")
-    location = (await services.locations.resolve(Repository(f"{path}/_"))).location
+    probe = Repository(f"{project.replace(':', '/')}/{repo}/_")  # GAR.md N5
+    location = (await services.locations.resolve(probe)).location
     routes = [r for r in upstream.routes if path == r.prefix or path.startswith(r.prefix + "/")]
     if routes:
         route = max(routes, key=lambda r: len(r.prefix))

@@ -138,8 +138,8 @@ class Upstream:
     async def location(self, repo: Repository) -> str:
         return repo.location or self.settings.location
 
-    def base_url(self, location: str) -> str:
-        return self.settings.base(location)
+    def base_url(self, location: str, *, regional: bool = False) -> str:
+        return self.settings.base(location, regional=regional)
 
     async def send(
         self,
@@ -157,7 +157,7 @@ class Upstream:
     ) -> httpx.Response:
         """One logical request to ``/v2/<repo>{path}``; ``path`` starts with '/'."""
         location = await self.location(repo)
-        base = self.base_url(location)
+        base = self.base_url(location, regional=repo.regional)
         url = f"{base}/v2/{repo.path}{path}"
         action = "pull,push" if write else "pull"
         state = AuthState(scope=f"repository:{repo.path}:{action}")

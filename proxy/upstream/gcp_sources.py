@@ -19,6 +19,7 @@ from typing import Any
 import google.auth
 import google.auth.compute_engine
 import google.auth.exceptions
+import google.auth.impersonated_credentials
 import httpx
 
 from proxy.config import GcpSettings
@@ -114,11 +115,52 @@ async def _metadata_answers(settings: GcpSettings) -> bool:
 
 def file_source(name: str, path: Path, install_hint: str) -> Source:
     def load(scopes: Scopes) -> Any:
-        return google.auth.load_credentials_from_file(  # type: ignore[no-untyped-call]
-            str(path), scopes=list(scopes)
-        )[0]
+        try:
+            info = json.loads(path.read_text())
+        except ValueError as error:
+            raise unauthorized(f"{name} is not a JSON credentials file: {error}") from None
+        return credentials_from_info(info, scopes)
 
     return Source(name, load, install_hint)
+
+
+def credentials_from_info(info: Any, scopes: Scopes) -> Any:
+    """google-auth credentials from a credentials file's JSON, without side trips.
+
+    ``external_account`` (workload identity federation) is built from its own class:
+    google-auth's loader also looks up the project id at load time, one more STS trade
+    and a Cloud Resource Manager call that fails where egress is limited (and is not
+    needed: names carry the project). An ``impersonated_service_account`` file's
+    ``generateAccessToken`` URL is used as it names it: google-auth reads only the
+    target account from it and always calls iamcredentials.googleapis.com.
+    """
+    if not isinstance(info, dict):
+        raise ValueError("a credentials file holds a JSON object")
+    if info.get("type") == "external_account":
+        return _external_account(info, scopes)
+    credentials = google.auth.load_credentials_from_dict(  # type: ignore[no-untyped-call]
+        info, scopes=list(scopes)
+    )[0]
+    url = info.get("service_account_impersonation_url")
+    if isinstance(credentials, google.auth.impersonated_credentials.Credentials) and url:
+        credentials._iam_endpoint_override = str(url)
+    return credentials
+
+
+def _external_account(info: dict[str, Any], scopes: Scopes) -> Any:
+    """google-auth's own dispatch (AWS, an executable, else a file or URL source)."""
+    source = info.get("credential_source") or {}
+    if info.get("subject_token_type") == "urn:ietf:params:aws:token-type:aws4_request":
+        from google.auth import aws
+
+        return aws.Credentials.from_info(info, scopes=list(scopes))  # type: ignore[no-untyped-call]
+    if isinstance(source, dict) and source.get("executable") is not None:
+        from google.auth import pluggable
+
+        return pluggable.Credentials.from_info(info, scopes=list(scopes))  # type: ignore[no-untyped-call]
+    from google.auth import identity_pool
+
+    return identity_pool.Credentials.from_info(info, scopes=list(scopes))  # type: ignore[no-untyped-call]
 
 
 def inline_source(text: str) -> Source:
@@ -134,9 +176,7 @@ def inline_source(text: str) -> Source:
         raise unauthorized("GAR_SERVICE_ACCOUNT_KEY must hold a JSON object (a key file)")
 
     def load(scopes: Scopes) -> Any:
-        return google.auth.load_credentials_from_dict(  # type: ignore[no-untyped-call]
-            info, scopes=list(scopes)
-        )[0]
+        return credentials_from_info(info, scopes)
 
     return Source(
         "inline key (GAR_SERVICE_ACCOUNT_KEY)", load, "put its JSON in GAR_SERVICE_ACCOUNT_KEY"

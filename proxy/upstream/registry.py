@@ -432,7 +432,7 @@ class RegistryClient:
         refused: credentials go only to the upstream's own repository paths."""
         if params:
             url = str(httpx.URL(url).copy_merge_params(params))
-        base = self.upstream.base_url(await self.upstream.location(repo))
+        base = self.upstream.base_url(await self.upstream.location(repo), regional=repo.regional)
         prefix = str(httpx.URL(f"{base}/v2/{repo.path}"))
         normalized = str(httpx.URL(url))
         if not normalized.startswith(prefix + "/"):
