@@ -98,7 +98,7 @@ async def cleanup_preview(
 ) -> dict[str, Any]:
     base = services.settings.upstream.metadata_api_url
     when = now or datetime.fromtimestamp(services.clock.time(), UTC)
-    verdicts = await _gar(cleanup.preview(services.google, base, project, location, repo, when))
+    found = await _gar(cleanup.preview(services.google, base, project, location, repo, when))
     rows = [
         {
             "action": v.action,
@@ -108,11 +108,13 @@ async def cleanup_preview(
             "tags": list(v.version.tags),
             "uploaded": v.version.uploaded.isoformat(),
         }
-        for v in verdicts
+        for v in found.verdicts
     ]
     name = f"projects/{project}/locations/{location}/repositories/{repo}"
     return {
         "repository": name,
+        "dry_run": found.dry_run,
+        "notes": found.notes,
         "delete": [r for r in rows if r["action"] == "delete"],
         "keep": [r for r in rows if r["action"] == "keep"],
     }
