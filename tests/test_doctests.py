@@ -22,10 +22,12 @@ MODULES = [
     "proxy.oci.names",
     "proxy.oci.platform",
     "proxy.oci.ranges",
+    "proxy.oci.schema1",
     "proxy.routes.observe",
     "proxy.services.mirrors",
     "proxy.services.negative",
     "proxy.upstream.challenge",
+    "proxy.upstream.errors",
     "testkit.realclients",
 ]
 

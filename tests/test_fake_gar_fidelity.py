@@ -276,3 +276,13 @@ def test_every_row_names_its_source_and_real_fake_code() -> None:
             target: object = importlib.import_module(f"testkit.fakes.{module}")
             for part in name.split("."):
                 target = getattr(target, part)  # AttributeError: the row names no code
+
+
+def test_every_row_is_held_by_tests_that_exist() -> None:
+    root = RECORD.parent.parent
+    for row in rows():
+        named = re.findall(r"`(tests/[\w/]+\.py)(?:::(\w+))?", row["held"])
+        assert named, f"{row['id']} names no test"
+        for path, test in named:
+            source = (root / path).read_text()  # FileNotFoundError: no such test file
+            assert not test or f"def {test}(" in source, f"{row['id']}: {path}::{test}"

@@ -11,7 +11,7 @@ is cut in the middle, never at its ends: GAR's IAM refusals put the permission f
 and "(or it may not exist)" last.
 
 >>> bounded("x" * 50 + " the reason", limit=30)
-'xxxxxxxxxxxxxxx … the reason'
+'xxxxxxxxxxxxxxxxx … the reason'
 """
 
 from __future__ import annotations
