@@ -35,14 +35,14 @@ from proxy.metrics import Metrics, status_class
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
 from proxy.redact import without_secret_params
-from proxy.upstream import errors, lean, tuning
+from proxy.upstream import errors, lean, patch_h11_httpcore, sockets
 from proxy.upstream.auth import AccessTokens, Authorizer, AuthState
 from proxy.upstream.ratelimit import RateLimits
 
 log = logging.getLogger("gar_proxy.upstream")
 
 Body = bytes | AsyncIterable[bytes] | None
-tuning.apply()  # larger reads, fewer copies for blob bodies (see tuning.py)
+patch_h11_httpcore.apply()  # larger reads, fewer copies for blob bodies
 # A wait longer than this is not worth holding a client for; pass the 429 on instead.
 MAX_RETRY_AFTER = 60.0
 MAX_WRITE_REDIRECTS = 3
@@ -109,13 +109,10 @@ class Upstream:
         limits = httpx.Limits(
             max_connections=settings.max_connections,
             max_keepalive_connections=settings.max_keepalive,
+            keepalive_expiry=settings.keepalive_expiry,
         )
-        if transport is None and settings.lean_bodies and not _egress_proxied():
-            inner = httpx.AsyncHTTPTransport(
-                verify=tls_verification(settings.ca_file), http2=settings.http2, limits=limits
-            )
-            context = lean.lean_ssl_context(tls_verification(settings.ca_file))
-            transport = lean.LeanTransport(inner, context, settings.max_connections)
+        if transport is None:
+            transport = _transport(settings, limits, clock)
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
             limits=limits,
@@ -173,7 +170,7 @@ class Upstream:
             request = self.http.build_request(
                 method, url, headers=dict(headers or {}), params=params, content=content
             )
-            if lean_body:  # a blob body: its own connection, read into batches (lean.py)
+            if lean_body:  # a blob body: its own connection, read into batches (lean/)
                 request.extensions[lean.LEAN] = True
             authorization = await self.auth.authorization(base, state)
             if authorization:
@@ -302,6 +299,33 @@ def _write_redirect(response: httpx.Response, method: str, base: str, replayable
     raise RegistryError(
         ErrorCode.UPSTREAM_BAD_GATEWAY,
         f"upstream redirected {method} to {where} {why}; not followed",
+    )
+
+
+def _transport(
+    settings: UpstreamSettings, limits: httpx.Limits, clock: Clock
+) -> httpx.AsyncBaseTransport | None:
+    """httpx's pool with TCP keep-alive, under the lean path for blob bodies unless it
+    is off; None (httpx builds its own) behind an egress proxy, whose support httpx
+    turns off for a transport given to it. Its connections go to the proxy then, with
+    no TCP keep-alive of ours."""
+    if _egress_proxied():
+        return None
+    inner = httpx.AsyncHTTPTransport(
+        verify=tls_verification(settings.ca_file),
+        http2=settings.http2,
+        limits=limits,
+        socket_options=sockets.OPTIONS,
+    )
+    if not settings.lean_bodies:
+        return inner
+    return lean.LeanTransport(
+        inner,
+        lean.lean_ssl_context(tls_verification(settings.ca_file)),  # a context of its own
+        settings.max_connections,
+        max_idle=settings.max_keepalive,
+        idle_expiry=settings.keepalive_expiry,
+        clock=clock,
     )
 
 
