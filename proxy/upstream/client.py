@@ -15,7 +15,6 @@ errors with exponential backoff and full jitter, honouring ``Retry-After``.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import email.utils
 import logging
@@ -23,7 +22,7 @@ import random
 import ssl
 import time
 import urllib.request
-from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, Mapping
 from pathlib import Path
 
 import httpx
@@ -61,8 +60,14 @@ def operation(method: str, path: str) -> str:
     return f"{kind}_{method.lower()}"
 
 
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """``Retry-After`` as seconds: delta-seconds or an HTTP date."""
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """``Retry-After`` as seconds: delta-seconds or an HTTP date (``now``: epoch seconds).
+
+    >>> retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0)
+    10.0
+    >>> retry_after_seconds("3", now=0), retry_after_seconds("soon", now=0)
+    (3.0, None)
+    """
     if not value:
         return None
     value = value.strip()
@@ -72,7 +77,7 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
         when = email.utils.parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError):
         return None
-    return max(0.0, when - (now if now is not None else time.time()))
+    return max(0.0, when - now)
 
 
 def tls_verification(ca_file: Path | None) -> ssl.SSLContext | bool:
@@ -96,11 +101,11 @@ class Upstream:
         *,
         read_only: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Clock = SYSTEM,
         metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.clock = clock  # backoff pauses, quotas, the time of recent errors
         self.metrics = metrics or Metrics()
         # The last few failed calls, for the status page: (time, operation, what).
         self.recent_errors: collections.deque[tuple[float, str, str]] = collections.deque(
@@ -126,8 +131,9 @@ class Upstream:
             headers={"User-Agent": USER_AGENT},
         )
         self.auth = Authorizer(settings, tokens, self.http, read_only=read_only, clock=clock)
-        self.limits = RateLimits(settings.read_rate_per_minute, settings.write_rate_per_minute)
-        self._sleep = sleep
+        self.limits = RateLimits(
+            settings.read_rate_per_minute, settings.write_rate_per_minute, clock
+        )
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -175,7 +181,7 @@ class Upstream:
             authorization = await self.auth.authorization(base, state)
             if authorization:
                 request.headers["Authorization"] = authorization
-            started = time.perf_counter()
+            started = time.perf_counter()  # a measurement (metrics), not policy: real time
             try:
                 response = await self.http.send(request, stream=True, follow_redirects=follow)
             except httpx.HTTPError as error:
@@ -203,7 +209,7 @@ class Upstream:
                 if response.status_code in (401, 403):  # refused after any token trade
                     what = f"upstream_{response.status_code}"
                     self.metrics.credential_failures.labels(what).inc()
-                    self.recent_errors.append((time.time(), operation(method, path), what))
+                    self.recent_errors.append((self.clock.time(), operation(method, path), what))
                 if not stream:
                     try:
                         await response.aread()
@@ -235,7 +241,7 @@ class Upstream:
             return None
         if attempt >= self.settings.retries:
             return None
-        wait = retry_after_seconds(response.headers.get("retry-after"))
+        wait = retry_after_seconds(response.headers.get("retry-after"), self.clock.time())
         if wait is not None and wait > MAX_RETRY_AFTER:
             return None
         return wait or 0.0
@@ -258,10 +264,10 @@ class Upstream:
         self.metrics.upstream_seconds.labels(op, status_class(status)).observe(seconds)
         if status is None:
             self.metrics.upstream_errors.labels(op, "transport").inc()
-            self.recent_errors.append((time.time(), op, failure or "transport error"))
+            self.recent_errors.append((self.clock.time(), op, failure or "transport error"))
         elif status == 429 or status >= 500:
             self.metrics.upstream_errors.labels(op, str(status) if status == 429 else "5xx").inc()
-            self.recent_errors.append((time.time(), op, f"HTTP {status}"))
+            self.recent_errors.append((self.clock.time(), op, f"HTTP {status}"))
         requestcontext.note_upstream_call()
         if log.isEnabledFor(logging.DEBUG):
             fields = {"method": request.method, "url": without_secret_params(str(request.url)),
@@ -277,7 +283,7 @@ class Upstream:
         if retry_after is not None:
             delay = max(delay, retry_after)
         log.warning("upstream %s; retry %d in %.2fs", why, attempt, delay)
-        await self._sleep(delay)
+        await self.clock.sleep(delay)
 
 
 def _write_redirect(response: httpx.Response, method: str, base: str, replayable: bool) -> str:
