@@ -196,3 +196,12 @@ def test_a_close_that_raises_does_not_keep_the_rest_open(tmp_path: Path, step: s
     assert report["error"] == "a close failed"
     assert report["fds"] == [] and report["threads"] == []
     assert report["sessions"] == []  # the session ended: this was no crash
+
+
+def test_config_check_names_a_ca_file_that_does_not_load(tmp_path: Path) -> None:
+    env, cache, words = _cases(tmp_path)["CA not PEM"]
+    result = run_cli(cache, UPSTREAM, "config", "check", env=env, timeout=EXIT_WITHIN)
+    assert result.returncode == 1, result.stderr
+    failed = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    assert len(failed) == 1 and all(word in failed[0] for word in words), result.stdout
+    assert "Traceback" not in result.stderr
