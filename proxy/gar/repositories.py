@@ -7,15 +7,15 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from proxy.gar.jsonapi import JsonGetter
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import KNOWN_LOCATIONS
-from proxy.upstream.google_api import GoogleApi
 
 log = logging.getLogger("gar_proxy.gar")
 
 
 class RepositoryApi:
-    def __init__(self, base_url: str, api: GoogleApi) -> None:
+    def __init__(self, base_url: str, api: JsonGetter) -> None:
         self.base = base_url.rstrip("/")
         self._api = api
 
