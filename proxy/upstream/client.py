@@ -35,7 +35,7 @@ from proxy.metrics import Metrics, status_class
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
 from proxy.redact import without_secret_params
-from proxy.upstream import errors, lean, tuning
+from proxy.upstream import errors, lean, redirects, tuning
 from proxy.upstream.auth import AccessTokens, Authorizer, AuthState
 from proxy.upstream.ratelimit import RateLimits
 
@@ -45,10 +45,13 @@ Body = bytes | AsyncIterable[bytes] | None
 tuning.apply()  # larger reads, fewer copies for blob bodies (see tuning.py)
 # A wait longer than this is not worth holding a client for; pass the 429 on instead.
 MAX_RETRY_AFTER = 60.0
-MAX_WRITE_REDIRECTS = 3
 RECENT_ERRORS = 20
-_OPERATIONS = (("/blobs/uploads", "upload"), ("/blobs/", "blob"), ("/manifests/", "manifest"),
+_OPERATIONS = (("/blobs/uploads", "upload"), ("/artifacts-uploads/", "upload"),
+               ("/blobs/", "blob"), ("/artifacts-downloads/", "blob"), ("/manifests/", "manifest"),
                ("/tags/", "tags"), ("/referrers/", "referrers"))  # fmt: skip
+# Response extension: what the request asked for (a URL, or a label for an upload
+# session), never where a redirect took it; errors reading the body name this.
+ASKED = "gar_proxy.asked"
 
 
 def operation(method: str, path: str) -> str:
@@ -56,6 +59,11 @@ def operation(method: str, path: str) -> str:
 
     >>> operation("HEAD", "/manifests/1.0"), operation("PATCH", "/blobs/uploads/u?_state=x")
     ('manifest_head', 'upload_patch')
+    >>> operation("PUT", "/artifacts-uploads/namespaces/p/repositories/r/uploads/AB")
+    'upload_put'
+    >>> operation("GET", "/artifacts-downloads/namespaces/p/repositories/r/downloads/AB")
+    'blob_get'
+
     """
     kind = next((k for marker, k in _OPERATIONS if marker in path), "other")
     return f"{kind}_{method.lower()}"
@@ -121,7 +129,11 @@ class Upstream:
             limits=limits,
             http2=settings.http2,
             transport=transport,
-            follow_redirects=True,  # httpx drops Authorization on a cross-origin redirect
+            # Registry calls follow redirects in ``send_to`` itself (each hop charged to
+            # the quota, credentials only on the upstream's origin: redirects.py); the
+            # other users of this client (token realm, REST APIs) keep httpx's, which
+            # drops Authorization on a cross-origin redirect.
+            follow_redirects=True,
             # HTTP(S)_PROXY, NO_PROXY and SSL_CERT_FILE, like google-auth's token calls
             # and every other tool on the machine (httpx reads no .netrc since 0.24).
             trust_env=True,
@@ -156,64 +168,102 @@ class Upstream:
         lean_body: bool = False,
     ) -> httpx.Response:
         """One logical request to ``/v2/<repo>{path}``; ``path`` starts with '/'."""
+        base = self.base_url(await self.location(repo))
+        return await self.send_to(
+            method, repo, f"{base}/v2/{repo.path}{path}", headers=headers, params=params,
+            content=content, write=write, stream=stream, extra_scopes=extra_scopes,
+            lean_body=lean_body,
+        )  # fmt: skip
+
+    async def send_to(
+        self,
+        method: str,
+        repo: Repository,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        content: Body = None,
+        write: bool = False,
+        stream: bool = False,
+        extra_scopes: tuple[str, ...] = (),
+        lean_body: bool = False,
+        label: str | None = None,
+    ) -> httpx.Response:
+        """One logical request to ``url``, which must be on the upstream's own origin
+        (an upload session GAR handed out may be any path there). ``label`` stands for
+        the URL in errors and logs: an upload session's path is its credential."""
         location = await self.location(repo)
         base = self.base_url(location)
-        url = f"{base}/v2/{repo.path}{path}"
+        if not redirects.same_origin(url, base):
+            raise RegistryError(
+                ErrorCode.UPSTREAM_BAD_GATEWAY,
+                f"refused to send {method} to {redirects.host_of(url)}: not the upstream's host",
+            )
         action = "pull,push" if write else "pull"
         state = AuthState(scope=f"repository:{repo.path}:{action}")
         state.extra_scopes = list(extra_scopes)
         replayable = content is None or isinstance(content, bytes)
-        # Reads follow redirects (blob storage; httpx drops Authorization across
-        # origins). Writes follow only a 307/308 to the upstream's own host, and only
-        # with a body that can be sent again (``_write_redirect``).
-        follow = method in ("GET", "HEAD")
-        attempt = redirects = 0
+        where = label or url
+        attempt = hops = 0
+        renewed = False
+        target: httpx.URL | str = url
+        query = params
         while True:
-            await self._take_quota(repo, location, write)
+            own = redirects.same_origin(target, base)
+            if own:  # every request on GAR's host counts, redirect hops too (docs/GAR.md)
+                await self._take_quota(repo, location, write)
             request = self.http.build_request(
-                method, url, headers=dict(headers or {}), params=params, content=content
+                method, target, headers=dict(headers or {}), params=query, content=content
             )
             if lean_body:  # a blob body: its own connection, read into batches (lean.py)
                 request.extensions[lean.LEAN] = True
-            authorization = await self.auth.authorization(base, state)
-            if authorization:
+            authorization = await self.auth.authorization(base, state) if own else None
+            if authorization:  # credentials only ever to the upstream's own origin
                 request.headers["Authorization"] = authorization
             started = time.perf_counter()
             try:
-                response = await self.http.send(request, stream=True, follow_redirects=follow)
+                response = await self.http.send(request, stream=True, follow_redirects=False)
             except httpx.HTTPError as error:
-                self._observe(request, None, started, type(error).__name__)
+                self._observe(request, None, started, type(error).__name__, label)
                 if replayable and attempt < self.settings.retries:
                     attempt += 1
+                    target, query, hops = url, params, 0
                     self.metrics.upstream_retries.labels("transport").inc()
                     await self._backoff(attempt, None, f"{type(error).__name__} on {method}")
                     continue
                 # A streamed request body that failed on our side (the client went
                 # away mid-chunk) is that failure, not upstream's.
-                raise _body_failure(error) or errors.from_transport(error, url) from None
-            self._observe(request, response.status_code, started, None)
-            if not follow and response.is_redirect:
+                raise _body_failure(error) or errors.from_transport(error, where) from None
+            self._observe(request, response.status_code, started, None, label)
+            if response.is_redirect:
                 await response.aclose()
-                url, params = _write_redirect(response, method, base, replayable), None
-                redirects += 1
-                if redirects > MAX_WRITE_REDIRECTS:
-                    raise RegistryError(
-                        ErrorCode.UPSTREAM_BAD_GATEWAY, f"upstream redirected {method} in a loop"
-                    )
+                hops += 1
+                if hops > redirects.MAX_REDIRECTS:
+                    raise redirects.loop(method)
+                target, query = redirects.next_hop(response, method, base, replayable), None
                 continue
-            retry = await self._should_retry(response, base, state, replayable, attempt)
+            if hops and not renewed and response.status_code in (400, 401, 403):
+                # A signed download refused (expired, say): ask the registry for a new one.
+                await response.aclose()
+                renewed, target, query, hops = True, url, params, 0
+                continue
+            retry = await self._should_retry(response, base, state, replayable, attempt, own)
             if retry is None:
                 if response.status_code in (401, 403):  # refused after any token trade
                     what = f"upstream_{response.status_code}"
                     self.metrics.credential_failures.labels(what).inc()
-                    self.recent_errors.append((time.time(), operation(method, path), what))
+                    op = operation(method, request.url.path)
+                    self.recent_errors.append((time.time(), op, what))
+                response.extensions[ASKED] = where
                 if not stream:
                     try:
                         await response.aread()
                     except httpx.HTTPError as error:  # cut mid-body: upstream trouble too
-                        raise errors.from_transport(error, url) from None
+                        raise errors.from_transport(error, where) from None
                 return response
             await response.aclose()
+            target, query, hops = url, params, 0
             reason = status_class(response.status_code) if retry >= 0 else "auth"
             self.metrics.upstream_retries.labels(reason).inc()
             if retry >= 0:
@@ -227,12 +277,15 @@ class Upstream:
         state: AuthState,
         replayable: bool,
         attempt: int,
+        own: bool = True,
     ) -> float | None:
-        """None: hand the answer back. -1: retry now (auth). >=0: back off, then retry."""
+        """None: hand the answer back. -1: retry now (auth). >=0: back off, then retry.
+        ``own``: the answer came from the upstream's origin (a token trade can help)."""
         status = response.status_code
-        if status == 401 and replayable and await self.auth.should_retry_401(base, response, state):
+        auth = replayable and own
+        if status == 401 and auth and await self.auth.should_retry_401(base, response, state):
             return -1.0
-        if status == 403 and replayable and await self.auth.escalate(state):
+        if status == 403 and auth and await self.auth.escalate(state):
             return -1.0
         if status not in errors.RETRYABLE_STATUSES or not replayable:
             return None
@@ -253,7 +306,12 @@ class Upstream:
             log.info("rate limit: waited %.2fs for quota (%s/%s)", waited, repo.project, location)
 
     def _observe(
-        self, request: httpx.Request, status: int | None, started: float, failure: str | None
+        self,
+        request: httpx.Request,
+        status: int | None,
+        started: float,
+        failure: str | None,
+        label: str | None = None,
     ) -> None:
         """One upstream call: metrics, the request's count, a debug line (no secrets)."""
         seconds = time.perf_counter() - started
@@ -267,7 +325,8 @@ class Upstream:
             self.recent_errors.append((time.time(), op, f"HTTP {status}"))
         requestcontext.note_upstream_call()
         if log.isEnabledFor(logging.DEBUG):
-            fields = {"method": request.method, "url": without_secret_params(str(request.url)),
+            url = label or without_secret_params(str(request.url))
+            fields = {"method": request.method, "url": url,
                       "operation": op, "status": status, "error": failure,
                       "duration_ms": round(seconds * 1000, 1),
                       "request_id": requestcontext.request_id()}  # fmt: skip
@@ -281,28 +340,6 @@ class Upstream:
             delay = max(delay, retry_after)
         log.warning("upstream %s; retry %d in %.2fs", why, attempt, delay)
         await self._sleep(delay)
-
-
-def _write_redirect(response: httpx.Response, method: str, base: str, replayable: bool) -> str:
-    """Where a redirected write may go again, or the error that says why not.
-
-    A 301/302/303 would change the method; another host would get the credentials (or
-    the bytes) meant for the upstream; a streamed body is already spent.
-    """
-    target = response.url.join(response.headers.get("location", ""))
-    where = f"{target.scheme}://{target.netloc.decode()}{target.path}"
-    if response.status_code not in (307, 308):
-        why = f"with HTTP {response.status_code}, which would change the method"
-    elif target.netloc != httpx.URL(base).netloc or target.scheme != httpx.URL(base).scheme:
-        why = "to another host"
-    elif not replayable:
-        why = "after its streamed body was sent, which cannot be sent twice"
-    else:
-        return str(target)
-    raise RegistryError(
-        ErrorCode.UPSTREAM_BAD_GATEWAY,
-        f"upstream redirected {method} to {where} {why}; not followed",
-    )
 
 
 def _egress_proxied() -> bool:

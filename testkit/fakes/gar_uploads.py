@@ -1,9 +1,27 @@
-"""Blob uploads on the fake GAR, as the distribution spec and GAR do them.
+"""Blob uploads on the fake GAR: GAR's sessions by default, a plain OCI registry's on demand.
 
-``UploadsMixin`` starts uploads (monolithic with ``digest``, cross-repository mounts
-within one location and project, or a session), takes chunks in order with
-``Content-Range``, reports and cancels sessions, and finishes with the digest check;
-``upload_state_query`` adds the ``_state`` parameter some registries require.
+GAR's way (docs/GAR.md, "Registry API: uploads and downloads"):
+
+- ``POST /v2/<name>/blobs/uploads/`` answers 202 with a relative ``Location`` outside
+  ``/v2/<name>/``: ``/artifacts-uploads/namespaces/P/repositories/R/uploads/<opaque>``
+  (``upload_session_form = "artifacts-uploads"``, the default) or
+  ``/v2/P/R/pkg/blobs/uploads/<opaque>`` (``"pkg"``), on the same host. The opaque part
+  is long and random, and it is the credential: requests to it are taken with or
+  without ``Authorization``. The fake keeps the session (its location, image name,
+  bytes) by that opaque string; nothing about it is readable from the path.
+- A session takes ONE write (no chunked uploads): the whole blob in one ``PATCH``
+  then a ``PUT ?digest=`` without a body, or the whole blob in the ``PUT``. A second
+  write (a second ``PATCH``, or a ``PATCH`` then a ``PUT`` with a body) is refused with
+  ``second_write_status`` (what GAR answers is unknown; 400 ``BLOB_UPLOAD_INVALID`` by
+  default, and tests try others). A write cut mid-body breaks the session.
+- Every write is counted (``upload_writes``, ``writes()``), so tests can assert that a
+  blob reached GAR in one write. ``expire_upload_sessions()`` makes the open sessions
+  unknown (404), as an expired one would be; ``cut_next_write(after=N)`` resets the
+  connection of the next write that reaches N bytes (upstream failing mid-write).
+
+``plain_uploads=True`` keeps a plain OCI registry's sessions under ``/v2/<name>/``:
+chunks in order with ``Content-Range``, progress, ``_state`` (``upload_state_query``).
+Mounts work the same in both: within one location and project.
 """
 
 from __future__ import annotations
@@ -12,10 +30,13 @@ import secrets
 import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from testkit.fakes.gar_faults import _Cut, _cut
 from testkit.fakes.gar_model import (
     _CONTENT_RANGE,
     _DIGEST,
@@ -28,11 +49,36 @@ from testkit.fakes.gar_model import (
     _Upload,
 )
 
+SIGNED_UPLOADS = "/artifacts-uploads/namespaces/"
+OPAQUE_BYTES = 480  # 640 characters, as long as GAR's (oras#532's transcript)
+
+
+@dataclass(frozen=True)
+class UploadWrite:
+    """A request that carried bytes into an upload session."""
+
+    session: str  # the session's opaque string (plain mode: its id)
+    method: str
+    size: int  # bytes received
+    accepted: bool  # False: refused (a second write, or cut off mid-body)
+
+
+@dataclass
+class UploadSession:
+    opaque: str
+    location: str
+    name: str  # the image the POST named
+    data: bytearray = field(default_factory=bytearray)
+    writes: int = 0
+    broken: bool = False  # a write was cut off mid-body
+    expired: bool = False
+
 
 class UploadsMixin:
     """Upload session routes; part of ``FakeGAR``."""
 
     # Provided by FakeGAR and its other mixins.
+    plain_uploads: bool
     upload_state_query: bool
     upload_chunk_min_length: int | None
     _blobs: dict[str, Buffer]
@@ -42,6 +88,215 @@ class UploadsMixin:
     _repo: Callable[..., _ImageRepo]
     _link_blob: Callable[[str, str, str, Buffer], None]
     _url: Callable[[Request, str], str]
+
+    def _init_uploads(self) -> None:
+        self.upload_session_form: Literal["artifacts-uploads", "pkg"] = "artifacts-uploads"
+        self.second_write_status = 400
+        self.mounts_refused = False  # every mount answered 202, as GAR may (evidence: none)
+        self.upload_writes: list[UploadWrite] = []
+        self.committed: dict[str, str] = {}  # session -> the digest it stored
+        self._sessions: dict[str, UploadSession] = {}
+        self._cuts: list[int] = []  # cut_next_write: bytes to take before each cut
+        self.write_started = threading.Event()  # set by every write's first bytes
+
+    # ------------------------------------------------------------ what tests read
+
+    def writes(self, digest: str | None = None) -> int:
+        """Writes into upload sessions since the last ``reset_counts`` (refused ones too);
+        with ``digest``, those into the session that stored it."""
+        with self._lock:
+            if digest is None:
+                return len(self.upload_writes)
+            sessions = {s for s, d in self.committed.items() if d == digest}
+            return sum(1 for w in self.upload_writes if w.session in sessions)
+
+    def upload_opaques(self) -> list[str]:
+        """Every session's opaque string handed out (the secrets a test greps for)."""
+        with self._lock:
+            return [*self._sessions, *self.committed]
+
+    def expire_upload_sessions(self) -> int:
+        """The open sessions are gone, as after GAR's (unknown) lifetime; returns how many."""
+        with self._lock:
+            for session in self._sessions.values():
+                session.expired = True
+            return len(self._sessions)
+
+    def cut_next_write(self, after: int, times: int = 1) -> None:
+        """The next ``times`` writes that reach ``after`` bytes are cut off there
+        (connection reset); smaller ones pass."""
+        with self._lock:
+            self._cuts.extend([after] * times)
+
+    def _reset_uploads(self) -> None:
+        with self._lock:
+            self.upload_writes.clear()
+
+    def _signed_upload_route(self, path: str) -> _Route | None:
+        """The session an ``/artifacts-uploads/...`` path names (any location)."""
+        if not path.startswith(SIGNED_UPLOADS):
+            return None
+        opaque = path.rsplit("/", 1)[-1]
+        with self._lock:
+            session = self._sessions.get(opaque)
+        if session is None:
+            return _Route("upload", None, "", opaque)
+        return _Route("upload", session.location, session.name, opaque)
+
+    # ------------------------------------------------------------ dispatch
+
+    async def _upload(self, request: Request, route: _Route) -> Response:
+        if route.ref == "":
+            if request.method != "POST":
+                raise _ApiError(405, "UNSUPPORTED", f"{request.method} on the uploads endpoint")
+            return await self._start_upload(request, route)
+        if self.plain_uploads:
+            return await self._plain_session(request, route)
+        return await self._gar_session(request, route)
+
+    async def _start_upload(self, request: Request, route: _Route) -> Response:
+        assert route.location is not None
+        self._repo(route.location, route.name, create=True)
+        params = request.query_params
+        mount, source = params.get("mount"), params.get("from")
+        if mount and source and self._can_mount(route, mount, source):
+            self._link_blob(route.location, route.name, mount, self._blobs[mount])
+            return self._blob_created(request, route, mount)
+        if params.get("digest") and not mount:
+            key = "post-" + uuid.uuid4().hex
+            data, complete = await self._take_body(request)
+            self._record(key, "POST", len(data), complete)
+            if not complete:
+                raise _Cut
+            response = await self._finish(request, route, data, params["digest"])
+            with self._lock:
+                self.committed[key] = params["digest"]
+            return response
+        headers = self._open_session(request, route)
+        if self.upload_chunk_min_length is not None:
+            headers["OCI-Chunk-Min-Length"] = str(self.upload_chunk_min_length)
+        return Response(status_code=202, headers=headers)
+
+    def _open_session(self, request: Request, route: _Route) -> dict[str, str]:
+        assert route.location is not None
+        if self.plain_uploads:
+            upload = _Upload(uuid.uuid4().hex, route.location, route.name)
+            with self._lock:
+                self._uploads[upload.id] = upload
+            return self._upload_headers(request, upload)
+        opaque = secrets.token_urlsafe(OPAQUE_BYTES)
+        with self._lock:
+            self._sessions[opaque] = UploadSession(opaque, route.location, route.name)
+        return {"Location": self._url(request, self._session_path(route, opaque))}
+
+    def _session_path(self, route: _Route, opaque: str) -> str:
+        project, repository = route.name.split("/")[:2]
+        if self.upload_session_form == "pkg":
+            return f"/{route.location}/v2/{project}/{repository}/pkg/blobs/uploads/{opaque}"
+        return f"{SIGNED_UPLOADS}{project}/repositories/{repository}/uploads/{opaque}"
+
+    # ------------------------------------------------------------ GAR's sessions
+
+    async def _gar_session(self, request: Request, route: _Route) -> Response:
+        with self._lock:
+            session = self._sessions.get(route.ref)
+        if session is None or session.expired:
+            raise _ApiError(404, "BLOB_UPLOAD_UNKNOWN", "upload session not found")
+        if request.method == "GET":
+            return Response(status_code=204, headers={"Range": _range_header(len(session.data))})
+        if request.method == "DELETE":
+            with self._lock:
+                self._sessions.pop(session.opaque, None)
+            return Response(status_code=204)
+        if request.method not in ("PATCH", "PUT"):
+            raise _ApiError(405, "UNSUPPORTED", f"{request.method} on an upload")
+        await self._one_write(request, session)
+        if request.method == "PATCH":
+            headers = {
+                "Location": self._url(request, request.url.path),
+                "Range": _range_header(len(session.data)),
+            }
+            return Response(status_code=202, headers=headers)
+        if session.broken:
+            raise _ApiError(400, "BLOB_UPLOAD_INVALID", "the upload's write was cut off")
+        digest = request.query_params.get("digest", "")
+        with self._lock:
+            self._sessions.pop(session.opaque, None)
+        route = _Route("upload", session.location, session.name, session.opaque)
+        response = await self._finish(request, route, session.data, digest)
+        with self._lock:
+            self.committed[session.opaque] = digest
+        return response
+
+    async def _one_write(self, request: Request, session: UploadSession) -> None:
+        """The body of a PATCH or PUT: the session's one write, or a refused second."""
+        content_range = request.headers.get("content-range")
+        if content_range:
+            match = _CONTENT_RANGE.fullmatch(content_range.strip())
+            if match is None or int(match[1]) != 0:
+                raise _ApiError(416, "BLOB_UPLOAD_INVALID", "chunked uploads are not supported")
+        data, complete = await self._take_body(request)
+        if not data and complete:
+            return  # no bytes: not a write (the PUT after a PATCH)
+        first = session.writes == 0
+        with self._lock:
+            session.writes += 1
+        self._record(session.opaque, request.method, len(data), complete and first)
+        if not first:
+            status = self.second_write_status
+            raise _ApiError(status, "BLOB_UPLOAD_INVALID", "the upload session was written to")
+        session.data += data
+        if not complete:
+            session.broken = True
+            raise _Cut  # nobody is there to read an answer
+
+    async def _take_body(self, request: Request) -> tuple[bytearray, bool]:
+        """The body, and whether it arrived whole (not cut by either side)."""
+        data = bytearray()
+        try:
+            async for chunk in request.stream():
+                if chunk and not data:
+                    self.write_started.set()
+                data += chunk
+                with self._lock:
+                    cut = self._cuts.pop(0) if self._cuts and len(data) >= self._cuts[0] else None
+                if cut is not None:
+                    del data[cut:]
+                    await _cut(request.scope["gar_fake.send"], reset=True)
+                    return data, False
+        except ClientDisconnect:
+            return data, False
+        return data, True
+
+    def _record(self, session: str, method: str, size: int, accepted: bool) -> None:
+        with self._lock:
+            self.upload_writes.append(UploadWrite(session, method, size, accepted))
+
+    # ------------------------------------------------------------ shared
+
+    def _blob_created(self, request: Request, route: _Route, digest: str) -> Response:
+        location = self._url(request, f"/{route.location}/v2/{route.name}/blobs/{digest}")
+        headers = {"Location": location, "Docker-Content-Digest": digest}
+        return Response(status_code=201, headers=headers)
+
+    async def _finish(self, request: Request, route: _Route, data: Buffer, digest: str) -> Response:
+        if not _DIGEST.fullmatch(digest):
+            raise _ApiError(400, "DIGEST_INVALID", f"invalid digest {digest!r}")
+        if _sha(data, digest.split(":")[0]) != digest:
+            raise _ApiError(400, "DIGEST_INVALID", "uploaded content does not match digest")
+        self._link_blob(route.location or "", route.name, digest, bytes(data))
+        return self._blob_created(request, route, digest)
+
+    def _can_mount(self, route: _Route, digest: str, source: str) -> bool:
+        """GAR mounts only within one location and project; elsewhere it starts an upload."""
+        assert route.location is not None
+        if self.mounts_refused or source.split("/")[0] != route.name.split("/")[0]:
+            return False
+        with self._lock:
+            image_repo = self._images.get((route.location, source))
+            return image_repo is not None and digest in image_repo.blobs
+
+    # ------------------------------------------------------------ a plain OCI registry's
 
     def _upload_headers(self, request: Request, upload: _Upload) -> dict[str, str]:
         path = f"/{upload.location}/v2/{upload.name}/blobs/uploads/{upload.id}"
@@ -54,26 +309,8 @@ class UploadsMixin:
             "Range": _range_header(len(upload.data)),
         }
 
-    def _blob_created(self, request: Request, route: _Route, digest: str) -> Response:
-        location = self._url(request, f"/{route.location}/v2/{route.name}/blobs/{digest}")
-        headers = {"Location": location, "Docker-Content-Digest": digest}
-        return Response(status_code=201, headers=headers)
-
-    async def _finish(self, request: Request, route: _Route, data: Buffer, digest: str) -> Response:
-        if not _DIGEST.fullmatch(digest):
-            raise _ApiError(400, "DIGEST_INVALID", f"invalid digest {digest!r}")
-        if _sha(data, digest.split(":")[0]) != digest:
-            raise _ApiError(400, "DIGEST_INVALID", "uploaded content does not match digest")
-        self._link_blob(route.location or "", route.name, digest, data)
-        return self._blob_created(request, route, digest)
-
-    async def _upload(self, request: Request, route: _Route) -> Response:
-        assert route.location is not None
-        if route.ref == "":
-            if request.method != "POST":
-                raise _ApiError(405, "UNSUPPORTED", f"{request.method} on the uploads endpoint")
-            return await self._start_upload(request, route)
-        upload = self._session(request, route)
+    async def _plain_session(self, request: Request, route: _Route) -> Response:
+        upload = self._plain(request, route)
         if request.method == "GET":
             return Response(status_code=204, headers=self._upload_headers(request, upload))
         if request.method == "DELETE":
@@ -85,43 +322,15 @@ class UploadsMixin:
         await self._append(request, upload)
         if request.method == "PATCH":
             return Response(status_code=202, headers=self._upload_headers(request, upload))
+        digest = request.query_params.get("digest", "")
         with self._lock:
             self._uploads.pop(upload.id, None)
-        return await self._finish(
-            request, route, upload.data, request.query_params.get("digest", "")
-        )
-
-    async def _start_upload(self, request: Request, route: _Route) -> Response:
-        assert route.location is not None
-        self._repo(route.location, route.name, create=True)
-        params = request.query_params
-        mount, source = params.get("mount"), params.get("from")
-        if mount and source and self._can_mount(route, mount, source):
-            self._link_blob(route.location, route.name, mount, self._blobs[mount])
-            return self._blob_created(request, route, mount)
-        if params.get("digest") and not mount:
-            data = bytearray()
-            async for chunk in request.stream():
-                data += chunk
-            return await self._finish(request, route, data, params["digest"])
-        upload = _Upload(uuid.uuid4().hex, route.location, route.name)
+        response = await self._finish(request, route, upload.data, digest)
         with self._lock:
-            self._uploads[upload.id] = upload
-        headers = self._upload_headers(request, upload)
-        if self.upload_chunk_min_length is not None:
-            headers["OCI-Chunk-Min-Length"] = str(self.upload_chunk_min_length)
-        return Response(status_code=202, headers=headers)
+            self.committed[upload.id] = digest
+        return response
 
-    def _can_mount(self, route: _Route, digest: str, source: str) -> bool:
-        """GAR mounts only within one location and project; elsewhere it starts an upload."""
-        assert route.location is not None
-        if source.split("/")[0] != route.name.split("/")[0]:
-            return False
-        with self._lock:
-            image_repo = self._images.get((route.location, source))
-            return image_repo is not None and digest in image_repo.blobs
-
-    def _session(self, request: Request, route: _Route) -> _Upload:
+    def _plain(self, request: Request, route: _Route) -> _Upload:
         with self._lock:
             upload = self._uploads.get(route.ref)
         if upload is None or (upload.location, upload.name) != (route.location, route.name):
@@ -138,12 +347,8 @@ class UploadsMixin:
             if match is None or int(match[1]) != len(upload.data):
                 async for _ in request.stream():
                     pass
-                raise _ApiError(
-                    416,
-                    "BLOB_UPLOAD_INVALID",
-                    "chunk out of order",
-                    {**self._upload_headers(request, upload)},
-                )
+                headers = self._upload_headers(request, upload)
+                raise _ApiError(416, "BLOB_UPLOAD_INVALID", "chunk out of order", headers)
             expected = int(match[2]) - int(match[1]) + 1
         before = len(upload.data)
         try:
@@ -152,11 +357,9 @@ class UploadsMixin:
         except ClientDisconnect:  # like a registry: keep what arrived, answer nobody
             raise _ApiError(400, "BLOB_UPLOAD_INVALID", "client went away mid-chunk") from None
         received = len(upload.data) - before
+        if received:
+            self._record(upload.id, request.method, received, True)
         if expected is not None and received not in (0, expected):
             del upload.data[before:]
-            raise _ApiError(
-                416,
-                "BLOB_UPLOAD_INVALID",
-                "chunk length does not match Content-Range",
-                {**self._upload_headers(request, upload)},
-            )
+            headers = self._upload_headers(request, upload)
+            raise _ApiError(416, "BLOB_UPLOAD_INVALID", "chunk length does not match", headers)
