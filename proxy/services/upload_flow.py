@@ -9,8 +9,8 @@ the rest into the spool, from which a fresh upstream session gets the whole blob
 Failures of the source (the client left mid-body) or of the spool (a full disk) are
 kept in ``failure``: a write that failed because of them is not upstream's fault.
 
-``gated`` holds the last piece of a final write back until the bytes are known to
-match the digest, so upstream never receives a complete body the proxy refuses.
+``gated`` holds the last byte of a final write back until the bytes are known to match
+the digest, so upstream never receives a complete body the proxy refuses.
 """
 
 from __future__ import annotations
@@ -118,13 +118,18 @@ async def chained(*streams: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
 async def gated(
     pieces: AsyncIterable[bytes], check: Callable[[], Awaitable[None]]
 ) -> AsyncIterator[bytes]:
-    """``pieces`` with the last one held back until ``check()`` has passed: when it
-    raises, the body ends short (the connection is dropped) and nothing is committed."""
-    held: bytes | None = None
+    """``pieces``, all but the very last byte as they come, that byte only once
+    ``check()`` has passed: when it raises, the body ends short (the connection is
+    dropped) and nothing is committed. One byte, not the last piece, so that a client
+    pausing mid-body has every byte it sent on its way upstream meanwhile."""
+    tail = b""
     async for piece in pieces:
-        if held is not None:
-            yield held
-        held = piece
+        if not piece:
+            continue
+        out = tail + memoryview(piece)[:-1]  # one copy, of a piece already in memory
+        tail = piece[-1:]
+        if out:
+            yield out
     await check()
-    if held is not None:
-        yield held
+    if tail:
+        yield tail

@@ -7,7 +7,7 @@ Called by ``UploadService.finish`` with the session locked. In order:
    without a body, as docker does against GAR.
 2. Otherwise one ``PUT ?digest=`` carries the spool and then the client's own body
    (spooled as it passes) to the open upstream session, or to a fresh one if that was
-   written to already. The last piece waits until the bytes match the digest
+   written to already. The last byte waits until the bytes match the digest
    (``upload_flow.gated``), so a wrong blob is never committed.
 3. When that write fails in a way a fresh session may get past (upstream cut it,
    forgot the session, 5xx), the rest of the client's body goes to the spool and the

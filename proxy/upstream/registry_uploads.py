@@ -83,7 +83,7 @@ class UploadCalls:
         """One ``PATCH`` with the bytes (the session's one write, on GAR)."""
         response = await self._session(repo, url, "PATCH", body, length)
         if response.status_code not in (200, 202, 204):
-            raise await self._fail(response, ErrorCode.BLOB_UPLOAD_UNKNOWN)
+            raise await self._session_fail(response)
         return await self._progress(repo, response, url)
 
     async def commit_upload(
@@ -92,7 +92,7 @@ class UploadCalls:
         """``PUT ?digest=``, with the bytes or none; the digest upstream says it stored."""
         response = await self._session(repo, url, "PUT", body, length, {"digest": str(digest)})
         if response.status_code not in (200, 201, 204):
-            raise await self._fail(response, ErrorCode.BLOB_UPLOAD_UNKNOWN)
+            raise await self._session_fail(response)
         header = response.headers.get("docker-content-digest")
         try:
             return Digest.parse(header) if header else None
@@ -102,7 +102,15 @@ class UploadCalls:
     async def cancel_upload(self, repo: Repository, url: str) -> None:
         response = await self._session(repo, url, "DELETE", None, None)
         if response.status_code not in (200, 202, 204, 404):
-            raise await self._fail(response, ErrorCode.BLOB_UPLOAD_UNKNOWN)
+            raise await self._session_fail(response)
+
+    async def _session_fail(self, response: httpx.Response) -> RegistryError:
+        """A session's refusal; a 404 there means the session is gone, whatever code
+        came with it (then a fresh one is worth a try)."""
+        error = await self._fail(response, ErrorCode.BLOB_UPLOAD_UNKNOWN)
+        if response.status_code == 404 and error.code is not ErrorCode.BLOB_UPLOAD_UNKNOWN:
+            return RegistryError(ErrorCode.BLOB_UPLOAD_UNKNOWN, error.message)
+        return error
 
     async def _session(
         self,

@@ -93,6 +93,7 @@ class UploadsMixin:
         self.upload_session_form: Literal["artifacts-uploads", "pkg"] = "artifacts-uploads"
         self.second_write_status = 400
         self.mounts_refused = False  # every mount answered 202, as GAR may (evidence: none)
+        self.upload_session_host: str | None = None  # hand sessions out on this origin
         self.upload_writes: list[UploadWrite] = []
         self.committed: dict[str, str] = {}  # session -> the digest it stored
         self._sessions: dict[str, UploadSession] = {}
@@ -187,7 +188,10 @@ class UploadsMixin:
         opaque = secrets.token_urlsafe(OPAQUE_BYTES)
         with self._lock:
             self._sessions[opaque] = UploadSession(opaque, route.location, route.name)
-        return {"Location": self._url(request, self._session_path(route, opaque))}
+        path = self._session_path(route, opaque)
+        if self.upload_session_host is not None:
+            return {"Location": self.upload_session_host + path}
+        return {"Location": self._url(request, path)}
 
     def _session_path(self, route: _Route, opaque: str) -> str:
         project, repository = route.name.split("/")[:2]
