@@ -95,6 +95,7 @@ class Intake:
                     message = f"no room on the cache disk to hold the upload ({error.strerror})"
                     raise self._fail(RegistryError(ErrorCode.CACHE_FULL, message)) from None
                 self.spool.lose()
+                self.spool.write(piece)  # counted (the client's offset), no longer kept
             return piece
         return None
 
