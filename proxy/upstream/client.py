@@ -225,7 +225,8 @@ class Upstream:
             try:
                 response = await self.http.send(request, stream=True, follow_redirects=False)
             except httpx.HTTPError as error:
-                self._observe(request, None, started, type(error).__name__, label)
+                shown = label if not hops else f"{where} (redirect {hops})"
+                self._observe(request, None, started, type(error).__name__, shown)
                 if replayable and attempt < self.settings.retries:
                     attempt += 1
                     target, query, hops = url, params, 0
@@ -235,7 +236,9 @@ class Upstream:
                 # A streamed request body that failed on our side (the client went
                 # away mid-chunk) is that failure, not upstream's.
                 raise _body_failure(error) or errors.from_transport(error, where) from None
-            self._observe(request, response.status_code, started, None, label)
+            # A redirect's target (a signed download) is named by what was asked for.
+            shown = label if not hops else f"{where} (redirect {hops})"
+            self._observe(request, response.status_code, started, None, shown)
             if response.is_redirect:
                 await response.aclose()
                 hops += 1
@@ -297,9 +300,7 @@ class Upstream:
         return wait or 0.0
 
     async def _take_quota(self, repo: Repository, location: str, write: bool) -> None:
-        waited = await self.limits.bucket(repo.project, location, write=False).acquire()
-        if write:
-            waited += await self.limits.bucket(repo.project, location, write=True).acquire()
+        waited = await self.limits.take(repo.project, location, write=write)
         if waited:
             self.metrics.ratelimit_waits.inc()
             self.metrics.ratelimit_wait_seconds.inc(waited)

@@ -49,6 +49,9 @@ class DownloadsMixin:
 
     def _init_downloads(self) -> None:
         self.download_ttl = 300.0
+        self.download_host: str | None = None  # send downloads to this origin instead
+        self.download_auth: list[bool] = []  # per download request: had Authorization?
+        self._expire_next = 0
         self._downloads: dict[str, Download] = {}
 
     def download_opaques(self) -> list[str]:
@@ -56,15 +59,22 @@ class DownloadsMixin:
         with self._lock:
             return list(self._downloads)
 
+    def expire_next_downloads(self, count: int = 1) -> None:
+        """The next ``count`` signatures handed out have expired by the time they are used."""
+        with self._lock:
+            self._expire_next += count
+
     def _redirect_download(self, request: Request, route: _Route) -> Response:
         assert route.location is not None
         signature = secrets.token_urlsafe(SIGNATURE_BYTES)
-        expires = time.monotonic() + self.download_ttl
+        with self._lock:
+            expired, self._expire_next = self._expire_next > 0, max(self._expire_next - 1, 0)
+        expires = time.monotonic() + (-1.0 if expired else self.download_ttl)
         with self._lock:
             self._downloads[signature] = Download(route.ref, route.location, route.name, expires)
         project, repository = route.name.split("/")[:2]
         path = f"{SIGNED_DOWNLOADS}{project}/repositories/{repository}/downloads/{signature}"
-        return Response(b"", 302, {"Location": path})
+        return Response(b"", 302, {"Location": (self.download_host or "") + path})
 
     def _signed_download_route(self, path: str) -> tuple[_Route, _Route, str] | None:
         """For a signed path: its route, and the blob GET it stands for (route, path),
@@ -84,6 +94,7 @@ class DownloadsMixin:
     async def _download(self, request: Request, route: _Route) -> Response:
         with self._lock:
             found = self._downloads.get(route.ref)
+            self.download_auth.append("authorization" in request.headers)
         if found is None:
             raise _ApiError(404, "BLOB_UNKNOWN", "no such download")
         if request.method not in ("GET", "HEAD"):

@@ -97,6 +97,7 @@ class UploadsMixin:
         self.upload_writes: list[UploadWrite] = []
         self.committed: dict[str, str] = {}  # session -> the digest it stored
         self._sessions: dict[str, UploadSession] = {}
+        self._handed_out: list[str] = []
         self._cuts: list[int] = []  # cut_next_write: bytes to take before each cut
         self.write_started = threading.Event()  # set by every write's first bytes
 
@@ -114,7 +115,7 @@ class UploadsMixin:
     def upload_opaques(self) -> list[str]:
         """Every session's opaque string handed out (the secrets a test greps for)."""
         with self._lock:
-            return [*self._sessions, *self.committed]
+            return list(self._handed_out)
 
     def expire_upload_sessions(self) -> int:
         """The open sessions are gone, as after GAR's (unknown) lifetime; returns how many."""
@@ -188,6 +189,7 @@ class UploadsMixin:
         opaque = secrets.token_urlsafe(OPAQUE_BYTES)
         with self._lock:
             self._sessions[opaque] = UploadSession(opaque, route.location, route.name)
+            self._handed_out.append(opaque)
         path = self._session_path(route, opaque)
         if self.upload_session_host is not None:
             return {"Location": self.upload_session_host + path}
