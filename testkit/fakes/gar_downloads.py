@@ -3,7 +3,7 @@
 GAR answers ``GET /v2/<name>/blobs/<digest>`` with ``302`` to a relative
 ``/artifacts-downloads/namespaces/P/repositories/R/downloads/<~1 KB signature>``, which
 anyone may download without ``Authorization`` (ahmetb/serverless-registry-proxy#8;
-docs/GAR.md). The fake hands out such a path per GET, random, remembered with the blob
+docs/GAR.md D1-D5). The fake hands out such a path per GET, random, remembered with the blob
 it stands for; it expires after ``download_ttl`` seconds (GAR's lifetime is unknown;
 an expired one answers 403 here, GAR's answer is unknown too). A ``HEAD`` is answered
 directly. Single byte ranges are served on both.

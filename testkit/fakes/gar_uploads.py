@@ -1,11 +1,11 @@
 """Blob uploads on the fake GAR: GAR's sessions by default, a plain OCI registry's on demand.
 
-GAR's way (docs/GAR.md, "Registry API: uploads and downloads"):
+GAR's way (docs/GAR.md, "Registry API: uploads and downloads", rows U1-U11):
 
 - ``POST /v2/<name>/blobs/uploads/`` answers 202 with a relative ``Location`` outside
   ``/v2/<name>/``: ``/artifacts-uploads/namespaces/P/repositories/R/uploads/<opaque>``
   (``upload_session_form = "artifacts-uploads"``, the default) or
-  ``/v2/P/R/pkg/blobs/uploads/<opaque>`` (``"pkg"``), on the same host. The opaque part
+  ``/v2/P/R/pkg/blobs/uploads/<opaque>`` (``"pkg"``, U2), on the same host (U1). The opaque part
   is long and random, and it is the credential: requests to it are taken with or
   without ``Authorization``. The fake keeps the session (its location, image name,
   bytes) by that opaque string; nothing about it is readable from the path.
