@@ -25,7 +25,9 @@ MODULES = [
     "proxy.routes.observe",
     "proxy.services.mirrors",
     "proxy.services.negative",
+    "proxy.upstream.calls",
     "proxy.upstream.challenge",
+    "proxy.upstream.redirects",
     "testkit.realclients",
 ]
 

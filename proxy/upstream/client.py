@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import email.utils
 import logging
 import random
 import ssl
 import time
 import urllib.request
-from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import httpx
@@ -37,50 +36,15 @@ from proxy.oci.names import Repository
 from proxy.redact import without_secret_params
 from proxy.upstream import errors, lean, redirects, tuning
 from proxy.upstream.auth import AccessTokens, Authorizer, AuthState
+from proxy.upstream.calls import ASKED, Body, Call, body_failure, operation, retry_after_seconds
 from proxy.upstream.ratelimit import RateLimits
 
 log = logging.getLogger("gar_proxy.upstream")
 
-Body = bytes | AsyncIterable[bytes] | None
 tuning.apply()  # larger reads, fewer copies for blob bodies (see tuning.py)
 # A wait longer than this is not worth holding a client for; pass the 429 on instead.
 MAX_RETRY_AFTER = 60.0
 RECENT_ERRORS = 20
-_OPERATIONS = (("/blobs/uploads", "upload"), ("/artifacts-uploads/", "upload"),
-               ("/blobs/", "blob"), ("/artifacts-downloads/", "blob"), ("/manifests/", "manifest"),
-               ("/tags/", "tags"), ("/referrers/", "referrers"))  # fmt: skip
-# Response extension: what the request asked for (a URL, or a label for an upload
-# session), never where a redirect took it; errors reading the body name this.
-ASKED = "gar_proxy.asked"
-
-
-def operation(method: str, path: str) -> str:
-    """A bounded label for an upstream call: ``blob_get``, ``manifest_head``, ``upload_patch``.
-
-    >>> operation("HEAD", "/manifests/1.0"), operation("PATCH", "/blobs/uploads/u?_state=x")
-    ('manifest_head', 'upload_patch')
-    >>> operation("PUT", "/artifacts-uploads/namespaces/p/repositories/r/uploads/AB")
-    'upload_put'
-    >>> operation("GET", "/artifacts-downloads/namespaces/p/repositories/r/downloads/AB")
-    'blob_get'
-
-    """
-    kind = next((k for marker, k in _OPERATIONS if marker in path), "other")
-    return f"{kind}_{method.lower()}"
-
-
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """``Retry-After`` as seconds: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when - (now if now is not None else time.time()))
 
 
 def tls_verification(ca_file: Path | None) -> ssl.SSLContext | bool:
@@ -200,78 +164,96 @@ class Upstream:
                 ErrorCode.UPSTREAM_BAD_GATEWAY,
                 f"refused to send {method} to {redirects.host_of(url)}: not the upstream's host",
             )
-        action = "pull,push" if write else "pull"
-        state = AuthState(scope=f"repository:{repo.path}:{action}")
+        state = AuthState(scope=f"repository:{repo.path}:{'pull,push' if write else 'pull'}")
         state.extra_scopes = list(extra_scopes)
-        replayable = content is None or isinstance(content, bytes)
-        where = label or url
-        attempt = hops = 0
-        renewed = False
-        target: httpx.URL | str = url
-        query = params
+        call = Call(method, repo, location, base, url, params, dict(headers or {}), content,
+                     write, lean_body, label, state)  # fmt: skip
+        attempt = 0
         while True:
-            own = redirects.same_origin(target, base)
-            if own:  # every request on GAR's host counts, redirect hops too (docs/GAR.md)
-                await self._take_quota(repo, location, write)
-            request = self.http.build_request(
-                method, target, headers=dict(headers or {}), params=query, content=content
-            )
-            if lean_body:  # a blob body: its own connection, read into batches (lean.py)
-                request.extensions[lean.LEAN] = True
-            authorization = await self.auth.authorization(base, state) if own else None
-            if authorization:  # credentials only ever to the upstream's own origin
-                request.headers["Authorization"] = authorization
-            started = time.perf_counter()
-            try:
-                response = await self.http.send(request, stream=True, follow_redirects=False)
-            except httpx.HTTPError as error:
-                shown = label if not hops else f"{where} (redirect {hops})"
-                self._observe(request, None, started, type(error).__name__, shown)
-                if replayable and attempt < self.settings.retries:
-                    attempt += 1
-                    target, query, hops = url, params, 0
-                    self.metrics.upstream_retries.labels("transport").inc()
-                    await self._backoff(attempt, None, f"{type(error).__name__} on {method}")
-                    continue
-                # A streamed request body that failed on our side (the client went
-                # away mid-chunk) is that failure, not upstream's.
-                raise _body_failure(error) or errors.from_transport(error, where) from None
-            # A redirect's target (a signed download) is named by what was asked for.
-            shown = label if not hops else f"{where} (redirect {hops})"
-            self._observe(request, response.status_code, started, None, shown)
-            if response.is_redirect:
-                await response.aclose()
-                hops += 1
-                if hops > redirects.MAX_REDIRECTS:
-                    raise redirects.loop(method)
-                target, query = redirects.next_hop(response, method, base, replayable), None
+            response = await self._attempt(call, attempt)
+            if response is None:  # a transport failure worth another try
+                attempt += 1
+                self.metrics.upstream_retries.labels("transport").inc()
+                await self._backoff(attempt, None, f"transport failure on {method}")
                 continue
-            if hops and not renewed and response.status_code in (400, 401, 403):
-                # A signed download refused (expired, say): ask the registry for a new one.
-                await response.aclose()
-                renewed, target, query, hops = True, url, params, 0
-                continue
-            retry = await self._should_retry(response, base, state, replayable, attempt, own)
+            own = redirects.same_origin(response.url, base)
+            retry = await self._should_retry(response, base, state, call.replayable, attempt, own)
             if retry is None:
-                if response.status_code in (401, 403):  # refused after any token trade
-                    what = f"upstream_{response.status_code}"
-                    self.metrics.credential_failures.labels(what).inc()
-                    op = operation(method, request.url.path)
-                    self.recent_errors.append((time.time(), op, what))
-                response.extensions[ASKED] = where
-                if not stream:
-                    try:
-                        await response.aread()
-                    except httpx.HTTPError as error:  # cut mid-body: upstream trouble too
-                        raise errors.from_transport(error, where) from None
-                return response
+                return await self._deliver(call, response, stream)
             await response.aclose()
-            target, query, hops = url, params, 0
             reason = status_class(response.status_code) if retry >= 0 else "auth"
             self.metrics.upstream_retries.labels(reason).inc()
             if retry >= 0:
                 attempt += 1
                 await self._backoff(attempt, retry or None, f"HTTP {response.status_code}")
+
+    async def _attempt(self, call: Call, attempt: int) -> httpx.Response | None:
+        """The request and the redirects it meets, up to an answer; None when it failed
+        on the way in a way worth another try (the caller backs off)."""
+        target: httpx.URL | str = call.url
+        query, hops, renewed = call.params, 0, False
+        while True:
+            request = await self._request(call, target, query)
+            # A redirect's target (a signed download) is named by what was asked for.
+            shown = call.label if not hops else f"{call.where} (redirect {hops})"
+            started = time.perf_counter()
+            try:
+                response = await self.http.send(request, stream=True, follow_redirects=False)
+            except httpx.HTTPError as error:
+                self._observe(request, None, started, type(error).__name__, shown)
+                if call.replayable and attempt < self.settings.retries:
+                    return None
+                # A streamed request body that failed on our side (the client went
+                # away mid-chunk) is that failure, not upstream's.
+                raise body_failure(error) or errors.from_transport(error, call.where) from None
+            self._observe(request, response.status_code, started, None, shown)
+            if response.is_redirect:
+                await response.aclose()
+                hops += 1
+                if hops > redirects.MAX_REDIRECTS:
+                    raise redirects.loop(call.method)
+                target = redirects.next_hop(response, call.method, call.base, call.replayable)
+                query = None
+                continue
+            if hops and not renewed and response.status_code in (400, 401, 403):
+                # A signed download refused (expired, say): ask the registry for a new one.
+                await response.aclose()
+                target, query, hops, renewed = call.url, call.params, 0, True
+                continue
+            return response
+
+    async def _request(
+        self, call: Call, target: httpx.URL | str, query: Mapping[str, str] | None
+    ) -> httpx.Request:
+        """One HTTP request of ``call``: quota and credentials only on the upstream's
+        origin, where every request counts (redirect hops too: docs/GAR.md Q2)."""
+        own = redirects.same_origin(target, call.base)
+        if own:
+            await self._take_quota(call.repo, call.location, call.write)
+        request = self.http.build_request(
+            call.method, target, headers=call.headers, params=query, content=call.content
+        )
+        if call.lean_body:  # a blob body: its own connection, read into batches (lean.py)
+            request.extensions[lean.LEAN] = True
+        authorization = await self.auth.authorization(call.base, call.state) if own else None
+        if authorization:
+            request.headers["Authorization"] = authorization
+        return request
+
+    async def _deliver(self, call: Call, response: httpx.Response, stream: bool) -> httpx.Response:
+        """The final answer, read whole unless ``stream``; named as asked (``ASKED``)."""
+        if response.status_code in (401, 403):  # refused after any token trade
+            what = f"upstream_{response.status_code}"
+            self.metrics.credential_failures.labels(what).inc()
+            op = operation(call.method, httpx.URL(call.url).path)
+            self.recent_errors.append((time.time(), op, what))
+        response.extensions[ASKED] = call.where
+        if not stream:
+            try:
+                await response.aread()
+            except httpx.HTTPError as error:  # cut mid-body: upstream trouble too
+                raise errors.from_transport(error, call.where) from None
+        return response
 
     async def _should_retry(
         self,
@@ -348,13 +330,3 @@ def _egress_proxied() -> bool:
     would turn its proxy support off), so blob bodies take httpx's path too."""
     proxies = urllib.request.getproxies()
     return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
-
-
-def _body_failure(error: BaseException) -> RegistryError | None:
-    """The ``RegistryError`` a request body raised, if that is what httpx reports."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, RegistryError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None

@@ -29,7 +29,8 @@ from proxy.oci.digest import Digest
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
 from proxy.upstream import errors, lean
-from proxy.upstream.client import ASKED, Upstream
+from proxy.upstream.calls import ASKED
+from proxy.upstream.client import Upstream
 from proxy.upstream.registry_uploads import Body, UploadCalls, UploadProgress
 
 __all__ = [
