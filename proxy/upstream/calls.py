@@ -7,7 +7,6 @@ metrics, what its ``Retry-After`` means, and whether a failure was its body's.
 from __future__ import annotations
 
 import email.utils
-import time
 from collections.abc import AsyncIterable, Mapping
 from dataclasses import dataclass
 
@@ -38,8 +37,14 @@ def operation(method: str, path: str) -> str:
     return f"{kind}_{method.lower()}"
 
 
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """``Retry-After`` as seconds: delta-seconds or an HTTP date."""
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """``Retry-After`` as seconds: delta-seconds or an HTTP date (``now``: epoch seconds).
+
+    >>> retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0)
+    10.0
+    >>> retry_after_seconds("3", now=0), retry_after_seconds("soon", now=0)
+    (3.0, None)
+    """
     if not value:
         return None
     value = value.strip()
@@ -49,7 +54,7 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
         when = email.utils.parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError):
         return None
-    return max(0.0, when - (now if now is not None else time.time()))
+    return max(0.0, when - now)
 
 
 @dataclass(frozen=True)

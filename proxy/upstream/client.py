@@ -15,14 +15,13 @@ errors with exponential backoff and full jitter, honouring ``Retry-After``.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import logging
 import random
 import ssl
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -34,14 +33,14 @@ from proxy.metrics import Metrics, status_class
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
 from proxy.redact import without_secret_params
-from proxy.upstream import errors, lean, redirects, tuning
+from proxy.upstream import errors, lean, patch_h11_httpcore, redirects, sockets
 from proxy.upstream.auth import AccessTokens, Authorizer, AuthState
 from proxy.upstream.calls import ASKED, Body, Call, body_failure, operation, retry_after_seconds
 from proxy.upstream.ratelimit import RateLimits
 
 log = logging.getLogger("gar_proxy.upstream")
 
-tuning.apply()  # larger reads, fewer copies for blob bodies (see tuning.py)
+patch_h11_httpcore.apply()  # larger reads, fewer copies for blob bodies
 # A wait longer than this is not worth holding a client for; pass the 429 on instead.
 MAX_RETRY_AFTER = 60.0
 RECENT_ERRORS = 20
@@ -68,11 +67,11 @@ class Upstream:
         *,
         read_only: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Clock = SYSTEM,
         metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.clock = clock  # backoff pauses, quotas, the time of recent errors
         self.metrics = metrics or Metrics()
         # The last few failed calls, for the status page: (time, operation, what).
         self.recent_errors: collections.deque[tuple[float, str, str]] = collections.deque(
@@ -81,13 +80,10 @@ class Upstream:
         limits = httpx.Limits(
             max_connections=settings.max_connections,
             max_keepalive_connections=settings.max_keepalive,
+            keepalive_expiry=settings.keepalive_expiry,
         )
-        if transport is None and settings.lean_bodies and not _egress_proxied():
-            inner = httpx.AsyncHTTPTransport(
-                verify=tls_verification(settings.ca_file), http2=settings.http2, limits=limits
-            )
-            context = lean.lean_ssl_context(tls_verification(settings.ca_file))
-            transport = lean.LeanTransport(inner, context, settings.max_connections)
+        if transport is None:
+            transport = _transport(settings, limits, clock)
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
             limits=limits,
@@ -105,8 +101,9 @@ class Upstream:
             headers={"User-Agent": USER_AGENT},
         )
         self.auth = Authorizer(settings, tokens, self.http, read_only=read_only, clock=clock)
-        self.limits = RateLimits(settings.read_rate_per_minute, settings.write_rate_per_minute)
-        self._sleep = sleep
+        self.limits = RateLimits(
+            settings.read_rate_per_minute, settings.write_rate_per_minute, clock
+        )
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -196,7 +193,7 @@ class Upstream:
             request = await self._request(call, target, query)
             # A redirect's target (a signed download) is named by what was asked for.
             shown = call.label if not hops else f"{call.where} (redirect {hops})"
-            started = time.perf_counter()
+            started = time.perf_counter()  # a measurement (metrics), not policy: real time
             try:
                 response = await self.http.send(request, stream=True, follow_redirects=False)
             except httpx.HTTPError as error:
@@ -246,7 +243,7 @@ class Upstream:
             what = f"upstream_{response.status_code}"
             self.metrics.credential_failures.labels(what).inc()
             op = operation(call.method, httpx.URL(call.url).path)
-            self.recent_errors.append((time.time(), op, what))
+            self.recent_errors.append((self.clock.time(), op, what))
         response.extensions[ASKED] = call.where
         if not stream:
             try:
@@ -276,7 +273,7 @@ class Upstream:
             return None
         if attempt >= self.settings.retries:
             return None
-        wait = retry_after_seconds(response.headers.get("retry-after"))
+        wait = retry_after_seconds(response.headers.get("retry-after"), self.clock.time())
         if wait is not None and wait > MAX_RETRY_AFTER:
             return None
         return wait or 0.0
@@ -302,10 +299,10 @@ class Upstream:
         self.metrics.upstream_seconds.labels(op, status_class(status)).observe(seconds)
         if status is None:
             self.metrics.upstream_errors.labels(op, "transport").inc()
-            self.recent_errors.append((time.time(), op, failure or "transport error"))
+            self.recent_errors.append((self.clock.time(), op, failure or "transport error"))
         elif status == 429 or status >= 500:
             self.metrics.upstream_errors.labels(op, str(status) if status == 429 else "5xx").inc()
-            self.recent_errors.append((time.time(), op, f"HTTP {status}"))
+            self.recent_errors.append((self.clock.time(), op, f"HTTP {status}"))
         requestcontext.note_upstream_call()
         if log.isEnabledFor(logging.DEBUG):
             url = label or without_secret_params(str(request.url))
@@ -322,7 +319,34 @@ class Upstream:
         if retry_after is not None:
             delay = max(delay, retry_after)
         log.warning("upstream %s; retry %d in %.2fs", why, attempt, delay)
-        await self._sleep(delay)
+        await self.clock.sleep(delay)
+
+
+def _transport(
+    settings: UpstreamSettings, limits: httpx.Limits, clock: Clock
+) -> httpx.AsyncBaseTransport | None:
+    """httpx's pool with TCP keep-alive, under the lean path for blob bodies unless it
+    is off; None (httpx builds its own) behind an egress proxy, whose support httpx
+    turns off for a transport given to it. Its connections go to the proxy then, with
+    no TCP keep-alive of ours."""
+    if _egress_proxied():
+        return None
+    inner = httpx.AsyncHTTPTransport(
+        verify=tls_verification(settings.ca_file),
+        http2=settings.http2,
+        limits=limits,
+        socket_options=sockets.OPTIONS,
+    )
+    if not settings.lean_bodies:
+        return inner
+    return lean.LeanTransport(
+        inner,
+        lean.lean_ssl_context(tls_verification(settings.ca_file)),  # a context of its own
+        settings.max_connections,
+        max_idle=settings.max_keepalive,
+        idle_expiry=settings.keepalive_expiry,
+        clock=clock,
+    )
 
 
 def _egress_proxied() -> bool:

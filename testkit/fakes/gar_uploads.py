@@ -51,6 +51,7 @@ from testkit.fakes.gar_model import (
 from testkit.fakes.gar_plain_uploads import PlainUploadsMixin
 
 SIGNED_UPLOADS = "/artifacts-uploads/namespaces/"
+WHOLE, GONE, CUT = "whole", "gone", "cut"  # how a write's body ended
 OPAQUE_BYTES = 480  # 640 characters, as long as GAR's (oras#532's transcript)
 
 
@@ -167,10 +168,9 @@ class UploadsMixin(PlainUploadsMixin):
             return self._blob_created(request, route, mount)
         if params.get("digest") and not mount:
             key = "post-" + uuid.uuid4().hex
-            data, complete = await self._take_body(request)
-            self._record(key, "POST", len(data), complete)
-            if not complete:
-                raise _Cut
+            data, ending = await self._take_body(request)
+            self._record(key, "POST", len(data), ending == WHOLE)
+            await self._cut_if(request, ending)
             response = await self._finish(request, route, data, params["digest"])
             with self._lock:
                 self.committed[key] = params["digest"]
@@ -242,23 +242,24 @@ class UploadsMixin(PlainUploadsMixin):
             match = _CONTENT_RANGE.fullmatch(content_range.strip())
             if match is None or int(match[1]) != 0:
                 raise _ApiError(416, "BLOB_UPLOAD_INVALID", "chunked uploads are not supported")
-        data, complete = await self._take_body(request)
-        if not data and complete:
+        data, ending = await self._take_body(request)
+        if not data and ending == WHOLE:
             return  # no bytes: not a write (the PUT after a PATCH)
         first = session.writes == 0
         with self._lock:
             session.writes += 1
-        self._record(session.opaque, request.method, len(data), complete and first)
+        self._record(session.opaque, request.method, len(data), ending == WHOLE and first)
         if not first:
             status = self.second_write_status
             raise _ApiError(status, "BLOB_UPLOAD_INVALID", "the upload session was written to")
         session.data += data
-        if not complete:
+        if ending != WHOLE:
             session.broken = True
-            raise _Cut  # nobody is there to read an answer
+        await self._cut_if(request, ending)
 
-    async def _take_body(self, request: Request) -> tuple[bytearray, bool]:
-        """The body, and whether it arrived whole (not cut by either side)."""
+    async def _take_body(self, request: Request) -> tuple[bytearray, str]:
+        """The body, and how it ended: ``WHOLE``, ``GONE`` (the proxy left) or ``CUT``
+        (``cut_next_write``: the caller records the write, then cuts the connection)."""
         data = bytearray()
         try:
             async for chunk in request.stream():
@@ -269,11 +270,18 @@ class UploadsMixin(PlainUploadsMixin):
                     cut = self._cuts.pop(0) if self._cuts and len(data) >= self._cuts[0] else None
                 if cut is not None:
                     del data[cut:]
-                    await _cut(request.scope["gar_fake.send"], reset=True)
-                    return data, False
+                    return data, CUT
         except ClientDisconnect:
-            return data, False
-        return data, True
+            return data, GONE
+        return data, WHOLE
+
+    async def _cut_if(self, request: Request, ending: str) -> None:
+        """Reset the connection of a write ``cut_next_write`` picked; raise ``_Cut`` for
+        any write that did not arrive whole (nobody is there to read an answer)."""
+        if ending == CUT:
+            await _cut(request.scope["gar_fake.send"], reset=True)
+        if ending != WHOLE:
+            raise _Cut
 
     def _record(self, session: str, method: str, size: int, accepted: bool) -> None:
         with self._lock:
