@@ -70,6 +70,7 @@ from starlette.types import Receive, Scope, Send
 from testkit.fakes.gar_api import RegistryApiMixin
 from testkit.fakes.gar_auth import AuthMixin
 from testkit.fakes.gar_content import ContentMixin
+from testkit.fakes.gar_downloads import DownloadsMixin
 from testkit.fakes.gar_faults import REDIRECTED, FaultsMixin, _cut, _is_cut
 from testkit.fakes.gar_iam import Principal, Scopes
 from testkit.fakes.gar_model import (
@@ -116,7 +117,13 @@ Handler = Callable[[Request, _Route], Awaitable[Response]]
 
 
 class FakeGAR(
-    ContentMixin, AuthMixin, MetadataApiMixin, RegistryApiMixin, UploadsMixin, FaultsMixin
+    ContentMixin,
+    AuthMixin,
+    MetadataApiMixin,
+    RegistryApiMixin,
+    UploadsMixin,
+    DownloadsMixin,
+    FaultsMixin,
 ):
     """The fake registry and REST API as one ASGI app (Starlette requests and responses)."""
 
@@ -138,6 +145,8 @@ class FakeGAR(
         absolute_locations: bool = False,
         chunk_size: int = CHUNK,
         default_location: str | None = "us",
+        plain_uploads: bool = False,
+        blob_redirects: bool = True,
     ) -> None:
         self.auth = auth
         self.access_tokens: set[str] = set(access_tokens)
@@ -159,6 +168,12 @@ class FakeGAR(
         self.upload_chunk_min_length: int | None = None  # sent as OCI-Chunk-Min-Length
         self.absolute_locations = absolute_locations
         self.chunk_size = chunk_size
+        # GAR's upload sessions and signed downloads (gar_uploads, gar_downloads), or a
+        # plain OCI registry's chunked sessions under /v2/ and direct blob GETs.
+        self.plain_uploads = plain_uploads
+        self.blob_redirects = blob_redirects
+        self._init_uploads()
+        self._init_downloads()
         self.default_location = default_location  # serves plain /v2/ for real clients
         self.issued_tokens: dict[str, IssuedToken] = {}
         self.repositories: dict[tuple[str, str, str], GarRepository] = {}
@@ -175,6 +190,7 @@ class FakeGAR(
             "manifest": self._manifest,
             "blob": self._blob,
             "upload": self._upload,
+            "download": self._download,
             "tags": self._tags,
             "referrers": self._referrers,
             "metadata": self._metadata,
@@ -245,6 +261,7 @@ class FakeGAR(
     def reset_counts(self) -> None:
         with self._lock:
             self.requests.clear()
+        self._reset_uploads()
 
     def add_fault(self, fault: Fault) -> Fault:
         with self._lock:
@@ -266,11 +283,11 @@ class FakeGAR(
         method, path = scope["method"], scope["path"]
         if path.startswith(REDIRECTED + "/"):  # a redirect fault's target: the same resource
             scope = {**scope, "path": path[len(REDIRECTED) :]}
-        route = classify(scope["path"], self.default_location)
+        route, now, on_body = self._route(method, scope["path"], path)
         with self._lock:
             self.requests.append(Recorded(method, route.kind, path, route.location, route.regional))
         request = Request(scope, receive)
-        now, on_body = self._find_faults(method, route, path)
+        request.scope["gar_fake.send"] = send  # a write cut mid-body (gar_uploads)
         wrapped = self._wrap_send(send, route, on_body)
         try:
             if now is not None:
@@ -290,6 +307,20 @@ class FakeGAR(
             if not _is_cut(error):
                 raise
 
+    def _route(
+        self, method: str, path: str, asked: str
+    ) -> tuple[_Route, Fault | None, Fault | None]:
+        """What ``path`` addresses, and the faults that act on it now and on its body.
+        A signed download acts out the body faults of the blob GET it stands for."""
+        signed = self._signed_download_route(path)
+        if signed is not None:
+            route, blob, blob_path = signed
+            _, on_body = self._find_faults(method, blob, blob_path, body_only=True)
+            return route, None, on_body
+        route = self._signed_upload_route(path) or classify(path, self.default_location)
+        now, on_body = self._find_faults(method, route, asked)
+        return route, now, on_body
+
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
@@ -301,7 +332,11 @@ class FakeGAR(
 
     async def _respond(self, request: Request, route: _Route) -> Response:
         try:
-            denied = self._authorize(request, route)
+            # GAR's upload sessions and signed downloads: the path is the credential.
+            signed = route.kind == "download" or (
+                route.kind == "upload" and route.ref != "" and not self.plain_uploads
+            )
+            denied = None if signed else self._authorize(request, route)
             if denied is not None:
                 return denied
             handler = self._handlers.get(route.kind)
