@@ -126,6 +126,17 @@ class UpstreamSettings:
         "GAR_PROXY_UPSTREAM_URL",
         doc="registry URL; {location} makes it GAR",
     )
+    regional_url: str = setting(
+        "https://docker.{location}.rep.pkg.dev",
+        parse_str,
+        doc="GAR's regional endpoint, for names a client gave as docker.LOCATION.rep.pkg.dev",
+    )
+    project_domains: tuple[str, ...] = setting(
+        (),
+        parse_hosts,
+        doc="domains of domain-scoped projects (example.com for example.com:proj): bare "
+        "names example.com/proj/REPO/IMAGE are then GAR's, not another registry's",
+    )
     auth: str = setting("gcp", choice("gcp", "basic", "bearer", "none"), "GAR_PROXY_AUTH")
     username: str | None = setting(None, parse_optional_str, "GAR_PROXY_USERNAME")
     password: str | None = setting(None, parse_optional_str, "GAR_PROXY_PASSWORD", secret=True)
@@ -188,8 +199,11 @@ class UpstreamSettings:
         """Talking to Artifact Registry (location-templated URL) rather than any registry."""
         return "{location}" in self.url
 
-    def base(self, location: str) -> str:
-        return self.url.replace("{location}", location).rstrip("/")
+    def base(self, location: str, *, regional: bool = False) -> str:
+        """The registry URL for ``location``; its regional endpoint when the client named
+        that (docs/GAR.md N6) and the upstream is GAR."""
+        template = self.regional_url if regional and self.is_gar else self.url
+        return template.replace("{location}", location).rstrip("/")
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,9 @@ def holds(replica: RunningProxy, digest: str) -> bool:
 
 @pytest.fixture
 def fake(fake_gar: FakeGarFactory) -> FakeGAR:
-    return fake_gar(auth="none")
+    fake = fake_gar(auth="none")
+    fake.add_repository("us", "proj", "repo")  # GAR creates none on push
+    return fake
 
 
 @pytest.fixture(params=["nginx", "haproxy"])

@@ -120,8 +120,11 @@ def cleanup_lines(data: dict[str, Any]) -> list[str]:
         for r in data["delete"] + data["keep"]
     ]  # fmt: skip
     counts = f"{len(data['delete'])} to delete, {len(data['keep'])} kept"
+    if data.get("dry_run"):
+        counts += "; the repository's policies are in dry run: GAR only logs deletions"
     head = ("ACTION", "IMAGE", "DIGEST", "TAGS", "UPLOADED", "DECIDED BY")
-    return [f"{data['repository']}: {counts} (preview only)", "", *table(head, rows)]
+    noted = [f"note: {note}" for note in data.get("notes", [])]
+    return [f"{data['repository']}: {counts} (preview only)", *noted, "", *table(head, rows)]
 
 
 def _parts(text: str, count: int, shape: str) -> list[str]:

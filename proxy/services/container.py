@@ -76,6 +76,16 @@ class Services:
     shared: SharedTier | None = None  # cache.shared is off
 
 
+def project_domains(settings: Settings) -> frozenset[str]:
+    """Domains whose bare names are GAR's domain-scoped projects (DESIGN.md "Naming and
+    locations"): ``upstream.project_domains``, and the default project's own."""
+    domains = set(settings.upstream.project_domains)
+    project = settings.gcp.project_id or ""
+    if ":" in project:
+        domains.add(project.split(":")[0])
+    return frozenset(domains)
+
+
 def make_tokens(settings: Settings, clock: Clock = SYSTEM) -> AccessTokens | None:
     if settings.upstream.auth != "gcp":
         return None
@@ -140,7 +150,9 @@ def build(
         clock=clock,
         checks=RepositoryChecks(api if asks_api else None, index, clock),
     )
-    analysis = VulnerabilityClient(google, upstream_settings.analysis_api_url)
+    # Container Analysis takes only cloud-platform, also for a read-only proxy (GAR.md R6).
+    full_scope = GoogleApi(upstream.http, tokens, full_scope=True)
+    analysis = VulnerabilityClient(full_scope, upstream_settings.analysis_api_url)
     gate_settings = settings.vulnerability_gate
     gate = VulnerabilityGate(gate_settings, analysis, clock) if gate_settings.enabled else None
     missing = NegativeCache(cache_settings.negative_ttl, clock)  # upstream 404s, shared
@@ -165,7 +177,10 @@ def build(
         gate=gate,
         locations=locations,
         mirrors=MirrorTable(
-            upstream_settings.mirrors, gar=upstream_settings.is_gar, tier=upstream_settings.tier
+            upstream_settings.mirrors,
+            gar=upstream_settings.is_gar,
+            tier=upstream_settings.tier,
+            project_domains=project_domains(settings),
         ),
         blobs=blobs,
         manifests=ManifestService(

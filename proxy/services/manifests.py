@@ -21,6 +21,7 @@ from proxy.clock import SYSTEM, Clock
 from proxy.config import CacheSettings
 from proxy.metrics import Metrics
 from proxy.oci import mediatypes as mt
+from proxy.oci import schema1
 from proxy.oci.digest import Digest
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.manifest import MANIFEST_READ_LIMIT
@@ -63,6 +64,10 @@ class ManifestService:
         self._recheck_at: dict[tuple[str, str], float] = {}
 
     def _unknown(self, repo: Repository, reference: str | Digest) -> RegistryError:
+        """Upstream's remembered answer when there is one (its words, its code), else ours."""
+        replayed = self.missing.replay(MANIFEST, str(repo), str(reference))
+        if replayed is not None:
+            return replayed
         return RegistryError(
             ErrorCode.MANIFEST_UNKNOWN,
             f"manifest {repo}:{reference} is not known",
@@ -120,13 +125,15 @@ class ManifestService:
 
     async def _by_tag(self, repo: Repository, tag: str, accept: tuple[str, ...]) -> ManifestRow:
         key = str(repo)
+        tag_row = await self.index.get_tag(key, tag)
+        schema1_already = tag_row is not None and tag_row.media_type in accept
         if (
             accept
             and all(t in mt.SCHEMA1_TYPES for t in accept if t in mt.MANIFEST_TYPES)
             and any(t in mt.SCHEMA1_TYPES for t in accept)
+            and not schema1_already  # a schema-1 tag (GAR.md N1) is served as cached
         ):
             return await self._passthrough(repo, tag, accept)
-        tag_row = await self.index.get_tag(key, tag)
         if tag_row is not None:
             served = await self._from_tag(repo, key, tag, tag_row, accept)
             if served is not None:
@@ -170,7 +177,7 @@ class ManifestService:
             if error.code is ErrorCode.MANIFEST_UNKNOWN:
                 await self.index.delete_tag(key, tag)
             if is_missing(error):
-                self.missing.remember(MANIFEST, key, tag)
+                self.missing.remember(MANIFEST, key, tag, error)
             raise
         self._recheck_at.pop((key, tag), None)
         if current == tag_row.digest:
@@ -212,7 +219,7 @@ class ManifestService:
             return await fetch
         except RegistryError as error:
             if is_missing(error):
-                self.missing.remember(MANIFEST, str(repo), reference)
+                self.missing.remember(MANIFEST, str(repo), reference, error)
             raise
 
     async def _head_digest(self, repo: Repository, tag: str) -> Digest | None:
@@ -271,7 +278,10 @@ class ManifestService:
         return await self._store(body, stream.media_type, digest)
 
     async def _store(self, body: bytes, media_type: str, digest: Digest | None) -> ManifestRow:
-        actual = Digest.of(body, digest.algorithm if digest else "sha256")
+        # A signed schema-1 manifest has two possible names (docs/GAR.md N2): upstream's
+        # is the one kept; without one, distribution's (its signed payload's).
+        names = schema1.digests(body, media_type, digest.algorithm if digest else "sha256")
+        actual = digest if digest in names else names[0]
         if digest is not None and actual != digest:
             log.error("upstream manifest for %s hashed to %s; not cached", digest, actual)
             raise RegistryError(

@@ -15,6 +15,7 @@ import logging
 import platform
 import re
 from collections.abc import AsyncIterator
+from urllib.parse import parse_qs, urlsplit
 
 from proxy.clock import SYSTEM, Clock
 from proxy.config_values import WarmSchedule
@@ -30,14 +31,36 @@ def host_platform() -> Platform:
     return Platform("linux", normalize_arch(platform.machine()))
 
 
+# A listing too large for one answer comes in pages (Link); this many at most.
+MAX_PAGES = 100
+
+
 async def matching_tags(services: Services, entry: WarmSchedule) -> list[str]:
-    """Upstream's tags of the image that the entry's pattern finds, sorted."""
+    """Upstream's tags of the image that the entry's pattern finds, sorted. Reads the
+    ``tags`` member of GAR's GCR-shaped list (docs/GAR.md N3), every page of it."""
     image = ImageReference.parse(entry.image)
     repo = await resolve(services, image)
-    listing = await services.listings.tags(repo, None, None, client_name=entry.image)
-    tags = json.loads(listing.body).get("tags") or []
     pattern = re.compile(entry.tags)
-    return sorted(str(tag) for tag in tags if pattern.search(str(tag)))
+    found: list[str] = []
+    n = last = None
+    for _ in range(MAX_PAGES):
+        listing = await services.listings.tags(repo, n, last, client_name=entry.image)
+        tags = [str(tag) for tag in json.loads(listing.body).get("tags") or []]
+        found += [tag for tag in tags if pattern.search(tag)]
+        page = _next_page(listing.headers.get("Link"))
+        if page is None or not tags:
+            break
+        n, last = page
+    return sorted(found)
+
+
+def _next_page(link: str | None) -> tuple[str | None, str | None] | None:
+    """(n, last) of a ``Link: </v2/...?n=N&last=T>; rel="next"``; None without one."""
+    if not link:
+        return None
+    query = parse_qs(urlsplit(link.split(">")[0].lstrip("<")).query)
+    last = query.get("last", [None])[0]
+    return (query.get("n", [None])[0], last) if last else None
 
 
 async def warm_once(services: Services, entry: WarmSchedule) -> int:

@@ -111,8 +111,8 @@ class Upstream:
     async def location(self, repo: Repository) -> str:
         return repo.location or self.settings.location
 
-    def base_url(self, location: str) -> str:
-        return self.settings.base(location)
+    def base_url(self, location: str, *, regional: bool = False) -> str:
+        return self.settings.base(location, regional=regional)
 
     async def send(
         self,
@@ -129,7 +129,7 @@ class Upstream:
         lean_body: bool = False,
     ) -> httpx.Response:
         """One logical request to ``/v2/<repo>{path}``; ``path`` starts with '/'."""
-        base = self.base_url(await self.location(repo))
+        base = self.base_url(await self.location(repo), regional=repo.regional)
         return await self.send_to(
             method, repo, f"{base}/v2/{repo.path}{path}", headers=headers, params=params,
             content=content, write=write, stream=stream, extra_scopes=extra_scopes,
@@ -155,7 +155,7 @@ class Upstream:
         (an upload session GAR handed out may be any path there). ``label`` stands for
         the URL in errors and logs: an upload session's path is its credential."""
         location = await self.location(repo)
-        base = self.base_url(location)
+        base = self.base_url(location, regional=repo.regional)
         if not redirects.same_origin(url, base):
             raise RegistryError(
                 ErrorCode.UPSTREAM_BAD_GATEWAY,
