@@ -239,6 +239,7 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
             clock,
             missing,
             gate=None if gate is None else gate.check,
+            immutable_repository=checks.immutable_tags,
         ),
         listings=ListingService(cache_settings, index, registry, clock),
         uploads=uploads,
@@ -253,6 +254,7 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
         yield services
     finally:
         flusher.cancel()
+        await services.manifests.tags.aclose()
         await cache.fills.aclose()
         if shared is not None:  # writes under way get a short grace, then are dropped
             await shared.drain(min(settings.server.shutdown_grace, SHARED_GRACE))
