@@ -1,5 +1,5 @@
-"""``gar-proxy``: serve, config check, warm, gc, verify, push, ls; vulns, sbom,
-cleanup-preview, where.
+"""``gar-proxy``: serve, config check, warm, gc, verify, push, ls, refresh, purge;
+vulns, sbom, cleanup-preview, where.
 
 Common options go before or after the command (``gar-proxy serve --config x.toml``).
 """
@@ -70,8 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     push = command("push", "push an OCI image layout straight to upstream")
     push.add_argument("layout", help="OCI_LAYOUT_DIR[:TAG]")
     push.add_argument("target", help="[LOCATION-docker.pkg.dev/]PROJECT/REPO/IMAGE[:TAG]")
-    from proxy.commands import reports
+    from proxy.commands import maintenance, reports
 
+    maintenance.add_parsers(command)
     reports.add_parsers(command)
     return parser
 
@@ -92,6 +93,10 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _say(message: str) -> None:
     print(message, flush=True)
+
+
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def _on_services(
@@ -150,8 +155,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _on_services(
             "ls", settings, lambda found: ls.run(found, args.prefix, args.json, _say)
         )
-    from proxy.commands import gc, reports, verify
+    from proxy.commands import gc, maintenance, reports, verify
 
+    if args.command in maintenance.COMMANDS:
+        return maintenance.run(
+            args, settings, lambda *a: _on_services(a[0], settings, *a[1:]), _say, _warn
+        )
     if args.command in reports.COMMANDS:
         return reports.run(args, lambda *a: _on_services(a[0], settings, *a[1:]), _say)
 

@@ -156,6 +156,10 @@ class TagRevalidations:
             )  # fmt: skip
         return Refreshed(before.digest if before else None, row.digest, immutable)
 
+    def running(self, key: str, tag: str) -> asyncio.Task[ManifestRow] | None:
+        """The tag's task, while one runs."""
+        return self._tasks.get((key, tag))
+
     def forget(self, key: str, tag: str) -> None:
         """The tag was purged: drop what is remembered about its checks."""
         self._recheck_at.pop((key, tag), None)
@@ -245,10 +249,13 @@ class TagRevalidations:
                 self.metrics.tag_revalidation(trigger, "unchanged")
                 return row
         # Moved (or the cached copy went): the new manifest first, then the pointer.
-        if current is not None:
-            row = await self.source.fetch_digest(repo, current)
-        else:
+        if current is None:
             row = await self.source.fetch_tag(repo, pair[1])  # no digest header: by tag
+        elif (cached := await self.source.cached(current)) is not None:
+            row = cached  # moved to one cached already (latest -> 1.2.3): no GET
+            await self.index.scopes.add(pair[0], current)  # the HEAD showed it is in repo
+        else:
+            row = await self.source.fetch_digest(repo, current)
         await self.index.put_tag(*pair, row.digest, row.media_type)
         outcome = "unchanged" if row.digest == seen.digest else "changed"
         self.metrics.tag_revalidation(trigger, outcome)
