@@ -57,8 +57,18 @@ def _parser() -> argparse.ArgumentParser:
     config.add_argument("action", choices=["check"])
     command("gc", "evict least recently used blobs down to the size cap")
     command("verify", "re-hash every cached blob; remove corrupt ones")
-    warm = command("warm", "pre-pull an image into the cache")
-    warm.add_argument("image", help="[LOCATION-docker.pkg.dev/]PROJECT/REPO/IMAGE[:TAG|@DIGEST]")
+    warm = command("warm", "pre-pull an image into the cache, or every image files name")
+    warm.add_argument(
+        "image", nargs="?", help="[LOCATION-docker.pkg.dev/]PROJECT/REPO/IMAGE[:TAG|@DIGEST]"
+    )
+    warm.add_argument(
+        "-f", "--file", action="append", type=Path, default=[], metavar="PATH",
+        help="Kubernetes/Helm output, Compose, GitHub Actions, GitLab CI files, Dockerfiles;"
+        " directories are walked",
+    )  # fmt: skip
+    warm.add_argument(
+        "--dry-run", action="store_true", help="with -f: print the references, pull nothing"
+    )
     warm.add_argument(
         "--platform", action="append", default=[], help="os/arch[/variant]; default: this host's"
     )
@@ -141,8 +151,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         from proxy.commands import warm
         from proxy.oci.platform import Platform
 
+        if bool(args.image) == bool(args.file):
+            print("gar-proxy warm: give an IMAGE or -f PATH (not both)", file=sys.stderr)
+            return 2
+
         async def warming(services: Any) -> int:
             platforms = [Platform.parse(p) for p in args.platform]
+            if args.file:
+                return await warm.run_files(
+                    services, args.file, platforms, pin=args.pin, all_platforms=args.all_platforms,
+                    dry_run=args.dry_run, say=_say, warn=_warn,
+                )  # fmt: skip
             return await warm.run(
                 services, args.image, platforms, pin=args.pin,
                 all_platforms=args.all_platforms, say=_say,
