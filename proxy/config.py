@@ -236,7 +236,9 @@ class CacheSettings:
         0.0, parse_duration, doc="evict what was not read for this long (30d); 0: never"
     )
     warm: tuple[WarmSchedule, ...] = setting(
-        (), parse_warm_schedule, doc="[[warm]]: images whose matching tags are kept cached"
+        (),
+        parse_warm_schedule,
+        doc="[[warm]]: images whose matching tags, and images files name, are kept cached",
     )
     negative_ttl: float = setting(
         30.0, parse_duration, doc="remember an upstream 404 this long; 0 turns it off"
