@@ -15,6 +15,8 @@ MODULES = [
     "proxy.gar.policy",
     "proxy.gar.sbom",
     "proxy.gar.vulnerabilities",
+    "proxy.imagefiles.dockerfile",
+    "proxy.imagefiles.refs",
     "proxy.oci.errors",
     "proxy.oci.references",
     "proxy.redact",
@@ -24,7 +26,9 @@ MODULES = [
     "proxy.oci.ranges",
     "proxy.routes.observe",
     "proxy.services.mirrors",
+    "proxy.services.maintenance",
     "proxy.services.negative",
+    "proxy.tag_policies",
     "proxy.upstream.challenge",
     "testkit.realclients",
 ]
