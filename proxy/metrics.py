@@ -54,7 +54,8 @@ class Metrics:
         )
         self.cache = Counter(
             "garproxy_cache_lookups",
-            "Cache lookups by outcome (hit, miss, revalidated)",
+            "Cache lookups by outcome (hit, miss, revalidated, revalidating: answered from "
+            "the cache while the tag revalidates in the background)",
             ["kind", "outcome"],
             registry=r,
         )

@@ -73,8 +73,8 @@ def open_elsewhere(root: Path) -> bool:
     refresh|purge`` then ask that process instead)."""
     try:
         users = os.open(root / "lock", os.O_RDWR)
-    except FileNotFoundError:
-        return False  # never opened
+    except OSError:
+        return False  # never opened (or not ours to open: opening the cache will say)
     try:
         fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -28,6 +28,8 @@ from proxy.services import maintenance
 from proxy.services.container import Services
 
 COMMANDS = ("refresh", "purge")
+# Refreshing every tag of an image, or purging many blobs, may take a while.
+REMOTE_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
 OnServices = Callable[[str, Callable[[Services], Awaitable[int]]], int]
 Say = Callable[[str], None]
 
@@ -96,9 +98,13 @@ def _remote(args: argparse.Namespace, url: str, say: Say, warn: Say) -> int:
     query = "?blobs=true" if getattr(args, "blobs", False) else ""
     headers = {}
     if args.token_file is not None:
-        headers["Authorization"] = f"Bearer {args.token_file.read_text().strip()}"
+        try:
+            headers["Authorization"] = f"Bearer {args.token_file.read_text().strip()}"
+        except (OSError, UnicodeDecodeError) as error:
+            warn(f"gar-proxy {args.command}: --token-file {args.token_file}: {error}")
+            return 1
     try:
-        with httpx.Client(timeout=None) as http:
+        with httpx.Client(timeout=REMOTE_TIMEOUT) as http:
             answer = http.post(f"{url}/_gar-proxy/{args.command}/{path}{query}", headers=headers)
     except httpx.HTTPError as error:
         warn(f"gar-proxy {args.command}: cannot reach the proxy at {url} ({error}); give --proxy")

@@ -167,6 +167,11 @@ def _from(
     if image.lower() == "scratch" or image.lower() in earlier:
         return []
     chosen = _platform(flags, values, builtins["TARGETPLATFORM"])
+    if chosen is not None:
+        try:
+            Platform.parse(chosen)
+        except ValueError as error:
+            return [Problem(image, f"{where}:{line}", str(error))]
     return [Found(image, f"{where}:{line}", chosen, line)]
 
 

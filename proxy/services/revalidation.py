@@ -13,8 +13,9 @@ pointed at it (``CacheIndex.put_tag`` changes the in-memory row first, synchrono
 so no request that starts after the swap gets the old manifest, and none gets a
 mix: a HEAD, the GET after it and an index's children are all addressed by digest,
 and digests are never removed by a swap. Every write of a tag's pointer (a miss's
-fetch, a revalidation, a refresh) runs in that tag's one task, so two writers never
-race one tag backwards. Upstream 404: the tag is dropped and the 404 remembered
+fetch, a revalidation, a refresh) runs in that tag's one task, and swaps only if the
+tag is still what the task read (a push through the proxy or a purge meanwhile wins),
+so no writer moves a tag backwards. Upstream 404: the tag is dropped and the 404 remembered
 (``cache.negative_ttl``). An outage (5xx, 429, timeout, a refused token): the stale
 rules hold unchanged: served stale up to ``cache.max_stale``, and upstream is not
 asked again about that tag for ``cache.stale_recheck``. Any other refusal (403,
@@ -228,8 +229,18 @@ class TagRevalidations:
 
     async def _fetch_tag(self, repo: Repository, pair: Pair) -> ManifestRow:
         row = await self.source.fetch_tag(repo, pair[1])
-        await self.index.put_tag(*pair, row.digest, row.media_type)
+        await self._swap(pair, None, row)
         return row
+
+    async def _swap(self, pair: Pair, expected: Digest | None, row: ManifestRow) -> bool:
+        """Point the tag at ``row`` unless someone else wrote it since it was read as
+        ``expected`` (a push through the proxy, a purge): their write is newer than
+        what this task asked upstream, and must not be moved back."""
+        latest = await self.index.get_tag(*pair)  # memoized: no await until put_tag's
+        if (latest.digest if latest else None) != expected:
+            return False
+        await self.index.put_tag(*pair, row.digest, row.media_type)
+        return True
 
     async def _revalidate(
         self, repo: Repository, pair: Pair, seen: TagRow, trigger: str
@@ -245,7 +256,9 @@ class TagRevalidations:
         if current == seen.digest:
             row = await self.source.cached(seen.digest)
             if row is not None:
-                await self.index.mark_verified(*pair)
+                latest = await self.index.get_tag(*pair)
+                if latest is not None and latest.digest == seen.digest:  # not pushed meanwhile
+                    await self.index.mark_verified(*pair)
                 self.metrics.tag_revalidation(trigger, "unchanged")
                 return row
         # Moved (or the cached copy went): the new manifest first, then the pointer.
@@ -256,7 +269,7 @@ class TagRevalidations:
             await self.index.scopes.add(pair[0], current)  # the HEAD showed it is in repo
         else:
             row = await self.source.fetch_digest(repo, current)
-        await self.index.put_tag(*pair, row.digest, row.media_type)
+        await self._swap(pair, seen.digest, row)
         outcome = "unchanged" if row.digest == seen.digest else "changed"
         self.metrics.tag_revalidation(trigger, outcome)
         if outcome == "changed":
