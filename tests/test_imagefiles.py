@@ -110,6 +110,7 @@ COPY --from=0 /a /b
 COPY --from=alpine AS /etc/x /etc/x
 FROM alpine AS alpine
 FROM alpine:${NOT_DECLARED}
+FROM --platform=weird debian:12
 ARG LATE=1
 FROM busybox:${LATE}
 """
@@ -123,6 +124,7 @@ FROM busybox:${LATE}
     ]
     assert reasons(found) == {
         "alpine:${NOT_DECLARED}": "$NOT_DECLARED is not an ARG declared before the first FROM",
+        "debian:12": "platform 'weird' is not os/arch[/variant]",
         "busybox:${LATE}": "$LATE is not an ARG declared before the first FROM",
     }
 
