@@ -108,9 +108,12 @@ def test_refresh_follows_a_moved_tag_now_and_warns_for_an_immutable_one(
 def test_purge_blobs_frees_what_only_the_tag_used_but_not_a_blob_in_use(
     fake: FakeGAR, tmp_path: Path
 ) -> None:
+    # 32 MiB each: more than loopback socket buffers hold, so a client that has not
+    # read its body keeps the server's reader open (the blob is in use, whatever the
+    # timing); the fill of the second is slowed so it is usually still running.
     shared = make_layer({"shared": b"s" * 5000})
-    reading = make_layer(size=4 << 20, seed=7)  # 4 MiB: a client reads it slowly
-    filling = make_layer(size=2 << 20, seed=8)  # not cached yet: filled during the purge
+    reading = make_layer(size=32 << 20, seed=7)  # cached: a client reads it slowly
+    filling = make_layer(size=32 << 20, seed=8)  # not cached yet: filled during the purge
     app = build_image([make_layer({"only": b"app"}), shared, reading, filling])
     other = build_image([make_layer({"only": b"other"}), shared])
     fake.put_image("us", REPO, "1.0", app)
@@ -128,13 +131,15 @@ def test_purge_blobs_frees_what_only_the_tag_used_but_not_a_blob_in_use(
         ]:
             assert http.get(f"/v2/{repo}/blobs/{blob.digest}").status_code == 200
         before = proxy.services.index.total_bytes
-        fake.add_fault(Fault(method="GET", path=f"/blobs/{cold}$", slow_body=0.05))
+        fake.add_fault(Fault(method="GET", path=f"/blobs/{cold}$", slow_body=0.005))
         with (
             http.stream("GET", f"/v2/{REPO}/blobs/{big}") as slow_read,
             http.stream("GET", f"/v2/{REPO}/blobs/{cold}") as fill,
         ):
             assert slow_read.status_code == fill.status_code == 200
-            assert cache.in_use(big) and cache.fills.get(cold) is not None
+            # Both in use: one being read, the other being filled (or, filled already,
+            # followed by a client that has not read it).
+            assert cache.in_use(big) and cache.in_use(cold)
             purged = http.post(f"/_gar-proxy/purge/{REPO}:1.0", params={"blobs": "true"})
             assert purged.status_code == 200, purged.text
             assert b"".join(slow_read.iter_bytes()) == app.layers[2].data
