@@ -14,22 +14,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from proxy.cache.lock import open_elsewhere
 from proxy.config import Settings
 from proxy.human import human_size
 from proxy.services import maintenance
 from proxy.services.container import Services
+from proxy.upstream import proxy_admin
 
 COMMANDS = ("refresh", "purge")
-# Refreshing every tag of an image, or purging many blobs, may take a while.
-REMOTE_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
 OnServices = Callable[[str, Callable[[Services], Awaitable[int]]], int]
 Say = Callable[[str], None]
 
@@ -94,30 +90,24 @@ def _show(args: argparse.Namespace, data: dict[str, Any], say: Say) -> int:
 
 
 def _remote(args: argparse.Namespace, url: str, say: Say, warn: Say) -> int:
-    path = urllib.parse.quote(args.image.strip(), safe="/:@")
-    query = "?blobs=true" if getattr(args, "blobs", False) else ""
-    headers = {}
+    token = None
     if args.token_file is not None:
         try:
-            headers["Authorization"] = f"Bearer {args.token_file.read_text().strip()}"
+            token = args.token_file.read_text().strip()
         except (OSError, UnicodeDecodeError) as error:
             warn(f"gar-proxy {args.command}: --token-file {args.token_file}: {error}")
             return 1
+    query = "blobs=true" if getattr(args, "blobs", False) else ""
     try:
-        with httpx.Client(timeout=REMOTE_TIMEOUT) as http:
-            answer = http.post(f"{url}/_gar-proxy/{args.command}/{path}{query}", headers=headers)
-    except httpx.HTTPError as error:
+        answer = proxy_admin.post(url, f"{args.command}/{args.image.strip()}", token=token,
+                                  query=query)  # fmt: skip
+    except proxy_admin.AdminUnreachable as error:
         warn(f"gar-proxy {args.command}: cannot reach the proxy at {url} ({error}); give --proxy")
         return 1
-    try:
-        data = answer.json()
-    except ValueError:
-        data = {}
-    if answer.status_code != 200:
-        errors = data.get("errors") or [{"message": f"HTTP {answer.status_code}"}]
-        warn(f"gar-proxy {args.command}: {url}: {errors[0].get('message')}")
+    if answer.status != 200:
+        warn(f"gar-proxy {args.command}: {url}: {answer.message}")
         return 1
-    return _show(args, data, say)
+    return _show(args, answer.data, say)
 
 
 def run(
