@@ -18,7 +18,7 @@ from proxy.auth.middleware import Access, AccessControl
 from proxy.clock import SYSTEM, Clock
 from proxy.config import Settings
 from proxy.oci.errors import ErrorCode, RegistryError
-from proxy.routes import admin, probes, reads, status, writes
+from proxy.routes import admin, admin_tags, probes, reads, status, writes
 from proxy.routes.observe import RequestMetrics
 from proxy.services.container import open_services
 from proxy.services.health import Health
@@ -47,6 +47,7 @@ def routes() -> list[Route]:
         Route("/", status.page, methods=["GET"]),
         Route("/metrics", probes.metrics, methods=["GET"]),
         *admin.routes(),
+        *admin_tags.routes(),
     ]
 
 

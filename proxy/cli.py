@@ -1,5 +1,5 @@
-"""``gar-proxy``: serve, config check, warm, gc, verify, push, ls; vulns, sbom,
-cleanup-preview, where.
+"""``gar-proxy``: serve, config check, warm, gc, verify, push, ls, refresh, purge;
+vulns, sbom, cleanup-preview, where.
 
 Common options go before or after the command (``gar-proxy serve --config x.toml``).
 """
@@ -57,8 +57,18 @@ def _parser() -> argparse.ArgumentParser:
     config.add_argument("action", choices=["check"])
     command("gc", "evict least recently used blobs down to the size cap")
     command("verify", "re-hash every cached blob; remove corrupt ones")
-    warm = command("warm", "pre-pull an image into the cache")
-    warm.add_argument("image", help="[LOCATION-docker.pkg.dev/]PROJECT/REPO/IMAGE[:TAG|@DIGEST]")
+    warm = command("warm", "pre-pull an image into the cache, or every image files name")
+    warm.add_argument(
+        "image", nargs="?", help="[LOCATION-docker.pkg.dev/]PROJECT/REPO/IMAGE[:TAG|@DIGEST]"
+    )
+    warm.add_argument(
+        "-f", "--file", action="append", type=Path, default=[], metavar="PATH",
+        help="Kubernetes/Helm output, Compose, GitHub Actions, GitLab CI files, Dockerfiles;"
+        " directories are walked",
+    )  # fmt: skip
+    warm.add_argument(
+        "--dry-run", action="store_true", help="with -f: print the references, pull nothing"
+    )
     warm.add_argument(
         "--platform", action="append", default=[], help="os/arch[/variant]; default: this host's"
     )
@@ -70,8 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     push = command("push", "push an OCI image layout straight to upstream")
     push.add_argument("layout", help="OCI_LAYOUT_DIR[:TAG]")
     push.add_argument("target", help="[LOCATION-docker.pkg.dev/]PROJECT/REPO/IMAGE[:TAG]")
-    from proxy.commands import reports
+    from proxy.commands import maintenance, reports
 
+    maintenance.add_parsers(command)
     reports.add_parsers(command)
     return parser
 
@@ -92,6 +103,10 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _say(message: str) -> None:
     print(message, flush=True)
+
+
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def _preflight(name: str, settings: Settings) -> bool:
@@ -153,8 +168,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         from proxy.commands import warm
         from proxy.oci.platform import Platform
 
+        if bool(args.image) == bool(args.file):
+            print("gar-proxy warm: give an IMAGE or -f PATH (not both)", file=sys.stderr)
+            return 2
+
         async def warming(services: Any) -> int:
             platforms = [Platform.parse(p) for p in args.platform]
+            if args.file:
+                return await warm.run_files(
+                    services, args.file, platforms, pin=args.pin, all_platforms=args.all_platforms,
+                    dry_run=args.dry_run, say=_say, warn=_warn,
+                )  # fmt: skip
             return await warm.run(
                 services, args.image, platforms, pin=args.pin,
                 all_platforms=args.all_platforms, say=_say,
@@ -167,8 +191,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _on_services(
             "ls", settings, lambda found: ls.run(found, args.prefix, args.json, _say)
         )
-    from proxy.commands import gc, reports, verify
+    from proxy.commands import gc, maintenance, reports, verify
 
+    if args.command in maintenance.COMMANDS:
+        return maintenance.run(
+            args, settings, lambda *a: _on_services(a[0], settings, *a[1:]), _say, _warn
+        )
     if args.command in reports.COMMANDS:
         return reports.run(args, lambda *a: _on_services(a[0], settings, *a[1:]), _say)
 

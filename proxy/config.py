@@ -61,6 +61,7 @@ from proxy.config_values import (
     parse_warm_schedule,
 )
 from proxy.redact import redact
+from proxy.tag_policies import TagRule, parse_tag_policies
 
 ENV_PREFIX = "GAR_PROXY_"
 CONFIG_ENV = "GAR_PROXY_CONFIG"  # the TOML file; not a setting itself
@@ -233,6 +234,16 @@ class CacheSettings:
     dir: Path = setting(Path("~/.cache/gar-proxy"), parse_path, "GAR_PROXY_CACHE_DIR")
     max_size: int = setting(50 * 1024**3, parse_size, "GAR_PROXY_CACHE_MAX_SIZE")
     tag_ttl: float = setting(60.0, parse_duration, "GAR_PROXY_TAG_TTL")
+    revalidate_window: float = setting(
+        300.0, parse_duration,
+        doc="past a tag's TTL, answer from the cache and revalidate in the background for "
+        "this long; then a request waits for upstream (0: always wait)",
+    )  # fmt: skip
+    tag_policies: tuple[TagRule, ...] = setting(
+        (), parse_tag_policies,
+        doc="[[tag_policies]]: repository prefix and/or tag regex -> ttl or immutable; "
+        "first match wins",
+    )  # fmt: skip
     max_stale: float = setting(7 * 24 * 3600.0, parse_duration, "GAR_PROXY_MAX_STALE")
     stale_recheck: float = setting(10.0, parse_duration, "GAR_PROXY_STALE_RECHECK")
     manifest_max_size: int = setting(64 * 1024**2, parse_size, "GAR_PROXY_MANIFEST_MAX_SIZE")
@@ -242,7 +253,9 @@ class CacheSettings:
         0.0, parse_duration, doc="evict what was not read for this long (30d); 0: never"
     )
     warm: tuple[WarmSchedule, ...] = setting(
-        (), parse_warm_schedule, doc="[[warm]]: images whose matching tags are kept cached"
+        (),
+        parse_warm_schedule,
+        doc="[[warm]]: images whose matching tags, and images files name, are kept cached",
     )
     negative_ttl: float = setting(
         30.0, parse_duration, doc="remember an upstream 404 this long; 0 turns it off"
@@ -364,7 +377,11 @@ _ENV_NAMES = {name for spec in SPECS.values() for name in spec.env} | {CONFIG_EN
 
 
 # Arrays of tables that may sit at the top of the file, and the setting each one is.
-TOP_LEVEL_LISTS = {"mirrors": "upstream.mirrors", "warm": "cache.warm"}
+TOP_LEVEL_LISTS = {
+    "mirrors": "upstream.mirrors",
+    "warm": "cache.warm",
+    "tag_policies": "cache.tag_policies",
+}
 
 
 def _default_paths(env: Mapping[str, str]) -> dict[str, Any]:

@@ -54,7 +54,8 @@ class Metrics:
         )
         self.cache = Counter(
             "garproxy_cache_lookups",
-            "Cache lookups by outcome (hit, miss, revalidated)",
+            "Cache lookups by outcome (hit, miss, revalidated, revalidating: answered from "
+            "the cache while the tag revalidates in the background)",
             ["kind", "outcome"],
             registry=r,
         )
@@ -69,6 +70,16 @@ class Metrics:
         self.stale_served = Counter(
             "garproxy_stale_tags_served", "Tags served stale because upstream failed", registry=r
         )
+        self.tag_revalidations = Counter(
+            "garproxy_tag_revalidations",
+            "Tag revalidations upstream by trigger (background, waited, refresh) and outcome "
+            "(unchanged, changed, gone, failed)",
+            ["trigger", "outcome"],
+            registry=r,
+        )
+        for trigger in ("background", "waited", "refresh"):
+            for outcome in ("unchanged", "changed", "gone", "failed"):
+                self.tag_revalidations.labels(trigger, outcome)  # every series from the start
         self.bytes_served = Counter(
             "garproxy_bytes_served", "Body bytes sent to clients", ["source"], registry=r
         )
@@ -178,6 +189,9 @@ class Metrics:
     def manifest(self, outcome: str) -> None:
         self._child(self.cache, "manifest", outcome).inc()
         requestcontext.note_cache(outcome)
+
+    def tag_revalidation(self, trigger: str, outcome: str) -> None:
+        self._child(self.tag_revalidations, trigger, outcome).inc()
 
     def stale(self) -> None:
         self.stale_served.inc()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 # Outcomes by how much they say about upstream: a request that joined a fill and
 # then hit keeps "fill-join"; a later, weaker note never hides a stronger one.
-_RANK = {"hit": 0, "revalidated": 1, "stale": 2, "fill-join": 3, "miss": 4}
+_RANK = {"hit": 0, "revalidating": 1, "revalidated": 1, "stale": 2, "fill-join": 3, "miss": 4}
 
 
 @dataclass
@@ -38,7 +38,8 @@ def new_request_id() -> str:
 
 
 def note_cache(outcome: str) -> None:
-    """Record the cache outcome (hit, miss, fill-join, stale, revalidated)."""
+    """Record the cache outcome (hit, miss, fill-join, stale, revalidated, revalidating:
+    answered from the cache while a background task revalidates)."""
     context = current.get()
     if context is None:
         return

@@ -36,6 +36,7 @@ def test_cached_tags_are_served_stale_when_upstream_rejects_the_credentials(
         upstream__password="ya29.good",
         cache__tag_ttl="0",
         cache__stale_recheck="0",
+        cache__revalidate_window="0",  # each request waits for its revalidation
     )
     with httpx.Client(base_url=running.url, timeout=30) as http:
         assert http.get(f"/v2/{REPO}/manifests/1.0", headers=ACCEPT).status_code == 200

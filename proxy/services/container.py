@@ -141,6 +141,7 @@ def build(
     google = GoogleApi(upstream.http, tokens)
     api = RepositoryApi(upstream_settings.metadata_api_url, google)
     asks_api = upstream_settings.is_gar and upstream_settings.check_repositories and not offline
+    checks = RepositoryChecks(api if asks_api else None, index, clock)
     locations = LocationResolver(
         upstream_settings,
         api if upstream_settings.is_gar else None,
@@ -148,7 +149,7 @@ def build(
         offline=offline,
         default_project=settings.gcp.project_id,
         clock=clock,
-        checks=RepositoryChecks(api if asks_api else None, index, clock),
+        checks=checks,
     )
     # Container Analysis takes only cloud-platform, also for a read-only proxy (GAR.md R6).
     full_scope = GoogleApi(upstream.http, tokens, full_scope=True)
@@ -192,6 +193,7 @@ def build(
             clock,
             missing,
             gate=None if gate is None else gate.check,
+            immutable_repository=checks.immutable_tags,
         ),
         listings=ListingService(cache_settings, index, registry, clock),
         uploads=uploads,
@@ -316,6 +318,8 @@ async def open_services(
             stack.push_async_callback(_close_shared, settings, services.shared)
         on_open("shared", stack)
         stack.push_async_callback(services.cache.fills.aclose)
+        # Revalidations are the fills' kin (app-owned, upstream calls): stopped first.
+        stack.push_async_callback(services.manifests.tags.aclose)
         on_open("fills", stack)
         flusher = _flush_forever(settings, index, services.cache, services.metrics, clock)
         stack.push_async_callback(_stop, asyncio.create_task(flusher))

@@ -155,6 +155,7 @@ class GarRepository:
     mode: str = "STANDARD_REPOSITORY"
     cleanup_policies: dict[str, Any] | None = None
     cleanup_policy_dry_run: bool = False
+    immutable_tags: bool = False  # dockerConfig.immutableTags (docs/GAR.md, REST APIs)
 
     def resource(self) -> dict[str, Any]:
         name = f"projects/{self.project}/locations/{self.location}/repositories/{self.repository}"
@@ -165,6 +166,8 @@ class GarRepository:
             "createTime": "2024-01-01T00:00:00Z",
             "updateTime": "2024-01-01T00:00:00Z",
         }
+        if self.immutable_tags:
+            body["dockerConfig"] = {"immutableTags": True}
         if self.cleanup_policies is not None:
             body["cleanupPolicies"] = self.cleanup_policies
         if self.cleanup_policy_dry_run:  # proto3 JSON leaves a false bool out (GAR.md R7)
