@@ -247,6 +247,14 @@ def r7(fake: FakeGAR, http: httpx.Client) -> None:
     assert http.get(url, headers=bearer(OWNER)).json()["cleanupPolicyDryRun"] is True
 
 
+def r14(fake: FakeGAR, http: httpx.Client) -> None:
+    fake.add_repository("us", "proj", "pinned")
+    url = f"{fake.url}/v1/projects/proj/locations/us/repositories/pinned"
+    assert "dockerConfig" not in http.get(url, headers=bearer(OWNER)).json()
+    fake.repositories[("us", "proj", "pinned")].immutable_tags = True
+    assert http.get(url, headers=bearer(OWNER)).json()["dockerConfig"] == {"immutableTags": True}
+
+
 def u1_u3_u5_u7(fake: FakeGAR, http: httpx.Client) -> None:
     data = make_layer(size=5000, seed=9)
     start = http.post(f"{fake.url}/us/v2/proj/repo/app/blobs/uploads/", headers=bearer(OWNER))
@@ -285,8 +293,8 @@ CHECKS: dict[str, Callable[[FakeGAR, httpx.Client], None]] = {
     "A1": a1, "A3": a3, "A4": a4, "A5": a5, "A6": a6, "A7": a7, "A8": a8, "A9": a9,
     "A10": a7, "A11": a8, "N1": n1_n2, "N2": n1_n2, "N3": n3, "N4": n4, "N5": n5, "N6": n6,
     "N7": n5, "R1": r1_r4, "R2": r2, "R3": r3_r6, "R4": r1_r4, "R5": r5, "R6": r3_r6,
-    "R7": r7, "U1": u1_u3_u5_u7, "U3": u1_u3_u5_u7, "U5": u1_u3_u5_u7, "U7": u1_u3_u5_u7,
-    "D1": d1_d4, "D4": d1_d4,
+    "R7": r7, "R14": r14, "U1": u1_u3_u5_u7, "U3": u1_u3_u5_u7, "U5": u1_u3_u5_u7,
+    "U7": u1_u3_u5_u7, "D1": d1_d4, "D4": d1_d4,
 }  # fmt: skip
 # Rows whose fake code is not a registry answer a default fake gives (credentials
 # fakes, the preview's semantics), held by their own tests instead.
