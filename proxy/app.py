@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from proxy import requestcontext
-from proxy.auth.middleware import Access, AccessControl
+from proxy.auth.middleware import AccessControl, AccessPolicy
 from proxy.clock import SYSTEM, Clock
 from proxy.config import Settings
 from proxy.oci.errors import ErrorCode, RegistryError
@@ -99,11 +99,12 @@ def create_app(settings: Settings, clock: Clock = SYSTEM) -> Starlette:
                 report.cancel()
                 await services.cache.fills.drain(settings.server.shutdown_grace)
 
-    return Starlette(
+    policy = AccessPolicy(settings.access, clock)  # a bad file stops start-up here
+    app = Starlette(
         routes=routes(),
         middleware=[
             Middleware(RequestMetrics),
-            Middleware(AccessControl, access=Access.load(settings.access)),
+            Middleware(AccessControl, policy=policy),
         ],
         lifespan=lifespan,
         exception_handlers={
@@ -113,3 +114,5 @@ def create_app(settings: Settings, clock: Clock = SYSTEM) -> Starlette:
             405: not_allowed,
         },
     )
+    app.state.access = policy
+    return app
