@@ -108,7 +108,8 @@ class AccessControl:
     async def _identify(
         self, scope: Scope, access: Access, header: bytes | None
     ) -> str | RegistryError | None:
-        """The identity; None: no or bad credentials; an error: throttled."""
+        """The identity; None: no or bad credentials; an error: throttled (no check made,
+        logged once when the throttle starts, not per refused request)."""
         authenticator = access.authenticator
         if authenticator is None:
             return ANONYMOUS
@@ -120,13 +121,13 @@ class AccessControl:
         identity = await authenticator.identify(value, remembered_only=wait is not None)
         if identity is not None:
             return identity
-        if wait is None:
-            wait = self.policy.throttle.failed(address)
+        if wait is None:  # checked, and wrong: this one is a 401, the next may be a 429
             denied(scope, _claimed_user(value), "bad credentials")
-            if wait is None:
-                return None
-            log.warning("access: %s made too many failed logins; refusing its logins for %d s",
-                        address, wait)  # fmt: skip
+            wait = self.policy.throttle.failed(address)
+            if wait is not None:
+                log.warning("access: too many failed logins from %s: its logins are refused"
+                            " for %d s", address, wait)  # fmt: skip
+            return None
         return RegistryError(
             ErrorCode.TOOMANYREQUESTS,
             f"too many failed logins from this address; retry after {math.ceil(wait)} s",
