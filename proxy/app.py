@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -69,6 +69,12 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(error.envelope(), 500)
 
 
+async def client_gone(request: Request, exc: Exception) -> Response:
+    """The client went away (or was timed out, ``server.body_timeout``) while its body
+    was read: an answer nobody reads, one line, no traceback."""
+    return await registry_error(request, RegistryError(ErrorCode.CLIENT_GONE, "mid-body"))
+
+
 async def not_found(request: Request, exc: Exception) -> Response:
     error = RegistryError(
         ErrorCode.ROUTE_UNKNOWN,
@@ -109,6 +115,7 @@ def create_app(settings: Settings, clock: Clock = SYSTEM) -> Starlette:
         lifespan=lifespan,
         exception_handlers={
             RegistryError: registry_error,
+            ClientDisconnect: client_gone,
             Exception: unexpected_error,
             404: not_found,
             405: not_allowed,

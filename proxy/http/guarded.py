@@ -96,14 +96,16 @@ class GuardedProtocol(ZeroCopyProtocol):
     async def _handshake(self, transport: asyncio.Transport) -> None:
         assert self.tls is not None
         timeout = self.limits.tls_handshake_timeout or None
+        began = self.loop.time()
         try:
             secure = await self.loop.start_tls(
                 transport, self, self.tls, server_side=True, ssl_handshake_timeout=timeout
             )
-        except (OSError, ssl.SSLError, TimeoutError, EOFError) as error:
+        except (OSError, ssl.SSLError, TimeoutError, EOFError):
             transport.close()
-            reason = "TLS handshake timeout" if isinstance(error, TimeoutError) else "TLS failed"
-            self.guard.note(reason)
+            # Both loops abort a late handshake with ConnectionAbortedError: tell by the time.
+            late = timeout is not None and self.loop.time() - began >= timeout
+            self.guard.note("TLS handshake timeout" if late else "TLS handshake failed")
             self._release()
             return
         if secure is None or self._lost:
@@ -161,6 +163,7 @@ class GuardedProtocol(ZeroCopyProtocol):
     def on_response_complete(self) -> None:
         pipelined = bool(self.pipeline)
         super().on_response_complete()
+        self._unset_keepalive_if_required()  # uvicorn's keep-alive timer: ours does its job
         if not pipelined and self._phase == BUSY and not self.transport.is_closing():
             self._expect(IDLE, self.limits.idle_timeout)
 

@@ -185,7 +185,7 @@ class ZeroCopyProtocol(HttpToolsProtocol):
 
 
 def write_error(
-    transport: asyncio.BaseTransport,
+    transport: asyncio.Transport,
     error: RegistryError,
     default_headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
@@ -201,7 +201,6 @@ def write_error(
         b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
         % len(body)
     )
-    assert isinstance(transport, asyncio.WriteTransport)
     transport.write(b"".join(head) + body)
 
 
