@@ -9,6 +9,7 @@ it, before any lookup; there is no other way from a client's text to a ``Reposit
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,11 +23,13 @@ from proxy.cache.bodies import FileBody
 from proxy.http.query import Parameters
 from proxy.http.responses import CutResponse, FileBodyResponse
 from proxy.oci.digest import Digest
+from proxy.oci.errors import RegistryError
 from proxy.oci.names import Repository
 from proxy.services.answers import Answer
 from proxy.services.container import Services
 from proxy.services.mirrors import locate, upstream_name
 
+log = logging.getLogger("gar_proxy.access")
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
 # Keys of the request's state: what was parsed and resolved once for it.
 _PARAMETERS = "parameters"
@@ -95,7 +98,9 @@ async def requested_mount(request: Request) -> Mount | None:
     request is a plain upload (202), as a registry without access to ``from`` answers,
     so clients (containerd stops on anything but 401) go on with the upload and a
     refusal says nothing about ``from``. A mount without ``from`` may be answered from
-    any repository, so it needs pull on everything."""
+    any repository, so it needs pull on everything. A ``from`` that names nothing
+    (invalid, an unmirrored registry) or cannot be located now is no mount either:
+    a mount is a hint, never a reason for a push to fail."""
     query = parameters(request)
     if query.mount is None:
         return None
@@ -106,11 +111,19 @@ async def requested_mount(request: Request) -> Mount | None:
             return Mount(digest, None)
         _no_mount(request, "may not mount without from (it needs pull on everything)", None)
         return None
-    source = named(request, query.source)
+    try:
+        source = named(request, query.source)
+    except RegistryError as error:  # a hint that names nothing: no mount, not a failure
+        log.debug("mount from %r dropped: %s", query.source[:300], error.message)
+        return None
     if not permitted(request.scope, PULL, source.path):
         _no_mount(request, f"may not pull {source.path}: mount dropped", source.path)
         return None
-    return Mount(digest, await _locate(request, source, write=False))
+    try:
+        return Mount(digest, await _locate(request, source, write=False))
+    except RegistryError as error:
+        log.info("mount from %s dropped: %s", source.path, error.message)
+        return None
 
 
 def _may_read_anything(request: Request) -> bool:

@@ -248,6 +248,9 @@ def _linked(setup: Setup, repo: str, layer_of: str) -> bool:
          "&from=docker.io/library/alpine"),
         ("unreadable from, GAR name of a mirror", "gamma/hub/library/alpine",
          "&from=gamma/hub/library/alpine"),
+        ("from naming an unmirrored registry", "alpha/team/other", "&from=quay.io/x/y"),
+        ("from not a name", "alpha/team/other", "&from=Not/A/Name"),
+        ("from too short for GAR", "alpha/team/other", "&from=alpha/team"),
     ],
 )  # fmt: skip
 def test_a_mount_from_what_the_caller_may_not_read_is_a_plain_upload(
