@@ -123,6 +123,9 @@ class ServerSettings:
     tls_handshake_timeout: float = setting(
         10.0, parse_duration, doc="a TLS handshake must finish within this"
     )
+    send_timeout: float = setting(
+        60.0, parse_duration, doc="close a connection whose answer the client takes no byte of"
+    )
     max_connections: int = setting(
         4096, parse_positive_int, doc="open client connections; more are answered 503"
     )

@@ -16,7 +16,10 @@ connection:
   ``server.header_timeout`` from their first byte (however slowly they trickle);
 - closes it when a request body sent nothing for ``server.body_timeout`` while the
   app waited for it (the app then sees a disconnect); a body the app is slow to read
-  (reading paused) is not the client's fault and is not timed.
+  (reading paused) is not the client's fault and is not timed;
+- closes it when the client took no byte of an answer for ``server.send_timeout``
+  (uvicorn's writes: its write buffer stayed full; zero-copy file sends: the socket
+  stayed unwritable, ``proxy.http.sendfile``).
 
 A connection has one timer, re-armed lazily: a body chunk only moves a deadline, and
 the timer, when it fires early, waits for the rest. Each end is noted in the server's
@@ -31,7 +34,7 @@ import ssl
 from typing import Any, ClassVar
 
 from proxy.http.limits import ConnectionLimits, Connections
-from proxy.http.server import ZeroCopyProtocol, write_error
+from proxy.http.server import ZeroCopyCycle, ZeroCopyProtocol, write_error
 from proxy.oci.errors import ErrorCode, RegistryError
 
 # Phases of a connection; only the first three have a deadline.
@@ -52,6 +55,7 @@ class GuardedProtocol(ZeroCopyProtocol):
         self._phase = BUSY
         self._deadline = math.inf
         self._timer: asyncio.TimerHandle | None = None
+        self._stalled: float | None = None  # since when the client takes none of our bytes
         self._early: list[bytes] = []
         self._raw: list[bytes] | None = None
 
@@ -150,6 +154,13 @@ class GuardedProtocol(ZeroCopyProtocol):
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
         self._expect(BODY, self.limits.body_timeout)
+        cycle = self.cycle
+        if isinstance(cycle, ZeroCopyCycle):  # its file sends wait on the socket themselves
+            cycle.send_idle = self.limits.send_timeout or None
+            cycle.on_stall = self._send_stalled
+
+    def _send_stalled(self) -> None:
+        self.guard.note("send timeout")
 
     def on_body(self, body: bytes) -> None:
         super().on_body(body)
@@ -167,6 +178,16 @@ class GuardedProtocol(ZeroCopyProtocol):
         if not pipelined and self._phase == BUSY and not self.transport.is_closing():
             self._expect(IDLE, self.limits.idle_timeout)
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stalled is None and self.limits.send_timeout > 0:
+            self._stalled = self.loop.time()  # the client takes nothing from here on
+            self._arm(self._stalled + self.limits.send_timeout)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._stalled = None
+
     # --- the one timer ---------------------------------------------------------------
 
     def _expect(self, phase: str, seconds: float) -> None:
@@ -176,32 +197,48 @@ class GuardedProtocol(ZeroCopyProtocol):
             self._deadline = math.inf
             return
         self._deadline = self.loop.time() + seconds
-        if self._timer is not None and self._timer.when() <= self._deadline:
+        self._arm(self._deadline)
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None and self._timer.when() <= when:
             return  # it fires first, then waits for the rest
         self._cancel_timer()
-        self._timer = self.loop.call_at(self._deadline, self._fire)
+        self._timer = self.loop.call_at(when, self._fire)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
+    def _due(self) -> tuple[float, str]:
+        """When this connection must end, and why, unless it makes progress first."""
+        due, reason = self._deadline, _TIMED_OUT.get(self._phase, "")
+        if self._stalled is not None and self._stalled + self.limits.send_timeout < due:
+            due, reason = self._stalled + self.limits.send_timeout, "send timeout"
+        return due, reason
+
     def _fire(self) -> None:
         self._timer = None
-        if self._deadline == math.inf or self.transport.is_closing():
+        if self.transport.is_closing():
             return
         now = self.loop.time()
         if self._phase == BODY and self.flow.read_paused:
             self._deadline = now + self.limits.body_timeout  # the app is slow, not the client
-        if now < self._deadline:
-            self._timer = self.loop.call_at(self._deadline, self._fire)
+        due, reason = self._due()
+        if due == math.inf:
             return
-        self.guard.note(_TIMED_OUT[self._phase])
-        if self._phase == HEADERS and (self.cycle is None or self.cycle.response_complete):
+        if now < due:
+            self._timer = self.loop.call_at(due, self._fire)
+            return
+        self.guard.note(reason)
+        if reason == "header timeout" and (self.cycle is None or self.cycle.response_complete):
             error = RegistryError(ErrorCode.REQUEST_TIMEOUT, "request headers took too long")
             write_error(self.transport, error, self.server_state.default_headers)
-        self._deadline = math.inf
-        self.transport.close()
+        self._deadline, self._stalled = math.inf, None
+        if reason == "send timeout":
+            self.transport.abort()  # what it did not take would wait in our buffers for ever
+        else:
+            self.transport.close()
 
 
 def _feed(protocol: asyncio.BaseProtocol, data: bytes) -> None:

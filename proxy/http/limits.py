@@ -34,6 +34,7 @@ class ConnectionLimits:
     idle_timeout: float = 15.0
     body_timeout: float = 60.0
     tls_handshake_timeout: float = 10.0
+    send_timeout: float = 60.0
     max_connections: int = 4096
     max_per_client: int = 512
 
@@ -44,6 +45,7 @@ class ConnectionLimits:
             idle_timeout=server.idle_timeout,
             body_timeout=server.body_timeout,
             tls_handshake_timeout=server.tls_handshake_timeout,
+            send_timeout=server.send_timeout,
             max_connections=server.max_connections,
             max_per_client=server.max_connections_per_client,
         )

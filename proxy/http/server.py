@@ -27,11 +27,12 @@ import asyncio
 import http
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from proxy.http.sendfile import PeerGone, sendfile
+from proxy.http.sendfile import PeerGone, PeerStalled, sendfile
 from proxy.oci.errors import ErrorCode, RegistryError
 
 ZEROCOPY = "http.response.zerocopysend"
@@ -50,6 +51,11 @@ class HeadersTooLarge(Exception):
 
 
 class ZeroCopyCycle(RequestResponseCycle):
+    # Seconds a file send may wait for the client to take a byte (None: for ever), and
+    # who to tell when that ends it (proxy.http.guarded sets both).
+    send_idle: float | None = None
+    on_stall: Callable[[], None] | None = None
+
     async def send(self, message: Any) -> None:
         if message["type"] == ABORT:
             if self.response_started and not self.response_complete:
@@ -85,7 +91,11 @@ class ZeroCopyCycle(RequestResponseCycle):
                 return
         sock = self.transport.get_extra_info("socket")
         try:
-            await sendfile(sock.fileno(), file, offset, count)
+            await sendfile(sock.fileno(), file, offset, count, idle=self.send_idle)
+        except PeerStalled:
+            if self.on_stall is not None:
+                self.on_stall()
+            self._gone()
         except PeerGone:
             self._gone()
 
