@@ -1,15 +1,15 @@
 """Slow and silent clients end; a real client pulls meanwhile; descriptors come back.
 
-A flood of 2,000 connections (``SLOW_CLIENTS=5000`` for more) is held open against the proxy
-(``gar-proxy serve`` in its own process, plain and TLS) from other loopback addresses,
-each of a kind the proxy once held for ever: silent, trickling its headers a byte at a
-time, a body stopped halfway, idle after an answer, and over TLS a handshake that never
-starts or stops half way. Every connection the proxy ends is opened again until skopeo,
-from 127.0.0.1, has pulled an image through it. Then the flood stops reopening and
-every connection must be ended by the proxy (its timeouts are 2 s here, 5 s for a
-TLS handshake), its open
-descriptors (``/proc/PID/fd``) must come back to what they were before, and its log
-must say so in a few lines, not one per connection.
+A flood of 2,000 connections (``SLOW_CLIENTS=5000`` for more) is held open against the
+proxy (``gar-proxy serve`` in its own process, plain and TLS) from other loopback
+addresses, each of a kind the proxy once held for ever: silent, trickling its headers
+a byte at a time, a body stopped halfway, idle after an answer, and over TLS a
+handshake that never starts or stops half way. Every connection the proxy ends is
+opened again until skopeo, from 127.0.0.1, has pulled an image through it. Then the
+flood stops reopening and every connection must be ended by the proxy (its timeouts
+are 2 s here, 5 s for a TLS handshake), its open descriptors (``/proc/PID/fd``) must
+come back to what they were before, and its log must say so in a few lines, not one
+per connection. A client that stops reading an answer is ended too.
 
 The caps (``server.max_connections``, ``server.max_connections_per_client``) are tested
 apart, with long timeouts, so that which connection is refused is certain.
