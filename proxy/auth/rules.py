@@ -73,18 +73,16 @@ def rule_path(repository: str) -> str:
     return rest if sep and location_of_host(host) is not None else repository
 
 
-def prefix_matches(prefix: str, repository: str) -> bool:
-    if prefix == ANYONE:
-        return True
-    prefix = rule_path(prefix.strip("/"))
-    repository = rule_path(repository)
-    return repository == prefix or repository.startswith(prefix + "/")
+def _matches(prefix: str, path: str) -> bool:
+    """Whole segments: ``p/team`` matches ``p/team`` and ``p/team/x``, not ``p/team-b``
+    (both normalised by ``rule_path``: the prefix at load, the path once per check)."""
+    return prefix == ANYONE or path == prefix or path.startswith(prefix + "/")
 
 
 def _prefixes(where: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise RulesError(f"{where}: expected a list of repository prefixes")
-    return tuple(value)
+    return tuple(v if v == ANYONE else rule_path(v.strip("/")) for v in value)
 
 
 def _grant(where: str, table: Any) -> Grant:
@@ -137,7 +135,8 @@ class Rules:
 
     def allows(self, identity: str, action: str, repository: str) -> bool:
         prefixes = self.grant(identity).prefixes(action)
-        return any(prefix_matches(prefix, repository) for prefix in prefixes)
+        path = rule_path(repository)
+        return any(_matches(prefix, path) for prefix in prefixes)
 
     def allows_everything(self, identity: str, action: str) -> bool:
         """Whether ``identity`` may ``action`` any repository at all (``"*"``, or no
