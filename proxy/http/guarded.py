@@ -29,6 +29,7 @@ the timer, when it fires early, waits for the rest. Each end is noted in the ser
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import ssl
 from typing import Any, ClassVar
@@ -37,6 +38,7 @@ from proxy.http.limits import ConnectionLimits, Connections
 from proxy.http.server import ZeroCopyCycle, ZeroCopyProtocol, write_error
 from proxy.oci.errors import ErrorCode, RegistryError
 
+log = logging.getLogger("gar_proxy.connections")
 # Phases of a connection; only the first three have a deadline.
 IDLE, HEADERS, BODY, BUSY = "idle", "headers", "body", "busy"
 _TIMED_OUT = {IDLE: "idle", HEADERS: "header timeout", BODY: "body timeout"}
@@ -58,6 +60,7 @@ class GuardedProtocol(ZeroCopyProtocol):
         self._stalled: float | None = None  # since when the client takes none of our bytes
         self._early: list[bytes] = []
         self._raw: list[bytes] | None = None
+        self._handshaking: asyncio.Task[None] | None = None  # kept: a task needs a holder
 
     @property
     def limits(self) -> ConnectionLimits:
@@ -82,7 +85,7 @@ class GuardedProtocol(ZeroCopyProtocol):
             return
         self._raw = []  # the ClientHello, if it comes before the TLS layer
         transport.pause_reading()  # stdlib asyncio honours this; uvloop reads on regardless
-        self.loop.create_task(self._handshake(transport))
+        self._handshaking = self.loop.create_task(self._handshake(transport))
         self.loop.call_soon(self._hand_over, transport)  # runs after start_tls's first step
 
     def _hand_over(self, transport: asyncio.Transport) -> None:
@@ -90,7 +93,8 @@ class GuardedProtocol(ZeroCopyProtocol):
         (whose incoming buffer keeps it until the handshake reads it)."""
         layer = transport.get_protocol()
         if layer is self:  # start_tls has not run yet (it is queued first): look again
-            if not transport.is_closing():
+            handshaking = self._handshaking
+            if not transport.is_closing() and handshaking is not None and not handshaking.done():
                 self.loop.call_soon(self._hand_over, transport)
             return
         for data in self._raw or ():
@@ -105,11 +109,13 @@ class GuardedProtocol(ZeroCopyProtocol):
             secure = await self.loop.start_tls(
                 transport, self, self.tls, server_side=True, ssl_handshake_timeout=timeout
             )
-        except (OSError, ssl.SSLError, TimeoutError, EOFError):
+        except Exception as error:  # any end of a handshake is this connection's end
             transport.close()
             # Both loops abort a late handshake with ConnectionAbortedError: tell by the time.
             late = timeout is not None and self.loop.time() - began >= timeout
             self.guard.note("TLS handshake timeout" if late else "TLS handshake failed")
+            if not isinstance(error, (OSError, ssl.SSLError, TimeoutError, EOFError)):
+                log.warning("TLS handshake ended by %r", error)  # not a client's doing
             self._release()
             return
         if secure is None or self._lost:
