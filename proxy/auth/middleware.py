@@ -27,6 +27,7 @@ import base64
 import binascii
 import logging
 import math
+import re
 
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -52,6 +53,9 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 ADMIN_PREFIX = "/_gar-proxy/"
 # The one path whose success needs no decision beyond "who": docker's login ping.
 _PING = frozenset({"/v2", "/v2/"})
+_NAMED = re.compile(
+    r"^/(?:v2|_gar-proxy/[a-z-]+)/(.+?)(?:/(?:manifests|blobs|tags|referrers)/.*)?$"
+)
 
 
 def _error(error: RegistryError, method: str) -> Response:
@@ -70,6 +74,13 @@ def _headers(scope: Scope) -> tuple[bytes | None, int]:
         elif key == b"host":
             hosts += 1
     return authorization, hosts
+
+
+def _asked(scope: Scope) -> str | None:
+    """For a refusal's log line: the name in the path as the client sent it (nothing is
+    resolved for a client not yet known)."""
+    matched = _NAMED.match(scope["path"])
+    return matched[1][:300] if matched else None
 
 
 def _claimed_user(header: str) -> str | None:
@@ -122,7 +133,7 @@ class AccessControl:
         if identity is not None:
             return identity
         if wait is None:  # checked, and wrong: this one is a 401, the next may be a 429
-            denied(scope, _claimed_user(value), "bad credentials")
+            denied(scope, _claimed_user(value), "bad credentials", repository=_asked(scope))
             wait = self.policy.throttle.failed(address)
             if wait is not None:
                 log.warning("access: too many failed logins from %s: its logins are refused"
@@ -152,7 +163,7 @@ class AccessControl:
         if found is None or (ping and found == ANONYMOUS):
             return unauthorized("bad credentials" if header is not None else None)
         if path.startswith(ADMIN_PREFIX) and not self._admin(scope, access, found):
-            denied(scope, found, "may not use the admin paths")
+            denied(scope, found, "may not use the admin paths", repository=_asked(scope))
             return RegistryError(ErrorCode.DENIED, f"{found} may not use {ADMIN_PREFIX}")
         return None
 

@@ -99,6 +99,7 @@ def test_failed_logins_are_throttled_per_address_and_logged_without_secrets(
     assert len(refusals) == 3  # one per checked failure; the 429s are not checked
     assert all(getattr(r, "reason", None) == "bad credentials" for r in refusals)
     assert all(getattr(r, "identity", None) == "alice" for r in refusals)
+    assert all(getattr(r, "repository", None) == "alpha/team/app" for r in refusals)
     throttled = [r for r in records if "too many failed logins" in r.getMessage()]
     assert len(throttled) == 1
     for record in records:
