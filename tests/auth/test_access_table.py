@@ -278,11 +278,6 @@ def test_a_mount_from_a_readable_repository_mounts(setup: Setup) -> None:
     assert _linked(setup, "alpha/team/other", "gamma/hub/library/alpine")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 20 item 2, service half (proxy/services/mounts.py, the uploads work): "
-    "a mount copies only a blob reachable in from, never one found elsewhere in the cache",
-)
 def test_a_readable_from_lends_nothing_it_does_not_hold(setup: Setup) -> None:
     """The secret layer is in the proxy's cache (root pulled it) but not in
     alpha/team/other: naming a readable ``from`` does not reach it."""
