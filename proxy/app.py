@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from proxy import requestcontext
-from proxy.auth.middleware import Access, AccessControl
+from proxy.auth.middleware import AccessControl, AccessPolicy
 from proxy.clock import SYSTEM, Clock
 from proxy.config import Settings
 from proxy.oci.errors import ErrorCode, RegistryError
@@ -71,6 +71,12 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(error.envelope(), 500)
 
 
+async def client_gone(request: Request, exc: Exception) -> Response:
+    """The client went away (or was timed out, ``server.body_timeout``) while its body
+    was read: an answer nobody reads, one line, no traceback."""
+    return await error_response(request, RegistryError(ErrorCode.CLIENT_GONE, "mid-body"))
+
+
 async def not_found(request: Request, exc: Exception) -> Response:
     error = RegistryError(
         ErrorCode.ROUTE_UNKNOWN,
@@ -101,17 +107,21 @@ def create_app(settings: Settings, clock: Clock = SYSTEM) -> Starlette:
                 report.cancel()
                 await services.cache.fills.drain(settings.server.shutdown_grace)
 
-    return Starlette(
+    policy = AccessPolicy(settings.access, clock)  # a bad file stops start-up here
+    app = Starlette(
         routes=routes(),
         middleware=[
             Middleware(RequestMetrics),
-            Middleware(AccessControl, access=Access.load(settings.access)),
+            Middleware(AccessControl, policy=policy),
         ],
         lifespan=lifespan,
         exception_handlers={
             RegistryError: error_response,
+            ClientDisconnect: client_gone,
             Exception: unexpected_error,
             404: not_found,
             405: not_allowed,
         },
     )
+    app.state.access = policy
+    return app

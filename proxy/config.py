@@ -21,6 +21,7 @@ This is the only module that reads ``os.environ``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import ipaddress
@@ -31,6 +32,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from proxy.config_values import (
     GateOverrides,
@@ -60,7 +62,7 @@ from proxy.config_values import (
     parse_str,
     parse_warm_schedule,
 )
-from proxy.redact import redact
+from proxy.redact import redact, remember_secret
 from proxy.tag_policies import TagRule, parse_tag_policies
 
 ENV_PREFIX = "GAR_PROXY_"
@@ -108,6 +110,28 @@ class ServerSettings:
     )
     push_concurrency: int = setting(
         5, parse_positive_int, "GAR_PROXY_PUSH_CONCURRENCY", doc="blobs at a time in a push"
+    )
+    # Unfinished requests end (proxy/http/limits.py). 0 turns a timeout off.
+    header_timeout: float = setting(
+        20.0, parse_duration, doc="a request's line and headers must arrive within this"
+    )
+    idle_timeout: float = setting(
+        15.0, parse_duration, doc="close a connection with no request for this long"
+    )
+    body_timeout: float = setting(
+        60.0, parse_duration, doc="close a request whose body sends nothing for this long"
+    )
+    tls_handshake_timeout: float = setting(
+        10.0, parse_duration, doc="a TLS handshake must finish within this"
+    )
+    send_timeout: float = setting(
+        60.0, parse_duration, doc="close a connection whose answer the client takes no byte of"
+    )
+    max_connections: int = setting(
+        4096, parse_positive_int, doc="open client connections; more are answered 503"
+    )
+    max_connections_per_client: int = setting(
+        512, parse_positive_int, doc="open connections from one client address"
     )
 
     @property
@@ -284,6 +308,18 @@ class AccessSettings:
         False, parse_bool, doc="serve clients without credentials on a non-loopback address"
     )
     metrics_public: bool = setting(True, parse_bool, doc="/metrics needs no credentials")
+    reload_interval: float = setting(
+        10.0, parse_duration, doc="how often to look for changed htpasswd/tokens/rules files"
+    )
+    credentials_ttl: float = setting(
+        300.0, parse_duration, doc="a verified login is remembered this long (0: never)"
+    )
+    failed_login_burst: int = setting(
+        10, parse_int, doc="failed logins one client address may make at once (0: no limit)"
+    )
+    failed_login_interval: float = setting(
+        20.0, parse_duration, doc="then one more failed login per this long; others get 429"
+    )
 
     @property
     def enabled(self) -> bool:
@@ -459,7 +495,23 @@ def load_settings(
         values[key] = _parse(SPECS[key], raw, "command line")
     settings = _build(values)
     _check(settings)
+    _remember_secrets(settings)
     return settings
+
+
+def _remember_secrets(settings: Settings) -> None:
+    """Every secret value the settings hold is redacted from every text this process
+    writes (``proxy.redact``): the secret settings, a password in ``upstream.url``, a
+    service-account key's private key. Secret files register as they are read."""
+    for spec in SPECS.values():
+        if spec.secret:
+            remember_secret(value_of(settings, spec))
+    remember_secret(urlsplit(settings.upstream.url).password)
+    key = settings.gcp.service_account_key
+    if key:
+        # Not JSON: the credentials loader says so; the whole value is listed above.
+        with contextlib.suppress(ValueError, AttributeError):
+            remember_secret(str(json.loads(key).get("private_key", "")))
 
 
 def _build(values: Mapping[str, Any]) -> Settings:

@@ -27,7 +27,7 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, Processor
 
-from proxy.redact import RedactingFilter
+from proxy.redact import RedactingFilter, redact
 
 # Libraries whose routine lines are noise for an operator: httpx logs every request
 # at INFO, aiosqlite every statement at DEBUG, google-auth its refreshes.
@@ -123,7 +123,9 @@ class _Formatter(structlog.stdlib.ProcessorFormatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = record.__dict__.get(_FIELDS)
         if fields is None or record.exc_info or record.exc_text or record.stack_info:
-            return super().format(record)
+            # The whole line: a record's extra fields are not in its message, which is
+            # all ``RedactingFilter`` sees.
+            return redact(super().format(record))
         level = record.levelname.lower()
         event = {
             "event": record.getMessage(),

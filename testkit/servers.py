@@ -38,12 +38,15 @@ class ThreadedServer:
         *,
         ssl_context: ssl.SSLContext | None = None,
         extra_sockets: list[socket.socket] | None = None,
+        scheme: str | None = None,
         **config: Any,
     ) -> None:
+        """``scheme``: for ``url`` when the protocol does TLS itself (no ``ssl_context``)."""
         self.sock = bind_loopback()
         self.extra_sockets = list(extra_sockets or [])
         self.port: int = self.sock.getsockname()[1]
-        self.url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{self.port}"
+        scheme = scheme or ("https" if ssl_context else "http")
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.config = uvicorn.Config(
             app,
             log_level=config.pop("log_level", "warning"),

@@ -9,13 +9,17 @@ import asyncio
 from proxy.commands.preflight import StartupError, check_ca_file, check_cache_dir
 from proxy.commands.progress import Say
 from proxy.config import Settings, describe
+from proxy.redact import redact
 
 
 def _table(settings: Settings, sources: dict[str, str]) -> list[str]:
     rows = describe(settings)
     key_width = max(len(key) for key, _ in rows)
     value_width = min(48, max(len(value) for _, value in rows))
-    return [f"{key:<{key_width}}  {value:<{value_width}}  [{sources[key]}]" for key, value in rows]
+    return [
+        redact(f"{key:<{key_width}}  {value:<{value_width}}  [{sources[key]}]")
+        for key, value in rows
+    ]
 
 
 async def _checks(settings: Settings) -> list[tuple[str, bool, str]]:
@@ -45,5 +49,5 @@ def run(settings: Settings, sources: dict[str, str], say: Say) -> int:
     say("")
     results = asyncio.run(_checks(settings))
     for name, ok, detail in results:
-        say(f"{'ok  ' if ok else 'FAIL'}  {name}: {detail}")
+        say(redact(f"{'ok  ' if ok else 'FAIL'}  {name}: {detail}"))
     return 0 if all(ok for _, ok, _ in results) else 1

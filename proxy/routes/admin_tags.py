@@ -1,7 +1,8 @@
 """``POST /_gar-proxy/refresh/IMAGE[:TAG]`` and ``POST /_gar-proxy/purge/IMAGE[:TAG|@DIGEST]
 [?blobs=true]``: what ``gar-proxy refresh|purge --json`` print, done by this proxy (its
-memory, its running fills and readers), for ``admin_allowed`` clients only; with client
-auth on, the access middleware has already asked for an admin identity.
+memory, its running fills and readers), for admins only (without client auth: loopback
+clients) and, with rules in force, only on what they may pull: the same guard as the
+other admin paths (``proxy.routes.admin.guard``).
 """
 
 from __future__ import annotations
@@ -11,16 +12,20 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from proxy.oci.errors import ErrorCode, RegistryError
-from proxy.routes.admin import PREFIX, admin_allowed
-from proxy.routes.common import services
+from proxy.oci.names import ImageReference
+from proxy.routes.admin import PREFIX, guard
+from proxy.routes.common import parameters, services
 from proxy.services import maintenance
 
 _YES, _NO = ("1", "true", "yes"), ("", "0", "false", "no")
 
 
-def _guard(request: Request) -> None:
-    if not admin_allowed(request):
-        raise RegistryError(ErrorCode.DENIED, f"{request.url.path}: admin clients only")
+def _image(request: Request) -> str:
+    """The path's image, after the admin and pull check on its repository as GAR knows it."""
+    text: str = request.path_params["image"]
+    image = ImageReference.parse(text)
+    guard(request, services(request).locations.named(image.repository).path, text)
+    return text
 
 
 def _json(data: dict[str, object]) -> JSONResponse:
@@ -28,21 +33,20 @@ def _json(data: dict[str, object]) -> JSONResponse:
 
 
 def _blobs(request: Request) -> bool:
-    raw = request.query_params.get("blobs", "").lower()
+    raw = (parameters(request).blobs or "").lower()
     if raw not in _YES + _NO:
         raise RegistryError(ErrorCode.QUERY_INVALID, "blobs must be true or false")
     return raw in _YES
 
 
 async def refresh(request: Request) -> JSONResponse:
-    _guard(request)
-    return _json(await maintenance.refresh(services(request), request.path_params["image"]))
+    image = _image(request)
+    return _json(await maintenance.refresh(services(request), image))
 
 
 async def purge(request: Request) -> JSONResponse:
-    _guard(request)
+    image = _image(request)
     blobs = _blobs(request)
-    image = request.path_params["image"]
     return _json(await maintenance.purge(services(request), image, blobs=blobs))
 
 

@@ -110,7 +110,10 @@ class RequestMetrics:
             await self.app(scope, reading, observed)
         finally:
             requestcontext.current.reset(token)
-            context.repository = scope.get("path_params", {}).get("name")
+            # The repository as GAR knows it when a route resolved one (one entry per
+            # repository however spelt), else the name as the client sent it.
+            if context.repository is None:
+                context.repository = scope.get("path_params", {}).get("name")
             seconds = time.perf_counter() - started
             method = scope["method"] if scope["method"] in METHODS else "other"
             kind = route_kind(scope["path"])

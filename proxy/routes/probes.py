@@ -6,6 +6,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from proxy.redact import redact, redact_value
 from proxy.routes.common import API_VERSION, services
 from proxy.services.health import Health
 
@@ -23,8 +24,9 @@ async def ready(request: Request) -> Response:
     """200 when every readiness check passes, else 503; JSON detail either way."""
     health: Health = request.app.state.health
     is_ready, detail = await health.readiness()
-    return JSONResponse(detail, 200 if is_ready else 503)
+    return JSONResponse(redact_value(detail), 200 if is_ready else 503)
 
 
 async def metrics(request: Request) -> Response:
-    return Response(services(request).metrics.exposition(), media_type="text/plain; version=0.0.4")
+    text = redact(services(request).metrics.exposition().decode())
+    return Response(text, media_type="text/plain; version=0.0.4")

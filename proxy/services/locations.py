@@ -67,13 +67,22 @@ class LocationResolver:
             await self.checks.check(resolved, write=write)
         return resolved
 
-    async def _resolve(self, repo: Repository) -> Repository:
+    def named(self, repo: Repository) -> Repository:
+        """The repository's path as GAR knows it, before its location is looked for:
+        the default project added to a two-part name. No I/O, so access rules are
+        judged on this before a lookup is made for anyone."""
         if not self.settings.is_gar:
             return repo
         if self.default_project and len(repo.segments) == 2:
             project = self.default_project.replace(":", "/")  # example.com:p: GAR.md N5
             repo = Repository(f"{project}/{repo.path}", repo.location, repo.regional)
         repo.require_gar_shape()
+        return repo
+
+    async def _resolve(self, repo: Repository) -> Repository:
+        if not self.settings.is_gar:
+            return repo
+        repo = self.named(repo)
         if repo.location:
             return repo
         for route in self._routes:

@@ -170,6 +170,41 @@ def tier_name(name: str, ns: str | None) -> Repository:
     return Repository(name)
 
 
+def upstream_name(
+    mirrors: MirrorTable,
+    locations: LocationResolver,
+    name: str,
+    *,
+    ns: str | None,
+    local: tuple[str, int] | None = None,
+) -> Repository:
+    """A client's repository name as upstream knows it, before its location is looked
+    for: mirrored (``ns``, the listener ``local``, a host in the name), then the
+    default project. No I/O: what access rules are judged on."""
+    try:
+        return locations.named(mirrors.repository(name, ns=ns, local=local))
+    except RegistryError as error:
+        raise _with_mirrors(mirrors, error) from None
+
+
+async def locate(
+    mirrors: MirrorTable, locations: LocationResolver, repo: Repository, *, write: bool = False
+) -> Repository:
+    """``repo`` (from ``upstream_name``) with its location (``write``: for a push,
+    which the repository checks treat apart)."""
+    try:
+        return await locations.resolve(repo, write=write)
+    except RegistryError as error:
+        raise _with_mirrors(mirrors, error) from None
+
+
+def _with_mirrors(mirrors: MirrorTable, error: RegistryError) -> RegistryError:
+    if mirrors and error.code is ErrorCode.NAME_INVALID:
+        message = f"{error.message}; other registries' names need a mirror: {mirrors.describe()}"
+        return RegistryError(error.code, message, detail=error.detail)
+    return error
+
+
 async def resolve_name(
     mirrors: MirrorTable,
     locations: LocationResolver,
@@ -179,15 +214,6 @@ async def resolve_name(
     local: tuple[str, int] | None = None,
     write: bool = False,
 ) -> Repository:
-    """A client's repository name as upstream knows it: mirrored, then located
-    (``write``: for a push, which the repository checks treat apart)."""
-    repo = mirrors.repository(name, ns=ns, local=local)
-    try:
-        return await locations.resolve(repo, write=write)
-    except RegistryError as error:
-        if mirrors and error.code is ErrorCode.NAME_INVALID:
-            message = (
-                f"{error.message}; other registries' names need a mirror: {mirrors.describe()}"
-            )
-            raise RegistryError(error.code, message, detail=error.detail) from None
-        raise
+    """A client's repository name as upstream knows it: mirrored, then located."""
+    repo = upstream_name(mirrors, locations, name, ns=ns, local=local)
+    return await locate(mirrors, locations, repo, write=write)

@@ -30,6 +30,7 @@ import httpx
 from proxy.clock import SYSTEM, Clock
 from proxy.config import UpstreamSettings
 from proxy.oci.errors import ErrorCode, RegistryError
+from proxy.redact import remember_secret
 from proxy.upstream import errors
 from proxy.upstream.challenge import Challenge, parse_challenge
 
@@ -75,6 +76,7 @@ class SecretFile:
             if self._seen != (info.st_mtime, info.st_size):
                 self._value = self.path.read_text().rstrip()
                 self._seen = (info.st_mtime, info.st_size)
+                remember_secret(self._value)  # never shown, whatever renders it
         except OSError as error:
             raise RegistryError(
                 ErrorCode.CREDENTIALS_REJECTED,
