@@ -90,9 +90,9 @@ def create_app(settings: Settings, clock: Clock = SYSTEM) -> Starlette:
             scheduled_warming(services, clock),
         ):
             app.state.services = services
-            app.state.health = health = Health(services)
+            app.state.health = health = Health(services, clock)
             # In the background: a slow upstream or metadata server never delays serving.
-            report = asyncio.create_task(health.report_start())
+            report = asyncio.create_task(health.watch(), name="health checks")
             try:
                 yield
             finally:

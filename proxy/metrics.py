@@ -91,7 +91,14 @@ class Metrics:
             "garproxy_cache_max_bytes", "The cache's size cap (cache.max_size)", registry=r
         )
         self.ready = Gauge(
-            "garproxy_ready", "1 if the last /readyz check passed, 0 if it failed", registry=r
+            "garproxy_ready",
+            "1 if the proxy can serve (cache index and disk usable), by the last check",
+            registry=r,
+        )
+        self.upstream_up = Gauge(
+            "garproxy_upstream_up",
+            "1 if the last upstream check (GET /v2/ with the credentials) succeeded",
+            registry=r,
         )
         self.evictions = Counter("garproxy_cache_evictions", "Blobs evicted", registry=r)
         self.evicted_bytes = Counter(

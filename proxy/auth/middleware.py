@@ -107,6 +107,8 @@ class AccessControl:
         state = scope.setdefault("state", {})
         state["identity"] = None
         if path in OPEN_PATHS or (path == "/metrics" and self.access.settings.metrics_public):
+            if path == "/readyz" and self.access.authenticator is not None:
+                await self._mark_admin(scope, state)  # its detail is for admins
             return None
         identity, offered = await self._identify(scope)
         state["identity"] = identity
@@ -115,7 +117,8 @@ class AccessControl:
         if identity is None or (ping and identity == ANONYMOUS):
             return _unauthorized("bad credentials" if offered else None)
         if path.startswith(ADMIN_PREFIX):
-            return None if self._admin(scope, identity) else _denied(identity, "admin")
+            state["admin"] = self._admin(scope, identity)
+            return None if state["admin"] else _denied(identity, "admin")
         if self.access.rules.grants is None:
             return None  # no rules file: every identity may pull, push and mount anything
         matched = _REPO_PATH.match(path)
@@ -134,6 +137,13 @@ class AccessControl:
             return _denied(identity, f"{action} {repository}")
         self._check_mount(scope, identity, query)
         return None
+
+    async def _mark_admin(self, scope: Scope, state: dict[str, object]) -> None:
+        """An open path that shows more to admins: credentials are optional there, and
+        bad ones only mean "not an admin" (the answer's status stays public)."""
+        identity, _ = await self._identify(scope)
+        state["identity"] = identity
+        state["admin"] = identity is not None and self._admin(scope, identity)
 
     def _admin(self, scope: Scope, identity: str) -> bool:
         if self.access.authenticator is None:

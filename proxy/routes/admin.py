@@ -27,8 +27,10 @@ MAX_WAIT = 300.0
 
 
 def admin_allowed(request: Request) -> bool:
-    """Who may read the admin paths: loopback clients. (Client authentication, when
-    configured, is the place to widen this.)"""
+    """Loopback clients, and identities the access rules make admin (client auth on:
+    ``AccessControl`` marks them in ``request.state.admin``)."""
+    if request.scope.get("state", {}).get("admin"):
+        return True
     host = request.client.host if request.client else ""
     try:
         return ipaddress.ip_address(host).is_loopback

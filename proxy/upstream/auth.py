@@ -30,6 +30,7 @@ import httpx
 from proxy.clock import SYSTEM, Clock
 from proxy.config import UpstreamSettings
 from proxy.oci.errors import ErrorCode, RegistryError
+from proxy.upstream import errors
 from proxy.upstream.challenge import Challenge, parse_challenge
 
 log = logging.getLogger("gar_proxy.auth")
@@ -245,16 +246,21 @@ class Authorizer:
         credentials = await self._realm_credentials(realm, base, state)
         if credentials:
             headers["Authorization"] = credentials
-        params: list[tuple[str, str | int | float | bool | None]] = [("scope", s) for s in scopes]
+        # No scope at all (the upstream check's /v2/) asks for a login token, as docker login.
+        params: list[tuple[str, str | int | float | bool | None]] = [
+            ("scope", s) for s in scopes if s
+        ]
         if "service" in challenge.params:
             params.insert(0, ("service", challenge.params["service"]))
         response = await self._http.get(realm, params=params, headers=headers)
         self.observe("registry", response.status_code == 200)
         if response.status_code != 200:
+            why = errors.refusal_reason(response)  # the upstream's own words, redacted
             raise RegistryError(
                 ErrorCode.CREDENTIALS_REJECTED,
                 f"upstream token service refused gar-proxy's credentials "
-                f"(HTTP {response.status_code}) for {' '.join(scopes)}",
+                f"(HTTP {response.status_code}) for {' '.join(scopes) or 'a login'}"
+                + (f": {why}" if why else ""),
             )
         body = response.json()
         token = body.get("token") or body.get("access_token")

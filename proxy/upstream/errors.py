@@ -13,11 +13,13 @@ import httpx
 
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.redact import redact
+from proxy.upstream.challenge import parse_challenge
 
 # Statuses worth another try after a pause: rate limits and server trouble.
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # How much of an error body we read to find the registry's own message.
 ERROR_BODY_LIMIT = 64 * 1024
+REASON_LIMIT = 300
 
 
 def _upstream_message(body: bytes) -> tuple[str | None, str | None]:
@@ -105,3 +107,26 @@ def from_transport(error: httpx.HTTPError, url: str) -> RegistryError:
     return RegistryError(
         ErrorCode.UPSTREAM_BAD_GATEWAY, f"upstream unreachable: {type(error).__name__} for {where}"
     )
+
+
+def refusal_reason(response: httpx.Response) -> str:
+    """The upstream's own words for a refusal: a registry error's message, a Google
+    error's, a challenge's ``error``; bounded and redacted."""
+    text = ""
+    try:
+        body = json.loads(response.content[:ERROR_BODY_LIMIT])
+        errors = body.get("errors") if isinstance(body, dict) else None
+        if errors and isinstance(errors[0], dict):
+            text = str(errors[0].get("message") or errors[0].get("code") or "")
+        elif isinstance(body, dict) and isinstance(body.get("error"), dict):
+            text = str(body["error"].get("message") or "")
+        elif isinstance(body, dict) and body.get("details"):
+            text = str(body["details"])
+    except (ValueError, TypeError, AttributeError):
+        pass
+    if not text and response.headers.get("content-type", "").startswith("text/plain"):
+        text = response.content[:REASON_LIMIT].decode("utf-8", "replace")
+    if not text:
+        challenge = parse_challenge(response.headers.get("www-authenticate"))
+        text = challenge.params.get("error", "") if challenge is not None else ""
+    return redact(" ".join(text.split())[:REASON_LIMIT])
