@@ -1,5 +1,5 @@
-"""``gar-proxy``: serve, config check, warm, gc, verify, push, ls; vulns, sbom,
-cleanup-preview, where.
+"""``gar-proxy``: serve, config check, warm, gc, verify, push, ls, healthcheck, doctor;
+vulns, sbom, cleanup-preview, where.
 
 Common options go before or after the command (``gar-proxy serve --config x.toml``).
 """
@@ -67,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     ls = command("ls", "list cached repositories, tags and sizes")
     ls.add_argument("prefix", nargs="?", default="", help="only repositories under this")
     ls.add_argument("--json", action="store_true", help="one JSON list instead of a table")
+    health = command("healthcheck", "exit 0 if the proxy's listener answers PATH with 200")
+    health.add_argument("path", nargs="?", default="/healthz", help="/healthz (default), /readyz")
     push = command("push", "push an OCI image layout straight to upstream")
     push.add_argument("layout", help="OCI_LAYOUT_DIR[:TAG]")
     push.add_argument("target", help="[LOCATION-docker.pkg.dev/]PROJECT/REPO/IMAGE[:TAG]")
@@ -128,6 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         found = sources(args.config, os.environ, _overrides(args))
         return config_check.run(settings, found, _say)
+    if args.command == "healthcheck":
+        from proxy.commands import healthcheck
+
+        return healthcheck.run(settings, args.path)
     if args.command == "push":
         from proxy.commands import push_layout
 
