@@ -69,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--json", action="store_true", help="one JSON list instead of a table")
     health = command("healthcheck", "exit 0 if the proxy's listener answers PATH with 200")
     health.add_argument("path", nargs="?", default="/healthz", help="/healthz (default), /readyz")
+    from proxy.commands import doctor
+
+    doctor.add_parser(command)
     push = command("push", "push an OCI image layout straight to upstream")
     push.add_argument("layout", help="OCI_LAYOUT_DIR[:TAG]")
     push.add_argument("target", help="[LOCATION-docker.pkg.dev/]PROJECT/REPO/IMAGE[:TAG]")
@@ -134,6 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from proxy.commands import healthcheck
 
         return healthcheck.run(settings, args.path)
+    if args.command == "doctor":
+        from proxy.commands import doctor
+
+        return doctor.run(args, settings, _say)
     if args.command == "push":
         from proxy.commands import push_layout
 
