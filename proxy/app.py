@@ -52,6 +52,7 @@ def routes() -> list[Route]:
 
 async def registry_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RegistryError)
+    requestcontext.note_error(exc.code.wire, exc.message)  # for the request's log line
     if exc.code is ErrorCode.CLIENT_GONE:
         log.info("client left during %s %s: %s", request.method, request.url.path, exc.message)
     headers = {"Docker-Distribution-API-Version": "registry/2.0", **exc.headers}
@@ -66,6 +67,7 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
         "request %s %s failed (id %s)", request.method, request.url.path, request_id, exc_info=exc
     )
     error = RegistryError(ErrorCode.UNKNOWN, f"internal error (request id {request_id})")
+    requestcontext.note_error(error.code.wire, f"{type(exc).__name__} (traceback logged)")
     return JSONResponse(error.envelope(), 500)
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from proxy import requestcontext
 from proxy.auth.credentials import Authenticator
 from proxy.auth.rules import ANONYMOUS, Rules
 from proxy.config import AccessSettings, ConfigError, is_loopback
@@ -163,6 +164,7 @@ class AccessControl:
 
 
 def _error(error: RegistryError) -> Response:
+    requestcontext.note_error(error.code.wire, error.message)  # for the request's log line
     headers = {"Docker-Distribution-API-Version": "registry/2.0", **error.headers}
     return JSONResponse(error.envelope(), error.status, headers)
 

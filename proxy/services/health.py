@@ -77,7 +77,7 @@ class Health:
         if before is not None and before.state != found.state:
             level = logging.INFO if found.up else logging.WARNING
             log.log(level, "upstream state %s -> %s: %s", before.state, found.state,
-                    found.line(), extra={"upstream_state": found.state})  # fmt: skip
+                    found.line(), extra={"upstream_check": found.state})  # fmt: skip
 
     async def upstream(self) -> Check:
         """The last upstream check as a ``Check`` (asks now if none was made yet)."""
@@ -180,7 +180,7 @@ class Health:
             upstream.line(),
             extra={
                 "credential_source": credentials.extra.get("source"),
-                "upstream_state": upstream.state,
+                "upstream_check": upstream.state,
                 "upstream_registry": upstream.state in ("up", "rejected"),
             },
         )

@@ -34,7 +34,7 @@ from proxy.config import ConfigError, UpstreamSettings
 from proxy.metrics import Metrics, status_class
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
-from proxy.redact import without_secret_params
+from proxy.redact import redact, without_secret_params
 from proxy.upstream import errors, lean, tuning
 from proxy.upstream.auth import AccessTokens, Authorizer, AuthState
 from proxy.upstream.ratelimit import RateLimits
@@ -182,16 +182,18 @@ class Upstream:
             try:
                 response = await self.http.send(request, stream=True, follow_redirects=follow)
             except httpx.HTTPError as error:
-                self._observe(request, None, started, type(error).__name__)
+                self._observe(request, None, started, type(error).__name__, location)
                 if replayable and attempt < self.settings.retries:
                     attempt += 1
                     self.metrics.upstream_retries.labels("transport").inc()
-                    await self._backoff(attempt, None, f"{type(error).__name__} on {method}")
+                    await self._backoff(
+                        attempt, None, f"{type(error).__name__} on {method}", repo, request
+                    )
                     continue
                 # A streamed request body that failed on our side (the client went
                 # away mid-chunk) is that failure, not upstream's.
                 raise _body_failure(error) or errors.from_transport(error, url) from None
-            self._observe(request, response.status_code, started, None)
+            self._observe(request, response.status_code, started, None, location)
             if not follow and response.is_redirect:
                 await response.aclose()
                 url, params = _write_redirect(response, method, base, replayable), None
@@ -218,7 +220,9 @@ class Upstream:
             self.metrics.upstream_retries.labels(reason).inc()
             if retry >= 0:
                 attempt += 1
-                await self._backoff(attempt, retry or None, f"HTTP {response.status_code}")
+                await self._backoff(
+                    attempt, retry or None, f"HTTP {response.status_code}", repo, request
+                )
 
     async def _should_retry(
         self,
@@ -253,7 +257,12 @@ class Upstream:
             log.info("rate limit: waited %.2fs for quota (%s/%s)", waited, repo.project, location)
 
     def _observe(
-        self, request: httpx.Request, status: int | None, started: float, failure: str | None
+        self,
+        request: httpx.Request,
+        status: int | None,
+        started: float,
+        failure: str | None,
+        location: str | None = None,
     ) -> None:
         """One upstream call: metrics, the request's count, a debug line (no secrets)."""
         seconds = time.perf_counter() - started
@@ -265,7 +274,7 @@ class Upstream:
         elif status == 429 or status >= 500:
             self.metrics.upstream_errors.labels(op, str(status) if status == 429 else "5xx").inc()
             self.recent_errors.append((time.time(), op, f"HTTP {status}"))
-        requestcontext.note_upstream_call()
+        requestcontext.note_upstream_call(status, _host(request.url), location)
         if log.isEnabledFor(logging.DEBUG):
             fields = {"method": request.method, "url": without_secret_params(str(request.url)),
                       "operation": op, "status": status, "error": failure,
@@ -273,14 +282,31 @@ class Upstream:
                       "request_id": requestcontext.request_id()}  # fmt: skip
             log.debug("upstream call", extra=fields)
 
-    async def _backoff(self, attempt: int, retry_after: float | None, why: str) -> None:
+    async def _backoff(
+        self,
+        attempt: int,
+        retry_after: float | None,
+        why: str,
+        repo: Repository,
+        request: httpx.Request,
+    ) -> None:
         settings = self.settings
         ceiling = min(settings.backoff_max, settings.backoff_base * 2**attempt)
         delay = random.uniform(0, ceiling)  # full jitter spreads a herd of retries
         if retry_after is not None:
             delay = max(delay, retry_after)
-        log.warning("upstream %s; retry %d in %.2fs", why, attempt, delay)
+        host = _host(request.url)
+        log.warning(
+            "upstream %s for %s at %s; retry %d in %.2fs", why, repo.path, host, attempt, delay,
+            extra={"request_id": requestcontext.request_id(), "repository": repo.path,
+                   "upstream_host": host, "retry": attempt},
+        )  # fmt: skip
         await self._sleep(delay)
+
+
+def _host(url: httpx.URL) -> str:
+    """``host[:port]`` of an upstream URL, never its userinfo (for logs)."""
+    return redact(f"{url.host}:{url.port}" if url.port else url.host)
 
 
 def _write_redirect(response: httpx.Response, method: str, base: str, replayable: bool) -> str:
