@@ -160,6 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "ls":
         from proxy.commands import ls
 
+        if not settings.cache.dir.expanduser().is_dir():  # a listing creates no cache
+            _say(f"nothing cached: no cache at {settings.cache.dir}")
+            return 0
         return _on_services(
             "ls", settings, lambda found: ls.run(found, args.prefix, args.json, _say)
         )
