@@ -21,6 +21,8 @@ from prometheus_client import (
 )
 
 from proxy import requestcontext
+from proxy.activity import Activity
+from proxy.clock import SYSTEM, Clock
 from proxy.version import VERSION
 
 # Repositories tracked for the status page (not exported: a label per repository
@@ -35,8 +37,10 @@ def status_class(status: int | None) -> str:
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = SYSTEM) -> None:
         self.registry = r = CollectorRegistry()
+        # Requests and bytes per minute for the status page's chart (not exported).
+        self.activity = Activity(clock)
         self._children: dict[tuple[object, ...], Any] = {}
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)

@@ -118,6 +118,8 @@ class RequestMetrics:
             if metrics is not None:
                 metrics.request_done(method, kind, status, seconds)
                 _count_bytes(metrics, kind, context, sent, received)
+                if kind not in _QUIET_KINDS:  # the status page's chart: registry traffic
+                    metrics.activity.add(sent)
             _log_request(scope, context, method, kind, status, sent, seconds)
 
 

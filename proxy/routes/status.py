@@ -1,4 +1,5 @@
-"""``/``: a status page for people, server-rendered HTML (no script, no framework).
+"""``/``: a status page for people, server-rendered HTML (no script, no framework):
+health, the last hour, what is moving now (``status_live``), then the cache.
 
 Every number comes from the same objects ``/metrics`` exports, so the page and a
 dashboard agree; the credential source and when its token is refreshed are shown,
@@ -15,6 +16,7 @@ from starlette.responses import HTMLResponse, Response
 
 from proxy.human import human_seconds, human_size
 from proxy.metrics import Metrics
+from proxy.routes import status_live
 from proxy.routes.common import services
 from proxy.services.health import Health
 from proxy.version import VERSION
@@ -99,10 +101,13 @@ async def _credentials_table(request: Request) -> str:
 
 async def page(request: Request) -> Response:
     metrics = services(request).metrics
+    health: Health = request.app.state.health
     body = (
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>gar-proxy</title>"
         f"<style>{_STYLE}</style></head><body><h1>gar-proxy "
         f'<small id="version">{html.escape(VERSION)}</small></h1>'
+        f"{await status_live.health_table(health)}{status_live.chart(metrics.activity)}"
+        f"{status_live.transfers_table(services(request))}"
         f"{_cache_table(request)}{_top_table(metrics)}{await _credentials_table(request)}"
         f"{_errors_table(request)}"
         '<p><a href="/metrics">metrics</a> · <a href="/readyz">readiness</a></p></body></html>'

@@ -64,6 +64,10 @@ class UploadService:
     def open_sessions(self) -> int:
         return len(self._live)
 
+    def live(self) -> list[Session]:
+        """The sessions open in this process (for the status page)."""
+        return list(self._live.values())
+
     # --- starting and finding sessions ---------------------------------------------------
 
     async def start(self, repo: Repository, *, keep: bool = True) -> Session:

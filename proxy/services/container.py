@@ -176,7 +176,7 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
     cache_settings.dir.mkdir(parents=True, exist_ok=True)
     store = BlobStore(cache_settings.dir)
     index = await CacheIndex.open(cache_settings.dir / "index.sqlite3", clock)
-    metrics = Metrics()
+    metrics = Metrics(clock)
     cache = BlobCache(
         store,
         index,
