@@ -18,7 +18,7 @@ from proxy.auth.middleware import Access, AccessControl
 from proxy.clock import SYSTEM, Clock
 from proxy.config import Settings
 from proxy.oci.errors import ErrorCode, RegistryError
-from proxy.routes import admin, base, reads, status, writes
+from proxy.routes import admin, probes, reads, status, writes
 from proxy.routes.observe import RequestMetrics
 from proxy.services.container import open_services
 from proxy.services.health import Health
@@ -31,7 +31,7 @@ NAME = "/v2/{name:path}"
 
 def routes() -> list[Route]:
     return [
-        Route("/v2/", base.version_check, methods=["GET", "HEAD"]),
+        Route("/v2/", probes.version_check, methods=["GET", "HEAD"]),
         Route("/v2/_catalog", reads.catalog, methods=["GET"]),
         Route(f"{NAME}/manifests/{{reference}}", reads.manifest, methods=["GET", "HEAD"]),
         Route(f"{NAME}/manifests/{{reference}}", writes.manifest, methods=["PUT", "DELETE"]),
@@ -42,15 +42,16 @@ def routes() -> list[Route]:
         Route(f"{NAME}/blobs/{{digest}}", reads.blob, methods=["GET", "HEAD"]),
         Route(f"{NAME}/tags/list", reads.tags, methods=["GET"]),
         Route(f"{NAME}/referrers/{{digest}}", reads.referrers, methods=["GET"]),
-        Route("/healthz", base.health, methods=["GET"]),
-        Route("/readyz", base.ready, methods=["GET"]),
+        Route("/healthz", probes.health, methods=["GET"]),
+        Route("/readyz", probes.ready, methods=["GET"]),
         Route("/", status.page, methods=["GET"]),
-        Route("/metrics", base.metrics, methods=["GET"]),
+        Route("/metrics", probes.metrics, methods=["GET"]),
         *admin.routes(),
     ]
 
 
-async def registry_error(request: Request, exc: Exception) -> Response:
+async def error_response(request: Request, exc: Exception) -> Response:
+    """The one writer of the OCI error envelope (nothing for a HEAD)."""
     assert isinstance(exc, RegistryError)
     requestcontext.note_error(exc.code.wire, exc.message)  # for the request's log line
     if exc.code is ErrorCode.CLIENT_GONE:
@@ -76,12 +77,12 @@ async def not_found(request: Request, exc: Exception) -> Response:
         ErrorCode.ROUTE_UNKNOWN,
         f"{request.method} {request.url.path} is not part of the registry API",
     )
-    return await registry_error(request, error)
+    return await error_response(request, error)
 
 
 async def not_allowed(request: Request, exc: Exception) -> Response:
     error = RegistryError(ErrorCode.UNSUPPORTED, f"{request.method} is not supported here")
-    return await registry_error(request, error)
+    return await error_response(request, error)
 
 
 def create_app(settings: Settings, clock: Clock = SYSTEM) -> Starlette:
@@ -109,7 +110,7 @@ def create_app(settings: Settings, clock: Clock = SYSTEM) -> Starlette:
         ],
         lifespan=lifespan,
         exception_handlers={
-            RegistryError: registry_error,
+            RegistryError: error_response,
             Exception: unexpected_error,
             404: not_found,
             405: not_allowed,

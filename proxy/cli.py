@@ -99,6 +99,19 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
+def _preflight(name: str, settings: Settings) -> bool:
+    """The files a command needs (credentials, CA, cache dir), checked before anything
+    opens; a problem is one line on stderr."""
+    from proxy.commands import preflight
+
+    try:
+        preflight.check(settings)
+    except preflight.StartupError as error:
+        print(f"gar-proxy {name}: {error}", file=sys.stderr)
+        return False
+    return True
+
+
 def _on_services(
     name: str, settings: Settings, work: Callable[[Any], Awaitable[int]], failed: int = 1
 ) -> int:
@@ -109,6 +122,8 @@ def _on_services(
         async with open_services(settings) as services:
             return await work(services)
 
+    if not _preflight(name, settings):
+        return 1
     try:
         return asyncio.run(main())
     except (RegistryError, ValueError) as error:
@@ -144,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "push":
         from proxy.commands import push_layout
 
+        if not _preflight("push", settings):
+            return 1
         return asyncio.run(push_layout.run(settings, args.layout, args.target))
     if args.command == "warm":
         from proxy.commands import warm

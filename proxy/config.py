@@ -165,6 +165,9 @@ class UpstreamSettings:
     connect_timeout: float = setting(10.0, parse_duration, "GAR_PROXY_CONNECT_TIMEOUT")
     max_connections: int = setting(100, parse_positive_int, "GAR_PROXY_POOL_SIZE")
     max_keepalive: int = setting(20, parse_int, "GAR_PROXY_POOL_KEEPALIVE")
+    keepalive_expiry: float = setting(
+        90.0, parse_duration, doc="how long an idle upstream connection is kept for reuse"
+    )
     http2: bool = setting(False, parse_bool, "GAR_PROXY_HTTP2")
     lean_bodies: bool = setting(
         True, parse_bool,

@@ -13,7 +13,9 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import struct
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -86,3 +88,33 @@ def serve_in_thread(app: Any, **config: Any) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+def accept_queue(listener: socket.socket) -> tuple[int, int]:
+    """(connections waiting to be accepted, the most it holds): Linux reports them for
+    a listening socket as ``tcpi_unacked`` and ``tcpi_sacked`` of ``TCP_INFO``."""
+    info = listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    return struct.unpack_from("II", info, 24)
+
+
+@contextlib.contextmanager
+def black_hole() -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` of a listener that never accepts and whose accept
+    queue is full, so a new connection's SYN is dropped (Linux: ``ListenOverflows``)
+    and ``connect`` waits as it would for a host that vanished behind a firewall.
+
+    ``listen(0)`` queues one connection; a first connect of ours takes that place,
+    and the queue is read back (``TCP_INFO``) until the kernel counts it full."""
+    listener = bind_loopback()
+    listener.listen(0)
+    filler = socket.create_connection(listener.getsockname()[:2], timeout=5)
+    try:
+        deadline = time.monotonic() + 5
+        while (queue := accept_queue(listener))[0] <= queue[1]:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the accept queue never filled: {queue}")
+            time.sleep(0.001)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        filler.close()
+        listener.close()

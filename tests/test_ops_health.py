@@ -181,13 +181,11 @@ def test_sigterm_lets_a_running_pull_finish_and_exits_0(
             stopped = threading.Thread(target=running.stop, args=(SIGTERM_GRACE + 5,))
             for chunk in response.iter_bytes():
                 if size == 0:
-                    started = time.monotonic()
                     stopped.start()  # SIGTERM once the first bytes arrived
                 received.update(chunk)
                 size += len(chunk)
         stopped.join(SIGTERM_GRACE + 10)
-        elapsed = time.monotonic() - started
         assert running.proc is not None
         assert running.proc.returncode == 0, running.log_tail()
+    # Within the grace: past it uvicorn would have cut the response short.
     assert size == len(data) and "sha256:" + received.hexdigest() == digest
-    assert elapsed < SIGTERM_GRACE

@@ -85,12 +85,16 @@ class CacheIndex:
     @classmethod
     async def open(cls, path: Path, clock: Clock = SYSTEM) -> CacheIndex:
         db = await aiosqlite.connect(path)
-        await db.executescript(SCHEMA)
-        await _add_column(db, "manifests", "last_access REAL")  # cache.max_age; NULL: created
-        await RepoScopes.setup(db)
-        await db.commit()
-        index = cls(db, clock)
-        await index.refresh_total()
+        try:  # the connection's thread is not a daemon: a failed open must end it
+            await db.executescript(SCHEMA)
+            await _add_column(db, "manifests", "last_access REAL")  # cache.max_age; NULL: created
+            await RepoScopes.setup(db)
+            await db.commit()
+            index = cls(db, clock)
+            await index.refresh_total()
+        except BaseException:
+            await db.close()
+            raise
         return index
 
     async def refresh_total(self) -> int:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -201,9 +200,10 @@ class UploadFiles:
         return removed
 
 
-async def recover(table: UploadTable, files: UploadFiles, now: float | None = None) -> int:
-    """Start-up: forget expired sessions and remove bytes no session owns."""
-    expired = await table.expire((now if now is not None else time.time()) - UPLOAD_TTL)
+async def recover(table: UploadTable, files: UploadFiles, now: float) -> int:
+    """Start-up: forget sessions untouched since ``now - UPLOAD_TTL`` (``now``: the
+    clock's epoch seconds, as the rows' times are) and remove bytes no session owns."""
+    expired = await table.expire(now - UPLOAD_TTL)
     removed = await asyncio.to_thread(files.clean, await table.ids())
     if expired or removed:
         log.info("uploads: %d expired sessions forgotten, %d files removed", len(expired), removed)

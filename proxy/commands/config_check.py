@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from proxy.commands.preflight import StartupError, check_cache_dir
+from proxy.commands.preflight import StartupError, check_ca_file, check_cache_dir
 from proxy.commands.progress import Say
 from proxy.config import Settings, describe
 
@@ -27,6 +27,10 @@ async def _checks(settings: Settings) -> list[tuple[str, bool, str]]:
     except StartupError as error:
         return [("cache dir", False, str(error))]
     results = [("cache dir", True, f"{settings.cache.dir} writable")]
+    try:
+        check_ca_file(settings.upstream.ca_file)
+    except StartupError as error:  # the services would not open
+        return [*results, ("upstream CA", False, str(error))]
     async with open_services(settings) as services:
         health = Health(services)
         credentials = await health.credentials()

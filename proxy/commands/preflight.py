@@ -1,13 +1,16 @@
 """Start-up problems an operator can fix, as one line that says how (never a traceback).
 
-Checked before the server binds: an unreadable credentials file, a cache directory
-that cannot be made or written, a port that is taken.
+Checked before the server binds, and before a command opens the cache: an unreadable
+credentials file, an upstream CA file that is missing or holds no PEM certificate, a
+cache directory that cannot be made or written; and, for ``serve``, a port that is
+taken. Each is found here rather than half-way through opening the services.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import ssl
 import tempfile
 from pathlib import Path
 
@@ -47,6 +50,43 @@ def check_credentials(settings: Settings) -> None:
             file.read(1)
     except OSError as error:
         raise StartupError(credentials_problem(path, error)) from None
+
+
+def check(settings: Settings) -> None:
+    """Every file check, in the order an operator would fix them."""
+    check_credentials(settings)
+    check_ca_file(settings.upstream.ca_file)
+    check_cache_dir(settings.cache.dir)
+
+
+def ca_problem(path: Path, error: OSError) -> str:
+    """What to say about ``upstream.ca_file`` when it does not load.
+
+    >>> ca_problem(Path("/ca.pem"), ssl.SSLError(0, "[X509: NO_CERTIFICATE_OR_CRL_FOUND]"))
+    'upstream.ca_file /ca.pem holds no PEM certificate: give the CA bundle as PEM ...'
+    >>> ca_problem(Path("/ca.pem"), FileNotFoundError(2, "No such file or directory"))
+    'upstream.ca_file /ca.pem does not exist: fix the path, or unset it ...'
+    """
+    where = f"upstream.ca_file {path}"
+    if isinstance(error, ssl.SSLError):
+        why = "give the CA bundle as PEM (BEGIN CERTIFICATE blocks)"
+        return f"{where} holds no PEM certificate: {why}"
+    if error.errno == errno.ENOENT:
+        return f"{where} does not exist: fix the path, or unset it to trust the system CAs"
+    if error.errno == errno.EISDIR:
+        return f"{where} is a directory: name the PEM file itself"
+    if error.errno == errno.EACCES:
+        return f"{where} is not readable by {_uid()}: chmod it, or mount it readable for it"
+    return f"{where} cannot be read ({error.strerror}): fix or unset it"
+
+
+def check_ca_file(path: Path | None) -> None:
+    if path is None:
+        return
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+    except OSError as error:  # ssl.SSLError is one
+        raise StartupError(ca_problem(path, error)) from None
 
 
 def check_cache_dir(directory: Path) -> None:

@@ -76,8 +76,7 @@ def run(settings: Settings) -> int:
     except ImportError as error:  # no httptools, or a uvicorn reorganised
         log.warning("zero-copy blob sends off: %s", error)
     try:
-        preflight.check_credentials(settings)
-        preflight.check_cache_dir(settings.cache.dir)
+        preflight.check(settings)
         tls = ReloadingCertificate(settings.tls) if settings.tls.cert_file else None
         try:
             sock = bind(settings.server.host, settings.server.port)
@@ -127,5 +126,9 @@ def run(settings: Settings) -> int:
 
     # Server.run, not asyncio.run(serve()): it builds the loop uvicorn picked (uvloop
     # when installed); asyncio.run would always use the slower stdlib loop.
-    Server(config).run(sockets=[sock, *mirror_sockets])
+    server = Server(config)
+    server.run(sockets=[sock, *mirror_sockets])
+    if not server.started:  # the lifespan failed (uvicorn logged why) and closed it all
+        print("gar-proxy serve: start-up failed; see the error above", file=sys.stderr)
+        return 1
     return 0

@@ -3,9 +3,8 @@
 The pure modules raise plain exceptions (they know nothing of registries); whatever
 serves them to a client or a shell turns them into ``RegistryError`` here, once::
 
->>> from proxy.gar.sbom import SbomUnreadable
-from proxy.gar.vulnerabilities import ScanTimeout
->>> registry_error(ScanTimeout("still scanning")).code.wire
+>>> from proxy.gar.vulnerabilities import ScanTimeout
+>>> as_registry_error(ScanTimeout("still scanning")).code.wire
 'SCAN_TIMEOUT'
 """
 
@@ -31,7 +30,7 @@ _CODES: tuple[tuple[type[Exception], ErrorCode], ...] = (
 GAR_ERRORS: tuple[type[Exception], ...] = tuple(kind for kind, _ in _CODES)
 
 
-def registry_error(error: Exception) -> RegistryError:
+def as_registry_error(error: Exception) -> RegistryError:
     """The ``RegistryError`` for one of ``GAR_ERRORS`` (a RegistryError stays itself)."""
     if isinstance(error, RegistryError):
         return error

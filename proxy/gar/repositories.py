@@ -6,13 +6,13 @@ import asyncio
 import logging
 from typing import Any
 
-from proxy.upstream.google_api import GoogleApi
+from proxy.gar.jsonapi import JsonGetter
 
 log = logging.getLogger("gar_proxy.gar")
 
 
 class RepositoryApi:
-    def __init__(self, base_url: str, api: GoogleApi) -> None:
+    def __init__(self, base_url: str, api: JsonGetter) -> None:
         self.base = base_url.rstrip("/")
         self._api = api
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 from proxy.cache.blobs import BlobCache
@@ -49,6 +49,7 @@ RECOUNT_INTERVAL = 60.0
 # On stop, writes to the shared bucket under way may finish for this long (a lost one
 # costs nothing but the next replica's GAR fetch, which writes it again).
 SHARED_GRACE = 10.0
+OnOpen = Callable[[str, AsyncExitStack], None]
 
 
 @dataclass
@@ -75,12 +76,12 @@ class Services:
     shared: SharedTier | None = None  # cache.shared is off
 
 
-def make_tokens(settings: Settings) -> AccessTokens | None:
+def make_tokens(settings: Settings, clock: Clock = SYSTEM) -> AccessTokens | None:
     if settings.upstream.auth != "gcp":
         return None
     from proxy.upstream.gcp import GoogleTokenSource  # google-auth is only needed for gcp
 
-    return GoogleTokenSource(settings.gcp, timeout=settings.upstream.timeout)
+    return GoogleTokenSource(settings.gcp, timeout=settings.upstream.timeout, clock=clock)
 
 
 def make_shared_tier(
@@ -108,75 +109,17 @@ async def sweep_expired(settings: Settings, cache: BlobCache) -> None:
         await cache.expire(settings.cache.max_age)
 
 
-async def _flush_forever(
-    settings: Settings, index: CacheIndex, cache: BlobCache, metrics: Metrics
-) -> None:
-    recounted = time.monotonic()
-    while True:
-        await asyncio.sleep(FLUSH_INTERVAL)
-        try:
-            await index.flush()
-            if time.monotonic() - recounted >= RECOUNT_INTERVAL:
-                recounted = time.monotonic()
-                # Age expiry scans the manifests table: once a minute, not every flush.
-                await sweep_expired(settings, cache)
-                await index.refresh_total()
-            metrics.cache_bytes.set(index.total_bytes)
-        except Exception:  # the flusher must outlive a transient database error
-            log.exception("flushing cache access times failed")
-
-
-async def _recover(
-    settings: Settings, cache: BlobCache, uploads: UploadTable, files: UploadFiles
-) -> tuple[CacheLock, Session]:
-    """Start-up recovery, only when no other process has the cache open: its temp
-    files and upload bytes would look like a crash's leftovers (``proxy.cache.lock``).
-    Files and index are reconciled only after a crash or a change by hand since the
-    last clean close (``proxy.cache.cleanstate``): that is O(cached blobs)."""
-    lock = await CacheLock.acquire(settings.cache.dir)
-    try:
-        session = Session(settings.cache.dir)
-        if lock.alone:
-            crashed = session.others()
-            saved = read_state(settings.cache.dir)
-            clean = session.tracked and not crashed and saved == await cache.state()
-            clear_state(settings.cache.dir)  # from here until a clean close, unknown
-            report = await cache.recover(full=not clean)
-            if any(vars(report).values()):
-                log.info("cache recovery: %s", report)
-            session.forget(crashed)
-            await recover_uploads(uploads, files)
-        else:
-            log.info("cache %s is open in another process: no recovery", settings.cache.dir)
-        lock.opened()
-    except BaseException:
-        lock.release()
-        raise
-    return lock, session
-
-
-async def _close_cleanly(settings: Settings, cache: BlobCache, session: Session) -> None:
-    """Record the state a clean close leaves, then leave the sessions: the next
-    start-up may then skip reconciling files and index."""
-    try:
-        await cache.settle()
-        if not cache.interrupted:
-            write_state(settings.cache.dir, await cache.state())
-    except Exception:  # the next start reconciles: slower, never wrong
-        log.exception("recording the cache state at close failed")
-    session.end()
-
-
-@contextlib.asynccontextmanager
-async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncIterator[Services]:
-    """The composition root: every service ``serve`` and the CLI commands use, built
-    from the settings (each component gets its own group) and closed in order."""
+def build(
+    settings: Settings,
+    clock: Clock,
+    index: CacheIndex,
+    upstream: Upstream,
+    tokens: AccessTokens | None,
+) -> Services:
+    """Every service over the opened resources: plain objects, nothing to close."""
     cache_settings, upstream_settings = settings.cache, settings.upstream
-    offline = cache_settings.offline
-    cache_settings.dir.mkdir(parents=True, exist_ok=True)
+    offline, metrics = cache_settings.offline, upstream.metrics
     store = BlobStore(cache_settings.dir)
-    index = await CacheIndex.open(cache_settings.dir / "index.sqlite3", clock)
-    metrics = Metrics(clock)
     cache = BlobCache(
         store,
         index,
@@ -184,15 +127,10 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
         fill_limit=cache_settings.fill_timeout,
         min_free=cache_settings.min_free,
     )
-    tokens = make_tokens(settings)
-    upstream = Upstream(
-        upstream_settings, tokens, read_only=settings.gcp.read_only, metrics=metrics
-    )
     registry = RegistryClient(upstream)
     google = GoogleApi(upstream.http, tokens)
     api = RepositoryApi(upstream_settings.metadata_api_url, google)
     asks_api = upstream_settings.is_gar and upstream_settings.check_repositories and not offline
-    checks = RepositoryChecks(api if asks_api else None, index, clock)
     locations = LocationResolver(
         upstream_settings,
         api if upstream_settings.is_gar else None,
@@ -200,7 +138,7 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
         offline=offline,
         default_project=settings.gcp.project_id,
         clock=clock,
-        checks=checks,
+        checks=RepositoryChecks(api if asks_api else None, index, clock),
     )
     analysis = VulnerabilityClient(google, upstream_settings.analysis_api_url)
     gate_settings = settings.vulnerability_gate
@@ -214,7 +152,7 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
         registry, cache, blobs, uploads, gar=upstream_settings.is_gar, offline=offline
     )
     instrument(metrics, cache, upstream, tokens, uploads)
-    services = Services(
+    return Services(
         settings=settings,
         metrics=metrics,
         index=index,
@@ -247,20 +185,127 @@ async def open_services(settings: Settings, clock: Clock = SYSTEM) -> AsyncItera
         clock=clock,
         shared=shared,
     )
-    lock, session = await _recover(settings, cache, upload_table, upload_files)
-    flusher = asyncio.create_task(_flush_forever(settings, index, cache, metrics))
+
+
+async def _flush_forever(
+    settings: Settings, index: CacheIndex, cache: BlobCache, metrics: Metrics, clock: Clock
+) -> None:
+    # The flush cadence is real time (asyncio.sleep): it batches writes, it is no TTL,
+    # and a stepped clock's sleep would return at once and spin. What it decides (the
+    # once-a-minute recount and age sweep) reads the clock.
+    recounted = clock.monotonic()
+    while True:
+        await asyncio.sleep(FLUSH_INTERVAL)
+        try:
+            await index.flush()
+            if clock.monotonic() - recounted >= RECOUNT_INTERVAL:
+                recounted = clock.monotonic()
+                # Age expiry scans the manifests table: once a minute, not every flush.
+                await sweep_expired(settings, cache)
+                await index.refresh_total()
+            metrics.cache_bytes.set(index.total_bytes)
+        except Exception:  # the flusher must outlive a transient database error
+            log.exception("flushing cache access times failed")
+
+
+async def _recover(services: Services, lock: CacheLock, stack: AsyncExitStack) -> None:
+    """Start-up recovery, only when no other process has the cache open: its temp
+    files and upload bytes would look like a crash's leftovers (``proxy.cache.lock``).
+    Files and index are reconciled only after a crash or a change by hand since the
+    last clean close (``proxy.cache.cleanstate``): that is O(cached blobs). The clean
+    close is registered once recovery is done: a start that failed leaves no record
+    that would let the next one skip reconciling."""
+    root, cache = services.settings.cache.dir, services.cache
+    session = Session(root)
+    stack.callback(session.end)
+    if lock.alone:
+        crashed = session.others()
+        saved = read_state(root)
+        clean = session.tracked and not crashed and saved == await cache.state()
+        clear_state(root)  # from here until a clean close, unknown
+        report = await cache.recover(full=not clean)
+        if any(vars(report).values()):
+            log.info("cache recovery: %s", report)
+        session.forget(crashed)
+        uploads = services.uploads
+        await recover_uploads(uploads.table, uploads.files, services.clock.time())
+    else:
+        log.info("cache %s is open in another process: no recovery", root)
+    lock.opened()
+    stack.push_async_callback(_close_cleanly, services)
+
+
+async def _close_cleanly(services: Services) -> None:
+    """Record the state a clean close leaves (before the session ends): the next
+    start-up may then skip reconciling files and index."""
+    root, cache = services.settings.cache.dir, services.cache
     try:
-        yield services
-    finally:
-        flusher.cancel()
-        await cache.fills.aclose()
-        if shared is not None:  # writes under way get a short grace, then are dropped
-            await shared.drain(min(settings.server.shutdown_grace, SHARED_GRACE))
-            await shared.aclose()
-        await upstream.aclose()
+        await services.index.flush()
+        await cache.settle()
+        if not cache.interrupted:
+            write_state(root, await cache.state())
+    except Exception:  # the next start reconciles: slower, never wrong
+        log.exception("recording the cache state at close failed")
+
+
+async def _close_shared(settings: Settings, shared: SharedTier) -> None:
+    """Writes to the bucket under way get a short grace, then are dropped."""
+    await shared.drain(min(settings.server.shutdown_grace, SHARED_GRACE))
+    await shared.aclose()
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def _opened(name: str, stack: AsyncExitStack) -> None:
+    log.debug("opened %s", name)
+
+
+@contextlib.asynccontextmanager
+async def open_services(
+    settings: Settings, clock: Clock = SYSTEM, *, on_open: OnOpen = _opened
+) -> AsyncIterator[Services]:
+    """The composition root: every service ``serve`` and the CLI commands use, built
+    from the settings (each component gets its own group).
+
+    Each resource is registered on one ``AsyncExitStack`` as it opens, so a failure
+    at any step closes what came before, in reverse, and a close that raises does not
+    keep the others open (the stack runs them all, then raises). ``on_open(name,
+    stack)`` is called after each of ``RESOURCES`` is open and registered: a seam for
+    tests, which fail there or register a failing close."""
+    async with AsyncExitStack() as stack:
+        root = settings.cache.dir
+        root.mkdir(parents=True, exist_ok=True)
+        lock = await CacheLock.acquire(root)  # before the index: held while it is open
+        stack.callback(lock.release)
+        on_open("lock", stack)
+        index = await CacheIndex.open(root / "index.sqlite3", clock)  # a thread of its own
+        stack.push_async_callback(index.close)
+        on_open("index", stack)
+        tokens = make_tokens(settings, clock)
         if tokens is not None and hasattr(tokens, "aclose"):
-            await tokens.aclose()
-        await index.flush()
-        await _close_cleanly(settings, cache, session)
-        await index.close()
-        lock.release()
+            stack.push_async_callback(tokens.aclose)
+        on_open("tokens", stack)
+        upstream = Upstream(
+            settings.upstream, tokens, read_only=settings.gcp.read_only, clock=clock,
+            metrics=Metrics(clock),
+        )  # fmt: skip
+        stack.push_async_callback(upstream.aclose)
+        on_open("upstream", stack)
+        services = build(settings, clock, index, upstream, tokens)
+        await _recover(services, lock, stack)
+        on_open("recovery", stack)
+        if services.shared is not None:
+            stack.push_async_callback(_close_shared, settings, services.shared)
+        on_open("shared", stack)
+        stack.push_async_callback(services.cache.fills.aclose)
+        on_open("fills", stack)
+        flusher = _flush_forever(settings, index, services.cache, services.metrics, clock)
+        stack.push_async_callback(_stop, asyncio.create_task(flusher))
+        on_open("flusher", stack)
+        yield services
+
+
+RESOURCES = ("lock", "index", "tokens", "upstream", "recovery", "shared", "fills", "flusher")

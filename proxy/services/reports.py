@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from proxy.gar import cleanup, sbom
-from proxy.gar.errors import GAR_ERRORS, registry_error
+from proxy.gar.errors import GAR_ERRORS, as_registry_error
 from proxy.gar.vulnerabilities import Report, Resource, ScanStatus, wait_for_scan
 from proxy.oci import mediatypes as mt
 from proxy.oci.digest import Digest
@@ -31,7 +31,7 @@ async def _gar(work: Awaitable[T]) -> T:
     try:
         return await work
     except GAR_ERRORS as error:
-        raise registry_error(error) from None
+        raise as_registry_error(error) from None
 
 
 async def resolve_image(services: Services, text: str) -> tuple[Repository, Resource]:

@@ -15,7 +15,6 @@ errors with exponential backoff and full jitter, honouring ``Retry-After``.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import email.utils
 import logging
@@ -23,7 +22,7 @@ import random
 import ssl
 import time
 import urllib.request
-from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, Mapping
 from pathlib import Path
 
 import httpx
@@ -35,14 +34,14 @@ from proxy.metrics import Metrics, status_class
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
 from proxy.redact import redact, without_secret_params
-from proxy.upstream import errors, lean, tuning
+from proxy.upstream import errors, lean, patch_h11_httpcore, sockets
 from proxy.upstream.auth import AccessTokens, Authorizer, AuthState
 from proxy.upstream.ratelimit import RateLimits
 
 log = logging.getLogger("gar_proxy.upstream")
 
 Body = bytes | AsyncIterable[bytes] | None
-tuning.apply()  # larger reads, fewer copies for blob bodies (see tuning.py)
+patch_h11_httpcore.apply()  # larger reads, fewer copies for blob bodies
 # A wait longer than this is not worth holding a client for; pass the 429 on instead.
 MAX_RETRY_AFTER = 60.0
 MAX_WRITE_REDIRECTS = 3
@@ -61,8 +60,14 @@ def operation(method: str, path: str) -> str:
     return f"{kind}_{method.lower()}"
 
 
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """``Retry-After`` as seconds: delta-seconds or an HTTP date."""
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """``Retry-After`` as seconds: delta-seconds or an HTTP date (``now``: epoch seconds).
+
+    >>> retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0)
+    10.0
+    >>> retry_after_seconds("3", now=0), retry_after_seconds("soon", now=0)
+    (3.0, None)
+    """
     if not value:
         return None
     value = value.strip()
@@ -72,7 +77,7 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
         when = email.utils.parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError):
         return None
-    return max(0.0, when - (now if now is not None else time.time()))
+    return max(0.0, when - now)
 
 
 def tls_verification(ca_file: Path | None) -> ssl.SSLContext | bool:
@@ -96,11 +101,11 @@ class Upstream:
         *,
         read_only: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Clock = SYSTEM,
         metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.clock = clock  # backoff pauses, quotas, the time of recent errors
         self.metrics = metrics or Metrics()
         # The last few failed calls, for the status page: (time, operation, what).
         self.recent_errors: collections.deque[tuple[float, str, str]] = collections.deque(
@@ -109,13 +114,10 @@ class Upstream:
         limits = httpx.Limits(
             max_connections=settings.max_connections,
             max_keepalive_connections=settings.max_keepalive,
+            keepalive_expiry=settings.keepalive_expiry,
         )
-        if transport is None and settings.lean_bodies and not _egress_proxied():
-            inner = httpx.AsyncHTTPTransport(
-                verify=tls_verification(settings.ca_file), http2=settings.http2, limits=limits
-            )
-            context = lean.lean_ssl_context(tls_verification(settings.ca_file))
-            transport = lean.LeanTransport(inner, context, settings.max_connections)
+        if transport is None:
+            transport = _transport(settings, limits, clock)
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
             limits=limits,
@@ -129,8 +131,9 @@ class Upstream:
             headers={"User-Agent": USER_AGENT},
         )
         self.auth = Authorizer(settings, tokens, self.http, read_only=read_only, clock=clock)
-        self.limits = RateLimits(settings.read_rate_per_minute, settings.write_rate_per_minute)
-        self._sleep = sleep
+        self.limits = RateLimits(
+            settings.read_rate_per_minute, settings.write_rate_per_minute, clock
+        )
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -173,12 +176,12 @@ class Upstream:
             request = self.http.build_request(
                 method, url, headers=dict(headers or {}), params=params, content=content
             )
-            if lean_body:  # a blob body: its own connection, read into batches (lean.py)
+            if lean_body:  # a blob body: its own connection, read into batches (lean/)
                 request.extensions[lean.LEAN] = True
             authorization = await self.auth.authorization(base, state)
             if authorization:
                 request.headers["Authorization"] = authorization
-            started = time.perf_counter()
+            started = time.perf_counter()  # a measurement (metrics), not policy: real time
             try:
                 response = await self.http.send(request, stream=True, follow_redirects=follow)
             except httpx.HTTPError as error:
@@ -208,7 +211,7 @@ class Upstream:
                 if response.status_code in (401, 403):  # refused after any token trade
                     what = f"upstream_{response.status_code}"
                     self.metrics.credential_failures.labels(what).inc()
-                    self.recent_errors.append((time.time(), operation(method, path), what))
+                    self.recent_errors.append((self.clock.time(), operation(method, path), what))
                 if not stream:
                     try:
                         await response.aread()
@@ -242,7 +245,7 @@ class Upstream:
             return None
         if attempt >= self.settings.retries:
             return None
-        wait = retry_after_seconds(response.headers.get("retry-after"))
+        wait = retry_after_seconds(response.headers.get("retry-after"), self.clock.time())
         if wait is not None and wait > MAX_RETRY_AFTER:
             return None
         return wait or 0.0
@@ -270,10 +273,10 @@ class Upstream:
         self.metrics.upstream_seconds.labels(op, status_class(status)).observe(seconds)
         if status is None:
             self.metrics.upstream_errors.labels(op, "transport").inc()
-            self.recent_errors.append((time.time(), op, failure or "transport error"))
+            self.recent_errors.append((self.clock.time(), op, failure or "transport error"))
         elif status == 429 or status >= 500:
             self.metrics.upstream_errors.labels(op, str(status) if status == 429 else "5xx").inc()
-            self.recent_errors.append((time.time(), op, f"HTTP {status}"))
+            self.recent_errors.append((self.clock.time(), op, f"HTTP {status}"))
         requestcontext.note_upstream_call(status, _host(request.url), location)
         if log.isEnabledFor(logging.DEBUG):
             fields = {"method": request.method, "url": without_secret_params(str(request.url)),
@@ -301,7 +304,7 @@ class Upstream:
             extra={"request_id": requestcontext.request_id(), "repository": repo.path,
                    "upstream_host": host, "retry": attempt},
         )  # fmt: skip
-        await self._sleep(delay)
+        await self.clock.sleep(delay)
 
 
 def _host(url: httpx.URL) -> str:
@@ -328,6 +331,33 @@ def _write_redirect(response: httpx.Response, method: str, base: str, replayable
     raise RegistryError(
         ErrorCode.UPSTREAM_BAD_GATEWAY,
         f"upstream redirected {method} to {where} {why}; not followed",
+    )
+
+
+def _transport(
+    settings: UpstreamSettings, limits: httpx.Limits, clock: Clock
+) -> httpx.AsyncBaseTransport | None:
+    """httpx's pool with TCP keep-alive, under the lean path for blob bodies unless it
+    is off; None (httpx builds its own) behind an egress proxy, whose support httpx
+    turns off for a transport given to it. Its connections go to the proxy then, with
+    no TCP keep-alive of ours."""
+    if _egress_proxied():
+        return None
+    inner = httpx.AsyncHTTPTransport(
+        verify=tls_verification(settings.ca_file),
+        http2=settings.http2,
+        limits=limits,
+        socket_options=sockets.OPTIONS,
+    )
+    if not settings.lean_bodies:
+        return inner
+    return lean.LeanTransport(
+        inner,
+        lean.lean_ssl_context(tls_verification(settings.ca_file)),  # a context of its own
+        settings.max_connections,
+        max_idle=settings.max_keepalive,
+        idle_expiry=settings.keepalive_expiry,
+        clock=clock,
     )
 
 

@@ -102,11 +102,32 @@ def from_transport(error: httpx.HTTPError, url: str) -> RegistryError:
     where = redact(url.split("?")[0])
     if isinstance(error, httpx.TimeoutException):
         return RegistryError(
-            ErrorCode.UPSTREAM_TIMEOUT, f"upstream timed out: {type(error).__name__} for {where}"
+            ErrorCode.UPSTREAM_TIMEOUT,
+            f"upstream timed out: {type(error).__name__}{_limit(error)} for {where}",
         )
     return RegistryError(
         ErrorCode.UPSTREAM_BAD_GATEWAY, f"upstream unreachable: {type(error).__name__} for {where}"
     )
+
+
+_PHASES = ((httpx.ConnectTimeout, "connect"), (httpx.ReadTimeout, "read"),
+           (httpx.WriteTimeout, "write"), (httpx.PoolTimeout, "pool"))  # fmt: skip
+
+
+def _limit(error: httpx.TimeoutException) -> str:
+    """The limit that ran out, as the request carried it: `` after 10 s``.
+
+    >>> request = httpx.Request("GET", "https://x", extensions={"timeout": {"connect": 0.5}})
+    >>> _limit(httpx.ConnectTimeout("", request=request))
+    ' after 0.5 s'
+    """
+    phase = next((name for kind, name in _PHASES if isinstance(error, kind)), None)
+    try:
+        limits = error.request.extensions.get("timeout") or {}
+    except RuntimeError:  # raised without its request
+        return ""
+    seconds = limits.get(phase) if phase else None
+    return f" after {seconds:g} s" if isinstance(seconds, int | float) else ""
 
 
 def refusal_reason(response: httpx.Response) -> str:

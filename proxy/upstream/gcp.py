@@ -30,7 +30,6 @@ import asyncio
 import datetime
 import functools
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +39,7 @@ import google.auth.exceptions
 import google.auth.transport.requests
 import requests
 
+from proxy.clock import SYSTEM, Clock
 from proxy.config import GcpSettings
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.upstream.gcp_sources import (
@@ -69,21 +69,28 @@ _RETRY_DISCOVERY_SECONDS = 30.0
 @dataclass(frozen=True)
 class _Token:
     value: str = field(repr=False)
-    refresh_at: float  # time.monotonic()
+    refresh_at: float  # the clock's monotonic reading
 
-    def fresh(self) -> bool:
-        return time.monotonic() < self.refresh_at
+    def fresh(self, now: float) -> bool:
+        return now < self.refresh_at
 
 
 class GoogleTokenSource:
     """Google OAuth access tokens from the first credential source that works."""
 
     def __init__(
-        self, settings: GcpSettings, *, timeout: float = 30.0, token_uri: str | None = None
+        self,
+        settings: GcpSettings,
+        *,
+        timeout: float = 30.0,
+        token_uri: str | None = None,
+        clock: Clock = SYSTEM,
     ) -> None:
         """``token_uri`` replaces Google's OAuth endpoint for key and ADC credentials (tests,
-        Private Service Connect); google-auth pins gcloud logins to oauth2.googleapis.com."""
+        Private Service Connect); google-auth pins gcloud logins to oauth2.googleapis.com.
+        ``clock`` times the tokens' renewal and the pause after a failed discovery."""
         self._settings = settings
+        self._clock = clock
         self._timeout = timeout
         self._token_uri = token_uri
         self._session = requests.Session()
@@ -119,20 +126,22 @@ class GoogleTokenSource:
         """Seconds until the soonest cached token is refreshed; None before the first."""
         if not self._tokens:
             return None
-        return max(0.0, min(t.refresh_at for t in self._tokens.values()) - time.monotonic())
+        soonest = min(t.refresh_at for t in self._tokens.values())
+        return max(0.0, soonest - self._clock.monotonic())
 
     async def token(self, *, wide: bool = False) -> str:
         """A valid access token; N concurrent callers with a stale cache cause one refresh."""
         scopes = self._scopes(wide)
         seen = self._tokens.get(scopes)
-        if seen is not None and seen.fresh():
+        if seen is not None and seen.fresh(self._clock.monotonic()):
             return seen.value
         await self._resolve()  # outside the lock, so that waiters share one discovery
         async with self._locks.setdefault(scopes, asyncio.Lock()):
             current = self._tokens.get(scopes)
             # A token that appeared while we waited is the one to use, even if Google gave it a
             # lifetime shorter than our margin: refreshing again would not give a better one.
-            if current is not None and (current is not seen or current.fresh()):
+            fresh = current is not None and current.fresh(self._clock.monotonic())
+            if current is not None and (current is not seen or fresh):
                 return current.value
             return await self._obtain(scopes)
 
@@ -162,7 +171,7 @@ class GoogleTokenSource:
             credentials = self._credentials[scopes] = load_credentials(
                 source, scopes, self._token_uri
             )
-        started = time.monotonic()
+        started = self._clock.monotonic()
         timeout = self._timeout
         try:
             # google-auth is synchronous; a thread keeps the event loop serving other requests.
@@ -218,7 +227,7 @@ class GoogleTokenSource:
         """The credential source, discovered once; concurrent callers share one discovery."""
         if self._resolved is not None:
             return self._resolved
-        if self._failure is not None and time.monotonic() < self._failure[0]:
+        if self._failure is not None and self._clock.monotonic() < self._failure[0]:
             failed = self._failure[1]
             # A fresh copy: re-raising one object would grow its traceback with every request.
             raise RegistryError(failed.code, failed.message)
@@ -232,7 +241,8 @@ class GoogleTokenSource:
             if task.done() and self._discovery is task:
                 self._discovery = None
                 if isinstance(error, RegistryError):
-                    self._failure = (time.monotonic() + _RETRY_DISCOVERY_SECONDS, error)
+                    retry_at = self._clock.monotonic() + _RETRY_DISCOVERY_SECONDS
+                    self._failure = (retry_at, error)
             raise
         return self._resolved
 
@@ -241,7 +251,12 @@ class GoogleTokenSource:
 
 
 def _lifetime(expiry: datetime.datetime | None) -> float:
-    """Seconds until google-auth's ``expiry`` (naive UTC); an hour if Google gave none."""
+    """Seconds until google-auth's ``expiry`` (naive UTC); an hour if Google gave none.
+
+    google-auth stamps ``expiry`` as its own ``utcnow()`` plus Google's ``expires_in``,
+    so it is read against the same wall clock: this turns Google's answer back into a
+    duration (measurement); the token's age is then counted on the injected clock.
+    """
     if expiry is None:
         return 3600.0
     if expiry.tzinfo is None:

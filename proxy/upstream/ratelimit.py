@@ -12,25 +12,18 @@ second's worth) after a quiet spell::
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable
+
+from proxy.clock import SYSTEM, Clock
 
 
 class TokenBucket:
-    def __init__(
-        self,
-        per_minute: int,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
+    def __init__(self, per_minute: int, *, clock: Clock = SYSTEM) -> None:
         self.per_minute = per_minute
         self.capacity = max(1.0, per_minute / 60.0) if per_minute else 0.0
         self._refill_per_second = max(per_minute - self.capacity, 0.0) / 60.0
         self._tokens = self.capacity
         self._clock = clock
-        self._sleep = sleep
-        self._updated = clock()
+        self._updated = clock.monotonic()
         self._lock = asyncio.Lock()
 
     @property
@@ -39,7 +32,7 @@ class TokenBucket:
 
     def _take(self) -> float:
         """Take a token if there is one; else return how long until there will be."""
-        now = self._clock()
+        now = self._clock.monotonic()
         self._tokens = min(
             self.capacity, self._tokens + (now - self._updated) * self._refill_per_second
         )
@@ -58,7 +51,7 @@ class TokenBucket:
         waited = 0.0
         async with self._lock:  # first come, first served
             while (delay := self._take()) > 0:
-                await self._sleep(delay)
+                await self._clock.sleep(delay)
                 waited += delay
         return waited
 
@@ -66,13 +59,16 @@ class TokenBucket:
 class RateLimits:
     """One read and one write bucket per (project, location), made on first use."""
 
-    def __init__(self, reads_per_minute: int, writes_per_minute: int) -> None:
+    def __init__(
+        self, reads_per_minute: int, writes_per_minute: int, clock: Clock = SYSTEM
+    ) -> None:
         self._rates = {False: reads_per_minute, True: writes_per_minute}
+        self._clock = clock
         self._buckets: dict[tuple[str, str, bool], TokenBucket] = {}
 
     def bucket(self, project: str, location: str, *, write: bool) -> TokenBucket:
         key = (project, location, write)
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = self._buckets[key] = TokenBucket(self._rates[write])
+            bucket = self._buckets[key] = TokenBucket(self._rates[write], clock=self._clock)
         return bucket

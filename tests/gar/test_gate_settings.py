@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from proxy.config import ConfigError, describe, load_settings
-from proxy.gar.errors import registry_error
+from proxy.gar.errors import as_registry_error
 from proxy.gar.policy import GatePolicy
 from proxy.gar.vulnerabilities import ScanFailed, ScanTimeout, ScanUnsupported
 
@@ -75,7 +75,7 @@ def test_the_gate_needs_an_artifact_registry_upstream() -> None:
 
 def test_gar_errors_have_codes_of_their_own_in_the_table() -> None:
     said = [
-        (registry_error(e).code.wire, registry_error(e).status)
+        (as_registry_error(e).code.wire, as_registry_error(e).status)
         for e in (ScanTimeout("t"), ScanFailed("f"), ScanUnsupported("u"))
     ]
     assert said == [("SCAN_TIMEOUT", 504), ("SCAN_FAILED", 502), ("SCAN_UNSUPPORTED", 422)]

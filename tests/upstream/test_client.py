@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -34,12 +33,10 @@ class Script:
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
         self.seen: list[Request] = []
-        self.times: list[float] = []
         self.auth: list[str | None] = []
 
     async def endpoint(self, request: Request) -> Response:
         self.seen.append(request)
-        self.times.append(time.monotonic())
         self.auth.append(request.headers.get("authorization"))
         return self.handler(request, len(self.seen))
 
@@ -112,12 +109,14 @@ async def test_429_with_retry_after_is_retried_after_the_pause(
         return Response(status_code=429, headers={"Retry-After": "1"}) if n == 1 else ok(request, n)
 
     script, url = script_server(handler)
-    upstream = make_upstream(settings(tmp_path, url), None)
+    clock = ManualClock()
+    upstream = make_upstream(settings(tmp_path, url), None, clock)
     response = await upstream.send("GET", REPO, "/manifests/latest")
     await upstream.aclose()
     assert response.status_code == 200
     assert len(script.seen) == 2
-    assert script.times[1] - script.times[0] >= 1.0
+    # Backoff alone would be at most 0.02 s here (backoff_base 0.01): the pause is upstream's.
+    assert clock.slept == [1.0]
 
 
 async def test_two_503_then_200_succeeds(script_server: ScriptServer, tmp_path: Path) -> None:
@@ -263,26 +262,25 @@ async def test_tokens_never_reach_the_logs(
 
 
 async def test_rate_limiter_holds_60_per_minute_on_a_fake_clock() -> None:
-    now = [0.0]
-
-    async def sleep(seconds: float) -> None:
-        now[0] += seconds
-
-    bucket = TokenBucket(60, clock=lambda: now[0], sleep=sleep)
+    clock = ManualClock()
+    bucket = TokenBucket(60, clock=clock)
     times = []
     for _ in range(200):
         await bucket.acquire()
-        times.append(now[0])
+        times.append(clock.monotonic())
     for i, start in enumerate(times):
         in_window = sum(1 for t in times[i:] if t < start + 60.0)
         assert in_window <= 60
     assert times[-1] < 210.0  # and it does not starve: ~59 calls a minute in the long run
 
 
-def test_retry_after_as_http_date() -> None:
-    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
-    assert retry_after_seconds("3") == 3.0
-    assert retry_after_seconds("soon") is None
+def test_retry_after_as_http_date_is_read_against_the_clock() -> None:
+    clock = ManualClock(wall=1445412470.0)  # 07:27:50 GMT
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", clock.time()) == 10.0
+    clock.advance(4)
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", clock.time()) == 6.0
+    assert retry_after_seconds("3", clock.time()) == 3.0
+    assert retry_after_seconds("soon", clock.time()) is None
 
 
 # --------------------------------------------------------------------------- redirects

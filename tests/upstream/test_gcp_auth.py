@@ -7,20 +7,21 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from proxy.clock import SYSTEM, Clock, ManualClock
 from proxy.config import Settings, load_settings
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.upstream.gcp import CLOUD_PLATFORM, CLOUD_PLATFORM_READ_ONLY, GoogleTokenSource
 from testkit.fakes.google import FakeMetadata, FakeOAuth
-from testkit.servers import bind_loopback
+from testkit.servers import accept_queue, bind_loopback
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,13 +42,25 @@ def refused_host() -> str:
     return f"127.0.0.1:{port}"
 
 
+class Silent:
+    """host:port that accepts connections (in the kernel backlog) but never answers;
+    ``asked`` counts the connections made to it (they wait in its accept queue)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.host = f"127.0.0.1:{sock.getsockname()[1]}"
+
+    @property
+    def asked(self) -> int:
+        return accept_queue(self.sock)[0]
+
+
 @pytest.fixture
-def silent_host() -> Iterator[str]:
-    """host:port that accepts connections (in the kernel backlog) but never answers."""
+def silent() -> Iterator[Silent]:
     sock = bind_loopback()
     sock.listen(16)
     try:
-        yield f"127.0.0.1:{sock.getsockname()[1]}"
+        yield Silent(sock)
     finally:
         sock.close()
 
@@ -64,10 +77,11 @@ def settings_for(tmp_path: Path, refused_host: str) -> Any:
 
 @contextlib.asynccontextmanager
 async def token_source(
-    settings: Settings,
-    token_uri: str | None = None,
+    settings: Settings, token_uri: str | None = None, clock: Clock = SYSTEM
 ) -> AsyncIterator[GoogleTokenSource]:
-    source = GoogleTokenSource(settings.gcp, timeout=settings.upstream.timeout, token_uri=token_uri)
+    source = GoogleTokenSource(
+        settings.gcp, timeout=settings.upstream.timeout, token_uri=token_uri, clock=clock
+    )
     try:
         yield source
     finally:
@@ -179,6 +193,24 @@ async def test_concurrent_callers_with_expired_token_cause_one_refresh(
     assert results[0] != expired
 
 
+async def test_a_token_is_renewed_when_the_clock_reaches_its_margin(
+    oauth: FakeOAuth, settings_for: Any
+) -> None:
+    """An hour's token is used for 55 minutes (a 300 s margin), counted on the clock."""
+    key = oauth.service_account()
+    clock = ManualClock()
+    settings = settings_for(GAR_SERVICE_ACCOUNT_KEY=json.dumps(key.info))
+    async with token_source(settings, clock=clock) as tokens:
+        first = await tokens.token()
+        remaining = tokens.expires_in()
+        assert remaining is not None and 3200 < remaining <= 3300
+        clock.advance(remaining - 1)
+        assert await tokens.token() == first
+        clock.advance(2)
+        second = await tokens.token()
+    assert second != first and oauth.token_requests == 2
+
+
 async def test_concurrent_refreshes_of_one_stale_token_cause_one_refresh(
     oauth: FakeOAuth, settings_for: Any
 ) -> None:
@@ -231,23 +263,23 @@ async def test_missing_key_file_falls_through_with_warning(
 
 
 async def test_adc_used_while_metadata_server_is_silent(
-    oauth: FakeOAuth, tmp_path: Path, silent_host: str
+    oauth: FakeOAuth, tmp_path: Path, silent: Silent
 ) -> None:
     path = write_json(adc_path(tmp_path), oauth.authorized_user())
-    settings = load_settings(env={"HOME": str(tmp_path), "GCE_METADATA_HOST": silent_host})
-    started = time.monotonic()
+    settings = load_settings(env={"HOME": str(tmp_path), "GCE_METADATA_HOST": silent.host})
     async with token_source(settings, oauth.token_uri) as tokens:
         assert oauth.is_valid(await tokens.token())
         assert tokens.source == f"application default credentials {path}"
-    assert time.monotonic() - started < 1.0  # the metadata server was never asked
+    assert silent.asked == 0  # the metadata server was never asked
 
 
+# A refused connection must not wait for the metadata timeout; with an hour's timeout a
+# wait would show as this test timing out.
+@pytest.mark.timeout(60)
 async def test_no_source_and_metadata_refused_fails_at_once(settings_for: Any) -> None:
-    started = time.monotonic()
-    async with token_source(settings_for()) as tokens:
+    async with token_source(settings_for(GAR_PROXY_METADATA_TIMEOUT="1h")) as tokens:
         with pytest.raises(RegistryError) as caught:
             await tokens.token()
-    assert time.monotonic() - started < 1.0
     assert caught.value.code.wire == "DENIED"
     assert caught.value.status == 403  # not 401: logging in to the proxy would not help
     assert "no Google credentials found" in caught.value.message
@@ -255,22 +287,27 @@ async def test_no_source_and_metadata_refused_fails_at_once(settings_for: Any) -
 
 
 async def test_no_source_and_metadata_silent_fails_within_timeout(
-    tmp_path: Path, silent_host: str
+    tmp_path: Path, silent: Silent, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = load_settings(env={"HOME": str(tmp_path), "GCE_METADATA_HOST": silent_host})
-    assert settings.gcp.metadata_timeout == 2.0
-    started = time.monotonic()
-    async with token_source(settings) as tokens:
-        # Concurrent callers share one discovery rather than waiting 2 s each in turn.
+    env = {"HOME": str(tmp_path), "GCE_METADATA_HOST": silent.host}
+    assert load_settings(env=env).gcp.metadata_timeout == 2.0  # the default
+    settings = load_settings(env={**env, "GAR_PROXY_METADATA_TIMEOUT": "0.3s"})
+    clock = ManualClock()
+    async with token_source(settings, clock=clock) as tokens:
+        # Concurrent callers share one discovery rather than waiting in turn.
         results = await asyncio.gather(*(tokens.token() for _ in range(5)), return_exceptions=True)
-        elapsed = time.monotonic() - started
-        # For a while afterwards requests fail at once rather than waiting 2 s each.
-        again = time.monotonic()
+        assert all(isinstance(r, RegistryError) and r.status == 403 for r in results)
+        assert silent.asked == 1
+        assert "did not answer within 0.3 s" in caplog.text  # the timeout ended the wait
+        # For a while afterwards requests fail at once rather than asking again.
+        clock.advance(29)
         with pytest.raises(RegistryError, match="no Google credentials found"):
             await tokens.token()
-        assert time.monotonic() - again < 0.5
-    assert 1.5 < elapsed < 3.5
-    assert all(isinstance(r, RegistryError) and r.status == 403 for r in results)
+        assert silent.asked == 1
+        clock.advance(2)  # 31 s after the failure: a recovered server would be noticed
+        with pytest.raises(RegistryError, match="no Google credentials found"):
+            await tokens.token()
+        assert silent.asked == 2
 
 
 # --- broken credentials -----------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The lean blob-body path (``proxy/upstream/lean.py``, ``wire.py``) against the fake GAR
+"""The lean blob-body path (``proxy/upstream/lean/``) against the fake GAR
 on loopback, plain and over TLS, on asyncio's loop and uvloop: bytes as sent, in
 batches, connections reused, every upstream fault an httpx error the proxy translates."""
 
@@ -16,7 +16,7 @@ import trustme
 import uvloop
 
 from proxy.upstream.lean import LEAN, LeanTransport, lean_ssl_context
-from proxy.upstream.wire import SMALL_BATCH as BATCH  # bodies here are under BIG_BODY
+from proxy.upstream.lean.wire import SMALL_BATCH as BATCH  # bodies here are under BIG_BODY
 from testkit.fakes.gar import FakeGAR, Fault
 from testkit.images import make_layer
 from testkit.proxyharness import proxy_settings, run_proxy
@@ -95,9 +95,9 @@ def test_a_body_arrives_whole_in_batches_and_the_connection_is_reused(
             assert max(sizes) <= BATCH and len(sizes) < len(big) // (256 * 1024)
             transport = http._transport
             assert isinstance(transport, LeanTransport)
-            assert sum(len(w) for w in transport._idle.values()) == 1
+            assert transport.idle_count() == 1
             assert (await fetch(http, blob_url(fake, small)))[:2] == (200, small)
-            assert sum(len(w) for w in transport._idle.values()) == 1  # the same one
+            assert transport.idle_count() == 1  # the same one
 
     run(go())
     assert fake.count("GET", "blob") == 2
@@ -149,7 +149,7 @@ def test_upstream_faults_are_httpx_errors(
         async with client(ca, read=0.5) as http:
             with pytest.raises(error):
                 await fetch(http, url)
-            assert not any(http._transport._idle.values())  # type: ignore[attr-defined]
+            assert not http._transport.idle_count()  # type: ignore[attr-defined]
 
     run(go())
 

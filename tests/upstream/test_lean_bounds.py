@@ -1,14 +1,18 @@
 """The lean path holds a bounded number of bytes a server sends that nobody reads yet:
 on an idle pooled connection (none: it is dropped), and of a chunked body whose reader
 is slow (reading pauses); blob bodies in flight at once are capped by the pool size
-(upstream.max_connections); its TLS checks the server's name."""
+(upstream.max_connections); idle connections are capped across origins and expire;
+its TLS checks the server's name."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import httpx
 
+from proxy.clock import ManualClock
+from proxy.upstream import sockets
 from proxy.upstream.lean import BODY, LEAN, LeanTransport, lean_ssl_context
 
 FLOOD = 32 * 1024 * 1024
@@ -51,7 +55,7 @@ def test_bytes_sent_to_an_idle_kept_alive_connection_are_bounded() -> None:
         wire = response.extensions[BODY]._wire
         assert await response.aread() == b"hello"
         await asyncio.sleep(1.5)  # idle in the pool; the server keeps sending
-        assert transport._idle, "the connection was pooled"
+        assert transport.idle_count(), "the connection was pooled"
         held = len(wire.pending)
         await http.aclose()
         server.close()
@@ -157,5 +161,80 @@ def test_tls_hostname_is_checked() -> None:
             await http.send(request, stream=True)
         await http.aclose()
         server.close()
+
+    asyncio.run(main())
+
+
+class _KeptAlive:
+    """A server answering every request on a connection with ``ok``; it counts the
+    connections it accepted and those the client closed."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.closed = 0
+        self.changed = asyncio.Event()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.closed += 1
+            self.changed.set()
+            writer.close()
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/b"
+
+
+async def _lean_get(http: httpx.AsyncClient, url: str) -> bytes:
+    request = http.build_request("GET", url)
+    request.extensions[LEAN] = True
+    response = await http.send(request, stream=True)
+    return await response.aread()
+
+
+def test_the_idle_pool_is_capped_across_origins_and_expires_on_the_clock() -> None:
+    """At most ``max_idle`` idle connections over all origins (the oldest is closed
+    for a newcomer), none kept past ``idle_expiry`` of the injected clock, and each
+    with TCP keep-alive on (a NAT that forgets an idle flow must not hang a pull)."""
+
+    async def main() -> None:
+        servers = [_KeptAlive() for _ in range(3)]
+        urls = [await server.start() for server in servers]
+        clock = ManualClock()
+        transport = LeanTransport(
+            httpx.AsyncHTTPTransport(), lean_ssl_context(True), max_idle=2, clock=clock
+        )
+        http = httpx.AsyncClient(transport=transport, timeout=10.0)
+        for url in urls:
+            assert await _lean_get(http, url) == b"ok"
+            clock.advance(1)
+        assert transport.idle_count() == 2
+        await asyncio.wait_for(servers[0].changed.wait(), 10)  # the oldest, closed
+        assert [s.closed for s in servers] == [1, 0, 0]
+
+        clock.advance(80)  # the newest has been idle 81 s: within the 90 s expiry
+        assert await _lean_get(http, urls[2]) == b"ok"
+        assert servers[2].accepted == 1  # reused
+        wire = transport._idle[-1].wire
+        assert wire.transport is not None
+        sock = wire.transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == sockets.IDLE
+
+        clock.advance(91)  # past the expiry: closed, a fresh connection instead
+        assert await _lean_get(http, urls[2]) == b"ok"
+        assert servers[2].accepted == 2
+        await asyncio.wait_for(servers[2].changed.wait(), 10)
+        assert servers[2].closed == 1
+        assert servers[1].closed == 1  # expired too, closed when the pool was next used
+        await http.aclose()
+        for server in servers:
+            server.server.close()
 
     asyncio.run(main())

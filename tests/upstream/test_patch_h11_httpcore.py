@@ -1,4 +1,4 @@
-"""The h11 receive-buffer change in ``proxy.upstream.tuning`` returns what h11 would.
+"""The h11 receive-buffer change in ``proxy.upstream.patch_h11_httpcore`` returns what h11 would.
 
 Random interleavings of data arriving and the three ways h11 takes it out (a body's
 "at most n bytes", a line, the header block) run on two buffers: one with h11's own
@@ -14,7 +14,7 @@ from h11._receivebuffer import ReceiveBuffer
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.upstream import tuning
+from proxy.upstream import patch_h11_httpcore
 
 
 def h11_extract_at_most(self: Any, count: int) -> bytearray | None:
@@ -58,7 +58,7 @@ def test_same_answers_and_same_leftovers_as_h11(sequence: list[tuple[str, Any]])
     for op, arg in sequence:
         expected = _run(theirs, h11_extract_at_most, op, arg)
         if op == "at_most":
-            got = tuning.extract_at_most(ours, arg)
+            got = patch_h11_httpcore.extract_at_most(ours, arg)
             if got is not None:
                 handed.append((got, bytes(got)))
             assert (None if got is None else bytes(got)) == expected
@@ -72,4 +72,4 @@ def test_same_answers_and_same_leftovers_as_h11(sequence: list[tuple[str, Any]])
 def test_the_change_is_in_place() -> None:
     import proxy.upstream.client  # noqa: F401  (applies it)
 
-    assert ReceiveBuffer.maybe_extract_at_most is tuning.extract_at_most
+    assert ReceiveBuffer.maybe_extract_at_most is patch_h11_httpcore.extract_at_most

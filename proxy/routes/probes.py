@@ -1,4 +1,5 @@
-"""``/v2/`` version check, health and metrics."""
+"""What machines poll: the ``/v2/`` ping clients send before anything else, liveness
+(``/healthz``), readiness (``/readyz``) and the Prometheus scrape (``/metrics``)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 import h11
 import httpx
 
-from proxy.upstream.wire import Wire
+from proxy.upstream.lean.wire import Wire
 
 Checkin = Callable[[Wire], None]  # a connection free for the next request
 # A batch not full after this long is handed over as it is (a slow upstream).

@@ -1,17 +1,11 @@
-"""Blob GETs on their own lean HTTP/1.1 connections; every other request through httpx.
-
-``LeanTransport`` sits under the pooled ``httpx.AsyncClient`` of ``client.Upstream``,
-so the control path stays httpx's: auth headers, retries, redirects (a GAR blob GET
-is redirected to a signed storage URL; each hop comes back here) and error answers.
-Only requests marked with the ``LEAN`` extension (blob GETs, by
-``RegistryClient.open_blob``) take the lean path: the request is written by ``h11``,
-the head parsed by ``h11``, and a 200 body with a Content-Length is received by
-``wire.Wire`` straight into batches, handed to the reader whole. Plain TCP and TLS
-alike (uvloop's TLS layer decrypts into the same buffers).
+"""``LeanTransport``: blob GETs on lean HTTP/1.1 connections of its own, every other
+request through the inner httpx transport (the package docstring maps the whole path).
 
 Failures are httpx's exceptions, so ``errors.from_transport`` translates them as
 before. A connection is reused only after a complete body; a reused one the server
-had closed is replaced once, as httpcore does.
+had closed is replaced once, as httpcore does. Idle connections are kept per origin
+(at most ``IDLE_PER_ORIGIN``) and across origins (at most ``max_idle``, oldest closed
+first), each for at most ``idle_expiry`` seconds of the injected clock.
 """
 
 from __future__ import annotations
@@ -20,17 +14,30 @@ import asyncio
 import functools
 import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import h11
 import httpx
 
-from proxy.upstream.lean_bodies import DirectBody, ParsedBody
-from proxy.upstream.wire import Wire
+from proxy.clock import SYSTEM, Clock
+from proxy.upstream import sockets
+from proxy.upstream.lean.bodies import DirectBody, ParsedBody
+from proxy.upstream.lean.wire import Wire
 
 LEAN = "gar_proxy.lean_body"  # request extension: this GET may take the lean path
 BODY = "gar_proxy.direct_body"  # response extension: its ``DirectBody``, if it has one
 IDLE_PER_ORIGIN = 4
+# Across origins (GAR's regional hosts, storage): httpx's max_keepalive_connections.
+MAX_IDLE = 20
+IDLE_EXPIRY = 90.0  # upstream.keepalive_expiry, as httpx's pool keeps its own
 Origin = tuple[str, str, int]
+
+
+@dataclass
+class _Idle:
+    origin: Origin
+    wire: Wire
+    since: float  # the clock's monotonic reading when it was pooled
 
 
 class _Stale(Exception):
@@ -41,19 +48,21 @@ def _protocol_error(error: h11.ProtocolError, request: httpx.Request) -> httpx.H
     return httpx.RemoteProtocolError(str(error), request=request)
 
 
-__all__ = ["BODY", "LEAN", "DirectBody", "LeanTransport", "ParsedBody", "lean_ssl_context"]
-
-
 class LeanTransport(httpx.AsyncBaseTransport):
     def __init__(
         self,
         inner: httpx.AsyncBaseTransport,
         ssl_context: ssl.SSLContext,
         max_connections: int | None = None,
+        *,
+        max_idle: int = MAX_IDLE,
+        idle_expiry: float = IDLE_EXPIRY,
+        clock: Clock = SYSTEM,
     ) -> None:
         self._inner = inner
         self._ssl = ssl_context
-        self._idle: dict[Origin, list[Wire]] = {}
+        self._idle: list[_Idle] = []  # oldest first
+        self._max_idle, self._expiry, self._clock = max_idle, idle_expiry, clock
         # Blob bodies in flight at once (upstream.max_connections, as httpx's pool for
         # everything else): each may hold a few batches of memory.
         self._slots = asyncio.Semaphore(max_connections) if max_connections else None
@@ -65,7 +74,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         return await self._inner.handle_async_request(request)
 
     async def aclose(self) -> None:
-        wires = [wire for idle in self._idle.values() for wire in idle]
+        wires = [idle.wire for idle in self._idle]
         self._idle.clear()
         for wire in wires:  # no TLS goodbye: nobody waits for the peer's on shutdown
             wire.abort()
@@ -117,9 +126,14 @@ class LeanTransport(httpx.AsyncBaseTransport):
             ) from None
 
     def _checkout(self, origin: Origin) -> Wire | None:
-        wires = self._idle.get(origin, [])
-        while wires:
-            wire = wires.pop()
+        """The most recently pooled live connection to ``origin``, if any."""
+        self._expire()
+        for place in range(len(self._idle) - 1, -1, -1):
+            idle = self._idle[place]
+            if idle.origin != origin:
+                continue
+            del self._idle[place]
+            wire = idle.wire
             if not wire.closed and not wire.pending:
                 wire.idle = False
                 return wire
@@ -127,13 +141,25 @@ class LeanTransport(httpx.AsyncBaseTransport):
         return None
 
     def checkin(self, origin: Origin, wire: Wire) -> None:
-        wires = self._idle.setdefault(origin, [])
-        if wire.closed or wire.pending or len(wires) >= IDLE_PER_ORIGIN:
+        self._expire()
+        same = sum(1 for idle in self._idle if idle.origin == origin)
+        if wire.closed or wire.pending or same >= IDLE_PER_ORIGIN or self._max_idle <= 0:
             wire.close()
-        else:
-            wire.idle = True
-            wire.let_go()
-            wires.append(wire)
+            return
+        if len(self._idle) >= self._max_idle:
+            self._idle.pop(0).wire.close()  # the one idle longest
+        wire.idle = True
+        wire.let_go()
+        self._idle.append(_Idle(origin, wire, self._clock.monotonic()))
+
+    def _expire(self) -> None:
+        """Close connections idle longer than ``idle_expiry`` (the oldest come first)."""
+        now = self._clock.monotonic()
+        while self._idle and now - self._idle[0].since > self._expiry:
+            self._idle.pop(0).wire.close()
+
+    def idle_count(self) -> int:
+        return len(self._idle)
 
     async def _connect(self, origin: Origin, request: httpx.Request, seconds: float | None) -> Wire:
         scheme, host, port = origin
@@ -149,6 +175,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
             raise httpx.ConnectTimeout(message, request=request) from None
         except OSError as error:  # ssl.SSLError included: certificate refused, handshake
             raise httpx.ConnectError(str(error), request=request) from None
+        sock = wire.transport.get_extra_info("socket") if wire.transport else None
+        if sock is not None:
+            sockets.keep_alive(sock)
         return wire
 
     async def _exchange(

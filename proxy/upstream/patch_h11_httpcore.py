@@ -1,4 +1,4 @@
-"""Two changes to httpcore and h11 internals for bulk bodies, each measured.
+"""Patches to httpcore and h11 internals for bulk bodies: two changes, each measured.
 
 Blob fills receive every byte through httpcore's HTTP/1.1 connection and h11's
 receive buffer. Both were built for small messages; for 256 KiB reads of a 1 GiB
@@ -16,7 +16,8 @@ body they spent CPU on copies the proxy does not need (bench/RESULTS.md):
 
 Both are applied once, on import of ``proxy.upstream.client``. The h11 change is made
 only if the buffer has the shape it was written against, and
-``tests/upstream/test_tuning.py`` checks that it returns what the original would.
+``tests/upstream/test_patch_h11_httpcore.py`` checks that it returns what the original
+would; ``tests/test_patched_internals.py`` that both still find their targets.
 """
 
 from __future__ import annotations
