@@ -112,6 +112,19 @@ def _preflight(name: str, settings: Settings) -> bool:
     return True
 
 
+def _preflight_files(name: str, settings: Settings) -> bool:
+    """``_preflight`` without the cache dir (which that check creates)."""
+    from proxy.commands import preflight
+
+    try:
+        preflight.check_credentials(settings)
+        preflight.check_ca_file(settings.upstream.ca_file)
+    except preflight.StartupError as error:
+        print(f"gar-proxy {name}: {error}", file=sys.stderr)
+        return False
+    return True
+
+
 def _on_services(
     name: str, settings: Settings, work: Callable[[Any], Awaitable[int]], failed: int = 1
 ) -> int:
@@ -177,7 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "ls":
         from proxy.commands import ls
 
-        if not settings.cache.dir.expanduser().is_dir():  # a listing creates no cache
+        if not settings.cache.dir.expanduser().exists():  # a listing creates no cache...
+            if not _preflight_files("ls", settings):  # ...but checks the other files
+                return 1
             _say(f"nothing cached: no cache at {settings.cache.dir}")
             return 0
         return _on_services(
