@@ -4,7 +4,7 @@ and by the background upstream check (``proxy.services.health``).
 
 A registry answers ``/v2/`` with 200 once its credentials are right; before, 401 with a
 ``WWW-Authenticate`` challenge, which the request answers as every pull does
-(``Authorizer``: a Google token refreshed once, or a registry token bought at the
+(``Authorizer``: the source's Google token, or a registry token bought at the
 challenge's realm without a scope, which is docker's login). What stays a 401 or 403
 after that is a rejection, reported with the upstream's own reason. A web server at a
 wrong URL answers 404 or an HTML page: that is named at start-up, rather than
@@ -93,7 +93,10 @@ async def check(http: httpx.AsyncClient, auth: Authorizer, base: str) -> Upstrea
     """``GET {base}/v2/`` with gar-proxy's credentials, as a pull would send them."""
     url = f"{base.rstrip('/')}/v2/"
     shown = redact(url)
-    state = AuthState(scope="")
+    # No Google refresh from the check: the token source renews its token on its own,
+    # and a forced refresh here raced the first pulls' own (a burst of cold pulls then
+    # cost an extra token request). A 401 with a realm is learnt, and traded there.
+    state = AuthState(scope="", refreshed=True)
     for _ in range(MAX_TRIES):
         try:
             authorization = await auth.authorization(base, state)
