@@ -156,7 +156,6 @@ def test_a_push_through_the_ring_lands_upstream(
         assert httpx.get(blob_url, follow_redirects=True).content == blob.data
 
 
-
 def test_a_gar_outage_is_not_multiplied_by_the_ring(
     fake: FakeGAR, balancer: str, tmp_path: Path
 ) -> None:
