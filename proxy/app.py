@@ -54,6 +54,7 @@ def routes() -> list[Route]:
 async def error_response(request: Request, exc: Exception) -> Response:
     """The one writer of the OCI error envelope (nothing for a HEAD)."""
     assert isinstance(exc, RegistryError)
+    requestcontext.note_error(exc.code.wire, exc.message)  # for the request's log line
     if exc.code is ErrorCode.CLIENT_GONE:
         log.info("client left during %s %s: %s", request.method, request.url.path, exc.message)
     headers = {"Docker-Distribution-API-Version": "registry/2.0", **exc.headers}
@@ -68,6 +69,7 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
         "request %s %s failed (id %s)", request.method, request.url.path, request_id, exc_info=exc
     )
     error = RegistryError(ErrorCode.UNKNOWN, f"internal error (request id {request_id})")
+    requestcontext.note_error(error.code.wire, f"{type(exc).__name__} (traceback logged)")
     return JSONResponse(error.envelope(), 500)
 
 
@@ -98,9 +100,9 @@ def create_app(settings: Settings, clock: Clock = SYSTEM) -> Starlette:
             scheduled_warming(services, clock),
         ):
             app.state.services = services
-            app.state.health = health = Health(services)
+            app.state.health = health = Health(services, clock)
             # In the background: a slow upstream or metadata server never delays serving.
-            report = asyncio.create_task(health.report_start())
+            report = asyncio.create_task(health.watch(), name="health checks")
             try:
                 yield
             finally:

@@ -1,4 +1,5 @@
-"""``gar-proxy``: serve, config check, warm, gc, verify, push, ls, refresh, purge;
+"""``gar-proxy``: serve, config check, warm, gc, verify, push, ls, refresh, purge,
+healthcheck, doctor;
 vulns, sbom, cleanup-preview, where.
 
 Common options go before or after the command (``gar-proxy serve --config x.toml``).
@@ -77,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
     ls = command("ls", "list cached repositories, tags and sizes")
     ls.add_argument("prefix", nargs="?", default="", help="only repositories under this")
     ls.add_argument("--json", action="store_true", help="one JSON list instead of a table")
+    health = command("healthcheck", "exit 0 if the proxy's listener answers PATH with 200")
+    health.add_argument("path", nargs="?", default="/healthz", help="/healthz (default), /readyz")
+    from proxy.commands import doctor
+
+    doctor.add_parser(command)
     push = command("push", "push an OCI image layout straight to upstream")
     push.add_argument("layout", help="OCI_LAYOUT_DIR[:TAG]")
     push.add_argument("target", help="[LOCATION-docker.pkg.dev/]PROJECT/REPO/IMAGE[:TAG]")
@@ -122,6 +128,19 @@ def _preflight(name: str, settings: Settings) -> bool:
     return True
 
 
+def _preflight_files(name: str, settings: Settings) -> bool:
+    """``_preflight`` without the cache dir (which that check creates)."""
+    from proxy.commands import preflight
+
+    try:
+        preflight.check_credentials(settings)
+        preflight.check_ca_file(settings.upstream.ca_file)
+    except preflight.StartupError as error:
+        print(f"gar-proxy {name}: {error}", file=sys.stderr)
+        return False
+    return True
+
+
 def _on_services(
     name: str, settings: Settings, work: Callable[[Any], Awaitable[int]], failed: int = 1
 ) -> int:
@@ -158,6 +177,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         found = sources(args.config, os.environ, _overrides(args))
         return config_check.run(settings, found, _say)
+    if args.command == "healthcheck":
+        from proxy.commands import healthcheck
+
+        return healthcheck.run(settings, args.path)
+    if args.command == "doctor":
+        from proxy.commands import doctor
+
+        return doctor.run(args, settings, _say)
     if args.command == "push":
         from proxy.commands import push_layout
 
@@ -188,6 +215,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "ls":
         from proxy.commands import ls
 
+        if not settings.cache.dir.expanduser().exists():  # a listing creates no cache...
+            if not _preflight_files("ls", settings):  # ...but checks the other files
+                return 1
+            _say(f"nothing cached: no cache at {settings.cache.dir}")
+            return 0
         return _on_services(
             "ls", settings, lambda found: ls.run(found, args.prefix, args.json, _say)
         )

@@ -218,6 +218,10 @@ class UpstreamSettings:
     ca_file: Path | None = setting(
         None, parse_optional_path, doc="CA bundle (PEM) for upstream TLS instead of the system's"
     )
+    check_interval: float = setting(
+        30.0, parse_duration,
+        doc="how often a background GET /v2/ with the credentials checks the upstream; 0: never",
+    )  # fmt: skip
 
     @property
     def is_gar(self) -> bool:

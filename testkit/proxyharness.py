@@ -38,6 +38,10 @@ def proxy_settings(cache: Path, upstream_url: str, *, auth: str = "none", **keys
         "upstream.backoff_max": "0.1",
         "upstream.resolve_locations": "false",
         "upstream.check_repositories": "false",
+        # The background upstream check sleeps on the proxy's clock, and a ManualClock's
+        # sleep moves time at once: the loop would race a test's TTLs forward. Tests of
+        # the check turn it on with a SteppedClock (testkit.clocks).
+        "upstream.check_interval": "0",
         **{key.replace("__", "."): value for key, value in keys.items()},
     }
     return load_settings(None, env=env, overrides=overrides)

@@ -4,9 +4,12 @@ for python (recording pip installs) and gar-proxy, so no package index is needed
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
+
+from testkit.doccommands import documented
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,8 +33,10 @@ def _checkout(tmp_path: Path) -> Path:
 
 
 def _run(copy: Path, path: str) -> subprocess.CompletedProcess[str]:
+    # The README's command, as written, in the copy of the checkout.
+    command = shlex.split(documented("README.md", "bash scripts/run.sh"))
     return subprocess.run(
-        ["bash", str(copy / "scripts" / "run.sh"), "--version"],
+        [*command, "--version"], cwd=copy,
         capture_output=True, text=True, timeout=60, check=False, env={"PATH": path},
     )  # fmt: skip
 

@@ -32,6 +32,7 @@ import re
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from proxy import requestcontext
 from proxy.auth.access import (
     ACCESS,
     DECIDED,
@@ -59,6 +60,7 @@ _NAMED = re.compile(
 
 
 def _error(error: RegistryError, method: str) -> Response:
+    requestcontext.note_error(error.code.wire, error.message)  # for the request's log line
     headers = {"Docker-Distribution-API-Version": "registry/2.0", **error.headers}
     if method == "HEAD":
         return Response(status_code=error.status, headers=headers)
@@ -152,6 +154,9 @@ class AccessControl:
             return RegistryError(
                 ErrorCode.HOST_INVALID, "an HTTP/1.1 request needs exactly one Host header"
             )
+        if path == "/readyz" and access.authenticator is not None:
+            await self._mark_admin(scope, access, header)  # its detail is for admins
+            return None
         if path in OPEN_PATHS or (path == "/metrics" and access.settings.metrics_public):
             return None
         found = await self._identify(scope, access, header)
@@ -166,6 +171,15 @@ class AccessControl:
             denied(scope, found, "may not use the admin paths", repository=_asked(scope))
             return RegistryError(ErrorCode.DENIED, f"{found} may not use {ADMIN_PREFIX}")
         return None
+
+    async def _mark_admin(self, scope: Scope, access: Access, header: bytes | None) -> None:
+        """An open path that shows more to admins: credentials are optional there, and
+        bad (or throttled) ones only mean "not an admin"; the answer's status stays
+        public for probes."""
+        found = await self._identify(scope, access, header) if header is not None else None
+        identity = found if isinstance(found, str) else None
+        scope["state"][IDENTITY] = identity
+        scope["state"]["admin"] = identity is not None and self._admin(scope, access, identity)
 
     @staticmethod
     def _admin(scope: Scope, access: Access, identity: str) -> bool:

@@ -37,9 +37,15 @@ async def _checks(settings: Settings) -> list[tuple[str, bool, str]]:
         return [*results, ("upstream CA", False, str(error))]
     async with open_services(settings) as services:
         health = Health(services)
-        for name, check in (("credentials", health.credentials), ("upstream", health.upstream)):
-            outcome = await check()
-            results.append((name, outcome.ok, outcome.detail))
+        credentials = await health.credentials()
+        # An authenticated request, as a pull makes: a wrong password is "rejected" here,
+        # not "ok" because a password was configured.
+        upstream = await health.check_upstream()
+        rejected = upstream.state == "rejected"
+        detail = credentials.detail + (" (rejected by the upstream)" if rejected else "")
+        results.append(("credentials", credentials.ok and not rejected, detail))
+        ok = upstream.up or upstream.state == "offline"
+        results.append(("upstream", ok, upstream.line()))
     return results
 
 

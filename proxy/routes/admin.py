@@ -30,7 +30,10 @@ MAX_WAIT = 300.0
 
 
 def admin_allowed(request: Request) -> bool:
-    """Without client auth, who may read the admin paths: loopback clients."""
+    """Loopback clients, and identities the access rules make admin (client auth on:
+    ``AccessControl`` marks them in ``request.state.admin``)."""
+    if request.scope.get("state", {}).get("admin"):
+        return True
     host = request.client.host if request.client else ""
     return is_loopback(host)
 

@@ -1,4 +1,5 @@
-"""``/``: a status page for people, server-rendered HTML (no script, no framework).
+"""``/``: a status page for people, server-rendered HTML (no script, no framework):
+health, the last hour, what is moving now (``status_live``), then the cache.
 
 Every number comes from the same objects ``/metrics`` exports, so the page and a
 dashboard agree; the credential source and when its token is refreshed are shown,
@@ -18,6 +19,8 @@ from proxy.auth.access import listing_filter
 from proxy.human import human_seconds, human_size
 from proxy.metrics import Metrics
 from proxy.redact import redact
+from proxy.routes import status_live
+from proxy.routes.admin import admin_allowed
 from proxy.routes.common import services
 from proxy.services.health import Health
 from proxy.version import VERSION
@@ -118,10 +121,17 @@ async def page(request: Request) -> Response:
     pull (an admin sees all)."""
     metrics = services(request).metrics
     visible = listing_filter(request.scope)
+    health: Health = request.app.state.health
+    # The upstream's URL and state, like /readyz's detail: admins (or loopback without
+    # client auth) only.
+    detailed = not services(request).settings.access.enabled or admin_allowed(request)
     body = (
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>gar-proxy</title>"
         f"<style>{_STYLE}</style></head><body><h1>gar-proxy "
         f'<small id="version">{html.escape(VERSION)}</small></h1>'
+        f"{await status_live.health_table(health, detailed)}"
+        f"{status_live.chart(metrics.activity)}"
+        f"{status_live.transfers_table(services(request), named=visible is None)}"
         f"{_cache_table(request)}{_top_table(metrics, visible)}{await _credentials_table(request)}"
         f"{_errors_table(request, visible)}"
         '<p><a href="/metrics">metrics</a> · <a href="/readyz">readiness</a></p></body></html>'

@@ -307,7 +307,7 @@ async def open_services(
         on_open("tokens", stack)
         upstream = Upstream(
             settings.upstream, tokens, read_only=settings.gcp.read_only, clock=clock,
-            metrics=Metrics(),
+            metrics=Metrics(clock),
         )  # fmt: skip
         stack.push_async_callback(upstream.aclose)
         on_open("upstream", stack)

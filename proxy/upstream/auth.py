@@ -248,7 +248,10 @@ class Authorizer:
         credentials = await self._realm_credentials(realm, base, state)
         if credentials:
             headers["Authorization"] = credentials
-        params: list[tuple[str, str | int | float | bool | None]] = [("scope", s) for s in scopes]
+        # No scope at all (the upstream check's /v2/) asks for a login token, as docker login.
+        params: list[tuple[str, str | int | float | bool | None]] = [
+            ("scope", s) for s in scopes if s
+        ]
         if "service" in challenge.params:
             params.insert(0, ("service", challenge.params["service"]))
         try:
@@ -258,7 +261,10 @@ class Authorizer:
         self.observe("registry", response.status_code == 200)
         if response.status_code != 200:
             raise errors.from_token_service(
-                response.status_code, response.headers, response.content, " ".join(scopes)
+                response.status_code,
+                response.headers,
+                response.content,
+                " ".join(scopes) or "a login",
             )
         try:
             body = response.json()

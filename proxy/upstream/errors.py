@@ -25,6 +25,7 @@ import httpx
 
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.redact import redact
+from proxy.upstream.challenge import parse_challenge
 
 log = logging.getLogger("gar_proxy.upstream")
 # Statuses worth another try after a pause: rate limits and server trouble.
@@ -211,3 +212,19 @@ def _limit(error: httpx.TimeoutException) -> str:
         return ""
     seconds = limits.get(phase) if phase else None
     return f" after {seconds:g} s" if isinstance(seconds, int | float) else ""
+
+
+def refusal_reason(response: httpx.Response) -> str:
+    """The upstream's own words for a refusal (``config check``, the upstream check): a
+    registry error's message, a Google error's (its reason first), a plain-text body or a
+    challenge's ``error``; on one line, bounded and redacted."""
+    _, said = _described(response.content)
+    if said:
+        return said
+    text = ""
+    if response.headers.get("content-type", "").startswith("text/plain"):
+        text = response.content[:ERROR_BODY_LIMIT].decode("utf-8", "replace")
+    if not text.strip():
+        challenge = parse_challenge(response.headers.get("www-authenticate"))
+        text = challenge.params.get("error", "") if challenge is not None else ""
+    return bounded(redact(text))
