@@ -104,9 +104,10 @@ def test_a_token_realm_refusing_the_credentials_is_a_rejection_in_its_words(
     )  # fmt: skip
     upstream = httpx.get(running.url + "/readyz").json()["upstream"]
     assert upstream["state"] == "rejected"
+    # GAR's words at its token endpoint (docs/GAR.md A5), passed on as they are.
     assert upstream["reason"] == (
-        "upstream token service refused gar-proxy's credentials (HTTP 401) for a login: "
-        "invalid credentials"
+        "the upstream token service rejected gar-proxy's credentials (HTTP 401) for a login: "
+        "authentication failed"
     )
 
 
