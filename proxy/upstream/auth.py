@@ -60,6 +60,18 @@ class AuthState:
     extra_scopes: list[str] = field(default_factory=list)
 
 
+class TokenServiceBusy(RegistryError):
+    """The token endpoint could not answer now (429, 5xx, or no connection): the same
+    passing trouble as on any registry path of the host, so the call that needed the
+    token backs off and tries again (``Upstream.send_to``); ``error`` if it gives up."""
+
+    def __init__(self, error: RegistryError, status: int | None, retry_after: str | None):
+        super().__init__(error.code, error.message, headers=error.headers)
+        self.error = error
+        self.answered = status  # None: no answer (a transport failure)
+        self.retry_after = retry_after  # the answer's Retry-After, as sent
+
+
 class SecretFile:
     """A password or token kept in a file (a mounted Kubernetes secret, a systemd
     credential) rather than in the config; read again when the file changes, so a
@@ -257,15 +269,19 @@ class Authorizer:
         try:
             response = await self._http.get(realm, params=params, headers=headers)
         except httpx.HTTPError as error:
-            raise errors.from_transport(error, realm) from None
+            raise TokenServiceBusy(errors.from_transport(error, realm), None, None) from None
         self.observe("registry", response.status_code == 200)
         if response.status_code != 200:
-            raise errors.from_token_service(
+            refused = errors.from_token_service(
                 response.status_code,
                 response.headers,
                 response.content,
                 " ".join(scopes) or "a login",
             )
+            if response.status_code in errors.RETRYABLE_STATUSES:
+                wait = response.headers.get("retry-after")
+                raise TokenServiceBusy(refused, response.status_code, wait)
+            raise refused
         try:
             body = response.json()
         except ValueError:

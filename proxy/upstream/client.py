@@ -34,7 +34,7 @@ from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
 from proxy.redact import redact, without_secret_params
 from proxy.upstream import errors, lean, patch_h11_httpcore, redirects, sockets
-from proxy.upstream.auth import AccessTokens, Authorizer, AuthState
+from proxy.upstream.auth import AccessTokens, Authorizer, AuthState, TokenServiceBusy
 from proxy.upstream.calls import ASKED, Body, Call, body_failure, operation, retry_after_seconds
 from proxy.upstream.ratelimit import RateLimits
 
@@ -167,7 +167,12 @@ class Upstream:
                      write, lean_body, label, state)  # fmt: skip
         attempt = 0
         while True:
-            response = await self._attempt(call, attempt)
+            try:
+                response = await self._attempt(call, attempt)
+            except TokenServiceBusy as busy:  # the realm's passing trouble: as the host's
+                attempt += 1
+                await self._token_backoff(busy, attempt, call)
+                continue
             if response is None:  # a transport failure worth another try
                 attempt += 1
                 self.metrics.upstream_retries.labels("transport").inc()
@@ -183,6 +188,16 @@ class Upstream:
             if retry >= 0:
                 attempt += 1
                 await self._backoff(attempt, retry or None, f"HTTP {response.status_code}", call)
+
+    async def _token_backoff(self, busy: TokenServiceBusy, attempt: int, call: Call) -> None:
+        """Wait before trading again at a realm that could not answer (docs/GAR.md A12),
+        or give its answer up when retries are spent or it asks for too long a wait."""
+        wait = retry_after_seconds(busy.retry_after, self.clock.time())
+        if attempt > self.settings.retries or (wait or 0) > MAX_RETRY_AFTER:
+            raise busy.error from None
+        self.metrics.upstream_retries.labels(status_class(busy.answered)).inc()
+        said = f"HTTP {busy.answered}" if busy.answered else "no answer"
+        await self._backoff(attempt, wait, f"{said} from the token service", call)
 
     async def _attempt(self, call: Call, attempt: int) -> httpx.Response | None:
         """The request and the redirects it meets, up to an answer; None when it failed
