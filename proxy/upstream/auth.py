@@ -101,6 +101,12 @@ def _basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
+def _token_key(base: str, state: AuthState) -> tuple[str, str]:
+    """Keyed by our own scope: a token bought with extra scopes a challenge named still
+    serves plain requests for this repository."""
+    return (base, state.scope + (" wide" if state.wide else ""))
+
+
 def _host(url: str) -> str:
     parts = urlsplit(url)
     return (parts.netloc or "").lower()
@@ -185,7 +191,7 @@ class Authorizer:
         if challenge is not None and challenge.scope_for(state.scope) != state.scope:
             state.extra_scopes = challenge.scope_for(state.scope).split(" ")
         if self._challenge(base) is not None:
-            self._registry_tokens.pop((base, state.scope), None)
+            self.forget(base, state)
             if not state.retraded:
                 state.retraded = True
                 await self._refresh_google(state)
@@ -199,6 +205,12 @@ class Authorizer:
             log.info("upstream %s wants registry tokens; trading credentials at its realm", base)
             return True
         return False
+
+    def forget(self, base: str, state: AuthState) -> None:
+        """Drop the registry token ``state``'s request was refused with: the next request
+        trades anew instead of being refused once more (a streamed write cannot be tried
+        again, so nothing else would drop it)."""
+        self._registry_tokens.pop(_token_key(base, state), None)
 
     async def escalate(self, state: AuthState) -> bool:
         """After a 403 with a read-only token, try once with full cloud-platform scope."""
@@ -234,9 +246,7 @@ class Authorizer:
 
     async def _registry_token(self, base: str, challenge: Challenge, state: AuthState) -> str:
         scopes = [state.scope, *[s for s in state.extra_scopes if s != state.scope]]
-        # Keyed by our own scope: a token bought with extra scopes a challenge named
-        # still serves plain requests for this repository.
-        key = (base, state.scope + (" wide" if state.wide else ""))
+        key = _token_key(base, state)
         cached = self._registry_tokens.get(key)
         if cached and cached[1] > self._clock.monotonic():
             return cached[0]

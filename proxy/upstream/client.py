@@ -282,6 +282,8 @@ class Upstream:
         auth = replayable and own
         if status == 401 and auth and await self.auth.should_retry_401(base, response, state):
             return -1.0
+        if status == 401 and own:
+            self.auth.forget(base, state)  # a streamed body's refusal: trade anew next time
         if status == 403 and auth and await self.auth.escalate(state):
             return -1.0
         if status not in errors.RETRYABLE_STATUSES or not replayable:

@@ -44,6 +44,24 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "upload-uuid-header": {"upload_uuid": True},
     "second-write-409": {"second_write_status": 409},
     "token-dies-after-4-requests": {"token_uses": 4},
+    "manifest-put-without-digest-header": {"manifest_digest": False},
+    # A session that needs Authorization, and the token dying on the way: at the
+    # streamed PATCH, the committing PUT. (GAR's tokens die by time; a count of 1 or 2
+    # uses would kill each fresh token before the write it was bought for.)
+    **{
+        f"session-auth-token-dies-after-{n}": {"session_auth": True, "token_uses": n}
+        for n in (3, 4, 5)
+    },
+    "everything-else-at-once": {
+        "upload_location": "query",
+        "session_auth": True,
+        "patch_status": 204,
+        "patch_location": "new",
+        "patch_range": False,
+        "put_status": 204,
+        "put_digest": False,
+        "manifest_digest": False,
+    },
 }
 
 
