@@ -79,10 +79,10 @@ class AuthMixin(TwinBase):
                     error = "insufficient_scope"
         await self._drain(request)
         body = oci_error("UNAUTHORIZED", "not authenticated: No valid credential was supplied.")
-        headers = [
-            ("content-type", "application/json"),
-            ("www-authenticate", self.challenge(request, name, action, error)),
-        ]
+        headers = [("content-type", "application/json")]
+        outside_v2 = not request.url.path.startswith("/v2/")
+        if self.knobs.session_challenge or not outside_v2:
+            headers.append(("www-authenticate", self.challenge(request, name, action, error)))
         await respond(send, 401, headers, body)
         return False
 

@@ -74,7 +74,9 @@ class SessionsMixin(AuthMixin):
         project, repo = repository.split("/")
         opaque = self.new_opaque()
         self.sessions[opaque] = Session(name, project, repo)
-        headers: Headers = [("location", self._session_url(request, opaque))]
+        headers: Headers = []
+        if self.knobs.upload_location != "none":
+            headers.append(("location", self._session_url(request, opaque)))
         if self.knobs.upload_uuid:
             headers.append(("docker-upload-uuid", opaque[:36]))
         await respond(send, 202, headers)
@@ -154,8 +156,10 @@ class SessionsMixin(AuthMixin):
             self.sessions[opaque] = session
         if knobs.patch_location != "none":
             headers.append(("location", self._session_url(request, opaque)))
-        if knobs.patch_range:
-            headers.append(("range", f"0-{max(len(session.data) - 1, 0)}"))
+        last = max(len(session.data) - 1, 0)
+        if knobs.patch_range != "none":
+            form = {"0-N": f"0-{last}", "bytes=0-N": f"bytes=0-{last}", "0-0": "0-0"}
+            headers.append(("range", form[knobs.patch_range]))
         await respond(send, knobs.patch_status, headers)
 
     async def _put(self, opaque: str, session: Session, request: Request, send: Any) -> None:

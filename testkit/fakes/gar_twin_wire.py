@@ -34,12 +34,13 @@ class Knobs:
     raw_bearer: bool = True  # A2: a Google access token works directly on /v2/
     token_uses: int = 0  # a registry token stops working after N requests (0: never)
     # Upload sessions (U1-U10):
-    upload_location: Literal["relative", "absolute", "query", "pkg"] = "relative"
+    upload_location: Literal["relative", "absolute", "query", "pkg", "none"] = "relative"
     session_auth: bool = False  # harbor#17179: 401 on /artifacts-uploads/ without it
+    session_challenge: bool = True  # WWW-Authenticate on a 401 outside /v2/ (sessions)
     upload_uuid: bool = False  # Docker-Upload-UUID on the POST's answer
     patch_status: int = 202
     patch_location: Literal["new", "same", "none"] = "same"
-    patch_range: bool = True
+    patch_range: Literal["0-N", "bytes=0-N", "0-0", "none"] = "0-N"
     put_status: int = 201
     put_digest: bool = True  # Docker-Content-Digest on the committing PUT's answer
     monolithic_post: Literal["created", "session", "refused"] = "session"

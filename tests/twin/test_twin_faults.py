@@ -11,6 +11,7 @@ retried, nothing is cached from a failure, and the next request works.
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import json
 import time
 from typing import Any
@@ -144,7 +145,7 @@ def test_a_passing_fault_is_retried_and_the_client_never_sees_it(
         got = downloads.get(client, f"/v2/{NAME}/blobs/{layer.digest}", layer.digest)
         assert got.complete and got.actual == layer.digest, got
         data = b"x" * 100_000 + case.encode()
-        digest = "sha256:" + __import__("hashlib").sha256(data).hexdigest()
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
         location = client.post(f"/v2/{NAME}/blobs/uploads/").headers["location"]
         patched = client.patch(location, content=iter([data]))
         landed = client.put(patched.headers["location"], params={"digest": digest})

@@ -35,7 +35,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "patch-answers-204": {"patch_status": 204},
     "patch-moves-the-session": {"patch_location": "new"},
     "patch-without-location": {"patch_location": "none"},
-    "patch-without-range": {"patch_range": False},
+    "patch-without-range": {"patch_range": "none"},
+    "patch-range-with-bytes-unit": {"patch_range": "bytes=0-N"},
+    "patch-range-0-0": {"patch_range": "0-0"},
     "put-answers-204": {"put_status": 204},
     "put-without-digest-header": {"put_digest": False},
     "post-with-digest-lands": {"monolithic_post": "created"},
@@ -52,12 +54,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
         f"session-auth-token-dies-after-{n}": {"session_auth": True, "token_uses": n}
         for n in (3, 4, 5)
     },
+    "session-401-without-challenge": {
+        "session_auth": True,
+        "session_challenge": False,
+        "token_uses": 4,
+    },
     "everything-else-at-once": {
         "upload_location": "query",
         "session_auth": True,
         "patch_status": 204,
         "patch_location": "new",
-        "patch_range": False,
+        "patch_range": "none",
         "put_status": 204,
         "put_digest": False,
         "manifest_digest": False,
@@ -156,3 +163,17 @@ def test_a_mount_lands_or_falls_back_to_a_copy(
         assert mounted.status_code == 201, mounted.text
         assert mounted.headers["docker-content-digest"] == digest
     assert served.writes == [] or served.writes == [1]
+
+
+def test_a_session_opened_without_a_location_is_an_upstream_error(
+    twin: TwinFactory, through: ThroughFactory
+) -> None:
+    served = twin(upload_location="none")
+    running = through(served)
+    data, digest = blob(10_000, 50)
+    with httpx.Client(base_url=running.url, timeout=30) as client:
+        started = client.post(UPLOADS)
+        landed = containerd_way(client, data, digest) if started.status_code == 202 else started
+    assert landed.status_code == 502, landed.text
+    assert landed.json()["errors"][0]["code"] == "UNAVAILABLE"
+    assert served.writes == []
