@@ -164,8 +164,11 @@ class GarTwin(SessionsMixin, ContentMixin):
                 kind = name
                 break
         recording, status = _recording(send)
-        await self._handle(request, kind, match, recording)
-        self.seen.append(Seen(request.method, kind, "authorization" in request.headers, status[0]))
+        try:
+            await self._handle(request, kind, match, recording)
+        finally:  # a request cut short (``Fault.cut_after``) is seen too
+            auth = "authorization" in request.headers
+            self.seen.append(Seen(request.method, kind, auth, status[0]))
 
     async def _handle(self, request: Request, kind: str, match: Any, send: Any) -> None:
         if match is None:

@@ -82,6 +82,8 @@ class AuthMixin(TwinBase):
         headers = [("content-type", "application/json")]
         outside_v2 = not request.url.path.startswith("/v2/")
         if self.knobs.session_challenge or not outside_v2:
+            if self.knobs.basic_challenge_first:  # RFC 7235: a client picks its scheme
+                headers.append(("www-authenticate", 'Basic realm="Google"'))
             headers.append(("www-authenticate", self.challenge(request, name, action, error)))
         await respond(send, 401, headers, body)
         return False

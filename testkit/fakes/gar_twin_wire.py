@@ -31,6 +31,7 @@ class Knobs:
     realm_query: str = ""  # the realm's own query string, kept by clients (ggcr)
     challenge_service: bool = False  # A1: GAR's /v2/ challenge names no service
     challenge_scope: bool = False  # 2021 transcripts: scope on a repository's challenge
+    basic_challenge_first: bool = False  # a Basic challenge in its own header, first
     raw_bearer: bool = True  # A2: a Google access token works directly on /v2/
     token_uses: int = 0  # a registry token stops working after N requests (0: never)
     # Upload sessions (U1-U10):

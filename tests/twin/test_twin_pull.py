@@ -48,6 +48,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "realm-with-a-query": {"realm_query": "client=twin&region=us"},
     "token-dies-after-3-requests": {"token_uses": 3},
     "google-token-not-taken-directly": {"raw_bearer": False},
+    "basic-challenge-before-bearer": {"basic_challenge_first": True},
+    "head-redirects-to-a-storage-host-without-length": {
+        "head_redirects": True,
+        "download_location": "storage",
+        "head_length": False,
+    },
 }
 
 
