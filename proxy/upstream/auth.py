@@ -303,6 +303,23 @@ class Authorizer:
         token = body.get("token") or body.get("access_token")
         if not isinstance(token, str) or not token:
             raise RegistryError(ErrorCode.DENIED, "upstream token service sent no token")
-        lifetime = float(body.get("expires_in") or 60)
+        lifetime = token_lifetime(body.get("expires_in"))
         self._registry_tokens[key] = (token, self._clock.monotonic() + lifetime * 0.9)
         return token
+
+
+def token_lifetime(expires_in: object) -> float:
+    """Seconds a registry token is good for: its ``expires_in`` (a number, or a number
+    as text), else the token spec's default of 60 (distribution's auth spec) when it is
+    left out, unreadable or not positive, so a token is never bought per request.
+
+    >>> token_lifetime(3600), token_lifetime("300"), token_lifetime("an hour")
+    (3600.0, 300.0, 60.0)
+    >>> token_lifetime(None), token_lifetime(-5), token_lifetime(float("nan"))
+    (60.0, 60.0, 60.0)
+    """
+    try:
+        seconds = float(expires_in)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 60.0
+    return seconds if 0 < seconds < float("inf") else 60.0

@@ -255,4 +255,6 @@ class ContentMixin(TwinBase):
                 if image.startswith(prefix)
             }
         )
+        if not listed and self.knobs.nulls_for_empty:  # a Go nil slice, marshalled
+            return {"child": children or None, "manifest": manifest, "name": name, "tags": None}
         return {"child": children, "manifest": manifest, "name": name, "tags": listed}

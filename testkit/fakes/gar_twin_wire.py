@@ -26,7 +26,7 @@ class Knobs:
     ``token`` and ``expires_in`` from GAR/GCR):"""
 
     token_field: Literal["token", "access_token", "both"] = "token"
-    expires_in: int | None = 3600
+    expires_in: int | str | None = 3600  # None: left out; a string: sent as one
     issued_at: bool = True
     realm_query: str = ""  # the realm's own query string, kept by clients (ggcr)
     challenge_service: bool = False  # A1: GAR's /v2/ challenge names no service
@@ -62,6 +62,7 @@ class Knobs:
     manifest_chunked: bool = False
     link_absolute: bool = False  # tags/list's Link header as an absolute URL
     tag_page: int = 0  # entries per tags/list page when the client names no n (0: all)
+    nulls_for_empty: bool = False  # an empty list as JSON null (a Go nil slice)
 
 
 # --------------------------------------------------------------------------- state

@@ -62,3 +62,19 @@ def test_every_tag_once_and_links_to_the_proxy(
     assert tags == TAGS
     host = served.url.split("//")[1]
     assert not any(host in link for link in links), links
+
+
+@pytest.mark.parametrize("nulls", [False, True], ids=["empty-lists", "nulls"])
+def test_an_image_without_tags_lists_none(
+    nulls: bool, twin: TwinFactory, through: ThroughFactory
+) -> None:
+    served = twin(nulls_for_empty=nulls)
+    image = build_image([make_layer(seed=6)])
+    served.put_image(NAME, image.digest, image)  # pushed by digest: no tag
+    running = through(served)
+    with httpx.Client(base_url=running.url, timeout=30) as client:
+        listed = client.get(f"/v2/{NAME}/tags/list")
+        paged = client.get(f"/v2/{NAME}/tags/list", params={"n": "5"})
+    for answer in (listed, paged):
+        assert answer.status_code == 200, answer.text
+        assert json.loads(answer.content)["tags"] in ([], None)

@@ -44,6 +44,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "token-in-both-fields": {"token_field": "both"},
     "token-without-expiry": {"expires_in": None, "issued_at": False},
     "token-expiring-at-once": {"expires_in": 0},
+    "token-expiry-as-a-string": {"expires_in": "3600"},
+    "token-expiry-unreadable": {"expires_in": "one hour"},
+    "token-expiry-negative": {"expires_in": -5},
     "challenge-with-service-and-scope": {"challenge_service": True, "challenge_scope": True},
     "realm-with-a-query": {"realm_query": "client=twin&region=us"},
     "token-dies-after-3-requests": {"token_uses": 3},
@@ -118,3 +121,20 @@ def test_a_pull_gets_the_right_bytes_whatever_gar_answers(
     report = invariants.check(running.settings.cache.dir, downloads)
     assert report.ok, report.problems
     assert_never_named(seen + warm, served)
+
+
+@pytest.mark.parametrize("expires_in", [3600, "3600", "one hour", -5, None])
+def test_a_registry_token_is_bought_once_per_scope_whatever_its_expiry_says(
+    expires_in: object, twin: TwinFactory, through: ThroughFactory
+) -> None:
+    served: GarTwin = twin(expires_in=expires_in)
+    index = index_image()
+    served.put_image(NAME, "v1", index)
+    running = through(served)
+    with httpx.Client(base_url=running.url, timeout=30) as client:
+        for image in index.images:
+            for blob in image.blobs:
+                assert client.get(f"/v2/{NAME}/blobs/{blob.digest}").content == blob.data
+    # A lifetime it cannot read is a short one, never none: a trade per request is
+    # a token endpoint hammered (and GAR's tokens live an hour).
+    assert served.count("GET", "token") <= 2
