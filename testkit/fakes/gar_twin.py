@@ -163,7 +163,7 @@ class GarTwin(SessionsMixin, ContentMixin):
             if match := pattern.match(request.url.path):
                 kind = name
                 break
-        recording, status = _recording(send)
+        recording, status = _recording(send, close=self.knobs.close_connections)
         try:
             await self._handle(request, kind, match, recording)
         finally:  # a request cut short (``Fault.cut_after``) is seen too
@@ -245,13 +245,16 @@ def _cutting(send: Any, after: int) -> Any:
     return wrapped
 
 
-def _recording(send: Any) -> tuple[Any, list[int]]:
-    """``send`` that notes the status it sends (in the returned one-item list)."""
+def _recording(send: Any, *, close: bool = False) -> tuple[Any, list[int]]:
+    """``send`` that notes the status it sends (in the returned one-item list);
+    ``close``: every answer ends its connection (``Connection: close``)."""
     status = [0]
 
     async def wrapped(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
             status[0] = message["status"]
+            if close:
+                message = {**message, "headers": [*message["headers"], (b"connection", b"close")]}
         await send(message)
 
     return wrapped, status

@@ -63,6 +63,7 @@ class Knobs:
     link_absolute: bool = False  # tags/list's Link header as an absolute URL
     tag_page: int = 0  # entries per tags/list page when the client names no n (0: all)
     nulls_for_empty: bool = False  # an empty list as JSON null (a Go nil slice)
+    close_connections: bool = False  # no keep-alive: every answer says Connection: close
 
 
 # --------------------------------------------------------------------------- state

@@ -52,6 +52,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "token-dies-after-3-requests": {"token_uses": 3},
     "google-token-not-taken-directly": {"raw_bearer": False},
     "basic-challenge-before-bearer": {"basic_challenge_first": True},
+    "no-keep-alive": {"close_connections": True},
     "head-redirects-to-a-storage-host-without-length": {
         "head_redirects": True,
         "download_location": "storage",

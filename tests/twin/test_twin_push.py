@@ -47,6 +47,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "second-write-409": {"second_write_status": 409},
     "token-dies-after-4-requests": {"token_uses": 4},
     "manifest-put-without-digest-header": {"manifest_digest": False},
+    "no-keep-alive": {"close_connections": True},
     # A session that needs Authorization, and the token dying on the way: at the
     # streamed PATCH, the committing PUT. (GAR's tokens die by time; a count of 1 or 2
     # uses would kill each fresh token before the write it was bought for.)
