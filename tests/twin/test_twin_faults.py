@@ -21,6 +21,7 @@ import pytest
 
 from proxy.oci import mediatypes as mt
 from proxy.oci.errors import ErrorCode
+from proxy.services.blob_copy import ATTEMPTS
 from testkit import invariants
 from testkit.fakes.gar_twin import GarTwin
 from testkit.images import Image, build_image, make_layer
@@ -124,6 +125,16 @@ TRANSIENT: dict[str, tuple[str, dict[str, Any]]] = {
     "session-put-503-then-well": ("session", {"status": 503, "method": "PUT"}),
     "session-patch-cut-then-well": ("session", {"status": 200, "method": "PATCH", "cut_after": 0}),
     "upload-post-500-then-well": ("upload", {"status": 500, "body": "empty"}),
+    "session-put-429-then-well": (
+        "session",
+        {"status": 429, "method": "PUT", "headers": (("retry-after", "1"),)},
+    ),
+    "session-patch-429-then-well": ("session", {"status": 429, "method": "PATCH"}),
+    "session-patch-google-403-then-well": (
+        "session",
+        {"status": 403, "method": "PATCH", "body": "google"},
+    ),
+    "session-put-403-then-well": ("session", {"status": 403, "method": "PUT"}),
 }
 
 
@@ -194,3 +205,30 @@ def test_a_download_cut_again_and_again_is_cut_for_the_client_and_not_kept(
     assert 1 < len(served.ranges_asked) <= 5  # a few resumes, then given up
     report = invariants.check(running.settings.cache.dir, downloads)
     assert report.ok and report.files == 0, report.problems
+
+
+@pytest.mark.parametrize("where", ["session", "upload"])
+def test_a_lasting_refusal_of_uploads_is_told_and_bounded(
+    where: str, twin: TwinFactory, through: ThroughFactory
+) -> None:
+    """A 403 on a session GAR opened is the session's (its signature): a fresh session is
+    tried, a bounded number of times (docs/GAR.md U13). A 403 to opening one is GAR's
+    permission answer, for good."""
+    served: GarTwin = twin()
+    running = through(served)
+    served.fail(where, 403, method="PUT" if where == "session" else "POST", times=FOREVER,
+                body="google")  # fmt: skip
+    data = b"refused" * 10_000
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    with httpx.Client(base_url=running.url, timeout=60) as client:
+        started = client.post(f"/v2/{NAME}/blobs/uploads/")
+        refused = started
+        if started.status_code == 202:
+            location = started.headers["location"]
+            refused = client.put(location, params={"digest": digest}, content=data)
+    expected = {"session": (400, "BLOB_UPLOAD_INVALID"), "upload": (403, "DENIED")}[where]
+    assert (refused.status_code, envelope(refused)) == expected, refused.text
+    assert "The caller does not have permission" in refused.text  # GAR's words
+    assert served.store.blobs["proj/repo"] == {} and served.writes == []
+    assert served.count("POST", "upload") <= ATTEMPTS + 1
+    assert_never_named([refused.text, str(dict(refused.headers))], served)
