@@ -70,19 +70,26 @@ class ResumingBlobStream(BlobStream):
                 cut = self._translated(error)
             log.info("upstream %s; asking again from byte %d", cut.message, received)
             skip = await self._resume(received, cut)
+            if skip < 0:  # every byte had arrived: the end is the digest check's to judge
+                return
 
     def _translated(self, error: httpx.HTTPError) -> RegistryError:
         where = self._response.extensions.get(ASKED) or str(self._response.request.url)
         return errors.from_transport(error, where)
 
     async def _resume(self, start: int, cut: RegistryError) -> int:
-        """Swap in the answer to ``Range: bytes=start-``; the bytes to skip of it."""
+        """Swap in the answer to ``Range: bytes=start-``; the bytes to skip of it, or -1
+        when ``start`` is the blob's end (a chunked body cut before its last chunk: 416
+        with ``bytes */start``)."""
         await self._response.aclose()
         response = await self._reopen(start)
         status, header = response.status_code, response.headers.get("content-range")
         if status == 206 and range_start(header) == start:
             self._response = response
             return 0
+        if status == 416 and (header or "").replace(" ", "") == f"bytes*/{start}":
+            await response.aclose()
+            return -1
         if status == 200 and (self.size is None or response.headers.get("content-length")
                               in (None, str(self.size))):  # fmt: skip
             self._response = response

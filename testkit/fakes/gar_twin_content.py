@@ -202,7 +202,11 @@ class ContentMixin(TwinBase):
         self.ranges_asked.append(wanted)
         if knobs.ranges and wanted.startswith("bytes=") and "," not in wanted:
             first, _, last = wanted[6:].partition("-")
-            if first.isdigit() and int(first) < len(data):
+            if first.isdigit() and int(first) >= len(data):  # RFC 9110: not satisfiable
+                refused = [("content-range", f"bytes */{len(data)}")]
+                await respond(send, 416, refused, b"")
+                return
+            if first.isdigit():
                 end = min(int(last), len(data) - 1) if last.isdigit() else len(data) - 1
                 status, body = 206, data[int(first) : end + 1]
                 headers.append(("content-range", f"bytes {first}-{end}/{len(data)}"))

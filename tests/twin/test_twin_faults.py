@@ -232,3 +232,22 @@ def test_a_lasting_refusal_of_uploads_is_told_and_bounded(
     assert served.store.blobs["proj/repo"] == {} and served.writes == []
     assert served.count("POST", "upload") <= ATTEMPTS + 1
     assert_never_named([refused.text, str(dict(refused.headers))], served)
+
+
+@pytest.mark.parametrize("ranges", [True, False], ids=["416-past-the-end", "200-whole"])
+def test_a_chunked_download_cut_after_its_last_byte_is_whole(
+    ranges: bool, twin: TwinFactory, through: ThroughFactory
+) -> None:
+    """Every byte arrived, then the connection went before the chunked body's end: the
+    proxy cannot tell, asks from the end, and GAR answers 416 (or the whole blob)."""
+    served: GarTwin = twin(download_chunked=True, ranges=ranges)
+    data = make_layer(size=200_000, seed=14)
+    digest = served.put_blob(NAME, data)
+    running = through(served)
+    served.fail("download", 200, cut_after=len(data), times=1)
+    downloads = invariants.Downloads()
+    with httpx.Client(base_url=running.url, timeout=60) as client:
+        got = downloads.get(client, f"/v2/{NAME}/blobs/{digest}", digest)
+    assert got.complete and got.actual == digest, got
+    report = invariants.check(running.settings.cache.dir, downloads)
+    assert report.ok and report.files == 1, report.problems
