@@ -18,7 +18,6 @@ does, with a second host for storage-style signed downloads::
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import re
 import secrets
 from collections.abc import Callable, Iterator
@@ -29,7 +28,15 @@ from starlette.requests import Request
 
 from testkit.fakes.gar_twin_content import ContentMixin
 from testkit.fakes.gar_twin_sessions import Session, SessionsMixin
-from testkit.fakes.gar_twin_wire import Grant, Knobs, Store, fault_body, oci_error, respond
+from testkit.fakes.gar_twin_wire import (
+    Grant,
+    Knobs,
+    Store,
+    fault_body,
+    oci_error,
+    repository_of,
+    respond,
+)
 from testkit.servers import ThreadedServer
 
 NAME = r"(?P<name>[a-z0-9._/-]+?)"
@@ -57,15 +64,6 @@ ROUTES: list[tuple[str, re.Pattern[str]]] = [
     ("tags", re.compile(rf"^/v2/{NAME}/tags/list$")),
 ]
 STORAGE_ROUTES = [("storage", re.compile(r"^/storage/twin-bucket/(?P<sig>[^/]+)$"))]
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def repository_of(name: str) -> str:
-    """GAR's repository (``PROJECT/REPOSITORY``) of an image name (names page, N7)."""
-    return "/".join(name.split("/")[:2])
 
 
 @dataclass

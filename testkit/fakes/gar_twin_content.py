@@ -10,7 +10,6 @@ header's form: each a knob.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 from urllib.parse import quote
@@ -18,30 +17,30 @@ from urllib.parse import quote
 from starlette.requests import Request
 
 from testkit.fakes.gar_twin_auth import TwinBase
-from testkit.fakes.gar_twin_wire import Headers, json_answer, maybe_gzip, oci_error, respond
+from testkit.fakes.gar_twin_wire import (
+    Headers,
+    digest_of,
+    json_answer,
+    maybe_gzip,
+    oci_error,
+    repository_of,
+    respond,
+)
 
 JSON = [("content-type", "application/json")]
 MANIFEST_LIMIT = 4 << 20
-
-
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _repository(name: str) -> str:
-    return "/".join(name.split("/")[:2])
 
 
 class ContentMixin(TwinBase):
     # ------------------------------------------------------------------ seeding
 
     def put_blob(self, name: str, data: bytes) -> str:
-        digest = _digest(data)
-        self.store.blobs.setdefault(_repository(name), {})[digest] = data
+        digest = digest_of(data)
+        self.store.blobs.setdefault(repository_of(name), {})[digest] = data
         return digest
 
     def put_manifest(self, name: str, reference: str, body: bytes, media_type: str) -> str:
-        digest = _digest(body)
+        digest = digest_of(body)
         self.store.manifests[(name, digest)] = (body, media_type)
         if not reference.startswith("sha256:"):
             self.store.tags[(name, reference)] = digest
@@ -82,7 +81,7 @@ class ContentMixin(TwinBase):
             media_type += "; charset=utf-8"
         headers: Headers = [("content-type", media_type)]
         if knobs.manifest_digest:
-            headers.append(("docker-content-digest", _digest(body)))
+            headers.append(("docker-content-digest", digest_of(body)))
         if request.method == "HEAD":
             if knobs.manifest_head_length:
                 headers.append(("content-length", str(len(body))))
@@ -102,7 +101,7 @@ class ContentMixin(TwinBase):
         except ValueError:
             await respond(send, 400, JSON, oci_error("MANIFEST_INVALID", "manifest invalid"))
             return
-        digest = _digest(body)
+        digest = digest_of(body)
         if reference.startswith("sha256:") and reference != digest:
             await respond(send, 400, JSON, oci_error("DIGEST_INVALID", "digest mismatch"))
             return
@@ -118,7 +117,7 @@ class ContentMixin(TwinBase):
         await respond(send, 201, headers)
 
     def _missing_references(self, name: str, parsed: Any) -> str:
-        blobs = self.store.blobs.get(_repository(name), {})
+        blobs = self.store.blobs.get(repository_of(name), {})
         if not isinstance(parsed, dict):
             return "?"
         for child in parsed.get("manifests", []) or []:
@@ -143,7 +142,7 @@ class ContentMixin(TwinBase):
 
     async def blob(self, name: str, groups: dict[str, Any], request: Request, send: Any) -> None:
         digest = groups["digest"]
-        data = self.store.blobs.get(_repository(name), {}).get(digest)
+        data = self.store.blobs.get(repository_of(name), {}).get(digest)
         if request.method not in ("GET", "HEAD"):
             await respond(send, 405, JSON, oci_error("UNSUPPORTED", "method not allowed"))
             return
@@ -161,9 +160,9 @@ class ContentMixin(TwinBase):
         await self.serve_blob(data, digest, request, send)
 
     def signed_download(self, request: Request, name: str, digest: str) -> str:
-        project, repository = _repository(name).split("/")
+        project, repository = repository_of(name).split("/")
         signature = self.new_opaque(780)
-        self.downloads[signature] = (_repository(name), digest)
+        self.downloads[signature] = (repository_of(name), digest)
         form = self.knobs.download_location
         if form == "storage":
             return (

@@ -13,14 +13,13 @@ status and headers, what a monolithic ``POST ?digest=`` does, whether mounts lan
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
 
 from testkit.fakes.gar_twin_auth import AuthMixin
-from testkit.fakes.gar_twin_wire import Headers, oci_error, respond
+from testkit.fakes.gar_twin_wire import Headers, digest_of, oci_error, repository_of, respond
 
 JSON = [("content-type", "application/json")]
 
@@ -35,10 +34,6 @@ class Session:
     writes: int = 0
 
 
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 class SessionsMixin(AuthMixin):
     sessions: dict[str, Session]
     writes: list[int]  # writes per committed session
@@ -51,10 +46,10 @@ class SessionsMixin(AuthMixin):
             await respond(send, 405, JSON, oci_error("UNSUPPORTED", "method not allowed"))
             return
         query = request.query_params
-        repository = "/".join(name.split("/")[:2])
+        repository = repository_of(name)
         mount, source = query.get("mount", ""), query.get("from", "")
         if mount and source and self.knobs.mount == "created":
-            held = self.store.blobs.get("/".join(source.split("/")[:2]), {}).get(mount)
+            held = self.store.blobs.get(repository_of(source), {}).get(mount)
             if held is not None:
                 self.store.blobs[repository][mount] = held
                 await respond(send, 201, self._landed(name, mount))
@@ -173,7 +168,7 @@ class SessionsMixin(AuthMixin):
     async def _commit(
         self, name: str, repository: str, data: bytes, digest: str, send: Any, writes: int
     ) -> None:
-        if digest != _digest(data):
+        if digest != digest_of(data):
             await respond(send, 400, JSON, oci_error("DIGEST_INVALID", "digest did not match"))
             return
         self.store.blobs.setdefault(repository, {})[digest] = data

@@ -9,6 +9,7 @@ favours, and each other value is an answer a real GAR could plausibly give.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -67,6 +68,15 @@ class Knobs:
 
 
 # --------------------------------------------------------------------------- state
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def repository_of(name: str) -> str:
+    """GAR's repository (``PROJECT/REPOSITORY``) of an image name (names page, N7)."""
+    return "/".join(name.split("/")[:2])
 
 
 @dataclass
