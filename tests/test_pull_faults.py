@@ -42,7 +42,7 @@ def fake(fake_gar: FakeGarFactory) -> FakeGAR:
 
 @pytest.fixture
 def running(fake: FakeGAR, proxy: ProxyFactory) -> RunningProxy:
-    return proxy(fake.upstream, upstream__retries="1")
+    return proxy(fake.upstream, transport__retries="1")
 
 
 def files_under(directory: Path) -> list[Path]:

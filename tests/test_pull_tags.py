@@ -40,7 +40,7 @@ def start(tmp_path: Path, url: str, **keys: Any) -> Any:
 
 
 def start_clocked(tmp_path: Path, url: str, clock: Clock, **keys: Any) -> Any:
-    keys.setdefault("upstream__retries", "1")
+    keys.setdefault("transport__retries", "1")
     keys.setdefault("cache__revalidate_window", "0")
     return run_proxy(proxy_settings(tmp_path, url + "/{location}", **keys), clock=clock)
 
@@ -307,9 +307,9 @@ def test_location_lookup_once_and_routes_win(fake: FakeGAR, tmp_path: Path) -> N
     fake.put_image("asia", "p/r3/i", "1.0", asian)  # the lookup would find this one...
     fake.put_image("europe", "p/r3/i", "1.0", european)  # ...but the route says europe
     settings = {
-        "upstream__resolve_locations": "true",
-        "upstream__metadata_api_url": fake.url,
-        "upstream__routes": "p/r3=europe",
+        "routing__resolve_locations": "true",
+        "apis__artifact_registry": fake.url,
+        "routing__routes": "p/r3=europe",
     }
     with start(tmp_path, fake.url, **settings) as proxy, client(proxy) as http:
         assert get_tag(http, repo="p/r2/i").content == asian.manifest

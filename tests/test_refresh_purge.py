@@ -243,7 +243,7 @@ def test_cli_asks_the_running_proxy_that_has_the_cache_open(fake: FakeGAR, tmp_p
     ):
         assert digest_of(http, "1.0") == old.digest
         fake.put_image("us", REPO, "1.0", new)
-        listen = {"GAR_PROXY_LISTEN": proxy.url.removeprefix("http://")}
+        listen = {"GAR_PROXY_SERVER_LISTEN": proxy.url.removeprefix("http://")}
         result = run_cli(tmp_path / "cache", fake.upstream, "refresh", f"{REPO}:1.0", env=listen)
         out = _ok(result)
         assert f"asking the proxy at {proxy.url}" in out

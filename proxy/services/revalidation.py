@@ -40,13 +40,13 @@ from typing import Protocol
 from proxy.cache.index import CacheIndex, ManifestRow, TagRow
 from proxy.clock import Clock
 from proxy.config import CacheSettings
+from proxy.config.tag_policies import TagPolicies
 from proxy.metrics import Metrics
 from proxy.oci import mediatypes as mt
 from proxy.oci.digest import Digest
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
 from proxy.services.negative import MANIFEST, NegativeCache, is_missing
-from proxy.tag_policies import TagPolicies
 from proxy.upstream.registry import Registry
 
 log = logging.getLogger("gar_proxy.manifests")

@@ -28,7 +28,7 @@ import httpx
 
 from proxy import USER_AGENT, requestcontext
 from proxy.clock import SYSTEM, Clock
-from proxy.config import ConfigError, UpstreamSettings
+from proxy.config import ConfigError, QuotaSettings, TransportSettings, UpstreamSettings
 from proxy.metrics import Metrics, status_class
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
@@ -65,12 +65,18 @@ class Upstream:
         settings: UpstreamSettings,
         tokens: AccessTokens | None,
         *,
+        transport: TransportSettings,
+        quotas: QuotaSettings,
+        location: str,
         read_only: bool = False,
-        transport: httpx.AsyncBaseTransport | None = None,
+        http_transport: httpx.AsyncBaseTransport | None = None,
         clock: Clock = SYSTEM,
         metrics: Metrics | None = None,
     ) -> None:
+        """``location``: where a repository is when nothing said (``routing.location``)."""
         self.settings = settings
+        self.transport = transport
+        self.default_location = location
         self.clock = clock  # backoff pauses, quotas, the time of recent errors
         self.metrics = metrics or Metrics()
         # The last few failed calls, for the status page: (time, operation, what).
@@ -78,17 +84,17 @@ class Upstream:
             maxlen=RECENT_ERRORS
         )
         limits = httpx.Limits(
-            max_connections=settings.max_connections,
-            max_keepalive_connections=settings.max_keepalive,
-            keepalive_expiry=settings.keepalive_expiry,
+            max_connections=transport.max_connections,
+            max_keepalive_connections=transport.max_keepalive,
+            keepalive_expiry=transport.keepalive_expiry,
         )
-        if transport is None:
-            transport = _transport(settings, limits, clock)
+        if http_transport is None:
+            http_transport = _transport(transport, settings.ca_file, limits, clock)
         self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
+            timeout=httpx.Timeout(transport.timeout, connect=transport.connect_timeout),
             limits=limits,
-            http2=settings.http2,
-            transport=transport,
+            http2=transport.http2,
+            transport=http_transport,
             # Registry calls follow redirects in ``send_to`` itself (each hop charged to
             # the quota, credentials only on the upstream's origin: redirects.py); the
             # other users of this client (token realm, REST APIs) keep httpx's, which
@@ -101,15 +107,13 @@ class Upstream:
             headers={"User-Agent": USER_AGENT},
         )
         self.auth = Authorizer(settings, tokens, self.http, read_only=read_only, clock=clock)
-        self.limits = RateLimits(
-            settings.read_rate_per_minute, settings.write_rate_per_minute, clock
-        )
+        self.limits = RateLimits(quotas.reads_per_minute, quotas.writes_per_minute, clock)
 
     async def aclose(self) -> None:
         await self.http.aclose()
 
     async def location(self, repo: Repository) -> str:
-        return repo.location or self.settings.location
+        return repo.location or self.default_location
 
     def base_url(self, location: str, *, regional: bool = False) -> str:
         return self.settings.base(location, regional=regional)
@@ -198,7 +202,7 @@ class Upstream:
                 response = await self.http.send(request, stream=True, follow_redirects=False)
             except httpx.HTTPError as error:
                 self._observe(request, None, started, type(error).__name__, shown, call.location)
-                if call.replayable and attempt < self.settings.retries:
+                if call.replayable and attempt < self.transport.retries:
                     return None
                 # A streamed request body that failed on our side (the client went
                 # away mid-chunk) is that failure, not upstream's.
@@ -271,7 +275,7 @@ class Upstream:
             return -1.0
         if status not in errors.RETRYABLE_STATUSES or not replayable:
             return None
-        if attempt >= self.settings.retries:
+        if attempt >= self.transport.retries:
             return None
         wait = retry_after_seconds(response.headers.get("retry-after"), self.clock.time())
         if wait is not None and wait > MAX_RETRY_AFTER:
@@ -314,7 +318,7 @@ class Upstream:
             log.debug("upstream call", extra=fields)
 
     async def _backoff(self, attempt: int, retry_after: float | None, why: str, call: Call) -> None:
-        settings = self.settings
+        settings = self.transport
         ceiling = min(settings.backoff_max, settings.backoff_base * 2**attempt)
         delay = random.uniform(0, ceiling)  # full jitter spreads a herd of retries
         if retry_after is not None:
@@ -334,7 +338,7 @@ def _host(url: httpx.URL) -> str:
 
 
 def _transport(
-    settings: UpstreamSettings, limits: httpx.Limits, clock: Clock
+    settings: TransportSettings, ca_file: Path | None, limits: httpx.Limits, clock: Clock
 ) -> httpx.AsyncBaseTransport | None:
     """httpx's pool with TCP keep-alive, under the lean path for blob bodies unless it
     is off; None (httpx builds its own) behind an egress proxy, whose support httpx
@@ -343,7 +347,7 @@ def _transport(
     if _egress_proxied():
         return None
     inner = httpx.AsyncHTTPTransport(
-        verify=tls_verification(settings.ca_file),
+        verify=tls_verification(ca_file),
         http2=settings.http2,
         limits=limits,
         socket_options=sockets.OPTIONS,
@@ -352,7 +356,7 @@ def _transport(
         return inner
     return lean.LeanTransport(
         inner,
-        lean.lean_ssl_context(tls_verification(settings.ca_file)),  # a context of its own
+        lean.lean_ssl_context(tls_verification(ca_file)),  # a context of its own
         settings.max_connections,
         max_idle=settings.max_keepalive,
         idle_expiry=settings.keepalive_expiry,

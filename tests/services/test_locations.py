@@ -17,7 +17,7 @@ async def test_the_default_location_is_kept_a_while_then_the_index_asked_again(
 ) -> None:
     settings = load_settings(
         env={"HOME": str(tmp_path)},
-        overrides={"upstream.url": "http://127.0.0.1:1/{location}", "upstream.location": "us"},
+        overrides={"upstream.url": "http://127.0.0.1:1/{location}", "routing.location": "us"},
     )
     clock = ManualClock()
     index = await CacheIndex.open(tmp_path / "index.sqlite3")
@@ -30,7 +30,7 @@ async def test_the_default_location_is_kept_a_while_then_the_index_asked_again(
 
     index.get_document = counted  # type: ignore[method-assign]
     try:
-        resolver = LocationResolver(settings.upstream, None, index, clock=clock)
+        resolver = LocationResolver(settings.routing, None, index, gar=True, clock=clock)
         repo = Repository.parse("proj/repo/app")
         for _ in range(3):
             assert (await resolver.resolve(repo)).location == "us"
@@ -49,11 +49,11 @@ async def test_the_memo_of_defaulted_names_is_bounded(tmp_path: Path) -> None:
     memory without end."""
     settings = load_settings(
         env={"HOME": str(tmp_path)},
-        overrides={"upstream.url": "http://127.0.0.1:1/{location}", "upstream.location": "us"},
+        overrides={"upstream.url": "http://127.0.0.1:1/{location}", "routing.location": "us"},
     )
     index = await CacheIndex.open(tmp_path / "index.sqlite3")
     try:
-        resolver = LocationResolver(settings.upstream, None, index, clock=ManualClock())
+        resolver = LocationResolver(settings.routing, None, index, gar=True, clock=ManualClock())
         for n in range(DEFAULTED_LIMIT + 10):
             repo = Repository.parse(f"proj/repo{n}/app")
             assert (await resolver.resolve(repo)).location == "us"

@@ -18,6 +18,7 @@ from proxy.clock import SYSTEM, Clock, ManualClock
 from proxy.config import Settings, load_settings
 from proxy.oci.errors import RegistryError
 from proxy.oci.names import Repository
+from proxy.services import container
 from proxy.upstream.auth import AccessTokens
 from proxy.upstream.calls import retry_after_seconds
 from proxy.upstream.client import Upstream
@@ -69,8 +70,8 @@ def settings(tmp_path: Path, url: str, **keys: str) -> Settings:
     overrides = {
         "upstream.url": url,
         "upstream.auth": "none",
-        "upstream.backoff_base": "0.01",
-        "upstream.backoff_max": "0.05",
+        "transport.backoff_base": "0.01",
+        "transport.backoff_max": "0.05",
         **{k.replace("__", "."): v for k, v in keys.items()},
     }
     return load_settings(None, env={"HOME": str(tmp_path)}, overrides=overrides)
@@ -79,7 +80,7 @@ def settings(tmp_path: Path, url: str, **keys: str) -> Settings:
 def make_upstream(
     settings: Settings, tokens: AccessTokens | None, clock: Clock = SYSTEM
 ) -> Upstream:
-    return Upstream(settings.upstream, tokens, read_only=settings.gcp.read_only, clock=clock)
+    return container.make_upstream(settings, tokens, clock)
 
 
 class FakeTokens:
@@ -134,7 +135,7 @@ async def test_persistent_500_gives_an_oci_error_after_bounded_retries(
     script, url = script_server(
         lambda r, n: JSONResponse({"errors": [{"code": "UNKNOWN", "message": "boom"}]}, 500)
     )
-    upstream = make_upstream(settings(tmp_path, url, upstream__retries="3"), None)
+    upstream = make_upstream(settings(tmp_path, url, transport__retries="3"), None)
     response = await upstream.send("GET", REPO, "/manifests/latest")
     await upstream.aclose()
     assert response.status_code == 500 and len(script.seen) == 4
@@ -146,7 +147,7 @@ async def test_persistent_500_gives_an_oci_error_after_bounded_retries(
 
 
 async def test_unreachable_upstream_is_an_oci_error(tmp_path: Path) -> None:
-    upstream = make_upstream(settings(tmp_path, "http://127.0.0.1:9", upstream__retries="1"), None)
+    upstream = make_upstream(settings(tmp_path, "http://127.0.0.1:9", transport__retries="1"), None)
     with pytest.raises(RegistryError) as raised:
         await upstream.send("GET", REPO, "/manifests/latest")
     await upstream.aclose()
