@@ -5,82 +5,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from proxy.clock import SYSTEM, Clock, ManualClock
-from proxy.config import Settings, load_settings
+from proxy.clock import ManualClock
 from proxy.oci.errors import RegistryError
 from proxy.oci.names import Repository
-from proxy.services import container
-from proxy.upstream.auth import AccessTokens
 from proxy.upstream.calls import retry_after_seconds
-from proxy.upstream.client import Upstream
 from proxy.upstream.ratelimit import TokenBucket
-from testkit.servers import serve_in_thread
+from tests.upstream.scripted import Handler, ScriptServer, make_upstream, settings
 
 REPO = Repository("proj/repo/img")
-Handler = Callable[[Request, int], Response]
-
-
-class Script:
-    """A registry whose answers a test scripts; it records what it was sent."""
-
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.seen: list[Request] = []
-        self.auth: list[str | None] = []
-
-    async def endpoint(self, request: Request) -> Response:
-        self.seen.append(request)
-        self.auth.append(request.headers.get("authorization"))
-        return self.handler(request, len(self.seen))
-
-    def app(self) -> Starlette:
-        methods = ["GET", "HEAD", "PUT", "PATCH", "POST", "DELETE"]
-        return Starlette(routes=[Route("/{path:path}", self.endpoint, methods=methods)])
-
-
-ScriptServer = Callable[[Handler], tuple[Script, str]]
-
-
-@pytest.fixture
-def script_server() -> Iterator[ScriptServer]:
-    servers = []
-
-    def start(handler: Handler) -> tuple[Script, str]:
-        script = Script(handler)
-        context = serve_in_thread(script.app())
-        url = context.__enter__()
-        servers.append(context)
-        return script, url
-
-    yield start
-    for context in servers:
-        context.__exit__(None, None, None)
-
-
-def settings(tmp_path: Path, url: str, **keys: str) -> Settings:
-    overrides = {
-        "upstream.url": url,
-        "upstream.auth": "none",
-        "transport.backoff_base": "0.01",
-        "transport.backoff_max": "0.05",
-        **{k.replace("__", "."): v for k, v in keys.items()},
-    }
-    return load_settings(None, env={"HOME": str(tmp_path)}, overrides=overrides)
-
-
-def make_upstream(
-    settings: Settings, tokens: AccessTokens | None, clock: Clock = SYSTEM
-) -> Upstream:
-    return container.make_upstream(settings, tokens, clock)
 
 
 class FakeTokens:
