@@ -117,8 +117,8 @@ def test_revalidation_follows_the_tag_upstream(fake: FakeGAR, tmp_path: Path) ->
         assert gone.status_code == 404
         assert gone.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
         assert manifest_calls(fake) == (1, 0)
-        assert proxy.call(proxy.services.index.get_tag(KEY, "1.0")) is None
-        assert proxy.call(proxy.services.index.list_tags(KEY)) == []
+        assert proxy.call(proxy.services.index.tags.get(KEY, "1.0")) is None
+        assert proxy.call(proxy.services.index.tags.names(KEY)) == []
         # The old manifest stays reachable by digest, without upstream.
         by_digest = http.get(f"/v2/{REPO}/manifests/{first.digest}")
         assert by_digest.status_code == 200 and by_digest.content == first.manifest
@@ -154,7 +154,7 @@ def test_stale_tag_served_while_upstream_fails_until_max_stale(
             assert too_old.status_code == client_status
             assert too_old.json()["errors"][0]["code"] == code
         assert stale_served(proxy) == len(failures)
-        assert proxy.call(proxy.services.index.get_tag(KEY, "1.0")) is not None  # kept
+        assert proxy.call(proxy.services.index.tags.get(KEY, "1.0")) is not None  # kept
         fake.clear_faults()
         assert get_tag(http).status_code == 200  # upstream is back: fine again
 

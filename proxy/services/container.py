@@ -232,8 +232,8 @@ async def _flush_forever(
                 recounted = clock.monotonic()
                 # Age expiry scans the manifests table: once a minute, not every flush.
                 await sweep_expired(settings, cache)
-                await index.refresh_total()
-            metrics.cache_bytes.set(index.total_bytes)
+                await index.blobs.recount()
+            metrics.cache_bytes.set(index.blobs.total_bytes)
         except Exception:  # the flusher must outlive a transient database error
             log.exception("flushing cache access times failed")
 

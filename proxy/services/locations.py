@@ -100,7 +100,7 @@ class LocationResolver:
         now = self.clock.monotonic()
         if self._defaulted.get(key, now) > now:
             return self.settings.location
-        document = await self.index.get_document(f"location:{key}")
+        document = await self.index.documents.get(f"location:{key}")
         if document is not None and is_location_name(document[1].decode()):
             location = self._known[key] = document[1].decode()
             return location
@@ -139,7 +139,7 @@ class LocationResolver:
             self._failed[key] = self.clock.monotonic()
             return None
         self._known[key] = location
-        await self.index.put_document(f"location:{key}", "text/plain", location.encode(), "{}")
+        await self.index.documents.put(f"location:{key}", "text/plain", location.encode(), "{}")
         log.info("repository %s lives in %s", key, location)
         return location
 

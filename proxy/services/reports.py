@@ -126,7 +126,7 @@ async def where(services: Services, project: str, repo: str) -> dict[str, Any]:
     path = f"{project}/{repo}"
     if not services.settings.upstream.is_gar:
         return {"repository": path, "location": None, "why": "upstream is not Artifact Registry"}
-    remembered = await services.index.get_document(f"location:{path}")
+    remembered = await services.index.documents.get(f"location:{path}")
     probe = Repository(f"{project.replace(':', '/')}/{repo}/_")  # GAR.md N5
     location = (await services.locations.resolve(probe)).location
     routes = [r for r in routing.routes if path == r.prefix or path.startswith(r.prefix + "/")]

@@ -22,13 +22,13 @@ async def test_the_default_location_is_kept_a_while_then_the_index_asked_again(
     clock = ManualClock()
     index = await CacheIndex.open(tmp_path / "index.sqlite3")
     asked: list[str] = []
-    original = index.get_document
+    original = index.documents.get
 
     async def counted(key: str) -> tuple[str, bytes, str, float] | None:
         asked.append(key)
         return await original(key)
 
-    index.get_document = counted  # type: ignore[method-assign]
+    index.documents.get = counted  # type: ignore[method-assign]
     try:
         resolver = LocationResolver(settings.routing, None, index, gar=True, clock=clock)
         repo = Repository.parse("proj/repo/app")
@@ -36,7 +36,7 @@ async def test_the_default_location_is_kept_a_while_then_the_index_asked_again(
             assert (await resolver.resolve(repo)).location == "us"
         assert asked == ["location:proj/repo"]
         # Another process (a `warm` run) found the real one meanwhile.
-        await index.put_document("location:proj/repo", "text/plain", b"europe-west1", "{}")
+        await index.documents.put("location:proj/repo", "text/plain", b"europe-west1", "{}")
         clock.advance(DEFAULT_RECHECK + 1)
         assert (await resolver.resolve(repo)).location == "europe-west1"
         assert len(asked) == 2
