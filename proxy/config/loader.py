@@ -110,22 +110,33 @@ def load_settings(
     values: dict[str, Any] = _default_paths(env)
     path = config_path(config_file, env)
     if path is not None:
-        for key, raw in read_file(path).items():
-            values[key] = _parse(SPECS[key], raw, str(path))
-    for spec in SPECS.values():
-        name = env_source(spec, env)
-        if name is not None:
-            values[spec.key] = _parse(spec, env[name], name)
-    for key, raw in (overrides or {}).items():
-        if raw is None:
-            continue
-        if key not in SPECS:
-            raise ConfigError(key_error(key, "command line") or f"{key}: unknown setting")
-        values[key] = _parse(SPECS[key], raw, "command line")
+        values.update({k: _parse(SPECS[k], raw, str(path)) for k, raw in read_file(path).items()})
+    values.update(_from_env(env))
+    values.update(_from_flags(overrides or {}))
     settings = _build(values)
     check(settings)
     _remember_secrets(settings)
     return settings
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    found = {}
+    for spec in SPECS.values():
+        name = env_source(spec, env)
+        if name is not None:
+            found[spec.key] = _parse(spec, env[name], name)
+    return found
+
+
+def _from_flags(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    found = {}
+    for key, raw in overrides.items():
+        if raw is None:
+            continue
+        if key not in SPECS:
+            raise ConfigError(key_error(key, "command line") or f"{key}: unknown setting")
+        found[key] = _parse(SPECS[key], raw, "command line")
+    return found
 
 
 def _remember_secrets(settings: Settings) -> None:
