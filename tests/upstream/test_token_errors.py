@@ -99,7 +99,7 @@ def test_trouble_at_the_token_endpoint_is_upstream_trouble(
 
     fake = gar(fake_gar)
     fake.add_fault(Fault(kind="token", status=503, retry_after=1))
-    with via_token_service(fake, proxy, "ya29.good", upstream__retries="1") as http:
+    with via_token_service(fake, proxy, "ya29.good", transport__retries="1") as http:
         answer = http.get(f"/v2/{REPO}/manifests/1.0", headers=ACCEPT)
         fake.reset_counts()
         again = http.get(f"/v2/{REPO}/manifests/1.0", headers=ACCEPT)
