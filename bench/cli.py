@@ -60,7 +60,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--upstream-tls",
         action="store_true",
-        help="run the cold scenarios (1, 3) again with the upstream reached over HTTPS",
+        help="run the cold scenarios (1, 3, 7) again with the upstream reached over HTTPS",
     )
     p.add_argument("--skopeo", action="store_true", help="also copy images with skopeo")
     p.add_argument(

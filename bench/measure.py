@@ -55,7 +55,9 @@ HEAD_P99 = Metric("5-head-p99", "5 manifest HEAD p99 (ms)")
 HEAD_CPU = Metric("5-head-cpu", "5 manifest HEAD: server CPU per 1k req (s)")
 PEAK_RSS = Metric("6-rss", "6 peak RSS during 3-4 (MiB)")
 FILL_WALL = Metric("7-fill", "7 cold big blob fill, curl (s)")
-FILL_CPU = Metric("7-fill-cpu", "7 cold big blob fill: server CPU per GiB (s)")
+FILL_CPU = Metric("7-fill-cpu", "7 cold big blob fill: server CPU per GiB, until stored (s)")
+FILL_STORED = Metric("7-fill-stored", "7 cold big blob fill: until stored in the proxy (s)")
+FILL_BYTES = Metric("7-fill-bytes", "7 cold big blob fill: upstream bytes / blob")
 
 
 def tls_key(key: str) -> str:
