@@ -5,16 +5,17 @@ small image of its own (``bench/small/app-000``: manifest and blobs), then one c
 asks it for ``bench/big``'s manifest by tag, and then for the image's largest layer,
 each on a new connection; the same against the upstream directly. So what is timed
 is a cache miss in a running proxy, not its first connection upstream.
-Measured from the request's first byte sent to the response's first body byte
-(curl's ``time_starttransfer`` less its ``time_pretransfer``: the connection to the
-target is not counted); the whole body is read (the blob's fill is not left running
+Measured from the request sent on an open connection to the response's first body
+byte (``first_byte``); the whole body is read (the blob's fill is not left running
 into the next target's turn).
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
+import http.client
+import ssl
+import time
+import urllib.parse
 from typing import TYPE_CHECKING
 
 from bench import measure as mm
@@ -26,29 +27,39 @@ if TYPE_CHECKING:
     from bench.rig import Rig
     from bench.scenarios import Options
 
-CURL_TIMEOUT = 600
+TIMEOUT = 600.0
+READ = 1024 * 1024
 
 
 def first_byte(url: str, size: int | None, ca: Path | None, accept: str | None = None) -> float:
-    """Seconds from the request sent to the first body byte; checks the size read."""
-    if shutil.which("curl") is None:
-        raise BenchError("scenario 10 needs curl")
-    command = ["curl", "--silent", "--show-error", "--fail", "--output", "/dev/null",
-               "--max-time", str(CURL_TIMEOUT),
-               "--write-out", "%{time_pretransfer} %{time_starttransfer} %{size_download}",
-               url]  # fmt: skip
-    command += ["--cacert", str(ca)] if ca else []
-    command += ["--header", f"Accept: {accept}"] if accept else []
-    out = subprocess.run(
-        command, capture_output=True, text=True, timeout=CURL_TIMEOUT + 60, check=False
-    )
-    fields = out.stdout.split()
-    if out.returncode != 0 or len(fields) != 3:
-        raise BenchError(f"curl {url}: exit {out.returncode}: {out.stderr.strip()}")
-    ready, first, received = float(fields[0]), float(fields[1]), int(fields[2])
+    """Seconds from the request sent (on a connection already open) to the first byte
+    of the response's body, not of its head: a proxy that answered with headers at
+    once and held the bytes back would not look fast. Reads (and checks) the rest."""
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port
+    conn: http.client.HTTPConnection
+    if parts.scheme == "https":
+        context = ssl.create_default_context(cafile=str(ca) if ca else None)
+        conn = http.client.HTTPSConnection(host, port, timeout=TIMEOUT, context=context)
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+    try:
+        conn.connect()
+        started = time.perf_counter()
+        conn.request("GET", parts.path, headers={"Accept": accept} if accept else {})
+        response = conn.getresponse()
+        first = response.read(1)
+        seconds = time.perf_counter() - started
+        if response.status != 200 or not first:
+            raise BenchError(f"GET {url}: {response.status}")
+        received, buffer = 1, bytearray(READ)
+        while count := response.readinto(buffer):
+            received += count
+    finally:
+        conn.close()
     if size is not None and received != size:
-        raise BenchError(f"curl {url}: {received} of {size} bytes")
-    return first - ready
+        raise BenchError(f"GET {url}: {received} of {size} bytes")
+    return seconds
 
 
 def cold_latency(rig: Rig, m: mm.Measurements, options: Options) -> None:

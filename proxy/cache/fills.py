@@ -190,13 +190,14 @@ class Fill:
         writer = BatchWriter(file, verifier, self._landed, _recycling(source))
         batch: list[bytes] = []
         batched = 0
+        first = True  # the first piece goes at once: followers' first bytes
         try:
             async for piece in source:
                 batch.append(piece)
                 batched += len(piece)
-                if batched >= CHUNK:
+                if batched >= CHUNK or first:
                     await writer.put(batch, batched)
-                    batch, batched = [], 0
+                    batch, batched, first = [], 0, False
             if batch:
                 await writer.put(batch, batched)
             await writer.close()

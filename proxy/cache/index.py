@@ -148,6 +148,7 @@ class CacheIndex:
         self._touched[key] = (self.clock.time(), hits + 1)
 
     async def flush(self) -> None:
+        await self.scopes.flush()
         if not self._touched:
             return
         touched, self._touched = self._touched, {}

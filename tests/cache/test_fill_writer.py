@@ -168,3 +168,34 @@ async def test_a_failed_write_stops_the_fill_and_nothing_after_it_is_written(
     assert len(calls) == 2  # the stage stopped at its failure: no write after it
     assert fill.written == CHUNK
     assert not fill.temp.exists() and not (tmp_path / "final").exists()
+
+
+async def test_the_first_piece_reaches_followers_before_a_batch_is_full(tmp_path: Path) -> None:
+    """The first bytes go to the file at once (time to first byte), later ones in
+    batches of at least CHUNK."""
+    data = random.Random(7).randbytes(CHUNK + 1000)
+    more = asyncio.Event()
+
+    class Held(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            yield data[:1000]
+            await more.wait()  # upstream is slow after its first bytes
+            yield data[1000:]
+
+    fill = _fill(tmp_path, data)
+
+    async def opened() -> BlobStream:
+        headers = {"content-length": str(len(data))}
+        return BlobStream(httpx.Response(200, headers=headers, stream=Held()))
+
+    run = asyncio.create_task(fill.run(opened, _commit, 30))
+    segments = fill.segments()
+    fd, offset, count = await asyncio.wait_for(anext(segments), 10)
+    assert (offset, os.pread(fd, count, offset)) == (0, data[:1000])
+    assert not more.is_set()
+    more.set()
+    followed = bytearray(data[:1000])
+    async for fd, offset, count in segments:
+        followed += os.pread(fd, count, offset)
+    await run
+    assert fill.done and followed == data
