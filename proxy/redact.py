@@ -1,12 +1,21 @@
 """Secrets out of text: credentials in URLs, signed-URL and upload-state query values,
-Google access tokens. Used on every log line (``RedactingFilter``, installed on the
-root handler by ``proxy.logs``), on error messages that quote upstream URLs or
-answers, and by ``config check``.
+GAR's signed paths, Google access tokens. Used on every log line (``RedactingFilter``,
+installed on the root handler by ``proxy.logs``), on error messages that quote upstream
+URLs or answers, and by ``config check``.
+
+GAR puts the credential of a blob download or an upload session in the path itself:
+``/artifacts-downloads/namespaces/P/repositories/R/downloads/<~1 KB signature>`` and
+``/artifacts-uploads/namespaces/P/repositories/R/uploads/<opaque>`` are served to
+anyone, without ``Authorization`` (docs/GAR.md). The prefix is kept, the rest goes.
 
 >>> redact("GET https://user:pw@gar.example/v2/?_state=abc&n=1&X-Amz-Signature=f00")
 'GET https://<redacted>@gar.example/v2/?_state=<redacted>&n=1&X-Amz-Signature=<redacted>'
 >>> redact("token=ya29.a0AfH6 sig=x signature=y keep=z")
 'token=<redacted> sig=<redacted> signature=<redacted> keep=z'
+>>> redact("cut: https://us-docker.pkg.dev/artifacts-downloads/namespaces/p/repositories/r/downloads/AB-c_=")
+'cut: https://us-docker.pkg.dev/artifacts-downloads/<redacted>'
+>>> redact('"Location": "/artifacts-uploads/namespaces/p/repositories/r/uploads/AJx?x=1"')
+'"Location": "/artifacts-uploads/<redacted>?x=1"'
 """
 
 from __future__ import annotations
@@ -28,9 +37,15 @@ _SECRET_PARAM = re.compile(
 )
 # Google OAuth access tokens, wherever they appear.
 _GOOGLE_TOKEN = re.compile(r"\bya29\.[A-Za-z0-9_.-]+")
+# GAR's signed paths (the slashes may come percent-encoded, inside a query or a body).
+_SIGNED_PATH = re.compile(
+    r"(?P<prefix>(?:/|%2F)artifacts-(?:downloads|uploads)(?:/|%2F))[^\s\"'<>?#&;,]+",
+    re.IGNORECASE,
+)
 
 
 def redact(text: str) -> str:
+    text = _SIGNED_PATH.sub(lambda m: f"{m['prefix']}{REDACTED}", text)
     text = _USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
     text = _SECRET_PARAM.sub(lambda m: f"{m['name']}={REDACTED}", text)
     return _GOOGLE_TOKEN.sub(REDACTED, text)

@@ -79,6 +79,7 @@ class MemoryStream:
 class _Upload:
     repo: str
     data: bytearray = field(default_factory=bytearray)
+    writes: int = 0
 
 
 async def _collect(body: Body) -> bytes:
@@ -96,6 +97,7 @@ class MemoryRegistry:
         self.manifests: dict[str, tuple[str, bytes]] = {}  # "repo@digest" -> (type, body)
         self.tag_map: dict[str, str] = {}  # "repo:tag" -> digest
         self.uploads: dict[str, _Upload] = {}
+        self.writes = 0  # writes with bytes, into every upload session
         self.calls: Counter[str] = Counter()
         self._faults: dict[str, list[RegistryError]] = {}
         self.gate: asyncio.Event | None = None  # holds blob streams, to test followers
@@ -192,10 +194,10 @@ class MemoryRegistry:
         self._called("referrers")
         return Document(mt.OCI_INDEX, b'{"schemaVersion": 2, "manifests": []}')
 
-    # --- uploads -------------------------------------------------------------------------
+    # --- uploads (GAR's way: one write per session) -------------------------------------
 
     def _url(self, repo: Repository, upload_id: str) -> str:
-        return f"{BASE}/v2/{repo.path}/blobs/uploads/{upload_id}"
+        return f"{BASE}/artifacts-uploads/namespaces/{repo.project}/uploads/{upload_id}"
 
     def _session(self, url: str) -> tuple[str, _Upload]:
         upload_id = url.split("?")[0].rsplit("/", 1)[-1]
@@ -208,7 +210,7 @@ class MemoryRegistry:
         self._called("start_upload")
         upload_id = f"u{len(self.uploads) + 1}"
         self.uploads[upload_id] = _Upload(repo.path)
-        return UploadProgress(self._url(repo, upload_id), None)
+        return UploadProgress(self._url(repo, upload_id))
 
     async def mount(
         self, repo: Repository, digest: Digest, source: Repository | None
@@ -220,20 +222,30 @@ class MemoryRegistry:
         self.blobs[f"{repo.path}@{digest}"] = data
         return None
 
-    async def patch_upload(
-        self, repo: Repository, url: str, body: Body, headers: Mapping[str, str]
+    async def _write(self, upload: _Upload, body: Body) -> None:
+        data = await _collect(body)
+        if not data:
+            return
+        if upload.writes:
+            raise RegistryError(ErrorCode.BLOB_UPLOAD_INVALID, "one write per upload session")
+        upload.writes += 1
+        self.writes += 1
+        upload.data += data
+
+    async def write_upload(
+        self, repo: Repository, url: str, body: Body, length: int | None
     ) -> UploadProgress:
-        self._called("patch_upload")
+        self._called("write_upload")
         _, upload = self._session(url)
-        upload.data += await _collect(body)
+        await self._write(upload, body)
         return UploadProgress(url, len(upload.data) - 1 if upload.data else 0)
 
-    async def finish_upload(
-        self, repo: Repository, url: str, digest: Digest, body: Body, headers: Mapping[str, str]
+    async def commit_upload(
+        self, repo: Repository, url: str, digest: Digest, body: Body, length: int | None
     ) -> Digest | None:
-        self._called("finish_upload")
+        self._called("commit_upload")
         upload_id, upload = self._session(url)
-        upload.data += await _collect(body)
+        await self._write(upload, body)
         stored = self.stored_as(bytes(upload.data), digest)
         del self.uploads[upload_id]
         self.blobs[f"{repo.path}@{stored}"] = bytes(upload.data)
@@ -245,22 +257,6 @@ class MemoryRegistry:
             raise RegistryError(ErrorCode.DIGEST_INVALID, "digest did not match content")
         return digest
 
-    async def upload_status(self, repo: Repository, url: str) -> UploadProgress | None:
-        self._called("upload_status")
-        try:
-            _, upload = self._session(url)
-        except RegistryError:
-            return None
-        return UploadProgress(url, len(upload.data) - 1 if upload.data else 0)
-
     async def cancel_upload(self, repo: Repository, url: str) -> None:
         self._called("cancel_upload")
         self.uploads.pop(url.split("?")[0].rsplit("/", 1)[-1], None)
-
-    async def session_path(
-        self, repo: Repository, url: str, params: dict[str, str] | None = None
-    ) -> str:
-        prefix = f"{BASE}/v2/{repo.path}"
-        if not url.startswith(prefix + "/"):
-            raise RegistryError(ErrorCode.UPSTREAM_BAD_GATEWAY, "upload URL elsewhere")
-        return url[len(prefix) :]

@@ -72,7 +72,7 @@ def send(running: RunningProxy, method: str, path: str) -> Answer:
 
 async def _row_counts(index: CacheIndex) -> dict[str, int]:
     counts = {}
-    for table in ("blobs", "manifests", "tags", "documents", "uploads"):
+    for table in ("blobs", "manifests", "tags", "documents", "upload_sessions"):
         async with index.db.execute(f"SELECT COUNT(*) FROM {table}") as cursor:
             row = await cursor.fetchone()
         counts[table] = int(row[0]) if row else 0

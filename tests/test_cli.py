@@ -304,7 +304,10 @@ class HeldBlobs:
         self.release = threading.Event()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or "/blobs/sha256:" not in scope["path"]:
+        blob = "/blobs/sha256:" in scope.get("path", "") or "/artifacts-downloads/" in scope.get(
+            "path", ""
+        )
+        if scope["type"] != "http" or not blob:
             await self.app(scope, receive, send)
             return
         bodies = 0

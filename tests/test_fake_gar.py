@@ -113,7 +113,7 @@ def test_pull_an_index_and_ranges(fake: FakeGAR, url: str, http: httpx.Client) -
     fake.put_image("us", "proj/repo/multi", "latest", index)
     v2 = f"{url}/us/v2/proj/repo/multi"
 
-    with _client(headers=AUTH) as client:
+    with _client(headers=AUTH, follow_redirects=True) as client:
         top = client.get(f"{v2}/manifests/latest", headers={"Accept": mt.OCI_INDEX})
         head = client.head(f"{v2}/manifests/{amd.digest}")
         big = amd.layers[1]
@@ -139,10 +139,39 @@ def test_pull_an_index_and_ranges(fake: FakeGAR, url: str, http: httpx.Client) -
     assert missing.json()["errors"][0]["code"] == "BLOB_UNKNOWN"
     assert default_location.headers["docker-content-digest"] == index.digest
     assert fake.count("GET", "blob") == 4
+    assert fake.count("GET", "download") == 3  # each GET that found the blob was sent on
     assert fake.count(kind="manifest", location="us") == 3
 
 
-def test_chunked_upload_then_manifest_put(fake: FakeGAR, url: str, http: httpx.Client) -> None:
+def test_blob_gets_go_to_a_signed_download_served_without_credentials(
+    fake: FakeGAR, url: str, http: httpx.Client
+) -> None:
+    data = make_layer(size=100_000, seed=4)
+    digest = fake.put_blob("us", "proj/repo/app", data)
+    blob_url = f"{url}/us/v2/proj/repo/app/blobs/{digest}"
+    with _client(headers=AUTH) as client:
+        sent_on = client.get(blob_url)
+        head = client.head(blob_url)
+    location = sent_on.headers["location"]
+    prefix = "/artifacts-downloads/namespaces/proj/repositories/repo/downloads/"
+    assert sent_on.status_code == 302 and location.startswith(prefix)
+    assert len(location) - len(prefix) >= 1000  # a signature of about 1 KB
+    assert (head.status_code, head.headers["content-length"]) == (200, str(len(data)))
+    anyone = http.get(f"{url}{location}")  # no Authorization: the path is the credential
+    part = http.get(f"{url}{location}", headers={"Range": "bytes=5-9"})
+    assert (anyone.status_code, anyone.content) == (200, data)
+    assert (part.status_code, part.content) == (206, data[5:10])
+    fake.download_ttl = 0
+    expired = http.get(f"{url}{http.get(blob_url, headers=AUTH).headers['location']}")
+    assert expired.status_code == 403
+    assert fake.count("GET", "download") == 3
+
+
+def test_a_plain_registrys_chunked_upload_then_manifest_put(
+    fake_gar: FakeGarFactory, http: httpx.Client
+) -> None:
+    fake = fake_gar(access_tokens={TOKEN}, plain_uploads=True)
+    url = fake.url
     layer = make_layer(size=300_000, seed=5)
     image = build_image([layer])
     v2 = f"{url}/us/v2/proj/repo/pushed"
@@ -179,6 +208,41 @@ def test_chunked_upload_then_manifest_put(fake: FakeGAR, url: str, http: httpx.C
     assert fake.get_blob("us", "proj/repo/pushed", image.layers[0].digest) == layer
     assert fake.get_manifest("us", "proj/repo/pushed", "v1") == (image.manifest, image.media_type)
     assert fake.count("POST", "upload") == 2  # the config; the layer was already there
+
+
+def test_gar_upload_sessions_are_opaque_and_take_one_write(
+    fake: FakeGAR, url: str, http: httpx.Client
+) -> None:
+    layer = make_layer(size=50_000, seed=6)
+    digest = "sha256:" + hashlib.sha256(layer).hexdigest()
+    fake.add_repository("us", "proj", "repo")  # GAR creates none on push
+    uploads = f"{url}/us/v2/proj/repo/gar/blobs/uploads/"
+    prefix = "/artifacts-uploads/namespaces/proj/repositories/repo/uploads/"
+
+    started = http.post(uploads, headers=AUTH)
+    location = started.headers["location"]
+    whole = http.patch(f"{url}{location}", content=layer)  # no Authorization needed
+    again = http.patch(f"{url}{location}", content=b"more")
+    done = http.put(f"{url}{location}", params={"digest": digest})
+    assert started.status_code == 202 and location.startswith(prefix)
+    assert len(location) - len(prefix) >= 600
+    assert (whole.status_code, whole.headers["range"]) == (202, f"0-{len(layer) - 1}")
+    assert (again.status_code, again.json()["errors"][0]["code"]) == (400, "BLOB_UPLOAD_INVALID")
+    assert done.status_code == 201 and fake.get_blob("us", "proj/repo/gar", digest) == layer
+    assert fake.writes() == 2 and fake.writes(digest) == 2  # the refused one is counted too
+    assert [w.accepted for w in fake.upload_writes] == [True, False]
+
+    fake.reset_counts()
+    fake.upload_session_form = "pkg"
+    location = http.post(uploads, headers=AUTH).headers["location"]
+    assert location.startswith("/us/v2/proj/repo/pkg/blobs/uploads/")
+    one = http.put(f"{url}{location}", params={"digest": digest}, content=layer)
+    assert one.status_code == 201 and fake.writes(digest) == 1
+
+    location = http.post(uploads, headers=AUTH).headers["location"]
+    assert fake.expire_upload_sessions() == 1
+    gone = http.put(f"{url}{location}", params={"digest": digest}, content=layer)
+    assert (gone.status_code, gone.json()["errors"][0]["code"]) == (404, "BLOB_UPLOAD_UNKNOWN")
 
 
 def test_mounts_stay_within_a_project(fake: FakeGAR, url: str, http: httpx.Client) -> None:
@@ -246,7 +310,7 @@ def test_faults(fake: FakeGAR, url: str, http: httpx.Client) -> None:
     truncate = fake.add_fault(Fault(kind="blob", truncate_at=1000, times=1))
     fake.add_fault(Fault(method="GET", path=r"/blobs/", corrupt=True, times=1))
 
-    with _client(headers=AUTH) as client:
+    with _client(headers=AUTH, follow_redirects=True) as client:
         limited = client.get(blob_url)
         with pytest.raises(httpx.RemoteProtocolError):
             client.get(blob_url)

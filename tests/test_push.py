@@ -1,7 +1,9 @@
 """Push-through against the fake GAR: uploads, resume, mounts, manifests, bad input, CLI.
 
-Every test asserts what reached "GAR" (``fake.count``, ``fake.get_blob``) as well as
-what the client saw.
+The fake is GAR-shaped (``testkit/fakes/gar_uploads.py``): upload sessions outside
+``/v2/<name>/`` that take one write. Every test asserts what reached "GAR"
+(``fake.count``, ``fake.writes``, ``fake.get_blob``) as well as what the client saw.
+The one-write guarantee for every client pattern is ``test_push_one_write.py``.
 """
 
 from __future__ import annotations
@@ -53,7 +55,10 @@ def cached(running: RunningProxy, digest: str) -> int | None:
 
 @pytest.fixture
 def fake(fake_gar: FakeGarFactory) -> FakeGAR:
-    return fake_gar(auth="none", upload_state_query=True)
+    fake = fake_gar(auth="none")
+    for project, repository in (("proj", "repo"), ("proj", "src"), ("other", "src")):
+        fake.add_repository("us", project, repository)
+    return fake
 
 
 @pytest.fixture
@@ -106,9 +111,11 @@ def test_chunked_upload_reports_progress_and_pulls_back_from_the_cache(
     progress = client.get(location)
     assert (progress.status_code, progress.headers["range"]) == (204, "0-2999")
     assert progress.headers["docker-upload-uuid"] == upload_id
+    assert fake.count("PATCH", "upload") == 0  # chunks wait here: GAR takes one write
     done = client.put(location, params={"digest": digest})
     assert done.status_code == 201, done.text
     assert fake.get_blob("us", REPO, digest) == data
+    assert fake.writes() == fake.writes(digest) == 1
     fake.reset_counts()
     assert client.get(f"/v2/{REPO}/blobs/{digest}").content == data
     assert fake.count("GET", "blob") == 0
@@ -160,6 +167,9 @@ def test_streamed_chunk_then_put_with_the_last_chunk(
     assert done.status_code == 201, done.text
     assert fake.get_blob("us", REPO, digest) == data
     assert cached(running, digest) == len(data)
+    # The streamed PATCH went up as it came (it might have been the whole blob); the
+    # blob itself landed in one write to a fresh session, from the spool and the PUT.
+    assert fake.writes(digest) == 1 and fake.count("POST", "upload") == 2
 
 
 def test_out_of_order_chunk_gets_416_then_the_upload_resumes(
@@ -174,32 +184,27 @@ def test_out_of_order_chunk_gets_416_then_the_upload_resumes(
     assert code(skipped) == "RANGE_INVALID"
     assert skipped.headers["range"] == "0-999"
     assert skipped.headers["location"].endswith(location.rsplit("/", 1)[1])
-    assert fake.count("PATCH", "upload") == 1  # refused before upstream saw it
+    assert fake.count("PATCH", "upload") == 0  # chunks stay here until the PUT
     resumed = patch(client, location, data[1000:], 1000)
     assert resumed.status_code == 202
     assert client.put(location, params={"digest": digest}).status_code == 201
     assert fake.get_blob("us", REPO, digest) == data
 
 
-def test_upstream_failures_mid_upload_are_reported_and_the_upload_resumes(
+def test_an_upstream_failure_at_the_end_is_retried_on_a_fresh_session(
     fake: FakeGAR, running: RunningProxy, client: httpx.Client
 ) -> None:
     data, digest = blob(3000, seed=12)
     location = client.post(UPLOADS).headers["location"]
     location = patch(client, location, data[:1000], 0).headers["location"]
-    fake.add_fault(Fault(method="PATCH", kind="upload", reset=True, times=1))
-    assert patch(client, location, data[1000:2000], 1000).status_code >= 500
-    progress = client.get(location)  # what upstream holds: the chunk did not land
-    assert (progress.status_code, progress.headers["range"]) == (204, "0-999")
-    fake.add_fault(Fault(method="PATCH", kind="upload", status=416, times=1))
-    refused = patch(client, location, data[1000:], 1000)
-    assert (refused.status_code, code(refused), refused.headers["range"]) == (
-        416, "RANGE_INVALID", "0-999",
-    )  # fmt: skip
-    assert patch(client, location, data[1000:], 1000).status_code == 202
-    assert client.put(location, params={"digest": digest}).status_code == 201
+    location = patch(client, location, data[1000:], 1000).headers["location"]
+    fake.add_fault(Fault(method="PUT", kind="upload", status=503, times=1))
+    done = client.put(location, params={"digest": digest})
+    assert done.status_code == 201, done.text
     assert fake.get_blob("us", REPO, digest) == data
-    assert cached(running, digest) == len(data)  # the hash was rebuilt from the kept bytes
+    assert fake.count("POST", "upload") == 2  # the session at POST, and a fresh one
+    assert fake.writes(digest) == 1
+    assert cached(running, digest) == len(data)
 
 
 def test_cancelled_upload_is_gone_here_and_upstream(
@@ -208,6 +213,7 @@ def test_cancelled_upload_is_gone_here_and_upstream(
     location = client.post(UPLOADS).headers["location"]
     location = patch(client, location, b"abc", 0).headers["location"]
     assert client.delete(location).status_code == 204
+    assert fake.writes() == 0
     assert fake.count("DELETE", "upload") == 1
     assert code(client.get(location)) == "BLOB_UPLOAD_UNKNOWN"
     assert list((running.settings.cache.dir / "uploads").iterdir()) == []
@@ -217,6 +223,7 @@ def test_upload_survives_a_proxy_restart_between_chunks(tmp_path: Path) -> None:
     """Token auth upstream (the registry-token dance): the restarted proxy must learn it
     before streaming a chunk it cannot replay, and rebuild the hash from the teed bytes."""
     fake = FakeGAR(auth="gcp", access_tokens={TOKEN}, absolute_locations=True)
+    fake.add_repository("us", "proj", "repo")
     data, digest = blob(4000, seed=4)
     with fake.serve() as url:
         settings = proxy_settings(
@@ -232,6 +239,7 @@ def test_upload_survives_a_proxy_restart_between_chunks(tmp_path: Path) -> None:
             assert client.put(location, params={"digest": digest}).status_code == 201
             assert cached(second, digest) == len(data)
     assert fake.get_blob("us", REPO, digest) == data
+    assert fake.writes() == 1
 
 
 def test_wrong_digest_is_refused_and_nothing_is_cached(
@@ -294,6 +302,53 @@ def test_mount_across_projects_streams_from_the_source_or_hands_out_a_session(
     assert answer.status_code == 202
     finished = client.put(answer.headers["location"], params={"digest": missing}, content=nowhere)
     assert finished.status_code == 201
+
+
+def test_a_mount_without_from_is_an_upload_session_even_for_a_cached_blob(
+    fake: FakeGAR, running: RunningProxy, client: httpx.Client
+) -> None:
+    data, digest = blob(2000, seed=13)
+    fake.put_blob("us", "proj/src/img", data)
+    assert client.get(f"/v2/proj/src/img/blobs/{digest}").content == data  # cached now
+    fake.reset_counts()
+    for params in ({"mount": digest}, {"mount": digest, "from": ""}):
+        answer = client.post(UPLOADS, params=params)
+        assert answer.status_code == 202, answer.text
+        assert answer.headers["location"].startswith(UPLOADS)
+    assert fake.writes() == 0 and fake.count("GET", "blob") == 0
+    assert fake.get_blob("us", REPO, digest) is None  # nothing copied "from the cache"
+
+
+def test_a_mount_across_locations_is_a_copy_in_one_write(
+    fake: FakeGAR, running: RunningProxy, client: httpx.Client
+) -> None:
+    fake.add_repository("europe", "proj", "src")
+    data, digest = blob(2000, seed=14)
+    fake.put_blob("europe", "proj/src/img", data)
+    source = "europe-docker.pkg.dev/proj/src/img"
+    answer = client.post(UPLOADS, params={"mount": digest, "from": source})
+    assert answer.status_code == 201, answer.text
+    assert fake.get_blob("us", REPO, digest) == data
+    # GAR cannot mount across regions: never asked to; the blob streamed from Europe.
+    assert fake.count("POST", "upload") == 1 and fake.writes(digest) == 1
+    assert fake.count("GET", "blob", location="europe") == 1
+    _, missing = blob(10, seed=15)  # not in the source: the client uploads it
+    answer = client.post(UPLOADS, params={"mount": missing, "from": source})
+    assert answer.status_code == 202, answer.text
+    assert fake.count("GET", "blob", location="europe") == 1
+
+
+def test_a_same_project_mount_gar_refuses_falls_back_to_a_copy(
+    fake: FakeGAR, running: RunningProxy, client: httpx.Client
+) -> None:
+    fake.mounts_refused = True  # GAR answers the mount with an upload session (202)
+    data, digest = blob(2000, seed=16)
+    fake.put_blob("us", "proj/src/img", data)
+    answer = client.post(UPLOADS, params={"mount": digest, "from": "proj/src/img"})
+    assert answer.status_code == 201, answer.text
+    assert fake.get_blob("us", REPO, digest) == data
+    # The session GAR opened for the refused mount took the copy: no second POST.
+    assert fake.count("POST", "upload") == 1 and fake.writes(digest) == 1
 
 
 # --------------------------------------------------------------------------- manifests

@@ -1,7 +1,7 @@
-"""``gar-proxy push``'s uploader against the fake GAR: a failed chunk resumes where
-upstream's Range says (no new session, no byte sent twice beyond the failed chunk);
-at most ``concurrency`` blobs go up at once; the first blob that fails for good
-stops the push before any manifest."""
+"""``gar-proxy push``'s uploader against the GAR-shaped fake: every blob in one write
+(a session takes no more); a write cut off is written again, whole, to a fresh session;
+at most ``concurrency`` blobs go up at once; the first blob that fails for good stops
+the push before any manifest."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ from testkit.proxyharness import proxy_settings
 from testkit.servers import serve_in_thread
 
 REPO = "proj/repo/pushed"
-CHUNK = 64 * 1024
 
 
 class InFlight:
@@ -33,7 +32,7 @@ class InFlight:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         counted = scope["type"] == "http" and scope["method"] == "PUT"
-        counted = counted and "/blobs/uploads/" in scope["path"]
+        counted = counted and "uploads/" in scope["path"]
         self.now += counted
         self.peak = max(self.peak, self.now)
         try:
@@ -44,7 +43,9 @@ class InFlight:
 
 @pytest.fixture
 def fake() -> FakeGAR:
-    return FakeGAR(auth="none")
+    fake = FakeGAR(auth="none")
+    fake.add_repository("us", "proj", "repo")
+    return fake
 
 
 @pytest.fixture
@@ -60,24 +61,24 @@ async def push(services: Services, tmp_path: Path, layers: list[bytes], concurre
     layout = write_oci_layout(tmp_path / "layout", image, "v1")
     target = ImageReference.parse(f"us-docker.pkg.dev/{REPO}:v1")
     await push_layout(
-        services.registry, layout, "v1", target, concurrency=concurrency, say=lambda _: None,
-        chunk_size=CHUNK,
+        services.registry, layout, "v1", target, concurrency=concurrency, say=lambda _: None
     )  # fmt: skip
 
 
-async def test_a_failed_chunk_resumes_the_same_upload(
+async def test_a_write_cut_off_is_written_again_whole_to_a_fresh_session(
     fake: FakeGAR, served: tuple[InFlight, Services], tmp_path: Path
 ) -> None:
-    layer = make_layer(size=5 * CHUNK, seed=3)  # 5 chunks and a bit (tar headers)
-    fake.add_fault(Fault(kind="upload", method="PATCH", status=500, times=1))
-    await push(served[1], tmp_path, [layer], concurrency=1)
+    layer = make_layer(size=300 * 1024, seed=3)
     image = build_image([layer])
-    assert fake.get_blob("us", REPO, image.layers[0].digest) == layer
+    fake.cut_next_write(after=100 * 1024)  # the layer's first write (the config is small)
+    await push(served[1], tmp_path, [layer], concurrency=1)
+    digest = image.layers[0].digest
+    assert fake.get_blob("us", REPO, digest) == layer
     assert fake.get_manifest("us", REPO, "v1") == (image.manifest, image.media_type)
-    assert fake.count("POST", "upload") == 2  # the config and the layer: one session each...
-    chunks = -(-len(layer) // CHUNK)
-    assert fake.count("PATCH", "upload") == chunks + 1  # ...and one chunk sent twice
-    assert fake.count("GET", "upload") == 1  # asked where to resume
+    assert fake.count("PATCH", "upload") == 0  # never in pieces: GAR takes none
+    assert fake.count("POST", "upload") == 3  # the config, the layer, and a fresh session
+    assert fake.writes(digest) == 1  # the second, whole; the cut one stored nothing
+    assert [w.accepted for w in fake.upload_writes if w.size > 90 * 1024] == [False, True]
 
 
 async def test_uploads_stay_within_the_concurrency_bound(
@@ -93,7 +94,7 @@ async def test_uploads_stay_within_the_concurrency_bound(
 async def test_the_first_failed_layer_stops_the_push(
     fake: FakeGAR, served: tuple[InFlight, Services], tmp_path: Path
 ) -> None:
-    fake.add_fault(Fault(kind="upload", method="PUT", status=400, times=1))
+    fake.add_fault(Fault(kind="upload", method="PUT", status=403, times=1))  # for good
     fake.add_fault(Fault(kind="upload", method="PUT", delay=0.5))
     layers = [make_layer({f"f{i}": bytes([i]) * 100}) for i in range(8)]
     with pytest.raises(RegistryError):

@@ -40,9 +40,12 @@ CREATE TABLE IF NOT EXISTS pins (digest TEXT PRIMARY KEY, created REAL NOT NULL)
 CREATE TABLE IF NOT EXISTS documents (
     key TEXT PRIMARY KEY, media_type TEXT NOT NULL, body BLOB NOT NULL, headers TEXT NOT NULL,
     fetched REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS uploads (
+-- Upload sessions (proxy.cache.upload_store). The table before it (uploads) mapped a
+-- chunk to an upstream chunk, which GAR does not take; its sessions cannot go on.
+DROP TABLE IF EXISTS uploads;
+CREATE TABLE IF NOT EXISTS upload_sessions (
     id TEXT PRIMARY KEY, repo TEXT NOT NULL, location TEXT, upstream_url TEXT NOT NULL,
-    received INTEGER NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);
+    upstream INTEGER NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);
 """
 # What pinned manifests need. CROSS JOIN keeps pins the outer loop: the planner would
 # otherwise scan every manifest reference (O(cached manifests) per eviction batch).

@@ -1,16 +1,21 @@
-"""Blob uploads in flight: their rows in SQLite and the bytes kept on the way through.
+"""Blob uploads in flight: their rows in SQLite and the bytes spooled on the way in.
 
-A push streams through the proxy to upstream. For each upload the proxy keeps
+A push through the proxy reaches upstream as one write, whatever the client does (GAR
+takes one per upload session: docs/GAR.md). For each upload the proxy keeps
 
-- a row (its own id, the repository, upstream's session URL, the offset upstream
-  confirmed), so a restart does not lose a session that upstream still holds;
-- a ``Tee``: the bytes sent so far in ``CACHE/uploads/<id>`` and their running sha256,
-  so a blob whose digest checks out at the final PUT goes straight into the cache.
+- a row: its own id, the repository, upstream's session URL (opaque: any path on the
+  upstream's host) and what that session holds: ``OPEN`` (nothing: it can take the
+  write), ``SPENT`` (a write began: it takes no other), or N > 0 (a write of N bytes
+  completed: a ``PUT`` without a body commits it);
+- a ``Spool``: every byte the client sent, in order, written once to
+  ``CACHE/uploads/<id>`` with its running sha256. It is the client's offset (what a
+  GET on the session reports), what a final write to a fresh upstream session replays,
+  and what enters the cache once the blob is verified.
 
-Hash state cannot be saved, so after a restart (or an upstream failure part-way
-through a chunk) ``Tee.resume(offset)`` truncates the file to the offset upstream
-confirmed and hashes it again. The files live outside ``tmp/``, which is emptied at
-start-up, precisely so that they survive a restart.
+Hash state cannot be saved: after a restart the spool is hashed again from its file,
+which is always a prefix of what the client sent (it is only appended to, or cut back
+to a mark). The files live outside ``tmp/``, which start-up empties, so that they
+survive a restart.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import aiosqlite
 
@@ -33,7 +39,9 @@ log = logging.getLogger("gar_proxy.uploads")
 READ_SIZE = 1024 * 1024
 # Sessions untouched this long are forgotten (with their bytes on disk).
 UPLOAD_TTL = 24 * 3600.0
-_COLUMNS = "id, repo, location, upstream_url, received, created, updated"
+OPEN = 0  # the upstream session has had no write: it can take one
+SPENT = -1  # a write to it began (and may have failed, or be cut): it takes no other
+_COLUMNS = "id, repo, location, upstream_url, upstream, created, updated"
 
 
 @dataclass
@@ -41,8 +49,8 @@ class UploadRow:
     id: str
     repo: str  # repository path, as upstream knows it
     location: str | None
-    upstream_url: str  # absolute URL of upstream's session (it changes after each chunk)
-    offset: int  # bytes upstream confirmed
+    upstream_url: str  # upstream's session (opaque; never logged or shown)
+    upstream: int  # OPEN, SPENT, or the bytes a completed write left there
     created: float
     updated: float
 
@@ -56,24 +64,16 @@ class UploadTable:
         self._db = db
 
     async def put(self, row: UploadRow) -> None:
-        async with self._db.execute(
-            f"INSERT OR REPLACE INTO uploads ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                row.id,
-                row.repo,
-                row.location,
-                row.upstream_url,
-                row.offset,
-                row.created,
-                row.updated,
-            ),
-        ):
+        values = (row.id, row.repo, row.location, row.upstream_url, row.upstream, row.created,
+                  row.updated)  # fmt: skip
+        sql = f"INSERT OR REPLACE INTO upload_sessions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        async with self._db.execute(sql, values):
             pass  # closed at once (see CacheIndex._run)
         await self._db.commit()
 
     async def get(self, upload_id: str) -> UploadRow | None:
         async with self._db.execute(
-            f"SELECT {_COLUMNS} FROM uploads WHERE id = ?", (upload_id,)
+            f"SELECT {_COLUMNS} FROM upload_sessions WHERE id = ?", (upload_id,)
         ) as cursor:
             found = await cursor.fetchone()
         if found is None:
@@ -84,111 +84,155 @@ class UploadTable:
         )  # fmt: skip
 
     async def delete(self, upload_id: str) -> None:
-        async with self._db.execute("DELETE FROM uploads WHERE id = ?", (upload_id,)):
+        async with self._db.execute("DELETE FROM upload_sessions WHERE id = ?", (upload_id,)):
             pass  # closed at once (see CacheIndex._run)
         await self._db.commit()
 
     async def expire(self, before: float) -> list[str]:
         """Forget sessions not touched since ``before``; returns their ids."""
         async with self._db.execute(
-            "DELETE FROM uploads WHERE updated < ? RETURNING id", (before,)
+            "DELETE FROM upload_sessions WHERE updated < ? RETURNING id", (before,)
         ) as cursor:
             gone = [str(row[0]) async for row in cursor]
         await self._db.commit()
         return gone
 
     async def ids(self) -> set[str]:
-        async with self._db.execute("SELECT id FROM uploads") as cursor:
+        async with self._db.execute("SELECT id FROM upload_sessions") as cursor:
             return {str(row[0]) async for row in cursor}
 
 
-def _hash_prefix(path: Path, offset: int) -> hashlib._Hash | None:
-    """sha256 of the first ``offset`` bytes of ``path`` (the rest cut off), or None."""
+@dataclass(frozen=True)
+class Mark:
+    """Where a spool stood: what ``Spool.rollback`` returns it to."""
+
+    size: int
+    hasher: hashlib._Hash | None
+
+
+def _hash_file(path: Path) -> tuple[hashlib._Hash, int] | None:
     try:
-        with path.open("r+b") as file:
-            if file.seek(0, 2) < offset:
-                return None
-            file.truncate(offset)
-            file.seek(0)
-            hasher = hashlib.sha256()
+        with path.open("rb") as file:
+            hasher, size = hashlib.sha256(), 0
             while chunk := file.read(READ_SIZE):
                 hasher.update(chunk)
-            return hasher
+                size += len(chunk)
+            return hasher, size
     except FileNotFoundError:
         return None
 
 
-class Tee:
-    """The bytes of one upload as they pass, on disk, with their running sha256.
+class Spool:
+    """The bytes of one upload as the client sent them, on disk, with their sha256.
 
-    A tee that cannot vouch for its bytes (``keep=False``, a lost file, a gap) is
-    ``broken``: the upload still goes on, trusted to upstream, but is not cached.
+    Writes go straight to the kernel (no buffer), so a full disk shows at the write
+    that hit it. A spool that could not keep a byte is ``lost``: it still counts what
+    passed (the client's offset), but can neither be replayed nor cached.
     """
 
-    def __init__(self, path: Path, *, keep: bool = True, fresh: bool = True) -> None:
+    def __init__(self, path: Path, *, fresh: bool = True) -> None:
         self.path = path
-        self.keep = keep
         self.size = 0
-        self._hash: hashlib._Hash | None = hashlib.sha256() if fresh and keep else None
-        self._file: BinaryIO | None = None
-        if fresh and keep:
+        self._hash: hashlib._Hash | None = hashlib.sha256()
+        self._fd: int | None = None
+        if fresh:
             path.write_bytes(b"")
 
+    @classmethod
+    async def reopen(cls, path: Path) -> Spool | None:
+        """The spool a restarted proxy finds, hashed again; None when its file is gone."""
+        hashed = await asyncio.to_thread(_hash_file, path)
+        if hashed is None:
+            return None
+        spool = cls(path, fresh=False)
+        spool._hash, spool.size = hashed
+        return spool
+
     @property
-    def broken(self) -> bool:
+    def lost(self) -> bool:
         return self._hash is None
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, piece: bytes) -> None:
+        """Append ``piece``; OSError (a full disk) leaves the spool for its caller to
+        roll back (``rollback``) or give up (``lose``)."""
         if self._hash is None:
+            self.size += len(piece)
             return
-        if self._file is None:
-            self._file = self.path.open("ab")
-        self._file.write(chunk)
-        self._hash.update(chunk)
-        self.size += len(chunk)
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        view = memoryview(piece)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        self._hash.update(piece)
+        self.size += len(piece)
+
+    def mark(self) -> Mark:
+        return Mark(self.size, self._hash.copy() if self._hash is not None else None)
+
+    def rollback(self, mark: Mark) -> None:
+        """Back to ``mark``: the bytes after it cut off (a refused or failed chunk)."""
+        self.pause()
+        self.size = mark.size
+        if self._hash is None or mark.hasher is None:
+            return  # lost since: nothing kept to cut
+        os.truncate(self.path, mark.size)
+        self._hash = mark.hasher.copy()
+
+    def lose(self) -> None:
+        """Stop keeping bytes (the disk is full); what passed is still counted."""
+        self.pause()
+        self._hash = None
+        self.path.unlink(missing_ok=True)
+        log.warning("upload spool %s: no room on the cache disk; bytes not kept", self.path.name)
 
     def pause(self) -> None:
         """Close the file between requests (a session may wait a long time)."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
-    async def resume(self, offset: int) -> None:
-        """Make the tee hold exactly the first ``offset`` bytes, or mark it broken."""
-        self.pause()
-        if not self.keep:
-            return
-        self._hash = await asyncio.to_thread(_hash_prefix, self.path, offset)
-        self.size = offset
-        if self._hash is None:
-            log.info("upload bytes in %s are incomplete; this blob will not be cached", self.path)
+    async def replay(self, end: int) -> AsyncIterator[bytes]:
+        """The first ``end`` bytes, read from the file a piece at a time."""
+        fd = await asyncio.to_thread(os.open, self.path, os.O_RDONLY)
+        try:
+            offset = 0
+            while offset < end:
+                piece = await asyncio.to_thread(os.pread, fd, min(READ_SIZE, end - offset), offset)
+                if not piece:
+                    raise OSError(f"upload spool ended {end - offset} bytes early")
+                offset += len(piece)
+                yield piece
+        finally:
+            os.close(fd)
 
     async def matches(self, digest: Digest) -> bool:
-        self.pause()
         if self._hash is None:
             return False
         if digest.algorithm == "sha256":
             return self._hash.hexdigest() == digest.hex
+        self.pause()
         actual = await asyncio.to_thread(BlobStore.rehash, self.path, digest.algorithm)
         return actual == digest.hex
 
     def discard(self) -> None:
-        """Stop keeping bytes and remove those kept."""
+        """Remove the bytes; the spool keeps nothing more."""
         self.pause()
-        self.keep = False
         self._hash = None
         self.path.unlink(missing_ok=True)
 
 
 class UploadFiles:
-    """``CACHE/uploads/``: one tee file per session."""
+    """``CACHE/uploads/``: one spool file per session."""
 
     def __init__(self, root: Path) -> None:
         self.root = root / "uploads"
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def tee(self, upload_id: str, *, keep: bool = True, fresh: bool = True) -> Tee:
-        return Tee(self.root / upload_id, keep=keep, fresh=fresh)
+    def spool(self, upload_id: str) -> Spool:
+        return Spool(self.root / upload_id)
+
+    async def reopen(self, upload_id: str) -> Spool | None:
+        return await Spool.reopen(self.root / upload_id)
 
     def clean(self, keep: set[str]) -> int:
         """Remove files of sessions that are gone; returns how many."""

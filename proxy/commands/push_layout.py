@@ -5,10 +5,10 @@
 As in the seed's section 6.1: every blob of the image (of each image, for an index)
 is uploaded with bounded concurrency (``server.push_concurrency``, default 5) and
 skipped when upstream already has it (one HEAD); then the child manifests, by
-digest; then the manifest itself under the target's tag. A blob larger than one
-chunk goes up in ``PATCH`` chunks; a chunk that fails is not a reason to start over:
-the session's ``Range`` says what upstream holds, and the upload resumes there (up to
-``MAX_RESUMES`` failures in a row). The first blob that fails for good cancels the
+digest; then the manifest itself under the target's tag. Each blob goes up in one
+write (``PUT ?digest=`` with the file, on a new session), as GAR takes uploads (no
+chunks: docs/GAR.md). A write that fails is written again from the file to a fresh
+session, up to ``MAX_RESUMES`` times. The first blob that fails for good cancels the
 others (fail fast: no manifest is pushed over missing blobs). It talks to upstream
 directly with the proxy's credentials through ``Upstream`` (so the same quotas and
 retries apply), never through a running proxy, and caches nothing.
@@ -30,14 +30,12 @@ from proxy.oci.digest import Digest
 from proxy.oci.errors import RegistryError
 from proxy.oci.manifest import MANIFEST_READ_LIMIT, parse_manifest
 from proxy.oci.names import ImageReference, Repository
+from proxy.services.blob_copy import write_whole
 from proxy.services.container import open_services
-from proxy.upstream.registry import Registry, UploadProgress
+from proxy.upstream.registry import Registry
 
 READ_SIZE = 1024 * 1024
-# Blobs up to this go up in one PUT; larger ones in PATCH chunks of this size, so a
-# failure costs one chunk, not the blob (GAR takes chunks of any size).
-CHUNK_SIZE = 16 * 1024 * 1024
-MAX_RESUMES = 3  # failed chunks in a row before the blob (and the push) fails
+MAX_RESUMES = 3  # failed writes of one blob, each then started again, before it fails
 REF_NAME = "org.opencontainers.image.ref.name"
 Say = Callable[[str], None]
 
@@ -98,36 +96,20 @@ class Layout:
         return plan
 
 
-async def _file_chunks(
-    path: Path, offset: int = 0, length: int | None = None
-) -> AsyncIterator[bytes]:
-    """The file's bytes from ``offset``, ``length`` of them (all when None), streamed."""
+async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+    """The file's bytes, streamed a piece at a time."""
     with path.open("rb") as file:
-        file.seek(offset)
-        left = length
-        while left is None or left > 0:
-            want = READ_SIZE if left is None else min(READ_SIZE, left)
-            chunk = await asyncio.to_thread(file.read, want)
-            if not chunk:
-                return
-            if left is not None:
-                left -= len(chunk)
+        while chunk := await asyncio.to_thread(file.read, READ_SIZE):
             yield chunk
 
 
 class Pusher:
     def __init__(
-        self,
-        registry: Registry,
-        repo: Repository,
-        say: Say,
-        task: Task | None = None,
-        chunk_size: int = CHUNK_SIZE,
+        self, registry: Registry, repo: Repository, say: Say, task: Task | None = None
     ) -> None:
         self.registry = registry
         self.repo = repo
         self.say = say
-        self.chunk_size = chunk_size
         self.task = task or Task()
 
     async def blob(self, digest: Digest, path: Path, size: int) -> None:
@@ -135,43 +117,19 @@ class Pusher:
             self.say(f"blob {digest} exists ({human_size(size)})")
             self.task.advance(size)
             return
-        session = await self.registry.start_upload(self.repo)
-        if size <= self.chunk_size:
-            headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-            await self.registry.finish_upload(
-                self.repo, session.url, digest, _file_chunks(path), headers
-            )
-        else:
-            url = await self._chunks(session, digest, path, size)
-            await self.registry.finish_upload(self.repo, url, digest, None, {})
+
+        async def from_file() -> tuple[AsyncIterator[bytes], int]:
+            return _file_chunks(path), size
+
+        def again(error: RegistryError) -> None:
+            self.say(f"blob {digest}: write failed ({error.message}); writing it again")
+
+        await write_whole(
+            self.registry, self.repo, digest, from_file,
+            attempts=MAX_RESUMES + 1, on_retry=again,
+        )  # fmt: skip
         self.task.advance(size)
         self.say(f"blob {digest} pushed ({human_size(size)})")
-
-    async def _chunks(self, session: UploadProgress, digest: Digest, path: Path, size: int) -> str:
-        """PATCH the file in chunks; returns the session URL to finish on."""
-        chunk = max(self.chunk_size, session.chunk_min_length or 0)
-        url, offset, failures = session.url, 0, 0
-        while offset < size:
-            length = min(chunk, size - offset)
-            headers = {
-                "Content-Type": "application/octet-stream",
-                "Content-Length": str(length),
-                "Content-Range": f"{offset}-{offset + length - 1}",
-            }
-            body = _file_chunks(path, offset, length)
-            try:
-                progress = await self.registry.patch_upload(self.repo, url, body, headers)
-            except RegistryError as error:
-                failures += 1
-                status = await self.registry.upload_status(self.repo, url)
-                if failures > MAX_RESUMES or status is None:
-                    raise
-                url, offset = status.url, status.offset(offset)
-                self.say(f"blob {digest}: chunk failed ({error.message}); resuming at {offset:,}")
-                continue
-            failures = 0
-            url, offset = progress.url, progress.offset(offset + length)
-        return url
 
     async def manifest(self, reference: str | Digest, media_type: str, body: bytes) -> Digest:
         await self.registry.put_manifest(self.repo, reference, media_type, body)
@@ -188,7 +146,6 @@ async def push_layout(
     *,
     concurrency: int,
     say: Say = print,
-    chunk_size: int = CHUNK_SIZE,
 ) -> Digest:
     """Push an OCI layout's image (or index) to ``target``; returns its manifest digest."""
     layout = Layout(layout_dir)
@@ -198,9 +155,7 @@ async def push_layout(
         f"pushing {len(plan.blobs)} blobs ({human_size(total)}), {1 + len(plan.children)} manifests"
     )
     with Progress.for_output(say) as progress:
-        pusher = Pusher(
-            registry, target.repository, progress.say, progress.task("pushing", total), chunk_size
-        )
+        pusher = Pusher(registry, target.repository, progress.say, progress.task("pushing", total))
         await _push_blobs(pusher, layout, plan, concurrency)
         for child_digest, media_type, body in plan.children:
             await pusher.manifest(child_digest, media_type, body)

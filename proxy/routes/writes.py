@@ -2,11 +2,15 @@
 
 Bodies are never read whole here: blob chunks go on to the services as the request
 stream, manifests are read up to the 4 MiB limit and refused (413) past it, before
-the rest is read when ``Content-Length`` already says so.
+the rest is read when ``Content-Length`` already says so. The services answer in typed
+values (``UploadState``); the headers a client reads (``Location``, ``Range``,
+``Docker-Upload-UUID``, ``OCI-Chunk-Min-Length``) are made here, also on a refusal that
+leaves the session going (a 416 says where the upload stands).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 from starlette.requests import ClientDisconnect, Request
@@ -18,9 +22,12 @@ from proxy.oci.manifest import MANIFEST_READ_LIMIT
 from proxy.oci.names import Repository, parse_reference
 from proxy.routes.common import API_VERSION, repository, resolve, services
 from proxy.services.container import Services
-from proxy.services.upload_session import Chunk, Session
+from proxy.services.upload_session import Chunk, UploadState
 
 SESSION_METHODS = ["GET", "PATCH", "PUT", "DELETE"]
+# At most 19 digits (no upload reaches 10**19 bytes): a longer number is out of range
+# before int() sees it, which refuses more than 4,300 digits with ValueError.
+CONTENT_RANGE = re.compile(r"(?:bytes[ =])?([0-9]{1,19})-([0-9]{1,19})(?:/(?:[0-9]{1,19}|\*))?")
 
 
 def _writable(request: Request) -> Services:
@@ -54,11 +61,24 @@ async def _body(request: Request, length: int | None) -> AsyncIterator[bytes]:
         raise RegistryError(ErrorCode.CLIENT_GONE, "the client left mid-body")
 
 
+def _span(request: Request) -> tuple[int, int] | None:
+    """``Content-Range: first-last`` as numbers (the OCI form; ``bytes`` and a total
+    are tolerated), checked against the session's offset by the service."""
+    text = request.headers.get("content-range")
+    if text is None:
+        return None
+    match = CONTENT_RANGE.fullmatch(text.strip())
+    if match is None:
+        raise RegistryError(ErrorCode.RANGE_INVALID, f"bad Content-Range {text[:60]!r}")
+    return int(match[1]), int(match[2])
+
+
 def _chunk(request: Request) -> Chunk:
     length = _content_length(request)
+    span = _span(request)
     chunked = "chunked" in request.headers.get("transfer-encoding", "").lower()
     body = _body(request, length) if (length or chunked) else None
-    return Chunk(body, length, request.headers.get("content-range"))
+    return Chunk(body, length, span)
 
 
 def _created(name: str, digest: Digest) -> Response:
@@ -70,8 +90,21 @@ def _created(name: str, digest: Digest) -> Response:
     return Response(status_code=201, headers=headers)
 
 
-def _session_answer(request: Request, session: Session, status: int) -> Response:
-    headers = session.headers(request.path_params["name"])
+def _session_headers(name: str, state: UploadState) -> dict[str, str]:
+    """Where the client's session is (on the proxy), the bytes it holds, its id."""
+    headers = {
+        "Location": f"/v2/{name}/blobs/uploads/{state.id}",
+        # Registries write "0-0" for an empty upload too; clients expect this form.
+        "Range": f"0-{max(state.offset - 1, 0)}",
+        "Docker-Upload-UUID": state.id,
+    }
+    if state.chunk_min_length is not None:
+        headers["OCI-Chunk-Min-Length"] = str(state.chunk_min_length)
+    return headers
+
+
+def _session_answer(request: Request, state: UploadState, status: int) -> Response:
+    headers = _session_headers(request.path_params["name"], state)
     return Response(status_code=status, headers={**headers, **API_VERSION})
 
 
@@ -91,15 +124,15 @@ async def start_upload(request: Request) -> Response:
         digest = Digest.parse(query["mount"])
         repo = await repository(request)
         source = await _source(request, query.get("from"))
-        session = await found.mounts.mount(repo, digest, source)
-        return _created(name, digest) if session is None else _session_answer(request, session, 202)
+        state = await found.mounts.mount(repo, digest, source)
+        return _created(name, digest) if state is None else _session_answer(request, state, 202)
     whole = Digest.parse(query["digest"]) if "digest" in query else None
     repo = await repository(request)
     if whole is not None:
         await found.uploads.monolithic(repo, whole, _chunk(request))
         return _created(name, whole)
     session = await found.uploads.start(repo)
-    return _session_answer(request, session, 202)
+    return _session_answer(request, session.state(), 202)
 
 
 async def upload(request: Request) -> Response:
@@ -108,18 +141,22 @@ async def upload(request: Request) -> Response:
     repo = await repository(request)
     uploads = found.uploads
     session = await uploads.session(repo, request.path_params["upload_id"])
-    if request.method in ("GET", "HEAD"):
-        await uploads.progress(session)
-        return _session_answer(request, session, 204)
-    if request.method == "PATCH":
-        await uploads.append(session, _chunk(request))
-        return _session_answer(request, session, 202)
-    if request.method == "PUT":
-        digest = Digest.parse(request.query_params.get("digest", ""))
-        await uploads.finish(session, digest, _chunk(request))
-        return _created(request.path_params["name"], digest)
-    await uploads.cancel(session)
-    return Response(status_code=204, headers=API_VERSION)
+    try:
+        if request.method in ("GET", "HEAD"):
+            return _session_answer(request, await uploads.progress(session), 204)
+        if request.method == "PATCH":
+            return _session_answer(request, await uploads.append(session, _chunk(request)), 202)
+        if request.method == "PUT":
+            digest = Digest.parse(request.query_params.get("digest", ""))
+            await uploads.finish(session, digest, _chunk(request))
+            return _created(request.path_params["name"], digest)
+        await uploads.cancel(session)
+        return Response(status_code=204, headers=API_VERSION)
+    except RegistryError as error:
+        state = uploads.state_of(session)  # still going: say where it stands
+        if state is not None and error.code is not ErrorCode.BLOB_UPLOAD_UNKNOWN:
+            error.headers.update(_session_headers(request.path_params["name"], state))
+        raise
 
 
 async def _manifest_body(request: Request) -> bytes:

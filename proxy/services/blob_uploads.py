@@ -1,17 +1,26 @@
-"""Blob uploads through the proxy: sessions of its own, mapped onto upstream's.
+"""Blob uploads through the proxy: sessions of its own, landing upstream as one write.
 
-The client sees ``/v2/<name>/blobs/uploads/<id>`` on the proxy; behind it is one
-upstream session whose URL (it changes after every chunk) is kept in SQLite with the
-offset upstream confirmed, so a restarted proxy carries on where it was.
+GAR takes one write per upload session (no chunked uploads: docs/GAR.md), and its
+session URLs are opaque. So the client's session is the proxy's own
+(``/v2/<name>/blobs/uploads/<id>``), its bytes are spooled once
+(``proxy.cache.upload_store.Spool``), and upstream gets the blob in one write:
 
-Chunk bodies stream to upstream as they arrive, never held whole; on the way they are
-hashed and teed to disk (``proxy.cache.upload_store``) so a blob whose digest checks out at
-the final PUT is cached at once. Upstream verifies the digest too and is the authority:
-its refusal (``DIGEST_INVALID``) is passed on and nothing is cached; a blob it accepts
-is cached only when the proxy's own hash agrees.
+- the first ``PATCH`` at offset 0 without ``Content-Range`` (docker, podman, skopeo)
+  streams to the open upstream session as it arrives (a ``PATCH``); a ``PUT`` without
+  a body then commits it. The first byte reaches GAR before the client's last.
+- ``POST ?digest=`` with a body, or a ``PUT`` with the body (containerd, oras), streams
+  to the open session as that ``PUT``.
+- chunks with ``Content-Range`` are spooled only; the ``PUT`` sends the spool (and its
+  own body) to the open session.
+- when an upstream write fails, or a first ``PATCH`` turns out not to be the whole
+  blob, the final write goes to a fresh session from the spool (and the rest of the
+  client's body); when a final write fails in a way a fresh session may get past, the
+  proxy writes it again itself (``blob_copy.ATTEMPTS`` sessions in all).
 
-After a failure part-way through a chunk, or a 416 from upstream, the proxy asks
-upstream for its offset (``GET`` on the session) and re-aligns its tee with it.
+A ``GET`` on the session reports what the proxy holds (the spool), so a client that
+lost its connection resumes from there; a restarted proxy finds its rows and spools
+(``upload_store``). 201 comes only once upstream stored the blob at the digest the
+client named; the blob enters the cache when the proxy's own hash agrees.
 """
 
 from __future__ import annotations
@@ -21,25 +30,29 @@ import logging
 import uuid
 
 from proxy.cache.blobs import BlobCache
-from proxy.cache.upload_store import UPLOAD_TTL, UploadFiles, UploadRow, UploadTable
+from proxy.cache.upload_store import OPEN, SPENT, UPLOAD_TTL, UploadFiles, UploadRow, UploadTable
 from proxy.clock import SYSTEM, Clock
-from proxy.oci import mediatypes as mt
 from proxy.oci.digest import Digest
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
+from proxy.services.blob_copy import check_stored
 from proxy.services.negative import BLOB, NegativeCache
+from proxy.services.upload_flow import Intake
+from proxy.services.upload_landing import land
 from proxy.services.upload_session import (
     UPLOAD_ID,
     Chunk,
-    Flow,
     Session,
-    expected_length,
-    out_of_range,
+    UploadState,
+    check_span,
     unknown_upload,
 )
 from proxy.upstream.registry import Registry, UploadProgress
 
 log = logging.getLogger("gar_proxy.uploads")
+DROPS_SESSION = frozenset(
+    {ErrorCode.DIGEST_INVALID, ErrorCode.UPSTREAM_CORRUPT, ErrorCode.CACHE_FULL}
+)
 
 
 class UploadService:
@@ -64,21 +77,24 @@ class UploadService:
     def open_sessions(self) -> int:
         return len(self._live)
 
+    def state_of(self, session: Session) -> UploadState | None:
+        """What the client is told about ``session``, if it is still going."""
+        return session.state() if self._live.get(session.id) is session else None
+
     # --- starting and finding sessions ---------------------------------------------------
 
-    async def start(self, repo: Repository, *, keep: bool = True) -> Session:
-        self._forget_stale()
-        return await self.adopt(repo, await self.registry.start_upload(repo), keep=keep)
+    async def start(self, repo: Repository) -> Session:
+        await self._forget_stale()
+        return await self.adopt(repo, await self.registry.start_upload(repo))
 
-    async def adopt(self, repo: Repository, progress: UploadProgress, *, keep: bool) -> Session:
-        """Take over an upstream session that a POST (or a refused mount) opened."""
+    async def adopt(self, repo: Repository, progress: UploadProgress) -> Session:
+        """A session of our own over an upstream one a POST (or a refused mount) opened."""
         now = self.clock.time()
-        row = UploadRow(uuid.uuid4().hex, repo.path, repo.location, progress.url, 0, now, now)
-        # Refuse a session we could not address before using it.
-        await self.registry.session_path(repo, progress.url)
+        row = UploadRow(uuid.uuid4().hex, repo.path, repo.location, progress.url, OPEN, now, now)
+        spool = self.files.spool(row.id)
         await self.table.put(row)
-        session = self._live[row.id] = Session(row, self.files.tee(row.id, keep=keep))
-        session.chunk_min_length = progress.chunk_min_length
+        session = Session(row, spool, chunk_min_length=progress.chunk_min_length)
+        self._live[row.id] = session
         return session
 
     async def session(self, repo: Repository, upload_id: str) -> Session:
@@ -97,173 +113,198 @@ class UploadService:
         row = await self.table.get(upload_id)
         if row is None or row.repo != repo.path or row.updated < self.clock.time() - UPLOAD_TTL:
             raise unknown_upload(upload_id)
-        session = Session(row, self.files.tee(upload_id, fresh=False))
-        # Ask upstream where it stands (this also learns its auth before a streamed
-        # chunk, which cannot be replayed) and rebuild the hash from the teed bytes.
-        await self._resync(session, force=True)
-        self._live[upload_id] = session
-        log.info("upload %s restored at offset %d", upload_id, row.offset)
+        spool = await self.files.reopen(upload_id)
+        if spool is None:  # its bytes are gone: the session cannot go on
+            await self.table.delete(upload_id)
+            raise unknown_upload(upload_id)
+        session = self._live[upload_id] = Session(row, spool)
+        log.info("upload %s restored at offset %d", upload_id, spool.size)
         return session
 
-    def _forget_stale(self) -> None:
+    async def _forget_stale(self) -> None:
         cutoff = self.clock.time() - UPLOAD_TTL
-        for upload_id in [k for k, s in self._live.items() if s.row.updated < cutoff]:
-            self._live.pop(upload_id).tee.pause()
+        for session in [s for s in self._live.values() if s.row.updated < cutoff]:
+            if not session.lock.locked():
+                await self._drop(session)
+
+    def _alive(self, session: Session) -> None:
+        """The session may have finished or been dropped while a request waited."""
+        if self._live.get(session.id) is not session:
+            raise unknown_upload(session.id)
 
     # --- chunks, progress, finish, cancel ------------------------------------------------
 
-    async def append(self, session: Session, chunk: Chunk) -> None:
-        """PATCH: one chunk (or the whole stream) on to upstream."""
+    async def append(self, session: Session, chunk: Chunk) -> UploadState:
+        """PATCH: a chunk, or the whole blob streamed."""
         async with session.lock:
-            progress, flow = await self._send(session, chunk, None)
-            assert isinstance(progress, UploadProgress)
-            session.row.offset += flow.received
-            await self._align(session, progress)
-            if flow.limit is not None and flow.received != flow.limit:
-                raise RegistryError(
-                    ErrorCode.SIZE_INVALID,
-                    f"chunk of {flow.received} bytes, but Content-Range announced {flow.limit}",
-                    headers=session.headers(),
-                )
+            self._alive(session)
+            expected = check_span(session, chunk)
+            if chunk.body is not None:
+                if expected is None and session.offset == 0 and session.upstream_open:
+                    await self._write_through(session, chunk)
+                else:
+                    await self._spool(session, chunk, expected)
+            await self._touch(session)
+            return session.state()
 
     async def finish(self, session: Session, digest: Digest, chunk: Chunk) -> None:
-        """PUT ``?digest=``, with or without a last chunk; caches the blob when verified."""
+        """PUT ``?digest=``, with or without a last chunk: the blob lands upstream in one
+        write (or is committed, if it went up whole already) and enters the cache."""
         async with session.lock:
-            stored, _ = await self._send(session, chunk, digest)
+            self._alive(session)
+            expected = check_span(session, chunk)
             repo = session.row.repository
-            if stored is not None and stored != digest:
-                # 201 only for what upstream holds at the digest the client named.
-                if await self.registry.stat_blob(repo, digest) is None:
-                    await self._drop(session)
-                    raise RegistryError(
-                        ErrorCode.UPSTREAM_CORRUPT,
-                        f"upstream stored the blob as {stored}, not {digest}; "
-                        f"{repo.path}@{digest} does not exist upstream",
-                    )
-                log.info("upstream reported %s for %s, which it also holds", stored, digest)
+            try:
+                if chunk.body is None:
+                    await self._check_complete(session, digest)  # before any upstream write
+                stored = await land(self, session, digest, chunk, expected)
+                await check_stored(self.registry, repo, digest, stored)
+            except RegistryError as error:
+                if error.code in DROPS_SESSION:
+                    await self._drop(session, cancel=True)
+                raise
             await self._close(session, digest)
             await self.cache.index.scopes.add(str(repo), digest)
-        self.missing.forget(BLOB, str(session.row.repository), str(digest))  # it exists now
+        self.missing.forget(BLOB, str(repo), str(digest))  # it exists now
 
     async def monolithic(self, repo: Repository, digest: Digest, chunk: Chunk) -> None:
-        """``POST ?digest=`` with a body: a session and its PUT, on every registry alike."""
+        """``POST ?digest=`` with a body: a session, and the body as its one write."""
         session = await self.start(repo)
         try:
             await self.finish(session, digest, chunk)
-        except Exception:
+        except BaseException:
             await self.abandon(session)
             raise
 
-    async def progress(self, session: Session) -> None:
-        """GET on a session: upstream's offset, which the tee then matches."""
+    async def progress(self, session: Session) -> UploadState:
+        """GET on a session: the bytes the proxy holds (nothing is asked upstream)."""
         async with session.lock:
-            await self._resync(session)
+            self._alive(session)
+            return session.state()
 
     async def cancel(self, session: Session) -> None:
         async with session.lock:
-            try:
-                await self.registry.cancel_upload(session.row.repository, session.row.upstream_url)
-            finally:
-                await self._drop(session)
+            self._alive(session)
+            await self._drop(session, cancel=True)
 
-    # --- the streaming itself ------------------------------------------------------------
+    async def abandon(self, session: Session) -> None:
+        """Drop a session no client knows about (a failed monolithic upload)."""
+        if self._live.get(session.id) is session:
+            await self._drop(session, cancel=True)
 
-    async def _send(
-        self, session: Session, chunk: Chunk, digest: Digest | None
-    ) -> tuple[UploadProgress | Digest | None, Flow]:
-        """A PATCH (no ``digest``) or the final PUT, streamed through a ``Flow``."""
-        expected = expected_length(session, chunk)
-        headers = {"Content-Type": mt.OCTET_STREAM}
-        if chunk.length is not None:
-            headers["Content-Length"] = str(chunk.length)
-        if chunk.content_range is not None and expected:
-            headers["Content-Range"] = f"{session.offset}-{session.offset + expected - 1}"
-        flow = Flow(session.tee, expected)
-        body = flow.through(chunk.body) if chunk.body is not None else None
-        repo, url = session.row.repository, session.row.upstream_url
+    # --- the bytes -----------------------------------------------------------------------
+
+    async def _write_through(self, session: Session, chunk: Chunk) -> None:
+        """The first PATCH, from offset 0 without ``Content-Range``: it may be the whole
+        blob, so it goes to the open upstream session as it arrives (that session's
+        one write) as well as to the spool. If upstream fails, the client does not see
+        it: the rest goes to the spool, and the final write to a fresh session."""
+        row = session.row
+        row.upstream = SPENT  # a crash mid-write leaves it so: never written to again
+        await self.table.put(row)
+        assert chunk.body is not None
+        intake = Intake(chunk.body, session.spool, upstream_too=True)
         try:
-            if digest is None:
-                return await self.registry.patch_upload(repo, url, body, headers), flow
-            return await self.registry.finish_upload(repo, url, digest, body, headers), flow
+            progress = await self.registry.write_upload(
+                row.repository, row.upstream_url, intake.pieces(), chunk.length
+            )
         except RegistryError as error:
-            raise await self._failed(session, error) from None
-        except Exception:
-            await self._resync_quietly(session)
+            if intake.failure is not None:
+                raise intake.failure from None  # the client left: what arrived is kept
+            log.warning(
+                "upload %s: upstream did not take the streamed write (%s); the blob goes "
+                "to a fresh upstream session when it is complete", session.id, error.code.wire,
+            )  # fmt: skip
+            await intake.drain()
+        else:
+            await intake.drain()  # nothing left, normally (HTTP/1.1 sends it all first)
+            held = progress.offset(intake.received)
+            if held == intake.received == session.offset and held > 0:
+                row.upstream, row.upstream_url = held, progress.url
+        finally:
+            session.spool.pause()
+        if session.spool.lost and row.upstream == SPENT:
+            await self._drop(session, cancel=True)
+            raise RegistryError(
+                ErrorCode.CACHE_FULL,
+                "no room on the cache disk to hold the upload, and upstream did not take "
+                "it whole: push it again",
+            )
+
+    async def _spool(self, session: Session, chunk: Chunk, expected: int | None) -> None:
+        """A chunk the proxy only keeps: it goes upstream with the final write."""
+        if session.spool.lost:
+            await self._drop(session, cancel=True)
+            raise RegistryError(
+                ErrorCode.CACHE_FULL, "the upload's bytes could not be kept: push it again"
+            )
+        assert chunk.body is not None
+        mark = session.spool.mark()
+        intake = Intake(chunk.body, session.spool, expected)
+        try:
+            await intake.drain()
+        except RegistryError as error:
+            if error.code is not ErrorCode.CLIENT_GONE:  # a refused chunk leaves no trace
+                session.spool.rollback(mark)
             raise
         finally:
-            if body is not None:
-                await body.aclose()
-            session.tee.pause()
+            session.spool.pause()
 
-    # --- keeping in step with upstream ---------------------------------------------------
+    async def _check_complete(self, session: Session, digest: Digest) -> None:
+        spool = session.spool
+        if spool.lost:
+            if session.row.upstream != session.offset:
+                await self._drop(session, cancel=True)
+                raise RegistryError(
+                    ErrorCode.CACHE_FULL, "the upload's bytes could not be kept: push it again"
+                )
+        elif not await spool.matches(digest):
+            raise RegistryError(
+                ErrorCode.DIGEST_INVALID,
+                f"the {spool.size} bytes uploaded do not match {digest}",
+                detail={"digest": str(digest)},
+            )
 
-    async def _align(
-        self, session: Session, progress: UploadProgress, *, force: bool = False
-    ) -> None:
-        """Follow upstream's answer: its new session URL, its offset, the tee cut to it."""
-        session.row.upstream_url = progress.url
-        confirmed = progress.offset(session.offset)
-        if confirmed != session.offset:
-            log.warning("upload %s: upstream at %d, not %d", session.id, confirmed, session.offset)
-        if force or confirmed != session.offset or session.tee.size != confirmed:
-            session.row.offset = confirmed
-            await session.tee.resume(confirmed)
+    async def renew(self, session: Session) -> None:
+        """A fresh upstream session for ``session`` (its old one given up)."""
+        row = session.row
+        if row.upstream != OPEN:
+            await self._cancel_upstream(session)
+        progress = await self.registry.start_upload(row.repository)
+        row.upstream_url, row.upstream = progress.url, OPEN
+        await self.table.put(row)
+
+    async def spend(self, session: Session) -> None:
+        """A write to the upstream session begins: it takes no other."""
+        session.row.upstream = SPENT
+        await self.table.put(session.row)
+
+    # --- ending ----------------------------------------------------------------------------
+
+    async def _touch(self, session: Session) -> None:
         session.row.updated = self.clock.time()
         await self.table.put(session.row)
 
-    async def _resync(self, session: Session, *, force: bool = False) -> None:
-        progress = await self.registry.upload_status(
-            session.row.repository, session.row.upstream_url
-        )
-        if progress is None:
-            await self._drop(session)
-            raise unknown_upload(session.id)
-        await self._align(session, progress, force=force)
-
-    async def _resync_quietly(self, session: Session) -> None:
-        try:
-            await self._resync(session)
-        except (RegistryError, OSError) as error:
-            if getattr(error, "code", None) is not ErrorCode.BLOB_UPLOAD_UNKNOWN:
-                log.warning(
-                    "upload %s: could not ask upstream for its offset: %r", session.id, error
-                )
-
-    async def _failed(self, session: Session, error: RegistryError) -> RegistryError:
-        """The error to raise for a refused chunk or PUT, with the session re-aligned."""
-        if error.status == 404:
-            await self._drop(session)
-            return error
-        await self._resync_quietly(session)
-        if error.code is ErrorCode.RANGE_INVALID:
-            return out_of_range(session, "upstream refused the chunk's range")
-        return error
-
     async def _close(self, session: Session, digest: Digest) -> None:
-        """The upload is complete upstream: cache its bytes if they are what was promised."""
+        """Upstream has the blob: cache the spool if it is what was promised."""
         self._live.pop(session.id, None)
         await self.table.delete(session.id)
-        tee = session.tee
-        if tee.keep and not tee.broken and await tee.matches(digest):
-            await self.cache.admit(tee.path, digest, tee.size)
+        spool = session.spool
+        if not spool.lost and await spool.matches(digest):
+            spool.pause()
+            await self.cache.admit(spool.path, digest, spool.size)
             return
-        if tee.keep:
-            log.warning(
-                "upload %s of %s: kept bytes did not verify; not cached", session.id, digest
-            )
-        tee.discard()
+        spool.discard()
 
-    async def _drop(self, session: Session) -> None:
+    async def _drop(self, session: Session, *, cancel: bool = False) -> None:
         self._live.pop(session.id, None)
-        session.tee.discard()
+        session.spool.discard()
         await self.table.delete(session.id)
+        if cancel:
+            await self._cancel_upstream(session)
 
-    async def abandon(self, session: Session) -> None:
-        """Cancel a session no client knows about (a failed monolithic upload or copy)."""
-        if session.id not in self._live:
-            return
+    async def _cancel_upstream(self, session: Session) -> None:
         try:
             await self.registry.cancel_upload(session.row.repository, session.row.upstream_url)
-        except RegistryError as error:
-            log.info("upload %s: cancel upstream failed: %s", session.id, error.message)
-        await self._drop(session)
+        except RegistryError as error:  # it expires upstream anyway
+            log.info("upload %s: cancelling upstream failed (%s)", session.id, error.code.wire)

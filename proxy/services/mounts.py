@@ -1,11 +1,18 @@
-"""Cross-repository mounts, and getting a blob upstream without the client's bytes.
+"""Cross-repository mounts, and blobs the proxy writes upstream without the client.
 
-GAR mounts only within one project and location. A mount there is forwarded; any
-other mount (or one upstream answers with 202) is done by the proxy itself: it
-uploads the blob from its cache, or streams it from the source repository through
-an ordinary (cache-filling) GET, and answers 201, so a client never sends bytes the
-proxy can reach. Only when the proxy cannot reach them either does the client get
-an upload session (202), as the spec says a registry that cannot mount answers.
+``POST ?mount=D&from=S`` (whether the client may pull S is decided before, in
+``proxy.auth``):
+
+- no ``from``, or an empty one: an ordinary upload session (202). The cache holding D
+  for some other repository is no reason to copy it: content addressing is a storage
+  detail, not a permission.
+- S in another GAR location: GAR cannot mount across regions, so the proxy copies the
+  blob itself when it is reachable in S (known in S's cache scope, or a HEAD on S
+  upstream says so), as one write to the target, and answers 201; otherwise a session.
+- otherwise the mount goes to upstream: within a project GAR mounts; across projects
+  in one location the evidence is unknown, so 201 and 202 are both taken. A 202 (GAR
+  would not mount) falls back to that copy, into the session GAR opened, or hands the
+  session to the client (docs/GAR.md).
 """
 
 from __future__ import annotations
@@ -15,13 +22,14 @@ from collections.abc import AsyncIterable, AsyncIterator
 
 from proxy.cache.blobs import BlobCache
 from proxy.oci.digest import Digest
-from proxy.oci.errors import RegistryError
+from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
+from proxy.services.blob_copy import write_whole
 from proxy.services.blob_uploads import UploadService
 from proxy.services.blobs import BlobService
 from proxy.services.negative import BLOB
-from proxy.services.upload_session import Chunk, Session
-from proxy.upstream.registry import Registry
+from proxy.services.upload_session import UploadState
+from proxy.upstream.registry import Registry, UploadProgress
 
 log = logging.getLogger("gar_proxy.mounts")
 
@@ -47,95 +55,100 @@ class MountService:
         self.cache = cache
         self.blobs = blobs
         self.uploads = uploads
-
-    def same_home(self, repo: Repository, source: Repository) -> bool:
-        """Can upstream mount between these two (GAR: same project and location)?"""
-        if not self.gar:
-            return True
-        return repo.project == source.project and repo.location == source.location
+        self.scopes = cache.index.scopes
 
     async def mount(
         self, repo: Repository, digest: Digest, source: Repository | None
-    ) -> Session | None:
-        """None: ``digest`` is in ``repo`` upstream now. A session: the client uploads it."""
-        session = await self._mount(repo, digest, source)
-        if session is None:  # it exists now: a remembered "unknown" would be wrong
+    ) -> UploadState | None:
+        """None: ``digest`` is in ``repo`` upstream now. A state: the client uploads it."""
+        if source is None:
+            return (await self.uploads.start(repo)).state()
+        state = await self._mount(repo, digest, source)
+        if state is None:  # it exists now: a remembered "unknown" would be wrong
             self.uploads.missing.forget(BLOB, str(repo), str(digest))
-            await self.cache.index.scopes.add(str(repo), digest)
-        return session
+            await self.scopes.add(str(repo), digest)
+        return state
 
     async def _mount(
-        self, repo: Repository, digest: Digest, source: Repository | None
-    ) -> Session | None:
-        if source is None or self.same_home(repo, source):
-            session = await self._forward(repo, digest, source)
-            if session is None:
-                return None
-        else:
+        self, repo: Repository, digest: Digest, source: Repository
+    ) -> UploadState | None:
+        if self.gar and repo.location != source.location:  # GAR mounts within a region
             if await self.upstream_has(repo, digest):
                 return None
-            session = await self.uploads.start(repo)
-        body = await self._reachable(digest, source)
-        if body is None:
-            return session
-        await self._copy(session, digest, body)
-        return None
+            if await self._copied(repo, digest, source, None):
+                return None
+            return (await self.uploads.start(repo)).state()
+        progress = await self.registry.mount(repo, digest, source)
+        if progress is None:
+            return None
+        if await self._copied(repo, digest, source, progress):
+            return None
+        return (await self.uploads.adopt(repo, progress)).state()
 
     async def ensure(self, repo: Repository, digest: Digest) -> bool:
-        """Is ``digest`` in ``repo`` upstream, if need be uploaded from the cache?"""
+        """Is ``digest`` in ``repo`` upstream, if need be written from the cache? (A
+        manifest push whose blob a HEAD answered from the cache may have skipped.)"""
         if await self.upstream_has(repo, digest):
             return True
-        body = await self._reachable(digest, None)
-        if body is None:
+        if self.cache.size(digest) is None:
             return False
-        log.info("%s: uploading %s from the cache", repo, digest)
-        await self._copy(await self.uploads.start(repo), digest, body)
+        log.info("%s: writing %s upstream from the cache", repo, digest)
+        await write_whole(self.registry, repo, digest, lambda: self._open(None, digest))
+        await self.scopes.add(str(repo), digest)
         return True
 
     async def upstream_has(self, repo: Repository, digest: Digest) -> bool:
         if await self.registry.stat_blob(repo, digest) is None:
             return False
-        await self.cache.index.scopes.add(str(repo), digest)
+        await self.scopes.add(str(repo), digest)
         return True
 
-    async def _forward(
-        self, repo: Repository, digest: Digest, source: Repository | None
-    ) -> Session | None:
-        progress = await self.registry.mount(repo, digest, source)
-        if progress is None:
-            return None
-        return await self.uploads.adopt(repo, progress, keep=True)
+    async def _copied(
+        self, repo: Repository, digest: Digest, source: Repository, session: UploadProgress | None
+    ) -> bool:
+        """The blob copied from ``source`` into ``repo`` (into ``session``, if GAR opened
+        one), when it is reachable there; False when it is not."""
+        if not await self._reachable_in(source, digest):
+            return False
+        try:
+            await write_whole(
+                self.registry, repo, digest, lambda: self._open(source, digest), session=session
+            )
+        except RegistryError as error:
+            if error.code is not ErrorCode.BLOB_UNKNOWN:  # else gone from the source since
+                raise
+            return False
+        return True
 
-    async def _reachable(
-        self, digest: Digest, source: Repository | None
-    ) -> tuple[AsyncIterable[bytes], int | None] | None:
-        """The blob's bytes from the cache or the source repository, or None."""
+    async def _reachable_in(self, source: Repository, digest: Digest) -> bool:
+        """Known in ``source``'s cache scope, or upstream says ``source`` holds it."""
+        key = str(source)
+        if self.scopes.known(key, digest) or await self.scopes.stored(key, digest):
+            return True
+        if self.offline:
+            return False
+        try:
+            found = await self.registry.stat_blob(source, digest) is not None
+        except RegistryError as error:  # the client uploads it: nothing is lost
+            log.info("%s: could not ask %s for %s (%s)", key, source, digest, error.code.wire)
+            return False
+        if found:
+            await self.scopes.add(key, digest)
+        return found
+
+    async def _open(
+        self, source: Repository | None, digest: Digest
+    ) -> tuple[AsyncIterable[bytes], int | None]:
+        """The blob's bytes: the cached file, else a (cache-filling) read of ``source``."""
         size = self.cache.size(digest)
         if size is not None:
             cached = self.cache.read(digest)
-            if cached is not None:  # else evicted since the stat: reach it from the source
+            if cached is not None:  # else evicted since the stat
                 return cached, size
-        if source is None or self.offline:
-            return None
-        try:
-            answer = await self.blobs.get(source, digest, None)
-        except RegistryError as error:
-            if error.status == 404:
-                return None
-            raise
+        if source is None:
+            raise RegistryError(ErrorCode.BLOB_UNKNOWN, f"{digest} left the cache")
+        answer = await self.blobs.get(source, digest, None)
         if isinstance(answer.body, bytes):
             return _once(answer.body), len(answer.body)
         assert answer.body is not None
         return answer.body, answer.size
-
-    async def _copy(
-        self, session: Session, digest: Digest, body: tuple[AsyncIterable[bytes], int | None]
-    ) -> None:
-        """Upload the blob into ``session`` ourselves; already cached, so no tee."""
-        session.tee.discard()
-        stream, size = body
-        try:
-            await self.uploads.finish(session, digest, Chunk(stream, size))
-        except Exception:
-            await self.uploads.abandon(session)
-            raise

@@ -1,37 +1,48 @@
-"""The pieces of an upload session: its request bodies, state, and upstream's answers."""
+"""The pieces of an upload session: a request's body, the session, what a client sees.
+
+Services speak in these typed values; ``proxy.routes.writes`` reads them from requests
+(``Content-Range`` becomes a ``Chunk.span``) and renders ``UploadState`` as headers
+(``Location``, ``Range``, ``Docker-Upload-UUID``, ``OCI-Chunk-Min-Length``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncGenerator, AsyncIterable
+from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
 
-from proxy.cache.upload_store import Tee, UploadRow
+from proxy.cache.upload_store import OPEN, Spool, UploadRow
 from proxy.oci.errors import ErrorCode, RegistryError
 
-# At most 19 digits (no upload reaches 10**19 bytes): a longer number is out of range
-# before int() sees it, which refuses more than 4,300 digits with ValueError.
-CONTENT_RANGE = re.compile(r"(?:bytes[ =])?([0-9]{1,19})-([0-9]{1,19})(?:/(?:[0-9]{1,19}|\*))?")
 UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Chunk:
-    """A request body for an upload: streamed, with what the client said about it."""
+    """A request body for an upload: streamed, with what the client said about it.
+    ``span``: the first and last offset of its ``Content-Range``, if it sent one."""
 
     body: AsyncIterable[bytes] | None
     length: int | None = None  # Content-Length, when sent
-    content_range: str | None = None
+    span: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class UploadState:
+    """What a client is told about its session: the proxy's id, the bytes it holds."""
+
+    id: str
+    offset: int
+    chunk_min_length: int | None = None
 
 
 @dataclass(eq=False)
 class Session:
     row: UploadRow
-    tee: Tee
+    spool: Spool
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # Upstream's OCI-Chunk-Min-Length, passed on so clients size their PATCHes to
-    # what GAR takes; not kept across a restart (it is advice, repeated on each answer).
+    # Upstream's OCI-Chunk-Min-Length, passed on as advice; not kept across a restart.
     chunk_min_length: int | None = None
 
     @property
@@ -40,44 +51,34 @@ class Session:
 
     @property
     def offset(self) -> int:
-        return self.row.offset
+        """The bytes the client sent that the proxy holds: where it goes on from."""
+        return self.spool.size
 
-    def headers(self, name: str | None = None) -> dict[str, str]:
-        """Location (on the proxy), Range, id and upstream's minimum chunk size, if any;
-        ``name`` as the client spelled it."""
-        where = name if name is not None else str(self.row.repository)
-        headers = {
-            "Location": f"/v2/{where}/blobs/uploads/{self.id}",
-            # Registries write "0-0" for an empty upload too; clients expect this form.
-            "Range": f"0-{max(self.row.offset - 1, 0)}",
-            "Docker-Upload-UUID": self.id,
-        }
-        if self.chunk_min_length is not None:
-            headers["OCI-Chunk-Min-Length"] = str(self.chunk_min_length)
-        return headers
+    @property
+    def upstream_open(self) -> bool:
+        return self.row.upstream == OPEN
+
+    def state(self) -> UploadState:
+        return UploadState(self.id, self.offset, self.chunk_min_length)
 
 
-def out_of_range(session: Session, what: str) -> RegistryError:
-    return RegistryError(
-        ErrorCode.RANGE_INVALID,
-        f"{what}: the upload is at offset {session.offset}",
-        headers=session.headers(),
-    )
-
-
-def expected_length(session: Session, chunk: Chunk) -> int | None:
-    """Check Content-Range against the offset; the chunk's length when it has one."""
-    if chunk.content_range is None:
+def check_span(session: Session, chunk: Chunk) -> int | None:
+    """The chunk's length from its ``Content-Range`` (None without one), checked
+    against the session's offset and the chunk's ``Content-Length``."""
+    if chunk.span is None:
         return None
-    match = CONTENT_RANGE.fullmatch(chunk.content_range.strip())
-    if match is None or int(match[1]) != session.offset or int(match[2]) < int(match[1]):
-        raise out_of_range(session, f"Content-Range {chunk.content_range[:60]!r}")
-    expected = int(match[2]) - int(match[1]) + 1
+    first, last = chunk.span
+    if first != session.offset or last < first:
+        raise RegistryError(
+            ErrorCode.RANGE_INVALID,
+            f"Content-Range {first}-{last}: the upload is at offset {session.offset}",
+        )
+    expected = last - first + 1
     if chunk.length is not None and chunk.length != expected:
         raise RegistryError(
             ErrorCode.SIZE_INVALID,
-            f"Content-Length {chunk.length} does not match Content-Range "
-            f"{chunk.content_range[:60]!r} ({expected} bytes)",
+            f"Content-Length {chunk.length} does not match Content-Range {first}-{last} "
+            f"({expected} bytes)",
         )
     return expected
 
@@ -88,30 +89,3 @@ def unknown_upload(upload_id: str) -> RegistryError:
         f"upload {upload_id[:64]} is not known (finished, cancelled or expired)",
         detail={"upload": upload_id[:64]},
     )
-
-
-class Flow:
-    """Counts, tees and bounds one request body on its way to upstream."""
-
-    def __init__(self, tee: Tee, limit: int | None) -> None:
-        self.tee = tee
-        self.limit = limit
-        self.received = 0
-
-    async def through(self, body: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
-        try:
-            async for chunk in body:
-                if not chunk:
-                    continue
-                self.received += len(chunk)
-                if self.limit is not None and self.received > self.limit:
-                    raise RegistryError(
-                        ErrorCode.SIZE_INVALID,
-                        f"chunk longer than its Content-Range ({self.limit} bytes)",
-                    )
-                self.tee.write(chunk)
-                yield chunk
-        finally:
-            aclose = getattr(body, "aclose", None)
-            if aclose is not None:
-                await aclose()

@@ -16,13 +16,12 @@ errors with exponential backoff and full jitter, honouring ``Retry-After``.
 from __future__ import annotations
 
 import collections
-import email.utils
 import logging
 import random
 import ssl
 import time
 import urllib.request
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -34,50 +33,17 @@ from proxy.metrics import Metrics, status_class
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
 from proxy.redact import without_secret_params
-from proxy.upstream import errors, lean, patch_h11_httpcore, sockets
+from proxy.upstream import errors, lean, patch_h11_httpcore, redirects, sockets
 from proxy.upstream.auth import AccessTokens, Authorizer, AuthState
+from proxy.upstream.calls import ASKED, Body, Call, body_failure, operation, retry_after_seconds
 from proxy.upstream.ratelimit import RateLimits
 
 log = logging.getLogger("gar_proxy.upstream")
 
-Body = bytes | AsyncIterable[bytes] | None
 patch_h11_httpcore.apply()  # larger reads, fewer copies for blob bodies
 # A wait longer than this is not worth holding a client for; pass the 429 on instead.
 MAX_RETRY_AFTER = 60.0
-MAX_WRITE_REDIRECTS = 3
 RECENT_ERRORS = 20
-_OPERATIONS = (("/blobs/uploads", "upload"), ("/blobs/", "blob"), ("/manifests/", "manifest"),
-               ("/tags/", "tags"), ("/referrers/", "referrers"))  # fmt: skip
-
-
-def operation(method: str, path: str) -> str:
-    """A bounded label for an upstream call: ``blob_get``, ``manifest_head``, ``upload_patch``.
-
-    >>> operation("HEAD", "/manifests/1.0"), operation("PATCH", "/blobs/uploads/u?_state=x")
-    ('manifest_head', 'upload_patch')
-    """
-    kind = next((k for marker, k in _OPERATIONS if marker in path), "other")
-    return f"{kind}_{method.lower()}"
-
-
-def retry_after_seconds(value: str | None, now: float) -> float | None:
-    """``Retry-After`` as seconds: delta-seconds or an HTTP date (``now``: epoch seconds).
-
-    >>> retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0)
-    10.0
-    >>> retry_after_seconds("3", now=0), retry_after_seconds("soon", now=0)
-    (3.0, None)
-    """
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when - now)
 
 
 def tls_verification(ca_file: Path | None) -> ssl.SSLContext | bool:
@@ -123,7 +89,11 @@ class Upstream:
             limits=limits,
             http2=settings.http2,
             transport=transport,
-            follow_redirects=True,  # httpx drops Authorization on a cross-origin redirect
+            # Registry calls follow redirects in ``send_to`` itself (each hop charged to
+            # the quota, credentials only on the upstream's origin: redirects.py); the
+            # other users of this client (token realm, REST APIs) keep httpx's, which
+            # drops Authorization on a cross-origin redirect.
+            follow_redirects=True,
             # HTTP(S)_PROXY, NO_PROXY and SSL_CERT_FILE, like google-auth's token calls
             # and every other tool on the machine (httpx reads no .netrc since 0.24).
             trust_env=True,
@@ -159,69 +129,128 @@ class Upstream:
         lean_body: bool = False,
     ) -> httpx.Response:
         """One logical request to ``/v2/<repo>{path}``; ``path`` starts with '/'."""
+        base = self.base_url(await self.location(repo))
+        return await self.send_to(
+            method, repo, f"{base}/v2/{repo.path}{path}", headers=headers, params=params,
+            content=content, write=write, stream=stream, extra_scopes=extra_scopes,
+            lean_body=lean_body,
+        )  # fmt: skip
+
+    async def send_to(
+        self,
+        method: str,
+        repo: Repository,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        content: Body = None,
+        write: bool = False,
+        stream: bool = False,
+        extra_scopes: tuple[str, ...] = (),
+        lean_body: bool = False,
+        label: str | None = None,
+    ) -> httpx.Response:
+        """One logical request to ``url``, which must be on the upstream's own origin
+        (an upload session GAR handed out may be any path there). ``label`` stands for
+        the URL in errors and logs: an upload session's path is its credential."""
         location = await self.location(repo)
         base = self.base_url(location)
-        url = f"{base}/v2/{repo.path}{path}"
-        action = "pull,push" if write else "pull"
-        state = AuthState(scope=f"repository:{repo.path}:{action}")
-        state.extra_scopes = list(extra_scopes)
-        replayable = content is None or isinstance(content, bytes)
-        # Reads follow redirects (blob storage; httpx drops Authorization across
-        # origins). Writes follow only a 307/308 to the upstream's own host, and only
-        # with a body that can be sent again (``_write_redirect``).
-        follow = method in ("GET", "HEAD")
-        attempt = redirects = 0
-        while True:
-            await self._take_quota(repo, location, write)
-            request = self.http.build_request(
-                method, url, headers=dict(headers or {}), params=params, content=content
+        if not redirects.same_origin(url, base):
+            raise RegistryError(
+                ErrorCode.UPSTREAM_BAD_GATEWAY,
+                f"refused to send {method} to {redirects.host_of(url)}: not the upstream's host",
             )
-            if lean_body:  # a blob body: its own connection, read into batches (lean/)
-                request.extensions[lean.LEAN] = True
-            authorization = await self.auth.authorization(base, state)
-            if authorization:
-                request.headers["Authorization"] = authorization
-            started = time.perf_counter()  # a measurement (metrics), not policy: real time
-            try:
-                response = await self.http.send(request, stream=True, follow_redirects=follow)
-            except httpx.HTTPError as error:
-                self._observe(request, None, started, type(error).__name__)
-                if replayable and attempt < self.settings.retries:
-                    attempt += 1
-                    self.metrics.upstream_retries.labels("transport").inc()
-                    await self._backoff(attempt, None, f"{type(error).__name__} on {method}")
-                    continue
-                # A streamed request body that failed on our side (the client went
-                # away mid-chunk) is that failure, not upstream's.
-                raise _body_failure(error) or errors.from_transport(error, url) from None
-            self._observe(request, response.status_code, started, None)
-            if not follow and response.is_redirect:
-                await response.aclose()
-                url, params = _write_redirect(response, method, base, replayable), None
-                redirects += 1
-                if redirects > MAX_WRITE_REDIRECTS:
-                    raise RegistryError(
-                        ErrorCode.UPSTREAM_BAD_GATEWAY, f"upstream redirected {method} in a loop"
-                    )
+        state = AuthState(scope=f"repository:{repo.path}:{'pull,push' if write else 'pull'}")
+        state.extra_scopes = list(extra_scopes)
+        call = Call(method, repo, location, base, url, params, dict(headers or {}), content,
+                     write, lean_body, label, state)  # fmt: skip
+        attempt = 0
+        while True:
+            response = await self._attempt(call, attempt)
+            if response is None:  # a transport failure worth another try
+                attempt += 1
+                self.metrics.upstream_retries.labels("transport").inc()
+                await self._backoff(attempt, None, f"transport failure on {method}")
                 continue
-            retry = await self._should_retry(response, base, state, replayable, attempt)
+            own = redirects.same_origin(response.url, base)
+            retry = await self._should_retry(response, base, state, call.replayable, attempt, own)
             if retry is None:
-                if response.status_code in (401, 403):  # refused after any token trade
-                    what = f"upstream_{response.status_code}"
-                    self.metrics.credential_failures.labels(what).inc()
-                    self.recent_errors.append((self.clock.time(), operation(method, path), what))
-                if not stream:
-                    try:
-                        await response.aread()
-                    except httpx.HTTPError as error:  # cut mid-body: upstream trouble too
-                        raise errors.from_transport(error, url) from None
-                return response
+                return await self._deliver(call, response, stream)
             await response.aclose()
             reason = status_class(response.status_code) if retry >= 0 else "auth"
             self.metrics.upstream_retries.labels(reason).inc()
             if retry >= 0:
                 attempt += 1
                 await self._backoff(attempt, retry or None, f"HTTP {response.status_code}")
+
+    async def _attempt(self, call: Call, attempt: int) -> httpx.Response | None:
+        """The request and the redirects it meets, up to an answer; None when it failed
+        on the way in a way worth another try (the caller backs off)."""
+        target: httpx.URL | str = call.url
+        query, hops, renewed = call.params, 0, False
+        while True:
+            request = await self._request(call, target, query)
+            # A redirect's target (a signed download) is named by what was asked for.
+            shown = call.label if not hops else f"{call.where} (redirect {hops})"
+            started = time.perf_counter()  # a measurement (metrics), not policy: real time
+            try:
+                response = await self.http.send(request, stream=True, follow_redirects=False)
+            except httpx.HTTPError as error:
+                self._observe(request, None, started, type(error).__name__, shown)
+                if call.replayable and attempt < self.settings.retries:
+                    return None
+                # A streamed request body that failed on our side (the client went
+                # away mid-chunk) is that failure, not upstream's.
+                raise body_failure(error) or errors.from_transport(error, call.where) from None
+            self._observe(request, response.status_code, started, None, shown)
+            if response.is_redirect:
+                await response.aclose()
+                hops += 1
+                if hops > redirects.MAX_REDIRECTS:
+                    raise redirects.loop(call.method)
+                target = redirects.next_hop(response, call.method, call.base, call.replayable)
+                query = None
+                continue
+            if hops and not renewed and response.status_code in (400, 401, 403):
+                # A signed download refused (expired, say): ask the registry for a new one.
+                await response.aclose()
+                target, query, hops, renewed = call.url, call.params, 0, True
+                continue
+            return response
+
+    async def _request(
+        self, call: Call, target: httpx.URL | str, query: Mapping[str, str] | None
+    ) -> httpx.Request:
+        """One HTTP request of ``call``: quota and credentials only on the upstream's
+        origin, where every request counts (redirect hops too: docs/GAR.md Q2)."""
+        own = redirects.same_origin(target, call.base)
+        if own:
+            await self._take_quota(call.repo, call.location, call.write)
+        request = self.http.build_request(
+            call.method, target, headers=call.headers, params=query, content=call.content
+        )
+        if call.lean_body:  # a blob body: its own connection, read into batches (lean.py)
+            request.extensions[lean.LEAN] = True
+        authorization = await self.auth.authorization(call.base, call.state) if own else None
+        if authorization:
+            request.headers["Authorization"] = authorization
+        return request
+
+    async def _deliver(self, call: Call, response: httpx.Response, stream: bool) -> httpx.Response:
+        """The final answer, read whole unless ``stream``; named as asked (``ASKED``)."""
+        if response.status_code in (401, 403):  # refused after any token trade
+            what = f"upstream_{response.status_code}"
+            self.metrics.credential_failures.labels(what).inc()
+            op = operation(call.method, httpx.URL(call.url).path)
+            self.recent_errors.append((self.clock.time(), op, what))
+        response.extensions[ASKED] = call.where
+        if not stream:
+            try:
+                await response.aread()
+            except httpx.HTTPError as error:  # cut mid-body: upstream trouble too
+                raise errors.from_transport(error, call.where) from None
+        return response
 
     async def _should_retry(
         self,
@@ -230,12 +259,15 @@ class Upstream:
         state: AuthState,
         replayable: bool,
         attempt: int,
+        own: bool = True,
     ) -> float | None:
-        """None: hand the answer back. -1: retry now (auth). >=0: back off, then retry."""
+        """None: hand the answer back. -1: retry now (auth). >=0: back off, then retry.
+        ``own``: the answer came from the upstream's origin (a token trade can help)."""
         status = response.status_code
-        if status == 401 and replayable and await self.auth.should_retry_401(base, response, state):
+        auth = replayable and own
+        if status == 401 and auth and await self.auth.should_retry_401(base, response, state):
             return -1.0
-        if status == 403 and replayable and await self.auth.escalate(state):
+        if status == 403 and auth and await self.auth.escalate(state):
             return -1.0
         if status not in errors.RETRYABLE_STATUSES or not replayable:
             return None
@@ -247,16 +279,19 @@ class Upstream:
         return wait or 0.0
 
     async def _take_quota(self, repo: Repository, location: str, write: bool) -> None:
-        waited = await self.limits.bucket(repo.project, location, write=False).acquire()
-        if write:
-            waited += await self.limits.bucket(repo.project, location, write=True).acquire()
+        waited = await self.limits.take(repo.project, location, write=write)
         if waited:
             self.metrics.ratelimit_waits.inc()
             self.metrics.ratelimit_wait_seconds.inc(waited)
             log.info("rate limit: waited %.2fs for quota (%s/%s)", waited, repo.project, location)
 
     def _observe(
-        self, request: httpx.Request, status: int | None, started: float, failure: str | None
+        self,
+        request: httpx.Request,
+        status: int | None,
+        started: float,
+        failure: str | None,
+        label: str | None = None,
     ) -> None:
         """One upstream call: metrics, the request's count, a debug line (no secrets)."""
         seconds = time.perf_counter() - started
@@ -270,7 +305,8 @@ class Upstream:
             self.recent_errors.append((self.clock.time(), op, f"HTTP {status}"))
         requestcontext.note_upstream_call()
         if log.isEnabledFor(logging.DEBUG):
-            fields = {"method": request.method, "url": without_secret_params(str(request.url)),
+            url = label or without_secret_params(str(request.url))
+            fields = {"method": request.method, "url": url,
                       "operation": op, "status": status, "error": failure,
                       "duration_ms": round(seconds * 1000, 1),
                       "request_id": requestcontext.request_id()}  # fmt: skip
@@ -284,28 +320,6 @@ class Upstream:
             delay = max(delay, retry_after)
         log.warning("upstream %s; retry %d in %.2fs", why, attempt, delay)
         await self.clock.sleep(delay)
-
-
-def _write_redirect(response: httpx.Response, method: str, base: str, replayable: bool) -> str:
-    """Where a redirected write may go again, or the error that says why not.
-
-    A 301/302/303 would change the method; another host would get the credentials (or
-    the bytes) meant for the upstream; a streamed body is already spent.
-    """
-    target = response.url.join(response.headers.get("location", ""))
-    where = f"{target.scheme}://{target.netloc.decode()}{target.path}"
-    if response.status_code not in (307, 308):
-        why = f"with HTTP {response.status_code}, which would change the method"
-    elif target.netloc != httpx.URL(base).netloc or target.scheme != httpx.URL(base).scheme:
-        why = "to another host"
-    elif not replayable:
-        why = "after its streamed body was sent, which cannot be sent twice"
-    else:
-        return str(target)
-    raise RegistryError(
-        ErrorCode.UPSTREAM_BAD_GATEWAY,
-        f"upstream redirected {method} to {where} {why}; not followed",
-    )
 
 
 def _transport(
@@ -340,13 +354,3 @@ def _egress_proxied() -> bool:
     would turn its proxy support off), so blob bodies take httpx's path too."""
     proxies = urllib.request.getproxies()
     return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
-
-
-def _body_failure(error: BaseException) -> RegistryError | None:
-    """The ``RegistryError`` a request body raised, if that is what httpx reports."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, RegistryError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None

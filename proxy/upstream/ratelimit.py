@@ -12,6 +12,7 @@ second's worth) after a quiet spell::
 from __future__ import annotations
 
 import asyncio
+import collections
 
 from proxy.clock import SYSTEM, Clock
 
@@ -57,7 +58,14 @@ class TokenBucket:
 
 
 class RateLimits:
-    """One read and one write bucket per (project, location), made on first use."""
+    """One read and one write bucket per (project, location), made on first use.
+
+    Every request to GAR's host is charged (``take``): the quotas page counts each HTTP
+    request of a pull or push, and which of them count as writes is not said, so a
+    request that writes (an upload session's PATCH/PUT/DELETE, a manifest PUT) is
+    charged to both buckets, as the conservative reading (docs/GAR.md "Quotas").
+    ``charged`` counts what was charged to each (project, location, bucket).
+    """
 
     def __init__(
         self, reads_per_minute: int, writes_per_minute: int, clock: Clock = SYSTEM
@@ -65,6 +73,16 @@ class RateLimits:
         self._rates = {False: reads_per_minute, True: writes_per_minute}
         self._clock = clock
         self._buckets: dict[tuple[str, str, bool], TokenBucket] = {}
+        self.charged: collections.Counter[tuple[str, str, str]] = collections.Counter()
+
+    async def take(self, project: str, location: str, *, write: bool) -> float:
+        """Charge one request; returns the seconds it waited for quota."""
+        self.charged[(project, location, "read")] += 1
+        waited = await self.bucket(project, location, write=False).acquire()
+        if write:
+            self.charged[(project, location, "write")] += 1
+            waited += await self.bucket(project, location, write=True).acquire()
+        return waited
 
     def bucket(self, project: str, location: str, *, write: bool) -> TokenBucket:
         key = (project, location, write)

@@ -13,13 +13,12 @@ nothing above this module reads a status code or imports httpx::
     finally:
         await stream.aclose()
 
-Upload sessions are named by upstream's own absolute URL (it changes after every
-chunk; GAR carries state in its query), which each answer hands back.
+Upload sessions are named by upstream's own absolute URL, opaque (``registry_uploads``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -30,9 +29,20 @@ from proxy.oci.digest import Digest
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
 from proxy.upstream import errors, lean
+from proxy.upstream.calls import ASKED
 from proxy.upstream.client import Upstream
+from proxy.upstream.registry_uploads import Body, UploadCalls, UploadProgress
 
-Body = bytes | AsyncIterable[bytes] | None
+__all__ = [
+    "BlobInfo",
+    "Body",
+    "Document",
+    "ManifestInfo",
+    "PutManifest",
+    "Registry",
+    "RegistryClient",
+    "UploadProgress",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -54,21 +64,6 @@ class Document:
     media_type: str
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)  # link, oci-filters-applied
-
-
-@dataclass(frozen=True)
-class UploadProgress:
-    """Where an upstream upload session stands: its URL now, and its ``Range: 0-N``."""
-
-    url: str
-    range_last: int | None  # N, or None when upstream sent no (readable) Range
-    chunk_min_length: int | None = None
-
-    def offset(self, local: int) -> int:
-        """Bytes upstream holds; "0-0" is ambiguous (none, or one), ``local`` decides."""
-        if self.range_last is None:
-            return local
-        return min(local, 1) if self.range_last == 0 else self.range_last + 1
 
 
 @dataclass(frozen=True)
@@ -130,21 +125,15 @@ class Registry(Protocol):
         self, repo: Repository, digest: Digest, source: Repository | None
     ) -> UploadProgress | None: ...
 
-    async def patch_upload(
-        self, repo: Repository, url: str, body: Body, headers: Mapping[str, str]
+    async def write_upload(
+        self, repo: Repository, url: str, body: Body, length: int | None
     ) -> UploadProgress: ...
 
-    async def finish_upload(
-        self, repo: Repository, url: str, digest: Digest, body: Body, headers: Mapping[str, str]
+    async def commit_upload(
+        self, repo: Repository, url: str, digest: Digest, body: Body, length: int | None
     ) -> Digest | None: ...
 
-    async def upload_status(self, repo: Repository, url: str) -> UploadProgress | None: ...
-
     async def cancel_upload(self, repo: Repository, url: str) -> None: ...
-
-    async def session_path(
-        self, repo: Repository, url: str, params: dict[str, str] | None = None
-    ) -> str: ...
 
 
 class BlobStream:
@@ -176,8 +165,9 @@ class BlobStream:
         try:
             async for chunk in self._response.aiter_bytes():
                 yield chunk
-        except httpx.HTTPError as error:
-            raise errors.from_transport(error, str(self._response.request.url)) from None
+        except httpx.HTTPError as error:  # named as asked: a redirect's target is signed
+            where = self._response.extensions.get(ASKED) or str(self._response.request.url)
+            raise errors.from_transport(error, where) from None
 
     def recycle(self, piece: bytes) -> None:
         """``piece`` (one this stream yielded) was written and hashed and is read no
@@ -233,7 +223,7 @@ def _accept(accept: tuple[str, ...]) -> dict[str, str]:
     return {"Accept": ", ".join(accept)} if accept else {}
 
 
-class RegistryClient:
+class RegistryClient(UploadCalls):
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
 
@@ -347,123 +337,6 @@ class RegistryClient:
         }
         media_type = response.headers.get("content-type", "application/json").split(";")[0]
         return Document(media_type, body, headers)
-
-    # --- uploads ---------------------------------------------------------------------------
-
-    async def start_upload(self, repo: Repository) -> UploadProgress:
-        response = await self.upstream.send("POST", repo, "/blobs/uploads/", write=True)
-        if response.status_code != 202:
-            raise await self._fail(response)
-        return self._progress(response)
-
-    async def mount(
-        self, repo: Repository, digest: Digest, source: Repository | None
-    ) -> UploadProgress | None:
-        """None: mounted. Otherwise upstream opened a session for an ordinary upload."""
-        params = {"mount": str(digest)}
-        scopes: tuple[str, ...] = ()
-        if source is not None:
-            params["from"] = source.path
-            scopes = (f"repository:{source.path}:pull",)
-        response = await self.upstream.send(
-            "POST", repo, "/blobs/uploads/", params=params, write=True, extra_scopes=scopes
-        )
-        if response.status_code == 201:
-            return None
-        if response.status_code != 202:
-            raise await self._fail(response)
-        return self._progress(response)
-
-    async def patch_upload(
-        self, repo: Repository, url: str, body: Body, headers: Mapping[str, str]
-    ) -> UploadProgress:
-        response = await self._session(repo, url, "PATCH", body=body, headers=headers)
-        if response.status_code != 202:
-            raise await self._fail(response, ErrorCode.BLOB_UPLOAD_UNKNOWN)
-        return self._progress(response, url)
-
-    async def finish_upload(
-        self, repo: Repository, url: str, digest: Digest, body: Body, headers: Mapping[str, str]
-    ) -> Digest | None:
-        """PUT ``?digest=``; returns the digest upstream says it stored, if it said."""
-        response = await self._session(
-            repo, url, "PUT", body=body, headers=headers, params={"digest": str(digest)}
-        )
-        if response.status_code not in (201, 204):
-            raise await self._fail(response, ErrorCode.BLOB_UPLOAD_UNKNOWN)
-        return _header_digest(response.headers)
-
-    async def upload_status(self, repo: Repository, url: str) -> UploadProgress | None:
-        """None when upstream no longer knows the session."""
-        response = await self._session(repo, url, "GET", write=False)
-        if response.status_code == 404:
-            return None
-        if response.status_code not in (200, 204):
-            raise await self._fail(response, ErrorCode.BLOB_UPLOAD_UNKNOWN)
-        return self._progress(response, url)
-
-    async def cancel_upload(self, repo: Repository, url: str) -> None:
-        response = await self._session(repo, url, "DELETE")
-        if response.status_code not in (200, 202, 204, 404):
-            raise await self._fail(response, ErrorCode.BLOB_UPLOAD_UNKNOWN)
-
-    async def _session(
-        self,
-        repo: Repository,
-        url: str,
-        method: str,
-        *,
-        body: Body = None,
-        headers: Mapping[str, str] | None = None,
-        params: dict[str, str] | None = None,
-        write: bool = True,
-    ) -> httpx.Response:
-        path = await self.session_path(repo, url, params)
-        return await self.upstream.send(
-            method, repo, path, headers=headers, content=body, write=write
-        )
-
-    async def session_path(
-        self, repo: Repository, url: str, params: dict[str, str] | None = None
-    ) -> str:
-        """Upstream's session URL as a path under ``/v2/<repo>`` (what ``Upstream.send``
-        takes), with ``params`` added to its own query (``send(params=...)`` would
-        replace that query, and with it a registry's ``_state``). A URL elsewhere is
-        refused: credentials go only to the upstream's own repository paths."""
-        if params:
-            url = str(httpx.URL(url).copy_merge_params(params))
-        base = self.upstream.base_url(await self.upstream.location(repo))
-        prefix = str(httpx.URL(f"{base}/v2/{repo.path}"))
-        normalized = str(httpx.URL(url))
-        if not normalized.startswith(prefix + "/"):
-            raise RegistryError(
-                ErrorCode.UPSTREAM_BAD_GATEWAY,
-                f"upstream upload URL {normalized.split('?')[0]} is not under {prefix}",
-            )
-        return normalized[len(prefix) :]
-
-    def _progress(self, response: httpx.Response, url: str | None = None) -> UploadProgress:
-        location = response.headers.get("location")
-        if location:
-            url = str(response.url.join(location))
-        if not url:
-            raise RegistryError(
-                ErrorCode.UPSTREAM_BAD_GATEWAY, "upstream opened an upload without a Location"
-            )
-        minimum = response.headers.get("oci-chunk-min-length", "")
-        return UploadProgress(
-            url,
-            _range_last(response.headers.get("range")),
-            int(minimum) if minimum.isdigit() else None,
-        )
-
-
-def _range_last(header: str | None) -> int | None:
-    text = (header or "").strip().removeprefix("bytes=")
-    first, dash, last = text.partition("-")
-    if first != "0" or not dash or not last.isdigit() or len(last) > 19:
-        return None
-    return int(last)
 
 
 async def error_body(response: httpx.Response) -> bytes:

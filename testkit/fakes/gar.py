@@ -54,6 +54,7 @@ from starlette.types import Receive, Scope, Send
 
 from testkit.fakes.gar_api import RegistryApiMixin
 from testkit.fakes.gar_auth import AuthMixin, MetadataApiMixin
+from testkit.fakes.gar_downloads import DownloadsMixin
 from testkit.fakes.gar_faults import REDIRECTED, FaultsMixin, _cut, _is_cut
 from testkit.fakes.gar_model import (
     CHUNK,
@@ -98,7 +99,9 @@ __all__ = [
 Handler = Callable[[Request, _Route], Awaitable[Response]]
 
 
-class FakeGAR(AuthMixin, MetadataApiMixin, RegistryApiMixin, UploadsMixin, FaultsMixin):
+class FakeGAR(
+    AuthMixin, MetadataApiMixin, RegistryApiMixin, UploadsMixin, DownloadsMixin, FaultsMixin
+):
     """The fake registry and REST API as one ASGI app (Starlette requests and responses)."""
 
     def __init__(
@@ -117,6 +120,8 @@ class FakeGAR(AuthMixin, MetadataApiMixin, RegistryApiMixin, UploadsMixin, Fault
         absolute_locations: bool = False,
         chunk_size: int = CHUNK,
         default_location: str | None = "us",
+        plain_uploads: bool = False,
+        blob_redirects: bool = True,
     ) -> None:
         self.auth = auth
         self.access_tokens: set[str] = set(access_tokens)
@@ -131,6 +136,12 @@ class FakeGAR(AuthMixin, MetadataApiMixin, RegistryApiMixin, UploadsMixin, Fault
         self.upload_chunk_min_length: int | None = None  # sent as OCI-Chunk-Min-Length
         self.absolute_locations = absolute_locations
         self.chunk_size = chunk_size
+        # GAR's upload sessions and signed downloads (gar_uploads, gar_downloads), or a
+        # plain OCI registry's chunked sessions under /v2/ and direct blob GETs.
+        self.plain_uploads = plain_uploads
+        self.blob_redirects = blob_redirects
+        self._init_uploads()
+        self._init_downloads()
         self.default_location = default_location  # serves plain /v2/ for real clients
         self.issued_tokens: dict[str, IssuedToken] = {}
         self.repositories: dict[tuple[str, str, str], GarRepository] = {}
@@ -147,6 +158,7 @@ class FakeGAR(AuthMixin, MetadataApiMixin, RegistryApiMixin, UploadsMixin, Fault
             "manifest": self._manifest,
             "blob": self._blob,
             "upload": self._upload,
+            "download": self._download,
             "tags": self._tags,
             "referrers": self._referrers,
             "metadata": self._metadata,
@@ -211,6 +223,7 @@ class FakeGAR(AuthMixin, MetadataApiMixin, RegistryApiMixin, UploadsMixin, Fault
     def reset_counts(self) -> None:
         with self._lock:
             self.requests.clear()
+        self._reset_uploads()
 
     def add_fault(self, fault: Fault) -> Fault:
         with self._lock:
@@ -337,11 +350,11 @@ class FakeGAR(AuthMixin, MetadataApiMixin, RegistryApiMixin, UploadsMixin, Fault
         method, path = scope["method"], scope["path"]
         if path.startswith(REDIRECTED + "/"):  # a redirect fault's target: the same resource
             scope = {**scope, "path": path[len(REDIRECTED) :]}
-        route = classify(scope["path"], self.default_location)
+        route, now, on_body = self._route(method, scope["path"], path)
         with self._lock:
             self.requests.append(Recorded(method, route.kind, path, route.location))
         request = Request(scope, receive)
-        now, on_body = self._find_faults(method, route, path)
+        request.scope["gar_fake.send"] = send  # a write cut mid-body (gar_uploads)
         wrapped = self._wrap_send(send, route, on_body)
         try:
             if now is not None:
@@ -361,6 +374,20 @@ class FakeGAR(AuthMixin, MetadataApiMixin, RegistryApiMixin, UploadsMixin, Fault
             if not _is_cut(error):
                 raise
 
+    def _route(
+        self, method: str, path: str, asked: str
+    ) -> tuple[_Route, Fault | None, Fault | None]:
+        """What ``path`` addresses, and the faults that act on it now and on its body.
+        A signed download acts out the body faults of the blob GET it stands for."""
+        signed = self._signed_download_route(path)
+        if signed is not None:
+            route, blob, blob_path = signed
+            _, on_body = self._find_faults(method, blob, blob_path, body_only=True)
+            return route, None, on_body
+        route = self._signed_upload_route(path) or classify(path, self.default_location)
+        now, on_body = self._find_faults(method, route, asked)
+        return route, now, on_body
+
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
@@ -372,7 +399,11 @@ class FakeGAR(AuthMixin, MetadataApiMixin, RegistryApiMixin, UploadsMixin, Fault
 
     async def _respond(self, request: Request, route: _Route) -> Response:
         try:
-            denied = self._authorize(request, route)
+            # GAR's upload sessions and signed downloads: the path is the credential.
+            signed = route.kind == "download" or (
+                route.kind == "upload" and route.ref != "" and not self.plain_uploads
+            )
+            denied = None if signed else self._authorize(request, route)
             if denied is not None:
                 return denied
             handler = self._handlers.get(route.kind)

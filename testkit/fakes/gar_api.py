@@ -2,8 +2,8 @@
 
 ``RegistryApiMixin`` serves and deletes manifests (checking pushed ones as GAR does:
 schema version 2, a known media type, referenced blobs present, digest and tag syntax)
-and blobs (with single byte ranges), and lists tags (with ``n``/``last`` paging) and
-referrers (with the ``artifactType`` filter).
+and blobs (a GET is sent on to a signed download, ``gar_downloads``), and lists tags
+(with ``n``/``last`` paging) and referrers (with the ``artifactType`` filter).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from proxy.oci import mediatypes as mt
 from testkit.fakes.gar_model import (
@@ -23,8 +23,6 @@ from testkit.fakes.gar_model import (
     MANIFEST_LIMIT,
     Buffer,
     _ApiError,
-    _byte_range,
-    _chunks,
     _ImageRepo,
     _Route,
     _sha,
@@ -42,6 +40,9 @@ class RegistryApiMixin:
     _lock: threading.RLock
     _repo: Callable[..., _ImageRepo]
     put_manifest: Callable[[str, str, str | None, bytes, str], str]
+    blob_redirects: bool
+    _redirect_download: Callable[[Request, _Route], Response]
+    _blob_response: Callable[..., Response]
 
     # ------------------------------------------------------------ registry API
 
@@ -157,6 +158,9 @@ class RegistryApiMixin:
         raise _ApiError(404, "BLOB_UNKNOWN", f"blob {digest} not found")
 
     async def _blob(self, request: Request, route: _Route) -> Response:
+        """GET: 302 to a signed download on the same host, as GAR answers
+        (``gar_downloads``), or the bytes with ``blob_redirects=False``; HEAD: the
+        headers, directly."""
         data = self._blob_data(route, route.ref)
         if request.method == "DELETE":
             with self._lock:
@@ -164,22 +168,9 @@ class RegistryApiMixin:
             return Response(status_code=202)
         if request.method not in ("GET", "HEAD"):
             raise _ApiError(405, "UNSUPPORTED", f"{request.method} on a blob")
-        size = len(data)
-        span = _byte_range(request.headers.get("range"), size)
-        start, end = span or (0, size - 1)
-        headers = {
-            "Content-Length": str(end - start + 1 if size else 0),
-            "Docker-Content-Digest": route.ref,
-            "Content-Type": mt.OCTET_STREAM,
-            "Accept-Ranges": "bytes",
-            "ETag": f'"{route.ref}"',
-        }
-        if span is not None:
-            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-        status = 206 if span is not None else 200
-        if request.method == "HEAD" or size == 0:
-            return Response(b"", status, headers)
-        return StreamingResponse(_chunks(data, start, end, self.chunk_size), status, headers)
+        if request.method == "GET" and self.blob_redirects:
+            return self._redirect_download(request, route)
+        return self._blob_response(request, route.ref, data)
 
     # ------------------------------------------------------------ listings
 

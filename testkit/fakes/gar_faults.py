@@ -92,9 +92,10 @@ class FaultsMixin:
             return True
 
     def _find_faults(
-        self, method: str, route: _Route, path: str
+        self, method: str, route: _Route, path: str, *, body_only: bool = False
     ) -> tuple[Fault | None, Fault | None]:
-        """The first matching fault acting now, and the first acting on a response body."""
+        """The first matching fault acting now, and the first acting on a response body
+        (only that with ``body_only``: a signed download acts out its blob GET's body)."""
         now: Fault | None = None
         on_body: Fault | None = None
         with self._lock:
@@ -105,7 +106,7 @@ class FaultsMixin:
             if fault.acts_on_body:
                 if on_body is None and method != "HEAD":
                     on_body = fault
-            elif now is None and self._claim(fault):
+            elif now is None and not body_only and self._claim(fault):
                 now = fault
         return now, on_body
 

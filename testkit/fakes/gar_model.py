@@ -20,7 +20,16 @@ from typing import Any, Literal, NamedTuple
 from starlette.responses import Response
 
 Kind = Literal[
-    "ping", "token", "manifest", "blob", "upload", "tags", "referrers", "metadata", "other"
+    "ping",
+    "token",
+    "manifest",
+    "blob",
+    "download",  # a signed blob download (gar_downloads)
+    "upload",
+    "tags",
+    "referrers",
+    "metadata",
+    "other",
 ]
 Buffer = bytes | bytearray
 

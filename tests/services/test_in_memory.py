@@ -176,7 +176,8 @@ async def test_a_monolithic_upload_lands_upstream_and_in_the_cache(
     assert world.registry.blobs[f"p/r/i@{digest}"] == data
     assert world.cache.size(digest) == len(data)
     calls = dict(world.registry.calls)
-    assert calls == {"start_upload": 1, "finish_upload": 1}
+    assert calls == {"start_upload": 1, "commit_upload": 1}
+    assert world.registry.writes == 1  # one write, as GAR takes it
 
 
 async def test_a_manifest_put_naming_a_missing_blob_never_reaches_upstream(

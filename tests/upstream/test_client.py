@@ -19,7 +19,8 @@ from proxy.config import Settings, load_settings
 from proxy.oci.errors import RegistryError
 from proxy.oci.names import Repository
 from proxy.upstream.auth import AccessTokens
-from proxy.upstream.client import Upstream, retry_after_seconds
+from proxy.upstream.calls import retry_after_seconds
+from proxy.upstream.client import Upstream
 from proxy.upstream.ratelimit import TokenBucket
 from testkit.servers import serve_in_thread
 
