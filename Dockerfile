@@ -4,14 +4,17 @@
 # host), then runs `docker build --network=none`: nothing is downloaded during the build.
 # Any Debian 12 image with python3 and python3-venv works as BASE_IMAGE.
 #
-# Run it (the cache on a volume; the key file readable by uid 10001, see deploy/README.md):
+# Run it (the cache on a volume; the key file readable by uid 10001, see deploy/README.md;
+# published on the host's loopback only, so anonymous access is safe: see below):
 #   sudo install -o 10001 -g 10001 -m 0600 key.json /etc/gar-proxy/key.json
 #   docker run -d --name gar-proxy -p 127.0.0.1:5000:5000 -v gar-cache:/cache \
 #     -v /etc/gar-proxy/key.json:/run/secrets/gar-key.json:ro \
-#     -e GOOGLE_APPLICATION_CREDENTIALS=/run/secrets/gar-key.json gar-proxy:latest
+#     -e GOOGLE_APPLICATION_CREDENTIALS=/run/secrets/gar-key.json \
+#     -e GAR_PROXY_ACCESS_ANONYMOUS=true gar-proxy:latest
 #
 # Settings come from GAR_PROXY_* variables or a TOML file named by GAR_PROXY_CONFIG, not
-# from `serve --listen`: the HEALTHCHECK reads the same settings to find the port.
+# from `serve --listen`: the HEALTHCHECK (`gar-proxy healthcheck`) reads the same settings
+# to find the port, and speaks TLS when tls.cert_file is set.
 
 ARG BASE_IMAGE=debian-python:bookworm
 
@@ -31,7 +34,6 @@ RUN useradd --system --uid 10001 --user-group --home-dir /home/gar-proxy --creat
         --shell /usr/sbin/nologin gar-proxy \
     && install -d -o 10001 -g 10001 -m 0750 /cache
 COPY --from=build /opt/gar-proxy /opt/gar-proxy
-COPY deploy/image/healthcheck.py /opt/gar-proxy/healthcheck.py
 # 0.0.0.0 inside the container, so that `docker run -p` can publish the port; publish
 # it on the host's loopback (-p 127.0.0.1:5000:5000) unless clients elsewhere need it.
 # gar-proxy refuses a non-loopback bind without client auth: whoever runs the image
@@ -48,6 +50,6 @@ USER 10001:10001
 VOLUME /cache
 EXPOSE 5000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
-    CMD ["python", "/opt/gar-proxy/healthcheck.py"]
+    CMD ["gar-proxy", "healthcheck"]
 ENTRYPOINT ["gar-proxy"]
 CMD ["serve"]

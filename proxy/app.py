@@ -9,16 +9,16 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from proxy import requestcontext
-from proxy.auth.middleware import Access, AccessControl
+from proxy.auth.middleware import AccessControl, AccessPolicy
 from proxy.clock import SYSTEM, Clock
 from proxy.config import Settings
 from proxy.oci.errors import ErrorCode, RegistryError
-from proxy.routes import admin, probes, reads, status, writes
+from proxy.routes import admin, admin_tags, probes, reads, status, writes
 from proxy.routes.observe import RequestMetrics
 from proxy.services.container import open_services
 from proxy.services.health import Health
@@ -47,12 +47,14 @@ def routes() -> list[Route]:
         Route("/", status.page, methods=["GET"]),
         Route("/metrics", probes.metrics, methods=["GET"]),
         *admin.routes(),
+        *admin_tags.routes(),
     ]
 
 
 async def error_response(request: Request, exc: Exception) -> Response:
     """The one writer of the OCI error envelope (nothing for a HEAD)."""
     assert isinstance(exc, RegistryError)
+    requestcontext.note_error(exc.code.wire, exc.message)  # for the request's log line
     if exc.code is ErrorCode.CLIENT_GONE:
         log.info("client left during %s %s: %s", request.method, request.url.path, exc.message)
     headers = {"Docker-Distribution-API-Version": "registry/2.0", **exc.headers}
@@ -67,7 +69,14 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
         "request %s %s failed (id %s)", request.method, request.url.path, request_id, exc_info=exc
     )
     error = RegistryError(ErrorCode.UNKNOWN, f"internal error (request id {request_id})")
+    requestcontext.note_error(error.code.wire, f"{type(exc).__name__} (traceback logged)")
     return JSONResponse(error.envelope(), 500)
+
+
+async def client_gone(request: Request, exc: Exception) -> Response:
+    """The client went away (or was timed out, ``server.body_timeout``) while its body
+    was read: an answer nobody reads, one line, no traceback."""
+    return await error_response(request, RegistryError(ErrorCode.CLIENT_GONE, "mid-body"))
 
 
 async def not_found(request: Request, exc: Exception) -> Response:
@@ -91,26 +100,30 @@ def create_app(settings: Settings, clock: Clock = SYSTEM) -> Starlette:
             scheduled_warming(services, clock),
         ):
             app.state.services = services
-            app.state.health = health = Health(services)
+            app.state.health = health = Health(services, clock)
             # In the background: a slow upstream or metadata server never delays serving.
-            report = asyncio.create_task(health.report_start())
+            report = asyncio.create_task(health.watch(), name="health checks")
             try:
                 yield
             finally:
                 report.cancel()
                 await services.cache.fills.drain(settings.server.shutdown_grace)
 
-    return Starlette(
+    policy = AccessPolicy(settings.access, clock)  # a bad file stops start-up here
+    app = Starlette(
         routes=routes(),
         middleware=[
             Middleware(RequestMetrics),
-            Middleware(AccessControl, access=Access.load(settings.access)),
+            Middleware(AccessControl, policy=policy),
         ],
         lifespan=lifespan,
         exception_handlers={
             RegistryError: error_response,
+            ClientDisconnect: client_gone,
             Exception: unexpected_error,
             404: not_found,
             405: not_allowed,
         },
     )
+    app.state.access = policy
+    return app

@@ -1,5 +1,6 @@
-"""``gar-proxy``: serve, config check, warm, gc, verify, push, ls; vulns, sbom,
-cleanup-preview, where.
+"""``gar-proxy``: serve, config check, warm, gc, verify, push, ls, refresh, purge,
+healthcheck, doctor;
+vulns, sbom, cleanup-preview, where.
 
 Common options go before or after the command (``gar-proxy serve --config x.toml``).
 """
@@ -57,8 +58,18 @@ def _parser() -> argparse.ArgumentParser:
     config.add_argument("action", choices=["check"])
     command("gc", "evict least recently used blobs down to the size cap")
     command("verify", "re-hash every cached blob; remove corrupt ones")
-    warm = command("warm", "pre-pull an image into the cache")
-    warm.add_argument("image", help="[LOCATION-docker.pkg.dev/]PROJECT/REPO/IMAGE[:TAG|@DIGEST]")
+    warm = command("warm", "pre-pull an image into the cache, or every image files name")
+    warm.add_argument(
+        "image", nargs="?", help="[LOCATION-docker.pkg.dev/]PROJECT/REPO/IMAGE[:TAG|@DIGEST]"
+    )
+    warm.add_argument(
+        "-f", "--file", action="append", type=Path, default=[], metavar="PATH",
+        help="Kubernetes/Helm output, Compose, GitHub Actions, GitLab CI files, Dockerfiles;"
+        " directories are walked",
+    )  # fmt: skip
+    warm.add_argument(
+        "--dry-run", action="store_true", help="with -f: print the references, pull nothing"
+    )
     warm.add_argument(
         "--platform", action="append", default=[], help="os/arch[/variant]; default: this host's"
     )
@@ -67,11 +78,17 @@ def _parser() -> argparse.ArgumentParser:
     ls = command("ls", "list cached repositories, tags and sizes")
     ls.add_argument("prefix", nargs="?", default="", help="only repositories under this")
     ls.add_argument("--json", action="store_true", help="one JSON list instead of a table")
+    health = command("healthcheck", "exit 0 if the proxy's listener answers PATH with 200")
+    health.add_argument("path", nargs="?", default="/healthz", help="/healthz (default), /readyz")
+    from proxy.commands import doctor
+
+    doctor.add_parser(command)
     push = command("push", "push an OCI image layout straight to upstream")
     push.add_argument("layout", help="OCI_LAYOUT_DIR[:TAG]")
     push.add_argument("target", help="[LOCATION-docker.pkg.dev/]PROJECT/REPO/IMAGE[:TAG]")
-    from proxy.commands import reports
+    from proxy.commands import maintenance, reports
 
+    maintenance.add_parsers(command)
     reports.add_parsers(command)
     return parser
 
@@ -94,6 +111,10 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def _preflight(name: str, settings: Settings) -> bool:
     """The files a command needs (credentials, CA, cache dir), checked before anything
     opens; a problem is one line on stderr."""
@@ -101,6 +122,19 @@ def _preflight(name: str, settings: Settings) -> bool:
 
     try:
         preflight.check(settings)
+    except preflight.StartupError as error:
+        print(f"gar-proxy {name}: {error}", file=sys.stderr)
+        return False
+    return True
+
+
+def _preflight_files(name: str, settings: Settings) -> bool:
+    """``_preflight`` without the cache dir (which that check creates)."""
+    from proxy.commands import preflight
+
+    try:
+        preflight.check_credentials(settings)
+        preflight.check_ca_file(settings.upstream.ca_file)
     except preflight.StartupError as error:
         print(f"gar-proxy {name}: {error}", file=sys.stderr)
         return False
@@ -143,6 +177,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         found = sources(args.config, os.environ, _overrides(args))
         return config_check.run(settings, found, _say)
+    if args.command == "healthcheck":
+        from proxy.commands import healthcheck
+
+        return healthcheck.run(settings, args.path)
+    if args.command == "doctor":
+        from proxy.commands import doctor
+
+        return doctor.run(args, settings, _say)
     if args.command == "push":
         from proxy.commands import push_layout
 
@@ -153,8 +195,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         from proxy.commands import warm
         from proxy.oci.platform import Platform
 
+        if bool(args.image) == bool(args.file):
+            print("gar-proxy warm: give an IMAGE or -f PATH (not both)", file=sys.stderr)
+            return 2
+
         async def warming(services: Any) -> int:
             platforms = [Platform.parse(p) for p in args.platform]
+            if args.file:
+                return await warm.run_files(
+                    services, args.file, platforms, pin=args.pin, all_platforms=args.all_platforms,
+                    dry_run=args.dry_run, say=_say, warn=_warn,
+                )  # fmt: skip
             return await warm.run(
                 services, args.image, platforms, pin=args.pin,
                 all_platforms=args.all_platforms, say=_say,
@@ -164,11 +215,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "ls":
         from proxy.commands import ls
 
+        if not settings.cache.dir.expanduser().exists():  # a listing creates no cache...
+            if not _preflight_files("ls", settings):  # ...but checks the other files
+                return 1
+            _say(f"nothing cached: no cache at {settings.cache.dir}")
+            return 0
         return _on_services(
             "ls", settings, lambda found: ls.run(found, args.prefix, args.json, _say)
         )
-    from proxy.commands import gc, reports, verify
+    from proxy.commands import gc, maintenance, reports, verify
 
+    if args.command in maintenance.COMMANDS:
+        return maintenance.run(
+            args, settings, lambda *a: _on_services(a[0], settings, *a[1:]), _say, _warn
+        )
     if args.command in reports.COMMANDS:
         return reports.run(args, lambda *a: _on_services(a[0], settings, *a[1:]), _say)
 

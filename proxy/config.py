@@ -21,6 +21,7 @@ This is the only module that reads ``os.environ``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import ipaddress
@@ -31,6 +32,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from proxy.config_values import (
     GateOverrides,
@@ -60,7 +62,8 @@ from proxy.config_values import (
     parse_str,
     parse_warm_schedule,
 )
-from proxy.redact import redact
+from proxy.redact import redact, remember_secret
+from proxy.tag_policies import TagRule, parse_tag_policies
 
 ENV_PREFIX = "GAR_PROXY_"
 CONFIG_ENV = "GAR_PROXY_CONFIG"  # the TOML file; not a setting itself
@@ -108,6 +111,28 @@ class ServerSettings:
     push_concurrency: int = setting(
         5, parse_positive_int, "GAR_PROXY_PUSH_CONCURRENCY", doc="blobs at a time in a push"
     )
+    # Unfinished requests end (proxy/http/limits.py). 0 turns a timeout off.
+    header_timeout: float = setting(
+        20.0, parse_duration, doc="a request's line and headers must arrive within this"
+    )
+    idle_timeout: float = setting(
+        15.0, parse_duration, doc="close a connection with no request for this long"
+    )
+    body_timeout: float = setting(
+        60.0, parse_duration, doc="close a request whose body sends nothing for this long"
+    )
+    tls_handshake_timeout: float = setting(
+        10.0, parse_duration, doc="a TLS handshake must finish within this"
+    )
+    send_timeout: float = setting(
+        60.0, parse_duration, doc="close a connection whose answer the client takes no byte of"
+    )
+    max_connections: int = setting(
+        4096, parse_positive_int, doc="open client connections; more are answered 503"
+    )
+    max_connections_per_client: int = setting(
+        512, parse_positive_int, doc="open connections from one client address"
+    )
 
     @property
     def host(self) -> str:
@@ -125,6 +150,17 @@ class UpstreamSettings:
         parse_str,
         "GAR_PROXY_UPSTREAM_URL",
         doc="registry URL; {location} makes it GAR",
+    )
+    regional_url: str = setting(
+        "https://docker.{location}.rep.pkg.dev",
+        parse_str,
+        doc="GAR's regional endpoint, for names a client gave as docker.LOCATION.rep.pkg.dev",
+    )
+    project_domains: tuple[str, ...] = setting(
+        (),
+        parse_hosts,
+        doc="domains of domain-scoped projects (example.com for example.com:proj): bare "
+        "names example.com/proj/REPO/IMAGE are then GAR's, not another registry's",
     )
     auth: str = setting("gcp", choice("gcp", "basic", "bearer", "none"), "GAR_PROXY_AUTH")
     username: str | None = setting(None, parse_optional_str, "GAR_PROXY_USERNAME")
@@ -182,14 +218,21 @@ class UpstreamSettings:
     ca_file: Path | None = setting(
         None, parse_optional_path, doc="CA bundle (PEM) for upstream TLS instead of the system's"
     )
+    check_interval: float = setting(
+        30.0, parse_duration,
+        doc="how often a background GET /v2/ with the credentials checks the upstream; 0: never",
+    )  # fmt: skip
 
     @property
     def is_gar(self) -> bool:
         """Talking to Artifact Registry (location-templated URL) rather than any registry."""
         return "{location}" in self.url
 
-    def base(self, location: str) -> str:
-        return self.url.replace("{location}", location).rstrip("/")
+    def base(self, location: str, *, regional: bool = False) -> str:
+        """The registry URL for ``location``; its regional endpoint when the client named
+        that (docs/GAR.md N6) and the upstream is GAR."""
+        template = self.regional_url if regional and self.is_gar else self.url
+        return template.replace("{location}", location).rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -219,6 +262,16 @@ class CacheSettings:
     dir: Path = setting(Path("~/.cache/gar-proxy"), parse_path, "GAR_PROXY_CACHE_DIR")
     max_size: int = setting(50 * 1024**3, parse_size, "GAR_PROXY_CACHE_MAX_SIZE")
     tag_ttl: float = setting(60.0, parse_duration, "GAR_PROXY_TAG_TTL")
+    revalidate_window: float = setting(
+        300.0, parse_duration,
+        doc="past a tag's TTL, answer from the cache and revalidate in the background for "
+        "this long; then a request waits for upstream (0: always wait)",
+    )  # fmt: skip
+    tag_policies: tuple[TagRule, ...] = setting(
+        (), parse_tag_policies,
+        doc="[[tag_policies]]: repository prefix and/or tag regex -> ttl or immutable; "
+        "first match wins",
+    )  # fmt: skip
     max_stale: float = setting(7 * 24 * 3600.0, parse_duration, "GAR_PROXY_MAX_STALE")
     stale_recheck: float = setting(10.0, parse_duration, "GAR_PROXY_STALE_RECHECK")
     manifest_max_size: int = setting(64 * 1024**2, parse_size, "GAR_PROXY_MANIFEST_MAX_SIZE")
@@ -228,7 +281,9 @@ class CacheSettings:
         0.0, parse_duration, doc="evict what was not read for this long (30d); 0: never"
     )
     warm: tuple[WarmSchedule, ...] = setting(
-        (), parse_warm_schedule, doc="[[warm]]: images whose matching tags are kept cached"
+        (),
+        parse_warm_schedule,
+        doc="[[warm]]: images whose matching tags, and images files name, are kept cached",
     )
     negative_ttl: float = setting(
         30.0, parse_duration, doc="remember an upstream 404 this long; 0 turns it off"
@@ -257,6 +312,18 @@ class AccessSettings:
         False, parse_bool, doc="serve clients without credentials on a non-loopback address"
     )
     metrics_public: bool = setting(True, parse_bool, doc="/metrics needs no credentials")
+    reload_interval: float = setting(
+        10.0, parse_duration, doc="how often to look for changed htpasswd/tokens/rules files"
+    )
+    credentials_ttl: float = setting(
+        300.0, parse_duration, doc="a verified login is remembered this long (0: never)"
+    )
+    failed_login_burst: int = setting(
+        10, parse_int, doc="failed logins one client address may make at once (0: no limit)"
+    )
+    failed_login_interval: float = setting(
+        20.0, parse_duration, doc="then one more failed login per this long; others get 429"
+    )
 
     @property
     def enabled(self) -> bool:
@@ -350,7 +417,11 @@ _ENV_NAMES = {name for spec in SPECS.values() for name in spec.env} | {CONFIG_EN
 
 
 # Arrays of tables that may sit at the top of the file, and the setting each one is.
-TOP_LEVEL_LISTS = {"mirrors": "upstream.mirrors", "warm": "cache.warm"}
+TOP_LEVEL_LISTS = {
+    "mirrors": "upstream.mirrors",
+    "warm": "cache.warm",
+    "tag_policies": "cache.tag_policies",
+}
 
 
 def _default_paths(env: Mapping[str, str]) -> dict[str, Any]:
@@ -428,7 +499,23 @@ def load_settings(
         values[key] = _parse(SPECS[key], raw, "command line")
     settings = _build(values)
     _check(settings)
+    _remember_secrets(settings)
     return settings
+
+
+def _remember_secrets(settings: Settings) -> None:
+    """Every secret value the settings hold is redacted from every text this process
+    writes (``proxy.redact``): the secret settings, a password in ``upstream.url``, a
+    service-account key's private key. Secret files register as they are read."""
+    for spec in SPECS.values():
+        if spec.secret:
+            remember_secret(value_of(settings, spec))
+    remember_secret(urlsplit(settings.upstream.url).password)
+    key = settings.gcp.service_account_key
+    if key:
+        # Not JSON: the credentials loader says so; the whole value is listed above.
+        with contextlib.suppress(ValueError, AttributeError):
+            remember_secret(str(json.loads(key).get("private_key", "")))
 
 
 def _build(values: Mapping[str, Any]) -> Settings:

@@ -57,17 +57,25 @@ class Mirror:
 
 @dataclass(frozen=True)
 class WarmSchedule:
-    """Keep the tags of ``image`` that match ``tags`` (a regex, searched) cached, checked
+    """Keep the tags of ``image`` that match ``tags`` (a regex, searched), and every
+    image ``files`` name (files or directories, read again each time), cached, checked
     every ``interval`` seconds, for ``platforms`` (``os/arch``; none: the host's)."""
 
-    image: str
+    image: str = ""
     tags: str = "^latest$"
     interval: float = 3600.0
     platforms: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         platforms = f" for {','.join(self.platforms)}" if self.platforms else ""
-        return f"{self.image} tags /{self.tags}/ every {self.interval:g}s{platforms}"
+        what = [f"{self.image} tags /{self.tags}/"] if self.image else []
+        what += [f"images in {', '.join(self.files)}"] if self.files else []
+        return f"{' and '.join(what)} every {self.interval:g}s{platforms}"
+
+    @property
+    def name(self) -> str:
+        return self.image or ", ".join(self.files)
 
 
 @dataclass(frozen=True)
@@ -321,31 +329,43 @@ def _short_mirror(part: str) -> dict[str, str]:
     return {**table, "location": location} if location else table
 
 
+def _warm_files(table: dict[str, Any]) -> tuple[str, ...]:
+    files = table.get("files", [])
+    if not isinstance(files, list) or not all(isinstance(f, str) and f.strip() for f in files):
+        raise ValueError("warm files must be a list of paths (files or directories)")
+    return tuple(f.strip() for f in files)
+
+
 def _warm_entry(table: Any) -> WarmSchedule:
-    if not isinstance(table, dict) or not table.get("image"):
-        raise ValueError("each [[warm]] entry needs an image (a name without a tag)")
-    unknown = set(table) - {"image", "tags", "interval", "platforms"}
+    if not isinstance(table, dict) or not (table.get("image") or table.get("files")):
+        raise ValueError(
+            "each [[warm]] entry needs an image (a name without a tag) or files = [...]"
+        )
+    unknown = set(table) - {"image", "tags", "interval", "platforms", "files"}
     if unknown:
         raise ValueError(f"unknown [[warm]] key(s) {sorted(unknown)}")
-    image = str(table["image"]).strip()
+    files = _warm_files(table)
+    image = str(table.get("image", "")).strip()
+    label = image or ", ".join(files)
     if "@" in image or ":" in image.rpartition("/")[2]:
         raise ValueError(f"warm image {image!r}: give the tags as a pattern, not in the name")
     tags = str(table.get("tags", "^latest$"))
     try:
         re.compile(tags)
     except re.error as error:
-        raise ValueError(f"warm {image}: tags {tags!r} is not a regex ({error})") from None
+        raise ValueError(f"warm {label}: tags {tags!r} is not a regex ({error})") from None
     interval = parse_duration(table.get("interval", "1h"))
     if interval <= 0:
-        raise ValueError(f"warm {image}: interval must be positive")
+        raise ValueError(f"warm {label}: interval must be positive")
     platforms = table.get("platforms", [])
     if not isinstance(platforms, list) or not all(p.count("/") in (1, 2) for p in platforms):
-        raise ValueError(f"warm {image}: platforms must be a list of os/arch[/variant]")
-    return WarmSchedule(image, tags, interval, tuple(str(p) for p in platforms))
+        raise ValueError(f"warm {label}: platforms must be a list of os/arch[/variant]")
+    return WarmSchedule(image, tags, interval, tuple(str(p) for p in platforms), files)
 
 
 def parse_warm_schedule(value: Any) -> tuple[WarmSchedule, ...]:
-    """TOML ``[[warm]]`` tables (image, tags, interval, platforms) or a JSON list of them."""
+    """TOML ``[[warm]]`` tables (image, tags, files, interval, platforms) or a JSON list
+    of them."""
     if isinstance(value, str):
         try:
             value = json.loads(value) if value.strip() else []

@@ -2,10 +2,15 @@
 
 Code logs through ``logging`` as before; ``extra={...}`` fields become keys of the
 JSON object (``structlog.stdlib.ExtraAdder``). ``auto`` picks the console renderer
-on a terminal and JSON otherwise (a container, a systemd unit, a CI log)::
+on a terminal and JSON otherwise (a container, a systemd unit, a CI log). JSON lines
+use the keys Cloud Logging and the common collectors read, ``message``, ``severity``
+(``DEBUG`` ... ``CRITICAL``, Cloud Logging's names) and ``time`` (RFC 3339), then ours::
 
-    {"timestamp": "2026-12-01T20:10:50.123+00:00", "level": "info",
-     "logger": "gar_proxy.access", "event": "request", "method": "GET", ...}
+    {"message": "request", "severity": "INFO", "logger": "gar_proxy.access",
+     "method": "GET", ..., "time": "2026-12-01T20:10:50.123+00:00"}
+
+(They were ``event``, ``level`` in lower case and ``timestamp``, which Cloud Logging
+files as plain payload: every line showed as severity DEFAULT.)
 
 Secrets never reach a record: tokens and passwords are not logged anywhere, and
 URLs pass through ``proxy.redact.redact`` (an upload URL's ``_state`` is upstream's
@@ -27,7 +32,7 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, Processor
 
-from proxy.redact import RedactingFilter
+from proxy.redact import RedactingFilter, redact
 
 # Libraries whose routine lines are noise for an operator: httpx logs every request
 # at INFO, aiosqlite every statement at DEBUG, google-auth its refreshes.
@@ -40,6 +45,9 @@ _PROBE_MESSAGE = "Invalid HTTP request received"
 # A record made by ``event_record`` carries its fields here too, for the fast render.
 _FIELDS = "_gar_fields"
 _templates: dict[tuple[str, int, str], dict[str, Any]] = {}
+# Cloud Logging's LogSeverity names for the stdlib levels.
+SEVERITY = {"debug": "DEBUG", "info": "INFO", "warning": "WARNING", "error": "ERROR",
+            "critical": "CRITICAL", "exception": "ERROR", "notset": "DEFAULT"}  # fmt: skip
 
 
 def _timestamp(logger: Any, name: str, event: EventDict) -> EventDict:
@@ -103,6 +111,16 @@ def _redacted_traceback(logger: Any, name: str, event: EventDict) -> EventDict:
     return event
 
 
+def _cloud_keys(logger: Any, name: str, event: EventDict) -> EventDict:
+    """structlog's ``event``/``level``/``timestamp`` as ``message``/``severity``/``time``,
+    message first and time last, as the fast path writes them."""
+    level = str(event.pop("level", "info"))
+    renamed = {"message": event.pop("event", ""), "severity": SEVERITY.get(level, "DEFAULT")}
+    renamed.update(event)
+    renamed["time"] = renamed.pop("timestamp", None)
+    return renamed
+
+
 def _drop_color_message(logger: Any, name: str, event: EventDict) -> EventDict:
     """uvicorn passes an ANSI-coloured copy of its message as an extra field."""
     event.pop("color_message", None)
@@ -123,8 +141,18 @@ class _Formatter(structlog.stdlib.ProcessorFormatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = record.__dict__.get(_FIELDS)
         if fields is None or record.exc_info or record.exc_text or record.stack_info:
-            return super().format(record)
+            # The whole line: a record's extra fields are not in its message, which is
+            # all ``RedactingFilter`` sees.
+            return redact(super().format(record))
         level = record.levelname.lower()
+        if self.encode is not None:
+            return self.encode({
+                "message": record.getMessage(),
+                "severity": SEVERITY.get(level, "DEFAULT"),
+                "logger": record.name,
+                **fields,
+                "time": self._timestamp(record.created),
+            })  # fmt: skip
         event = {
             "event": record.getMessage(),
             "level": level,
@@ -132,8 +160,6 @@ class _Formatter(structlog.stdlib.ProcessorFormatter):
             **fields,
             "timestamp": self._timestamp(record.created),
         }
-        if self.encode is not None:
-            return self.encode(event)
         return str(self.renderer(None, level, event))
 
     def _timestamp(self, created: float) -> str:
@@ -200,16 +226,18 @@ def formatter(fmt: str, *, colors: bool = False) -> logging.Formatter:
     ]
     renderer: Processor
     json_lines = fmt == "json"
+    processors: list[Processor] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
     if json_lines:
         pre_chain.append(structlog.processors.format_exc_info)
         renderer = structlog.processors.JSONRenderer()
+        processors.append(_cloud_keys)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=colors)
     return _Formatter(
         renderer,
         json_lines=json_lines,
         foreign_pre_chain=pre_chain,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        processors=[*processors, renderer],
     )
 
 

@@ -21,6 +21,8 @@ from prometheus_client import (
 )
 
 from proxy import requestcontext
+from proxy.activity import Activity
+from proxy.clock import SYSTEM, Clock
 from proxy.version import VERSION
 
 # Repositories tracked for the status page (not exported: a label per repository
@@ -35,8 +37,10 @@ def status_class(status: int | None) -> str:
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = SYSTEM) -> None:
         self.registry = r = CollectorRegistry()
+        # Requests and bytes per minute for the status page's chart (not exported).
+        self.activity = Activity(clock)
         self._children: dict[tuple[object, ...], Any] = {}
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
@@ -54,7 +58,8 @@ class Metrics:
         )
         self.cache = Counter(
             "garproxy_cache_lookups",
-            "Cache lookups by outcome (hit, miss, revalidated)",
+            "Cache lookups by outcome (hit, miss, revalidated, revalidating: answered from "
+            "the cache while the tag revalidates in the background)",
             ["kind", "outcome"],
             registry=r,
         )
@@ -69,6 +74,16 @@ class Metrics:
         self.stale_served = Counter(
             "garproxy_stale_tags_served", "Tags served stale because upstream failed", registry=r
         )
+        self.tag_revalidations = Counter(
+            "garproxy_tag_revalidations",
+            "Tag revalidations upstream by trigger (background, waited, refresh) and outcome "
+            "(unchanged, changed, gone, failed)",
+            ["trigger", "outcome"],
+            registry=r,
+        )
+        for trigger in ("background", "waited", "refresh"):
+            for outcome in ("unchanged", "changed", "gone", "failed"):
+                self.tag_revalidations.labels(trigger, outcome)  # every series from the start
         self.bytes_served = Counter(
             "garproxy_bytes_served", "Body bytes sent to clients", ["source"], registry=r
         )
@@ -91,7 +106,14 @@ class Metrics:
             "garproxy_cache_max_bytes", "The cache's size cap (cache.max_size)", registry=r
         )
         self.ready = Gauge(
-            "garproxy_ready", "1 if the last /readyz check passed, 0 if it failed", registry=r
+            "garproxy_ready",
+            "1 if the proxy can serve (cache index and disk usable), by the last check",
+            registry=r,
+        )
+        self.upstream_up = Gauge(
+            "garproxy_upstream_up",
+            "1 if the last upstream check (GET /v2/ with the credentials) succeeded",
+            registry=r,
         )
         self.evictions = Counter("garproxy_cache_evictions", "Blobs evicted", registry=r)
         self.evicted_bytes = Counter(
@@ -178,6 +200,9 @@ class Metrics:
     def manifest(self, outcome: str) -> None:
         self._child(self.cache, "manifest", outcome).inc()
         requestcontext.note_cache(outcome)
+
+    def tag_revalidation(self, trigger: str, outcome: str) -> None:
+        self._child(self.tag_revalidations, trigger, outcome).inc()
 
     def stale(self) -> None:
         self.stale_served.inc()

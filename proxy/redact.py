@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any
+from urllib.parse import quote
 
 REDACTED = "<redacted>"
 
@@ -48,7 +50,50 @@ def redact(text: str) -> str:
     text = _SIGNED_PATH.sub(lambda m: f"{m['prefix']}{REDACTED}", text)
     text = _USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
     text = _SECRET_PARAM.sub(lambda m: f"{m['name']}={REDACTED}", text)
-    return _GOOGLE_TOKEN.sub(REDACTED, text)
+    text = _GOOGLE_TOKEN.sub(REDACTED, text)
+    return _known_secrets(text)
+
+
+# Secrets the process holds whose shape no pattern knows (a basic password, a bearer
+# token read from a file, a client's token): their values, redacted wherever they
+# appear. Process-wide, as the log filter on the root handler is: every line of every
+# library passes it. Shorter values are not listed (they would redact common words).
+# Replaced, never changed in place: a thread may be iterating it meanwhile.
+_KNOWN: frozenset[str] = frozenset()
+MIN_SECRET_LENGTH = 6
+
+
+def remember_secret(value: str | None) -> None:
+    """Redact ``value`` (and its URL-encoded form) from every text from now on.
+
+    >>> remember_secret("s3cret-pw/1"); redact("sent s3cret-pw/1 and s3cret-pw%2F1")
+    'sent <redacted> and <redacted>'
+    """
+    global _KNOWN
+    if value and len(value) >= MIN_SECRET_LENGTH and value not in _KNOWN:
+        _KNOWN = _KNOWN | {value, quote(value, safe="")}
+
+
+def _known_secrets(text: str) -> str:
+    for secret in _KNOWN:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def redact_value(value: Any) -> Any:
+    """``redact`` on every string in a JSON-shaped value (a ``/readyz`` answer).
+
+    >>> redact_value({"url": "http://u:p@h/", "n": [1, "x"]})
+    {'url': 'http://<redacted>@h/', 'n': [1, 'x']}
+    """
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: redact_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_value(item) for item in value]
+    return value
 
 
 def without_secret_params(url: str) -> str:

@@ -1,6 +1,8 @@
 """What one client request did, carried in a contextvar from the request middleware
 (``proxy.routes.observe``) to the services and the upstream client, and written in
-the request's one log line: its id, the cache outcome, the upstream calls it made.
+the request's one log line: its id, the cache outcome, the upstream calls it made,
+and for a request that failed, why: the error it was answered with and the last
+upstream answer (status, host, location).
 
 Outside a request (the CLI, a fill task started by another request) there is no
 context and the notes go nowhere. A fill task copies the context of the request
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 
 # Outcomes by how much they say about upstream: a request that joined a fill and
 # then hit keeps "fill-join"; a later, weaker note never hides a stronger one.
-_RANK = {"hit": 0, "revalidated": 1, "stale": 2, "fill-join": 3, "miss": 4}
+_RANK = {"hit": 0, "revalidating": 1, "revalidated": 1, "stale": 2, "fill-join": 3, "miss": 4}
 
 
 @dataclass
@@ -24,6 +26,11 @@ class RequestContext:
     cache: str | None = None
     upstream_calls: int = 0
     repository: str | None = None
+    error_code: str | None = None  # the wire code the client was answered with
+    error: str | None = None  # its message (already redacted where it quotes upstream)
+    upstream_status: int | None = None  # the last upstream answer; None: none, or no answer
+    upstream_host: str | None = None
+    upstream_location: str | None = None
 
 
 current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(
@@ -38,7 +45,8 @@ def new_request_id() -> str:
 
 
 def note_cache(outcome: str) -> None:
-    """Record the cache outcome (hit, miss, fill-join, stale, revalidated)."""
+    """Record the cache outcome (hit, miss, fill-join, stale, revalidated, revalidating:
+    answered from the cache while a background task revalidates)."""
     context = current.get()
     if context is None:
         return
@@ -46,10 +54,22 @@ def note_cache(outcome: str) -> None:
         context.cache = outcome
 
 
-def note_upstream_call() -> None:
+def note_upstream_call(
+    status: int | None = None, host: str | None = None, location: str | None = None
+) -> None:
+    """One upstream call: counted, and its answer kept (the last one wins)."""
     context = current.get()
     if context is not None:
         context.upstream_calls += 1
+        context.upstream_status, context.upstream_host = status, host
+        context.upstream_location = location
+
+
+def note_error(code: str, message: str) -> None:
+    """The error the client is answered with (the one error handler calls this)."""
+    context = current.get()
+    if context is not None:
+        context.error_code, context.error = code, message
 
 
 def request_id() -> str | None:

@@ -16,8 +16,9 @@ VENV="$REPO/.venv"
 # chromium and chromedriver drive the status-page test, promtool checks the alert rules,
 # mmdebstrap makes the container image's base (scripts/base-image.sh).
 # nginx and haproxy front the ring of replicas in tests/test_ring.py (deploy/ring/).
-SYSTEM_BINARIES=(dockerd docker docker-registry skopeo podman chromium chromedriver promtool mmdebstrap systemd-analyze nginx haproxy)
-SYSTEM_PACKAGES=(docker.io docker-registry skopeo podman chromium chromium-driver prometheus mmdebstrap systemd nginx haproxy)
+# containerd (a docker.io dependency, named as tests/test_doctor.py runs its own).
+SYSTEM_BINARIES=(dockerd docker docker-registry skopeo podman chromium chromedriver promtool mmdebstrap systemd-analyze nginx haproxy containerd ctr)
+SYSTEM_PACKAGES=(docker.io docker-registry skopeo podman chromium chromium-driver prometheus mmdebstrap systemd nginx haproxy containerd)
 
 SCRIPT_START=$SECONDS
 PHASE_START=$SECONDS

@@ -17,9 +17,10 @@ from typing import Any, TypeVar
 from proxy.app import create_app
 from proxy.auth.tls import ReloadingCertificate
 from proxy.clock import SYSTEM, Clock
-from proxy.commands.serve import bind_mirrors
+from proxy.commands.serve import bind_mirrors, keep_alive
 from proxy.config import Settings, load_settings
-from proxy.http.server import ZeroCopyProtocol
+from proxy.http.guarded import guarded_protocol
+from proxy.http.limits import ConnectionLimits, Connections
 from proxy.services.container import Services
 from testkit.servers import ThreadedServer
 
@@ -37,6 +38,10 @@ def proxy_settings(cache: Path, upstream_url: str, *, auth: str = "none", **keys
         "upstream.backoff_max": "0.1",
         "upstream.resolve_locations": "false",
         "upstream.check_repositories": "false",
+        # The background upstream check sleeps on the proxy's clock, and a ManualClock's
+        # sleep moves time at once: the loop would race a test's TTLs forward. Tests of
+        # the check turn it on with a SteppedClock (testkit.clocks).
+        "upstream.check_interval": "0",
         **{key.replace("__", "."): value for key, value in keys.items()},
     }
     return load_settings(None, env=env, overrides=overrides)
@@ -78,19 +83,25 @@ class RunningProxy:
 def run_proxy(
     settings: Settings, *, zero_copy: bool = True, clock: Clock = SYSTEM
 ) -> Iterator[RunningProxy]:
-    """``zero_copy=False``: plain uvicorn, as another ASGI server would serve the app;
-    ``clock``: a ``ManualClock`` for tests that step TTLs. With ``tls.cert_file`` set it
-    listens with TLS, as ``serve`` does."""
-    http = ZeroCopyProtocol if zero_copy else "httptools"
+    """``zero_copy=False``: plain uvicorn, as another ASGI server would serve the app
+    (without the connection bounds of ``proxy.http.guarded``);
+        ``clock``: a ``ManualClock`` for tests that step TTLs. With ``tls.cert_file`` set it
+        listens with TLS, as ``serve`` does."""
     tls = ReloadingCertificate(settings.tls) if settings.tls.cert_file else None
     context = tls.listener if tls else None
+    # As serve runs it: the guarded protocol does the TLS handshake itself.
+    http: Any = "httptools"
+    if zero_copy:
+        http = guarded_protocol(Connections(ConnectionLimits.of(settings.server)), context)
     settings, mirror_sockets = bind_mirrors(settings)  # each mirror's own listen address
     try:
         server = ThreadedServer(
             create_app(settings, clock),
             http=http,
-            ssl_context=context,
+            ssl_context=None if zero_copy else context,
+            scheme="https" if context else None,
             extra_sockets=mirror_sockets,
+            timeout_keep_alive=keep_alive(settings),
         )
     except BaseException:
         for sock in mirror_sockets:

@@ -307,19 +307,23 @@ class Dockerd:
     ``client`` is a ``docker.DockerClient``. Everything is removed by ``stop()``.
     """
 
-    def __init__(self, *, extra_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self, *, extra_args: Sequence[str] = (), config: Mapping[str, Any] | None = None
+    ) -> None:
+        """``config``: the daemon.json to start with (empty by default)."""
         # Unix socket paths must stay under 108 bytes, containerd's included
         # (EXEC_ROOT/containerd/containerd.sock), so not under pytest's deep tmp dirs.
         self.base = Path(tempfile.mkdtemp(prefix="gpd-", dir="/tmp"))
         self.socket = self.base / "d.sock"
         self.host = f"unix://{self.socket}"
         self.extra_args = list(extra_args)
+        self.config = dict(config or {})
         self._daemon: _Daemon | None = None
         self._client: docker.DockerClient | None = None
 
     def command(self) -> list[str]:
         base, namespace = self.base, containerd_namespace(self.base.name)
-        (base / "daemon.json").write_text("{}")
+        (base / "daemon.json").write_text(json.dumps(self.config))
         return [
             require_binary("dockerd"),
             # Our own (empty) config file: flags that repeat a host daemon.json key

@@ -22,10 +22,12 @@ from typing import Any
 import uvicorn
 
 
-def bind_loopback() -> socket.socket:
+def bind_loopback(port: int = 0) -> socket.socket:
+    """A socket on 127.0.0.1: a free port, or ``port`` again (a server restarted on the
+    address its clients know)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     return sock
 
 
@@ -38,12 +40,17 @@ class ThreadedServer:
         *,
         ssl_context: ssl.SSLContext | None = None,
         extra_sockets: list[socket.socket] | None = None,
+        scheme: str | None = None,
+        port: int = 0,
         **config: Any,
     ) -> None:
-        self.sock = bind_loopback()
+        """``scheme``: for ``url`` when the protocol does TLS itself (no ``ssl_context``);
+        ``port``: a fixed one (a restart on the same port), else any free one."""
+        self.sock = bind_loopback(port)
         self.extra_sockets = list(extra_sockets or [])
         self.port: int = self.sock.getsockname()[1]
-        self.url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{self.port}"
+        scheme = scheme or ("https" if ssl_context else "http")
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.config = uvicorn.Config(
             app,
             log_level=config.pop("log_level", "warning"),

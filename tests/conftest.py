@@ -18,17 +18,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
 
+from testkit.doccommands import documented
 from testkit.fakes.gar import FakeGAR
 from testkit.fakes.gcs import FakeGCS
 from testkit.proxyharness import RunningProxy, proxy_settings, run_proxy
-from testkit.realclients import DistributionRegistry, Dockerd, Podman, Skopeo
+from testkit.realclients import DistributionRegistry, Dockerd, Podman, Skopeo, run
 
 REALCLIENT_FIXTURES = {"distribution_registry", "dockerd", "podman_runner", "skopeo_runner"}
 
@@ -112,6 +115,30 @@ def dockerd() -> Iterator[Dockerd]:
     require_binaries("dockerd", "docker")
     with Dockerd() as daemon:
         yield daemon
+
+
+IMAGE_TAG = "gar-proxy:under-test"
+IMAGE_BUILD_TIMEOUT = 600.0
+
+
+@pytest.fixture(scope="session")
+def image(dockerd: Dockerd) -> str:
+    """gar-proxy's container image, built once per session on the private dockerd by the
+    command deploy/README.md gives (its tag replaced): ``scripts/build-image.sh``. The first
+    run on a machine also makes the base with mmdebstrap (~2 minutes)."""
+    require_binaries("mmdebstrap")
+    command = documented("deploy/README.md", "scripts/build-image.sh")
+    # The compose recipe builds the same way (it is not run twice).
+    assert documented("deploy/compose/compose.yaml", "scripts/build-image.sh") == command
+    words = shlex.split(command.replace("gar-proxy:latest", IMAGE_TAG))
+    env = {
+        "DOCKER_HOST": dockerd.host,
+        "DOCKER_CONFIG": str(dockerd.base / "cli-config"),
+        "PYTHON": sys.executable,
+    }
+    repo = Path(__file__).resolve().parent.parent
+    run([str(repo / words[0]), *words[1:]], env=env, timeout=IMAGE_BUILD_TIMEOUT)
+    return IMAGE_TAG
 
 
 @pytest.fixture

@@ -40,7 +40,9 @@ T = TypeVar("T")
 
 @pytest.fixture
 def fake(fake_gar: FakeGarFactory) -> FakeGAR:
-    return fake_gar(auth="none")
+    fake = fake_gar(auth="none")
+    fake.add_repository("us", "proj", "repo")  # GAR creates none on push
+    return fake
 
 
 @pytest.fixture
@@ -241,7 +243,8 @@ def test_a_tag_list_over_the_body_limit_is_paginated_not_an_error(
     tags = [f"v{n:04d}" for n in range(300)]
     for tag in tags:
         fake.put_image("us", REPO, tag, image)
-    running.services.listings.limit = 2000  # the whole list is about 3.6 KB
+    # GCR-shaped (docs/GAR.md N3): the whole list is about 7 KB, a page of 100 under 2 KB
+    running.services.listings.limit = 3000
     monkeypatch.setattr(listings, "PAGE_SIZE", 100)
     first = client.get(f"/v2/{REPO}/tags/list")
     assert first.status_code == 200, first.text

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 
 from proxy.oci import mediatypes as mt
-from testkit.images import Image, build_image, make_layer
+from testkit.images import Image, build_image, build_index, make_layer
 from testkit.proxyharness import proxy_settings, run_proxy
 from testkit.proxyprocess import run_cli
 from tests.conftest import FakeGarFactory
@@ -70,3 +70,40 @@ def test_catalog_pages_and_ls_list_what_was_pulled(
         assert line[tag_column:].startswith("1.0 "), lines
         assert line[:size_end].endswith("KiB") or line[:size_end].endswith(" B"), lines
     assert fake.count() == upstream_calls  # ls reads the index only
+
+
+def test_ls_counts_what_is_cached_under_a_multi_platform_tag(
+    fake_gar: FakeGarFactory, tmp_path: Path
+) -> None:
+    """One platform of two pulled: the tag's size is that platform's bytes (and the
+    index), not the index's sum over every platform."""
+    fake = fake_gar(auth="none")
+    amd = build_image([make_layer(size=100_000, seed=1)], architecture="amd64")
+    arm = build_image([make_layer(size=300_000, seed=2)], architecture="arm64")
+    index = build_index([amd, arm])
+    fake.put_image("us", "proj/repo/multi", "1", index)
+    settings = proxy_settings(tmp_path, fake.upstream)
+    with run_proxy(settings) as running, httpx.Client(base_url=running.url, timeout=30) as client:
+        assert client.get("/v2/proj/repo/multi/manifests/1", headers=ACCEPT).status_code == 200
+        _pull(client, "proj/repo/multi", amd.digest, amd)
+    listed = run_cli(tmp_path / "cache", fake.upstream, "ls", "--json")
+    (row,) = json.loads(listed.stdout)
+    cached = len(index.manifest) + len(amd.manifest) + sum(len(b.data) for b in amd.blobs)
+    assert row["size"] == cached
+    assert row["size"] < sum(len(b.data) for b in arm.blobs)
+
+
+def test_ls_without_a_cache_says_so_and_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "no-cache-here"
+    listed = run_cli(missing, "http://127.0.0.1:9", "ls")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.strip() == f"nothing cached: no cache at {missing}"
+    assert not missing.exists()
+
+
+def test_where_never_prints_none(tmp_path: Path) -> None:
+    """A registry that is not Artifact Registry has no locations: the line says so."""
+    shown = run_cli(tmp_path / "cache", "http://127.0.0.1:9", "where", "proj/repo")
+    assert shown.returncode == 0, shown.stderr
+    assert "None" not in shown.stdout
+    assert shown.stdout.startswith("proj/repo: no location: names go to the upstream as they are")

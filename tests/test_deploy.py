@@ -1,7 +1,7 @@
 """deploy/ works as written: every file parses, the Kubernetes manifests pass the API
 schema (kubernetes-validate, offline, strict: an unknown field fails), the systemd unit
 passes ``systemd-analyze verify`` with no warning, and the examples agree with the image
-(its uid, its healthcheck script, its cache path) and with each other.
+(its uid, its healthcheck command, its cache path) and with each other.
 """
 
 from __future__ import annotations
@@ -55,10 +55,11 @@ def _image_uid() -> int:
     return int(match.group(1))
 
 
-def _healthcheck_in_image() -> str:
-    match = re.search(r"^COPY deploy/image/healthcheck.py (\S+)$", DOCKERFILE, re.MULTILINE)
-    assert match, "Dockerfile does not copy the healthcheck script"
-    return match.group(1)
+def _healthcheck_in_image() -> list[str]:
+    """The image's HEALTHCHECK command, which the Kubernetes probes use too."""
+    match = re.search(r'^\s+CMD \["gar-proxy", "healthcheck"\]$', DOCKERFILE, re.MULTILINE)
+    assert match, "Dockerfile's HEALTHCHECK is not gar-proxy healthcheck"
+    return ["gar-proxy", "healthcheck"]
 
 
 @pytest.mark.parametrize("path", _files(".yaml", ".yml"), ids=str)
@@ -87,11 +88,8 @@ def test_the_runner_pod_has_the_proxy_as_a_native_sidecar() -> None:
     pod = _by_kind("Pod", "ci-runner")["spec"]
     (sidecar,) = [c for c in pod["initContainers"] if c["name"] == "gar-proxy"]
     assert sidecar["restartPolicy"] == "Always"
-    assert sidecar["readinessProbe"]["exec"]["command"] == [
-        "python",
-        _healthcheck_in_image(),
-        "/readyz",
-    ]
+    assert sidecar["readinessProbe"]["exec"]["command"] == [*_healthcheck_in_image(), "/readyz"]
+    assert sidecar["livenessProbe"]["exec"]["command"] == [*_healthcheck_in_image(), "/healthz"]
     security = sidecar["securityContext"]
     assert security["runAsNonRoot"] and security["readOnlyRootFilesystem"]
     assert security["runAsUser"] == _image_uid()
@@ -110,7 +108,7 @@ def test_the_daemonset_listens_on_the_nodes_loopback_and_installs_the_hosts_toml
     (proxy,) = spec["containers"]
     env = {e["name"]: e["value"] for e in proxy["env"]}
     assert env["GAR_PROXY_LISTEN"] == "127.0.0.1:5000"
-    assert proxy["readinessProbe"]["exec"]["command"][1:] == [_healthcheck_in_image(), "/readyz"]
+    assert proxy["readinessProbe"]["exec"]["command"] == [*_healthcheck_in_image(), "/readyz"]
     config = _by_kind("ConfigMap", "gar-proxy-containerd")["data"]["hosts.toml"]
     standalone = (DEPLOY / "containerd" / "hosts.toml").read_text()
     assert tomllib.loads(config) == tomllib.loads(standalone)
@@ -182,6 +180,9 @@ def test_the_ci_examples_run_the_proxy_as_a_service() -> None:
     assert "localhost:5000/" in " ".join(step["run"] for step in job["steps"])
     gitlab = _yaml_documents(DEPLOY / "ci" / "gitlab-ci.yml")[0]
     (service,) = gitlab["build"]["services"]
+    compose = _yaml_documents(DEPLOY / "compose" / "compose.yaml")[0]
+    check = compose["services"]["gar-proxy"]["healthcheck"]["test"]
+    assert check == ["CMD", *_healthcheck_in_image()]
     assert f"{service['alias']}:5000/" in " ".join(gitlab["build"]["script"])
 
 

@@ -171,6 +171,7 @@ def test_a_plain_registrys_chunked_upload_then_manifest_put(
     fake_gar: FakeGarFactory, http: httpx.Client
 ) -> None:
     fake = fake_gar(access_tokens={TOKEN}, plain_uploads=True)
+    fake.add_repository("us", "proj", "repo")  # GAR creates none on push
     url = fake.url
     layer = make_layer(size=300_000, seed=5)
     image = build_image([layer])
@@ -247,6 +248,8 @@ def test_gar_upload_sessions_are_opaque_and_take_one_write(
 
 def test_mounts_stay_within_a_project(fake: FakeGAR, url: str, http: httpx.Client) -> None:
     digest = fake.put_blob("us", "proj/repo/source", b"shared layer")
+    fake.add_repository("us", "proj", "other")
+    fake.add_repository("us", "elsewhere", "repo")
     uploads = "blobs/uploads/"
 
     same = http.post(
@@ -276,6 +279,7 @@ def test_tags_referrers_and_metadata(fake: FakeGAR, url: str, http: httpx.Client
 
     with _client(headers=AUTH) as client:
         page = client.get(f"{url}/us/v2/proj/repo/app/tags/list", params={"n": 2})
+        whole = client.get(f"{url}/us/v2/proj/repo/app/tags/list")
         referrers = client.get(
             f"{url}/us/v2/proj/repo/app/referrers/{image.digest}",
             params={"artifactType": "application/spdx+json"},
@@ -290,7 +294,20 @@ def test_tags_referrers_and_metadata(fake: FakeGAR, url: str, http: httpx.Client
         absent = client.get(f"{url}/v1/projects/proj/locations/eu/repositories/nope")
     unauthenticated = http.get(f"{url}/v1/projects/proj/locations")
 
-    assert page.json() == {"name": "proj/repo/app", "tags": ["a", "b"]}
+    listed = whole.json()  # GCR-shaped (docs/GAR.md N3)
+    assert (listed["name"], listed["tags"], listed["child"]) == (
+        "proj/repo/app",
+        ["a", "b", "c"],
+        [],
+    )
+    assert page.json()["tags"] == ["a", "b"]
+    assert page.json()["manifest"][image.digest]["tag"] == ["a", "b"]
+    entry = listed["manifest"][image.digest]
+    assert entry["tag"] == ["a", "b", "c"]
+    assert entry["mediaType"] == image.media_type
+    assert int(entry["imageSizeBytes"]) == len(image.manifest) + sum(b.size for b in image.blobs)
+    assert isinstance(entry["timeUploadedMs"], int) and entry["timeCreatedMs"].isdigit()
+    assert listed["manifest"][sbom.digest]["tag"] == []
     assert page.headers["link"] == '</us/v2/proj/repo/app/tags/list?n=2&last=b>; rel="next"'
     assert referrers.headers["oci-filters-applied"] == "artifactType"
     assert [m["digest"] for m in referrers.json()["manifests"]] == [sbom.digest]
@@ -300,6 +317,7 @@ def test_tags_referrers_and_metadata(fake: FakeGAR, url: str, http: httpx.Client
     assert absent.status_code == 404
     assert unauthenticated.status_code == 401
     assert fake.count(kind="metadata") == 4
+    assert fake.count("GET", "tags") == 2
 
 
 def test_faults(fake: FakeGAR, url: str, http: httpx.Client) -> None:

@@ -173,6 +173,7 @@ def test_token_endpoint_down(fake_gar: FakeGarFactory, proxy: ProxyFactory) -> N
 @pytest.fixture
 def process(tmp_path: Path, fake_gar: FakeGarFactory) -> Iterator[tuple[FakeGAR, ProxyProcess]]:
     fake = fake_gar(auth="none", chunk_size=FAKE_CHUNK)
+    fake.add_repository("us", "proj", "repo")  # GAR creates none on push
     running = ProxyProcess(tmp_path / "cache", fake.upstream, env={"GAR_PROXY_RETRIES": "1"})
     try:
         yield fake, running.start()

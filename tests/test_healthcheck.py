@@ -1,6 +1,7 @@
-"""The image's healthcheck script (deploy/image/healthcheck.py) finds the proxy where its
-settings say it listens, from the environment or the config file, and fails when
-nothing answers there; the container test checks the same inside the image."""
+"""``gar-proxy healthcheck`` (the image's HEALTHCHECK and the Kubernetes exec probes)
+finds the proxy where its settings say it listens, from the environment or the config
+file, speaks TLS when the listener does, and fails when nothing answers there or the
+path is not 200; the container test checks the same inside the image, TLS included."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 
 from testkit.fakes.gar import FakeGAR
 from testkit.proxyprocess import ProxyProcess, proxy_env
 from testkit.realclients import free_port
 
 REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "deploy" / "image" / "healthcheck.py"
 
 
 @pytest.fixture(scope="module")
@@ -27,18 +28,21 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
 
 
 def _check(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    full_env = proxy_env(tmp_path / "cache", {"PYTHONPATH": str(REPO), **env})
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *args],
-        capture_output=True, text=True, env=full_env, timeout=30, check=False,
+        [sys.executable, "-m", "proxy", "healthcheck", *args],
+        capture_output=True, text=True, env=proxy_env(tmp_path / "cache", env), timeout=30,
+        check=False, cwd=REPO,
     )  # fmt: skip
 
 
 def test_healthy_at_the_port_in_gar_proxy_listen(proxy: ProxyProcess, tmp_path: Path) -> None:
     # A wildcard bind is checked on loopback, which it includes.
     for listen in (proxy.host, f"0.0.0.0:{proxy.port}"):
-        result = _check(tmp_path, GAR_PROXY_LISTEN=listen, GAR_PROXY_ACCESS_ANONYMOUS="true")
-        assert result.returncode == 0, result.stderr
+        for path in ((), ("/readyz",)):
+            result = _check(
+                tmp_path, *path, GAR_PROXY_LISTEN=listen, GAR_PROXY_ACCESS_ANONYMOUS="true"
+            )
+            assert result.returncode == 0, result.stderr
 
 
 def test_healthy_at_the_port_in_the_config_file(proxy: ProxyProcess, tmp_path: Path) -> None:
@@ -56,4 +60,26 @@ def test_unhealthy_where_nothing_listens_or_the_path_fails(
     assert "Connection refused" in closed.stderr
     missing = _check(tmp_path, "/no-such-probe", GAR_PROXY_LISTEN=proxy.host)
     assert missing.returncode == 1
-    assert "404" in missing.stderr
+    assert "HTTP 404" in missing.stderr
+
+
+def test_speaks_tls_when_the_listener_does(tmp_path: Path) -> None:
+    # A certificate for a DNS name, from a private CA: the check reaches 127.0.0.1 all
+    # the same (see proxy/commands/healthcheck.py for why it does not verify).
+    ca = trustme.CA()
+    cert = ca.issue_cert("proxy.example")
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    tls = {"GAR_PROXY_TLS_CERT_FILE": str(tmp_path / "cert.pem"),
+           "GAR_PROXY_TLS_KEY_FILE": str(tmp_path / "key.pem")}  # fmt: skip
+    with (
+        FakeGAR(auth="none").serve() as url,
+        ProxyProcess(tmp_path / "cache", url, env=tls) as running,
+    ):
+        assert running.url.startswith("https://")
+        for path in ("/healthz", "/readyz"):
+            result = _check(tmp_path, path, GAR_PROXY_LISTEN=running.host, **tls)
+            assert result.returncode == 0, result.stderr
+        # The same port without TLS settings: plain HTTP to a TLS listener fails.
+        plain = _check(tmp_path, GAR_PROXY_LISTEN=running.host)
+    assert plain.returncode == 1, plain.stderr

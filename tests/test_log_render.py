@@ -34,7 +34,9 @@ def test_the_fast_record_renders_as_the_standard_one(fmt: str) -> None:
     standard, fast = (_TIME.sub("T", line) for line in stream.getvalue().splitlines())
     assert fast == standard
     if fmt == "json":
-        assert list(json.loads(fast)) == ["event", "level", "logger", *FIELDS, "timestamp"]
+        # Cloud Logging's keys (message, severity, time), ours between them.
+        assert list(json.loads(fast)) == ["message", "severity", "logger", *FIELDS, "time"]
+        assert json.loads(fast)["severity"] == "INFO"
 
 
 def test_handlers_see_the_fields_caller_and_time(caplog: pytest.LogCaptureFixture) -> None:
@@ -75,7 +77,7 @@ def test_lines_of_one_loop_pass_are_written_together_and_in_order() -> None:
     finally:
         logging.getLogger().handlers.clear()
     assert len(writes) == 2
-    events = [json.loads(line)["event"] for line in "".join(writes).splitlines()]
+    events = [json.loads(line)["message"] for line in "".join(writes).splitlines()]
     assert events == [*(f"line {n}" for n in range(5)), "outside a loop"]
 
 
@@ -91,5 +93,5 @@ def test_a_clean_message_seen_before_does_not_let_a_secret_through() -> None:
     finally:
         logging.getLogger().handlers.clear()
     text = stream.getvalue()
-    assert text.count('"event": "request"') == 2
+    assert text.count('"message": "request"') == 2
     assert "hunter2" not in text and "S3CRET" not in text and text.count("<redacted>") == 4

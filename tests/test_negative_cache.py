@@ -27,6 +27,7 @@ def setup(
     fake_gar: FakeGarFactory, tmp_path: Path
 ) -> Iterator[tuple[FakeGAR, RunningProxy, ManualClock]]:
     fake = fake_gar(auth="none")
+    fake.add_repository("us", "proj", "repo")  # GAR creates none on push
     clock = ManualClock()
     with run_proxy(proxy_settings(tmp_path, fake.upstream), clock=clock) as running:
         yield fake, running, clock

@@ -24,7 +24,7 @@ from testkit.images import build_image, make_layer
 from testkit.proxyharness import pull_twice
 from testkit.realclients import free_port
 from tests.conftest import FakeGarFactory, ProxyFactory, require_binaries
-from tests.test_ops_monitoring import MONITORING, OUR_SERIES, _dashboard_queries
+from tests.test_ops_monitoring import MONITORING, OUR_SERIES, RULES, _dashboard_queries
 
 REPO = "proj/repo/app"
 ACCEPT = {"Accept": ", ".join(mt.DEFAULT_ACCEPT)}
@@ -32,13 +32,16 @@ T = TypeVar("T")
 
 
 @contextlib.contextmanager
-def prometheus(tmp_path: Path, target: str) -> Iterator[str]:
-    """Prometheus scraping ``target`` (host:port) every second, with our alert rules."""
+def prometheus(
+    tmp_path: Path, target: str, rules: Path = MONITORING / "alerts.yaml", job: str = "gar-proxy"
+) -> Iterator[str]:
+    """Prometheus scraping ``target`` (host:port) every second, with ``rules`` (our alert
+    rules unless a test gives a copy), as scrape job ``job``."""
     require_binaries("prometheus")
     config = {  # JSON is YAML: no YAML dependency for the test
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(MONITORING / "alerts.yaml")],
-        "scrape_configs": [{"job_name": "gar-proxy", "static_configs": [{"targets": [target]}]}],
+        "rule_files": [str(rules)],
+        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [target]}]}],
     }
     (tmp_path / "prometheus.yml").write_text(json.dumps(config))
     port = free_port()  # Prometheus has no port 0: the small race is acceptable
@@ -105,7 +108,7 @@ def test_prometheus_scraping_the_proxy_sees_the_dashboard_series_and_loads_the_r
         def healthy() -> list[dict[str, Any]] | None:
             groups = api.get("/api/v1/rules").json()["data"]["groups"]
             rules[:] = [rule for group in groups for rule in group["rules"]]
-            ok = len(rules) == 4 and all(rule["health"] == "ok" for rule in rules)
+            ok = len(rules) == RULES and all(rule["health"] == "ok" for rule in rules)
             return rules if ok else None
 
         _poll(healthy, 15, lambda: f"rules: {[(r['name'], r['health']) for r in rules]}")

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from proxy.oci import mediatypes as mt
-from testkit.fakes.gar import FakeGAR
+from testkit.fakes.gar import FakeGAR, Fault
 from testkit.images import Image, build_image, make_layer, push_image
 from testkit.proxyharness import RunningProxy, proxy_settings, run_proxy
 from testkit.realclients import free_port
@@ -84,7 +84,9 @@ def holds(replica: RunningProxy, digest: str) -> bool:
 
 @pytest.fixture
 def fake(fake_gar: FakeGarFactory) -> FakeGAR:
-    return fake_gar(auth="none")
+    fake = fake_gar(auth="none")
+    fake.add_repository("us", "proj", "repo")  # GAR creates none on push
+    return fake
 
 
 @pytest.fixture(params=["nginx", "haproxy"])
@@ -95,12 +97,14 @@ def balancer(request: pytest.FixtureRequest) -> str:
 
 @contextlib.contextmanager
 def ring_of_three(
-    fake: FakeGAR, balancer: str, tmp_path: Path
+    fake: FakeGAR, balancer: str, tmp_path: Path, **keys: str
 ) -> Iterator[tuple[list[RunningProxy], str]]:
     """Three replicas, each on its own disk, behind ``balancer``: them and its URL."""
     with contextlib.ExitStack() as stack:
         replicas = [
-            stack.enter_context(run_proxy(proxy_settings(tmp_path / f"r{n}", fake.upstream)))
+            stack.enter_context(
+                run_proxy(proxy_settings(tmp_path / f"r{n}", fake.upstream, **keys))
+            )
             for n in range(3)
         ]
         urls = [r.url for r in replicas]
@@ -152,3 +156,18 @@ def test_a_push_through_the_ring_lands_upstream(
         blob_url = f"{fake.url}/us/v2/proj/repo/pushed/blobs/{blob.digest}"
         # GAR sends a blob GET on to a signed download (docs/GAR.md D1): follow it.
         assert httpx.get(blob_url, follow_redirects=True).content == blob.data
+
+
+def test_a_gar_outage_is_not_multiplied_by_the_ring(
+    fake: FakeGAR, balancer: str, tmp_path: Path
+) -> None:
+    """A replica's own 503 (GAR down) goes back to the client; the balancer does not ask
+    the other replicas the same (each would ask GAR again: three times the traffic of
+    an outage). Before, nginx's proxy_next_upstream had http_502 http_503 and HAProxy's
+    retry-on 502 503: the fake counted three manifest GETs."""
+    fake.put_image("us", REPO, "1", build_image([make_layer(seed=40)]))
+    fake.add_fault(Fault(kind="manifest", status=503))
+    with ring_of_three(fake, balancer, tmp_path, upstream__retries="0") as (_, ring):
+        answer = httpx.get(f"{ring}/v2/{REPO}/manifests/1", headers=ACCEPT, timeout=30)
+    assert answer.status_code == 503
+    assert fake.count("GET", "manifest") + fake.count("HEAD", "manifest") == 1

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import socket
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -42,9 +43,9 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     real = sendfile.sendfile  # what proxy.http.server calls
 
-    async def counting(sock: int, file: int, offset: int, count: int) -> int:
+    async def counting(sock: int, file: int, offset: int, count: int, **options: Any) -> int:
         calls.append(count)
-        return await real(sock, file, offset, count)
+        return await real(sock, file, offset, count, **options)
 
     monkeypatch.setattr(zero_copy_server, "sendfile", counting)
     return calls

@@ -7,9 +7,14 @@ are ``NAME:TOKEN``; ``#`` starts a comment. A client sends either
 ``Authorization: Basic`` (user and password, or user and token, which is what
 ``docker login`` can store) or ``Authorization: Bearer TOKEN``.
 
-bcrypt costs ~0.1-0.3 s per check by design and clients send credentials on every
-request, so a good (user, password) pair is remembered, by a SHA-256 of both, for
-``REMEMBER`` seconds; checks run off the event loop.
+bcrypt costs ~65 ms of CPU per check at cost 10 (more at higher costs) by design, and
+clients send credentials on every request, so an ``Authorization`` value that was
+verified is remembered for ``remember`` seconds (``access.credentials_ttl``), keyed by
+an HMAC of it under a key made at start (never the password, and not a hash that a
+dictionary of common passwords reverses); checks run off the event loop. A user name
+that is not in the file costs a bcrypt check too, so timing does not tell which names
+exist. Failed logins are limited per client address by ``proxy.auth.throttle``; while
+an address is limited only remembered credentials are accepted from it.
 """
 
 from __future__ import annotations
@@ -17,19 +22,29 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
+import secrets
 from collections import OrderedDict
 from pathlib import Path
 
 import bcrypt
 
 from proxy.clock import SYSTEM, Clock
+from proxy.redact import remember_secret
 
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 BCRYPT_MAX = 72  # bytes of password bcrypt looks at
 REMEMBER = 300.0
 REMEMBERED_MAX = 4096
+
+
+@functools.cache
+def _decoy() -> bytes:
+    """Checked for names not in the file, at htpasswd -B's default cost (made once,
+    when first needed: ~65 ms)."""
+    return bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=10))
 
 
 class CredentialsError(ValueError):
@@ -76,6 +91,7 @@ def parse_tokens(path: Path) -> dict[str, str]:
     for number, line in _lines(path):
         name, token = _split(path, number, line)
         tokens[token] = name
+        remember_secret(token)
     return tokens
 
 
@@ -83,33 +99,87 @@ class Authenticator:
     """Identity for an ``Authorization`` header value, or None."""
 
     def __init__(
-        self, users: dict[str, bytes], tokens: dict[str, str], clock: Clock = SYSTEM
+        self,
+        users: dict[str, bytes],
+        tokens: dict[str, str],
+        clock: Clock = SYSTEM,
+        *,
+        remember: float = REMEMBER,
     ) -> None:
-        self.users, self.tokens, self.clock = users, tokens, clock
-        self._remembered: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
+        self.users, self.tokens, self.clock, self.remember = users, tokens, clock, remember
+        self._key = secrets.token_bytes(32)
+        # HMAC of the header value -> (identity, the user's hash or None for a token, until)
+        self._remembered: OrderedDict[bytes, tuple[str, bytes | None, float]] = OrderedDict()
 
     @classmethod
-    def from_files(cls, htpasswd: Path | None, tokens: Path | None) -> Authenticator:
+    def from_files(
+        cls,
+        htpasswd: Path | None,
+        tokens: Path | None,
+        clock: Clock = SYSTEM,
+        *,
+        remember: float = REMEMBER,
+    ) -> Authenticator:
         return cls(
-            parse_htpasswd(htpasswd) if htpasswd else {}, parse_tokens(tokens) if tokens else {}
+            parse_htpasswd(htpasswd) if htpasswd else {},
+            parse_tokens(tokens) if tokens else {},
+            clock,
+            remember=remember,
         )
 
-    async def identify(self, authorization: str) -> str | None:
+    def adopt(self, previous: Authenticator) -> None:
+        """Keep what ``previous`` remembered of users whose hash did not change (a
+        reload of the files then costs no bcrypt check for them); tokens are cheap to
+        check again. Both share the key, so remembered entries still match."""
+        self._key = previous._key
+        for key, (identity, hashed, until) in previous._remembered.items():
+            if hashed is not None and self.users.get(identity) == hashed:
+                self._remembered[key] = (identity, hashed, until)
+
+    def remembered(self, authorization: str) -> str | None:
+        """The identity of a value verified less than ``remember`` seconds ago."""
+        found = self._remembered.get(self._digest(authorization))
+        if found is None or found[2] <= self.clock.monotonic():
+            return None
+        return found[0]
+
+    async def identify(self, authorization: str, *, remembered_only: bool = False) -> str | None:
+        """Who sent ``authorization``; ``remembered_only``: no check but the memory
+        (the client's address made too many failed logins)."""
+        known = self.remembered(authorization)
+        if known is not None or remembered_only:
+            return known
+        identity, hashed = await self._verify(authorization)
+        if identity is not None and self.remember > 0:
+            key = self._digest(authorization)
+            self._remembered[key] = (identity, hashed, self.clock.monotonic() + self.remember)
+            self._remembered.move_to_end(key)
+            while len(self._remembered) > REMEMBERED_MAX:
+                self._remembered.popitem(last=False)
+        return identity
+
+    def _digest(self, authorization: str) -> bytes:
+        value = authorization.strip().encode("utf-8", "surrogateescape")
+        return hmac.new(self._key, value, hashlib.sha256).digest()
+
+    async def _verify(self, authorization: str) -> tuple[str | None, bytes | None]:
         scheme, _, value = authorization.strip().partition(" ")
         if scheme.lower() == "bearer":
-            return self._token(value.strip())
+            return self._token(value.strip()), None
         if scheme.lower() != "basic":
-            return None
+            return None, None
         try:
             user, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
-            return None
+            return None, None
         if not sep:
-            return None
+            return None, None
         token_owner = self._token(password)
         if token_owner is not None and token_owner == user:
-            return user
-        return await self._password(user, password)
+            return user, None
+        if await self._password(user, password):
+            return user, self.users[user]
+        return None, None
 
     def _token(self, token: str) -> str | None:
         # Compare against every token so that timing says nothing about which matched.
@@ -119,22 +189,14 @@ class Authenticator:
                 found = name
         return found
 
-    async def _password(self, user: str, password: str) -> str | None:
-        hashed = self.users.get(user)
-        if hashed is None:
-            return None
-        key = hashlib.sha256(f"{user}\0{password}".encode()).digest()
-        now = self.clock.monotonic()
-        remembered = self._remembered.get(key)
-        if remembered is not None and remembered[1] > now:
-            return remembered[0]
+    async def _password(self, user: str, password: str) -> bool:
         secret = password.encode()
+        hashed = self.users.get(user)
         if len(secret) > BCRYPT_MAX:  # bcrypt >= 5 raises on these; none can match
-            return None
-        if not await asyncio.to_thread(bcrypt.checkpw, secret, hashed):
-            return None
-        self._remembered[key] = (user, now + REMEMBER)
-        self._remembered.move_to_end(key)
-        while len(self._remembered) > REMEMBERED_MAX:
-            self._remembered.popitem(last=False)
-        return user
+            return False
+        return await asyncio.to_thread(_check, secret, hashed)
+
+
+def _check(secret: bytes, hashed: bytes | None) -> bool:
+    matched = bcrypt.checkpw(secret, hashed or _decoy())
+    return matched and hashed is not None

@@ -1,168 +1,215 @@
-"""``AccessControl``: one ASGI middleware that decides, before any route runs, whether
-a request may proceed, answering the registry way when not:
+"""``AccessControl``: the ASGI middleware that says who a client is, before any route
+runs, and answers the registry way when it cannot:
 
 - no or bad credentials where they are needed: 401 ``UNAUTHORIZED`` with
   ``WWW-Authenticate: Basic realm="gar-proxy"``, the challenge docker (``docker login``
   starts with ``GET /v2/``), podman, skopeo and containerd answer with Basic credentials;
-- an identity without the right: 403 ``DENIED``.
+- too many failed logins from the client's address: 429 ``TOOMANYREQUESTS`` with
+  ``Retry-After`` (``proxy.auth.throttle``), no credentials checked;
+- ``/_gar-proxy/*`` for anyone but an admin identity (loopback clients without client
+  auth): 403 ``DENIED``;
+- an HTTP/1.1 request without exactly one ``Host``: 400 (RFC 9112 section 3.2).
 
-Which right a request needs follows from its path: ``/v2/NAME/...`` GET/HEAD is a
-pull of NAME, any other method, or any upload session, a push; a cross-repository
-mount (``?mount=&from=``) also reads ``from``, and without that right the mount is
-dropped, so the client uploads the blob as a registry without access to ``from``
-would have it do;
-``/_gar-proxy/*`` is admin; ``/healthz``, ``/readyz`` are open; ``/metrics`` is open
-when ``access.metrics_public``. Without client auth every client is ``anonymous`` and
-admin paths are for loopback clients only.
+What an identity may do with a repository is not decided here, from the path the
+client sent, but by the routes on the repository as GAR knows it, after mirrors and
+names are resolved (``proxy.auth.access.authorize``, called by
+``proxy.routes.common``). With rules in force, a successful answer that no decision
+let through is replaced by a 500 here: a route that forgot to ask fails closed.
 
-The identity is put in ``scope["state"]["identity"]`` (``request.state.identity``) for
-logs; ``None`` for a request that needed none.
+``/healthz``, ``/readyz`` are open; ``/metrics`` is open when ``access.metrics_public``.
+Without client auth every client is ``anonymous`` and admin paths are for loopback
+clients only. The identity is in ``scope["state"]["identity"]`` for logs and routes.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
+import math
 import re
-import urllib.parse
-from dataclasses import dataclass
 
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy.auth.credentials import Authenticator
-from proxy.auth.rules import ANONYMOUS, Rules
-from proxy.config import AccessSettings, ConfigError, is_loopback
+from proxy import requestcontext
+from proxy.auth.access import (
+    ACCESS,
+    DECIDED,
+    IDENTITY,
+    Access,
+    AccessPolicy,
+    denied,
+    unauthorized,
+)
+from proxy.auth.rules import ANONYMOUS
+from proxy.config import is_loopback
 from proxy.oci.errors import ErrorCode, RegistryError
-from proxy.oci.names import Repository
+
+__all__ = ["Access", "AccessControl", "AccessPolicy"]
 
 log = logging.getLogger("gar_proxy.access")
 
-REALM = 'Basic realm="gar-proxy"'
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 ADMIN_PREFIX = "/_gar-proxy/"
-_REPO_PATH = re.compile(
-    r"^/v2/(?P<name>.+)/(manifests/[^/]+|blobs/uploads/?[^/]*|blobs/[^/]+|tags/list|referrers/[^/]+)$"
+# The one path whose success needs no decision beyond "who": docker's login ping.
+_PING = frozenset({"/v2", "/v2/"})
+_NAMED = re.compile(
+    r"^/(?:v2|_gar-proxy/[a-z-]+)/(.+?)(?:/(?:manifests|blobs|tags|referrers)/.*)?$"
 )
 
 
-@dataclass(frozen=True)
-class Access:
-    """The loaded policy: who (``authenticator``, None when client auth is off) and what."""
-
-    settings: AccessSettings
-    authenticator: Authenticator | None
-    rules: Rules
-
-    @classmethod
-    def load(cls, settings: AccessSettings) -> Access:
-        """Reads the files now, so that a bad one stops start-up with one line."""
-        authenticator = None
-        try:
-            if settings.enabled:
-                authenticator = Authenticator.from_files(
-                    settings.htpasswd_file, settings.tokens_file
-                )
-            rules = Rules.load(settings.rules_file)
-        except ValueError as error:
-            raise ConfigError(f"access: {error}") from None
-        return cls(settings, authenticator, rules)
+def _error(error: RegistryError, method: str) -> Response:
+    requestcontext.note_error(error.code.wire, error.message)  # for the request's log line
+    headers = {"Docker-Distribution-API-Version": "registry/2.0", **error.headers}
+    if method == "HEAD":
+        return Response(status_code=error.status, headers=headers)
+    return JSONResponse(error.envelope(), error.status, headers)
 
 
-def _repository(name: str, query: dict[str, list[str]]) -> str | None:
+def _headers(scope: Scope) -> tuple[bytes | None, int]:
+    """(the last Authorization value, as dict(headers) had it; how many Host headers)."""
+    authorization, hosts = None, 0
+    for key, value in scope["headers"]:
+        if key == b"authorization":
+            authorization = value
+        elif key == b"host":
+            hosts += 1
+    return authorization, hosts
+
+
+def _asked(scope: Scope) -> str | None:
+    """For a refusal's log line: the name in the path as the client sent it (nothing is
+    resolved for a client not yet known)."""
+    matched = _NAMED.match(scope["path"])
+    return matched[1][:300] if matched else None
+
+
+def _claimed_user(header: str) -> str | None:
+    """The user name a Basic value claims, for the log line (never the password)."""
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return f"({scheme.lower()[:10] or 'empty'} credentials)"
     try:
-        return Repository.parse(urllib.parse.unquote(name), ns=query.get("ns", [None])[0]).path
-    except RegistryError:
-        return None  # the route answers NAME_INVALID; nothing is read for it
+        user = base64.b64decode(value, validate=True).decode().partition(":")[0]
+    except (binascii.Error, UnicodeDecodeError):
+        return "(undecodable basic credentials)"
+    return user[:64] if user.isprintable() else "(unprintable user name)"
 
 
 class AccessControl:
-    def __init__(self, app: ASGIApp, access: Access) -> None:
-        self.app, self.access = app, access
+    def __init__(self, app: ASGIApp, policy: AccessPolicy) -> None:
+        self.app, self.policy = app, policy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        refusal = await self._check(scope)
-        if refusal is not None:
-            await refusal(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-    async def _identify(self, scope: Scope) -> tuple[str | None, bool]:
-        """(identity, credentials were offered). None with True: bad credentials."""
-        authenticator = self.access.authenticator
-        if authenticator is None:
-            return ANONYMOUS, False
-        header = None
-        for key, value in scope["headers"]:  # the last one, as dict(headers) had it
-            if key == b"authorization":
-                header = value
-        if header is None:
-            return (ANONYMOUS if self.access.settings.anonymous else None), False
-        return await authenticator.identify(header.decode("latin-1")), True
-
-    async def _check(self, scope: Scope) -> Response | None:
-        path: str = scope["path"]
+        access = self.policy.now()
         state = scope.setdefault("state", {})
-        state["identity"] = None
-        if path in OPEN_PATHS or (path == "/metrics" and self.access.settings.metrics_public):
+        state[ACCESS], state[IDENTITY] = access, None
+        refusal = await self._check(scope, access)
+        if refusal is not None:
+            await _error(refusal, scope["method"])(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if not access.restricted or path in _PING or path in OPEN_PATHS or path == "/metrics":
+            await self.app(scope, receive, send)
+            return
+        await self.app(scope, receive, _FailClosed(scope, send))
+
+    async def _identify(
+        self, scope: Scope, access: Access, header: bytes | None
+    ) -> str | RegistryError | None:
+        """The identity; None: no or bad credentials; an error: throttled (no check made,
+        logged once when the throttle starts, not per refused request)."""
+        authenticator = access.authenticator
+        if authenticator is None:
+            return ANONYMOUS
+        if header is None:
+            return ANONYMOUS if access.settings.anonymous else None
+        value = header.decode("latin-1")
+        address = str((scope.get("client") or ("", 0))[0])
+        wait = self.policy.throttle.retry_after(address)
+        identity = await authenticator.identify(value, remembered_only=wait is not None)
+        if identity is not None:
+            return identity
+        if wait is None:  # checked, and wrong: this one is a 401, the next may be a 429
+            denied(scope, _claimed_user(value), "bad credentials", repository=_asked(scope))
+            wait = self.policy.throttle.failed(address)
+            if wait is not None:
+                log.warning("access: too many failed logins from %s: its logins are refused"
+                            " for %d s", address, wait)  # fmt: skip
             return None
-        identity, offered = await self._identify(scope)
-        state["identity"] = identity
+        return RegistryError(
+            ErrorCode.TOOMANYREQUESTS,
+            f"too many failed logins from this address; retry after {math.ceil(wait)} s",
+            headers={"Retry-After": str(math.ceil(wait))},
+        )
+
+    async def _check(self, scope: Scope, access: Access) -> RegistryError | None:
+        path: str = scope["path"]
+        header, hosts = _headers(scope)
+        if hosts > 1 or (hosts == 0 and scope.get("http_version") == "1.1"):
+            return RegistryError(
+                ErrorCode.HOST_INVALID, "an HTTP/1.1 request needs exactly one Host header"
+            )
+        if path == "/readyz" and access.authenticator is not None:
+            await self._mark_admin(scope, access, header)  # its detail is for admins
+            return None
+        if path in OPEN_PATHS or (path == "/metrics" and access.settings.metrics_public):
+            return None
+        found = await self._identify(scope, access, header)
+        if isinstance(found, RegistryError):
+            return found
+        scope["state"][IDENTITY] = found
         # /v2/ is docker's ping and login: it must see the challenge to send credentials.
-        ping = path.rstrip("/") == "/v2" and self.access.authenticator is not None
-        if identity is None or (ping and identity == ANONYMOUS):
-            return _unauthorized("bad credentials" if offered else None)
-        if path.startswith(ADMIN_PREFIX):
-            return None if self._admin(scope, identity) else _denied(identity, "admin")
-        if self.access.rules.grants is None:
-            return None  # no rules file: every identity may pull, push and mount anything
-        matched = _REPO_PATH.match(path)
-        if matched is None:
-            return None  # /v2/, /metrics, unknown paths (the app answers 404)
-        query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        repository = _repository(matched["name"], query)
-        if repository is None:
-            return None
-        # Upload sessions (even GET, their status) belong to pushers only.
-        reads = scope["method"] in ("GET", "HEAD") and not matched[2].startswith("blobs/uploads")
-        action = "pull" if reads else "push"
-        if not self.access.rules.allows(identity, action, repository):
-            if identity == ANONYMOUS and self.access.authenticator is not None:
-                return _unauthorized(None)  # credentials might grant it
-            return _denied(identity, f"{action} {repository}")
-        self._check_mount(scope, identity, query)
+        ping = path in _PING and access.authenticator is not None
+        if found is None or (ping and found == ANONYMOUS):
+            return unauthorized("bad credentials" if header is not None else None)
+        if path.startswith(ADMIN_PREFIX) and not self._admin(scope, access, found):
+            denied(scope, found, "may not use the admin paths", repository=_asked(scope))
+            return RegistryError(ErrorCode.DENIED, f"{found} may not use {ADMIN_PREFIX}")
         return None
 
-    def _admin(self, scope: Scope, identity: str) -> bool:
-        if self.access.authenticator is None:
+    async def _mark_admin(self, scope: Scope, access: Access, header: bytes | None) -> None:
+        """An open path that shows more to admins: credentials are optional there, and
+        bad (or throttled) ones only mean "not an admin"; the answer's status stays
+        public for probes."""
+        found = await self._identify(scope, access, header) if header is not None else None
+        identity = found if isinstance(found, str) else None
+        scope["state"][IDENTITY] = identity
+        scope["state"]["admin"] = identity is not None and self._admin(scope, access, identity)
+
+    @staticmethod
+    def _admin(scope: Scope, access: Access, identity: str) -> bool:
+        if access.authenticator is None:
             client = scope.get("client") or ("", 0)
             return is_loopback(str(client[0]))
-        return identity != ANONYMOUS and self.access.rules.is_admin(identity)
+        return access.is_admin(identity)
 
-    def _check_mount(self, scope: Scope, identity: str, query: dict[str, list[str]]) -> None:
-        source = query.get("from", [None])[0]
-        if "mount" not in query or source is None:
+
+class _FailClosed:
+    """``send`` for a request judged by rules: a 2xx that no access decision let
+    through becomes a 500 (and the route's body is dropped)."""
+
+    def __init__(self, scope: Scope, send: Send) -> None:
+        self.scope, self.send, self.blocked = scope, send, False
+
+    async def __call__(self, message: Message) -> None:
+        if self.blocked:
             return
-        repository = _repository(source, query)
-        if repository is not None and self.access.rules.allows(identity, "pull", repository):
+        starts = message["type"] == "http.response.start"
+        if starts and 200 <= message["status"] < 300 and not self.scope["state"].get(DECIDED):
+            self.blocked = True
+            log.error("%s %s answered without an access decision: refused (a bug)",
+                      self.scope["method"], self.scope["path"][:200])  # fmt: skip
+            error = RegistryError(ErrorCode.UNKNOWN, "internal error: no access decision")
+            response = _error(error, self.scope["method"])
+            await response(self.scope, _no_body, self.send)
             return
-        kept = [(k, v) for k, values in query.items() if k not in ("mount", "from") for v in values]
-        scope["query_string"] = urllib.parse.urlencode(kept).encode()
+        await self.send(message)
 
 
-def _error(error: RegistryError) -> Response:
-    headers = {"Docker-Distribution-API-Version": "registry/2.0", **error.headers}
-    return JSONResponse(error.envelope(), error.status, headers)
-
-
-def _unauthorized(why: str | None) -> Response:
-    message = why or "authentication required"
-    challenge = {"WWW-Authenticate": REALM}
-    return _error(RegistryError(ErrorCode.UNAUTHORIZED, message, headers=challenge))
-
-
-def _denied(identity: str, what: str) -> Response:
-    log.info("access denied: %s may not %s", identity, what)
-    return _error(RegistryError(ErrorCode.DENIED, f"{identity} may not {what}"))
+async def _no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}

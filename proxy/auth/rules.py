@@ -16,17 +16,21 @@ whether it may use the admin paths. Read from a TOML file::
     [identities.anonymous]            # clients without credentials (access.anonymous)
     pull = ["my-proj/public"]
 
-A prefix matches whole path segments of the repository as upstream knows it
-(``project/repository/image``, without a ``LOCATION-docker.pkg.dev/`` host), so
-``my-proj/team`` does not match ``my-proj/team-b``. An identity with no entry and no
-``"*"`` entry may do nothing. Without a rules file every identity may pull and push
-everything and none is admin.
+A prefix matches whole path segments of the repository as upstream knows it, after
+every rewrite the proxy makes (a mirror's GAR repository, the default project), with a
+``LOCATION-docker.pkg.dev/`` host dropped from both, so ``my-proj/team`` does not match
+``my-proj/team-b`` and a Docker Hub image pulled through a mirror onto
+``my-proj/hub`` is ``my-proj/hub/library/alpine`` whatever the client called it. An
+identity with no entry and no ``"*"`` entry may do nothing. Without a rules file every
+identity may pull and push everything and none is admin.
 
 >>> rules = Rules.parse({"identities": {"ci": {"pull": ["p/r"], "push": ["p/r/app"]}}})
 >>> rules.allows("ci", "pull", "p/r/app"), rules.allows("ci", "push", "p/r/lib")
 (True, False)
 >>> rules.allows("ci", "pull", "p/rx/app"), rules.allows("bob", "pull", "p/r/app")
 (False, False)
+>>> rules.allows("ci", "pull", "europe-docker.pkg.dev/p/r/app")
+True
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from proxy.oci.names import location_of_host
 
 ANYONE = "*"
 ANONYMOUS = "anonymous"
@@ -60,17 +66,23 @@ EVERYTHING = Grant(pull=(ANYONE,), push=(ANYONE,))
 NOTHING = Grant()
 
 
-def prefix_matches(prefix: str, repository: str) -> bool:
-    if prefix == ANYONE:
-        return True
-    prefix = prefix.strip("/")
-    return repository == prefix or repository.startswith(prefix + "/")
+def rule_path(repository: str) -> str:
+    """The path rules are matched on: without a leading GAR host (a tier passes names
+    on whole, ``us-docker.pkg.dev/p/r/i``; the upper tier reads ``p/r/i`` there)."""
+    host, sep, rest = repository.partition("/")
+    return rest if sep and location_of_host(host) is not None else repository
+
+
+def _matches(prefix: str, path: str) -> bool:
+    """Whole segments: ``p/team`` matches ``p/team`` and ``p/team/x``, not ``p/team-b``
+    (both normalised by ``rule_path``: the prefix at load, the path once per check)."""
+    return prefix == ANYONE or path == prefix or path.startswith(prefix + "/")
 
 
 def _prefixes(where: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise RulesError(f"{where}: expected a list of repository prefixes")
-    return tuple(value)
+    return tuple(v if v == ANYONE else rule_path(v.strip("/")) for v in value)
 
 
 def _grant(where: str, table: Any) -> Grant:
@@ -123,7 +135,14 @@ class Rules:
 
     def allows(self, identity: str, action: str, repository: str) -> bool:
         prefixes = self.grant(identity).prefixes(action)
-        return any(prefix_matches(prefix, repository) for prefix in prefixes)
+        path = rule_path(repository)
+        return any(_matches(prefix, path) for prefix in prefixes)
+
+    def allows_everything(self, identity: str, action: str) -> bool:
+        """Whether ``identity`` may ``action`` any repository at all (``"*"``, or no
+        rules file): what a request that names no repository (a mount without
+        ``from``, which a registry may answer from any repository) needs."""
+        return ANYONE in self.grant(identity).prefixes(action)
 
     def is_admin(self, identity: str) -> bool:
         return self.grant(identity).admin

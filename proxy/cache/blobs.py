@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 from collections import Counter
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,6 +201,23 @@ class BlobCache:
             log.info("evicted %d blobs (%d bytes)", removed, freed)
             self.on_evict(removed, freed)
         return removed, freed
+
+    async def remove(
+        self, pick: Callable[[], Awaitable[Iterable[Digest]]]
+    ) -> tuple[list[Digest], int]:
+        """Remove the cached blobs ``pick`` chooses (a purge; asked under eviction's
+        lock, so no eviction or expiry runs meanwhile), by eviction's rules: never one
+        being read or filled. (removed, bytes freed)."""
+        async with self._evicting:
+            sizes = {d: self.size(d) for d in await pick() if not self.in_use(d)}
+            chosen = [d for d, size in sizes.items() if size is not None]
+            with self._reconcile_if_interrupted():
+                await asyncio.to_thread(self._remove_files, chosen)
+                await self.index.remove_blobs(chosen)
+        freed = sum(sizes[d] or 0 for d in chosen)
+        if chosen:
+            log.info("purged %d blobs (%d bytes)", len(chosen), freed)
+        return chosen, freed
 
     def _remove_files(self, digests: list[Digest]) -> None:
         """On a thread: hundreds of unlinks would stall every request on the loop."""

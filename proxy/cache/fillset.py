@@ -36,6 +36,10 @@ class Fills:
     def get(self, digest: Digest) -> Fill | None:
         return self._running.get(digest)
 
+    def running(self) -> list[Fill]:
+        """The fills now running (for the status page)."""
+        return list(self._running.values())
+
     def pending_bytes(self) -> int:
         """Bytes running fills will still write (their disk space is spoken for)."""
         return sum(max((f.size or 0) - f.written, 0) for f in self._running.values())

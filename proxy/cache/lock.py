@@ -65,3 +65,20 @@ class CacheLock:
         self.opened()
         with contextlib.suppress(OSError):
             os.close(self._users)
+
+
+def open_elsewhere(root: Path) -> bool:
+    """Whether another process has the cache open now (it holds ``lock``), so that its
+    memory, fills and readers are not what this process would see (``gar-proxy
+    refresh|purge`` then ask that process instead)."""
+    try:
+        users = os.open(root / "lock", os.O_RDWR)
+    except OSError:
+        return False  # never opened (or not ours to open: opening the cache will say)
+    try:
+        fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(users)  # releases the lock if this process took it
+    return False

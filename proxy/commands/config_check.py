@@ -9,13 +9,17 @@ import asyncio
 from proxy.commands.preflight import StartupError, check_ca_file, check_cache_dir
 from proxy.commands.progress import Say
 from proxy.config import Settings, describe
+from proxy.redact import redact
 
 
 def _table(settings: Settings, sources: dict[str, str]) -> list[str]:
     rows = describe(settings)
     key_width = max(len(key) for key, _ in rows)
     value_width = min(48, max(len(value) for _, value in rows))
-    return [f"{key:<{key_width}}  {value:<{value_width}}  [{sources[key]}]" for key, value in rows]
+    return [
+        redact(f"{key:<{key_width}}  {value:<{value_width}}  [{sources[key]}]")
+        for key, value in rows
+    ]
 
 
 async def _checks(settings: Settings) -> list[tuple[str, bool, str]]:
@@ -33,9 +37,15 @@ async def _checks(settings: Settings) -> list[tuple[str, bool, str]]:
         return [*results, ("upstream CA", False, str(error))]
     async with open_services(settings) as services:
         health = Health(services)
-        for name, check in (("credentials", health.credentials), ("upstream", health.upstream)):
-            outcome = await check()
-            results.append((name, outcome.ok, outcome.detail))
+        credentials = await health.credentials()
+        # An authenticated request, as a pull makes: a wrong password is "rejected" here,
+        # not "ok" because a password was configured.
+        upstream = await health.check_upstream()
+        rejected = upstream.state == "rejected"
+        detail = credentials.detail + (" (rejected by the upstream)" if rejected else "")
+        results.append(("credentials", credentials.ok and not rejected, detail))
+        ok = upstream.up or upstream.state == "offline"
+        results.append(("upstream", ok, upstream.line()))
     return results
 
 
@@ -45,5 +55,5 @@ def run(settings: Settings, sources: dict[str, str], say: Say) -> int:
     say("")
     results = asyncio.run(_checks(settings))
     for name, ok, detail in results:
-        say(f"{'ok  ' if ok else 'FAIL'}  {name}: {detail}")
+        say(redact(f"{'ok  ' if ok else 'FAIL'}  {name}: {detail}"))
     return 0 if all(ok for _, ok, _ in results) else 1

@@ -120,8 +120,21 @@ def cleanup_lines(data: dict[str, Any]) -> list[str]:
         for r in data["delete"] + data["keep"]
     ]  # fmt: skip
     counts = f"{len(data['delete'])} to delete, {len(data['keep'])} kept"
+    if data.get("dry_run"):
+        counts += "; the repository's policies are in dry run: GAR only logs deletions"
     head = ("ACTION", "IMAGE", "DIGEST", "TAGS", "UPLOADED", "DECIDED BY")
-    return [f"{data['repository']}: {counts} (preview only)", "", *table(head, rows)]
+    noted = [f"note: {note}" for note in data.get("notes", [])]
+    return [f"{data['repository']}: {counts} (preview only)", *noted, "", *table(head, rows)]
+
+
+def where_lines(data: dict[str, Any]) -> list[str]:
+    """One line; a registry without locations says so rather than printing ``None``.
+
+    >>> where_lines({"repository": "p/r", "location": None, "why": "upstream is not GAR"})
+    ['p/r: no location: names go to the upstream as they are (upstream is not GAR)']
+    """
+    where = data["location"] or "no location: names go to the upstream as they are"
+    return [f"{data['repository']}: {where} ({data['why']})"]
 
 
 def _parts(text: str, count: int, shape: str) -> list[str]:
@@ -154,7 +167,7 @@ def run(args: argparse.Namespace, on_services: OnServices, say: Say) -> int:
         else:
             project, repo = _parts(args.repository, 2, "PROJECT/REPO")
             data = await reports.where(services, project, repo)
-            show(data, lambda d: [f"{d['repository']}: {d['location']} ({d['why']})"], args.json)
+            show(data, where_lines, args.json)
         return 0
 
     return on_services(args.command, work, CANNOT_TELL)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
+import resource
 import socket
 import ssl
 import sys
@@ -27,6 +29,12 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     return sock
+
+
+def keep_alive(settings: Settings) -> int:
+    """uvicorn's own keep-alive timeout, agreeing with ``server.idle_timeout`` (0: off)."""
+    idle = settings.server.idle_timeout
+    return max(1, math.ceil(idle)) if idle > 0 else 365 * 24 * 3600
 
 
 def warn_if_anonymous(settings: Settings) -> None:
@@ -61,6 +69,46 @@ def bind_mirrors(settings: Settings) -> tuple[Settings, list[socket.socket]]:
     return dataclasses.replace(settings, upstream=upstream), sockets
 
 
+# Descriptors beyond client connections: the cache's files, SQLite, upstream pools.
+DESCRIPTOR_RESERVE = 1024
+
+
+def raise_descriptor_limit(wanted: int) -> int:
+    """Raise the soft limit on open files towards ``wanted`` (as far as the hard limit
+    allows, as Go's runtime does for every server); the soft limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as error:
+            log.warning("could not raise the open-files limit to %d: %s", target, error)
+    return soft
+
+
+def _protocol(settings: Settings, tls: ReloadingCertificate | None) -> tuple[Any, Any]:
+    """(uvicorn's ``http``, the connections it counts or None): the guarded zero-copy
+    protocol (proxy/http/guarded.py), or uvicorn's own when it does not load."""
+    try:  # blob bodies go file -> socket in the kernel (proxy/http/server.py)
+        from proxy.http.guarded import guarded_protocol
+        from proxy.http.limits import ConnectionLimits, Connections
+    except ImportError as error:  # no httptools, or a uvicorn reorganised
+        log.warning("zero-copy sends and connection limits off: %s", error)
+        return "auto", None
+    limits = ConnectionLimits.of(settings.server)
+    soft = raise_descriptor_limit(limits.max_connections + DESCRIPTOR_RESERVE)
+    if soft != resource.RLIM_INFINITY and soft < limits.max_connections + DESCRIPTOR_RESERVE:
+        log.warning(
+            "open-files limit %d leaves too few descriptors for server.max_connections = %d:"
+            " raise the limit (ulimit -n, LimitNOFILE=) or lower the setting",
+            soft,
+            limits.max_connections,
+        )
+    connections = Connections(limits)
+    return guarded_protocol(connections, tls.listener if tls else None), connections
+
+
 def run(settings: Settings) -> int:
     import uvicorn
 
@@ -68,13 +116,6 @@ def run(settings: Settings) -> int:
     from proxy.logs import configure
 
     configure(settings.server.log_level, settings.server.log_format)
-    http: Any = "auto"
-    try:  # blob bodies go file -> socket in the kernel (proxy/http/server.py)
-        from proxy.http.server import ZeroCopyProtocol
-
-        http = ZeroCopyProtocol
-    except ImportError as error:  # no httptools, or a uvicorn reorganised
-        log.warning("zero-copy blob sends off: %s", error)
     try:
         preflight.check(settings)
         tls = ReloadingCertificate(settings.tls) if settings.tls.cert_file else None
@@ -93,17 +134,19 @@ def run(settings: Settings) -> int:
     warn_if_anonymous(settings)
     host, port = sock.getsockname()[:2]
     scheme = "https" if tls else "http"
+    http, connections = _protocol(settings, tls)
     config = uvicorn.Config(
         app,
         http=http,
         log_config=None,
         access_log=False,  # proxy.routes.observe writes one richer line per request
         timeout_graceful_shutdown=max(1, round(settings.server.shutdown_grace)),
+        timeout_keep_alive=keep_alive(settings),
         server_header=False,
     )
-    if tls is not None:
+    if tls is not None and connections is None:
         config.load()
-        config.ssl = tls.listener  # TLS connections: ZeroCopyProtocol sends plainly
+        config.ssl = tls.listener  # without the guarded protocol, uvicorn does TLS
 
     class Server(uvicorn.Server):
         @contextlib.contextmanager
@@ -123,6 +166,11 @@ def run(settings: Settings) -> int:
                         print(f"gar-proxy mirror {mirror.host} listening on {address}", flush=True)
                 # One line that tools (and tests, with port 0) can wait for.
                 print(f"gar-proxy listening on {scheme}://{host}:{port}", flush=True)
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().shutdown(sockets)
+            if connections is not None:
+                connections.summary()  # what the last interval noted, not lost
 
     # Server.run, not asyncio.run(serve()): it builds the loop uvicorn picked (uvloop
     # when installed); asyncio.run would always use the slower stdlib loop.

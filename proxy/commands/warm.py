@@ -1,10 +1,16 @@
 """``gar-proxy warm``: the warming service (``proxy/services/warming.py``) with a
-progress bar on a terminal and plain lines otherwise."""
+progress bar on a terminal and plain lines otherwise; ``-f PATH`` warms what files
+name (``proxy/services/warm_files.py``), ``--dry-run`` prints those references, one
+per line, as the proxy will ask GAR for them, and pulls nothing."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from proxy.commands.progress import Progress, Say, Task
+from proxy.oci.errors import RegistryError
 from proxy.oci.platform import Platform
+from proxy.services import warm_files
 from proxy.services.container import Services
 from proxy.services.warming import warm
 
@@ -42,3 +48,43 @@ async def run(
             all_platforms=all_platforms,
         )  # fmt: skip
     return 0
+
+
+async def run_files(
+    services: Services,
+    paths: list[Path],
+    platforms: list[Platform],
+    *,
+    pin: bool,
+    all_platforms: bool,
+    dry_run: bool,
+    say: Say,
+    warn: Say,
+) -> int:
+    """Warm every image the files name, each once; 1 when one could not be warmed."""
+    found = await warm_files.read_and_resolve(services, paths, platforms)
+    for problem in found.problems:
+        if problem.text == problem.where:  # a whole file
+            warn(f"skipped {problem.where}: {problem.reason}")
+        else:
+            warn(f"cannot warm {problem.text} ({problem.where}): {problem.reason}")
+    if dry_run:
+        for target in found.targets:
+            say(str(target))
+        return 0
+    failed = 0
+    with Progress.for_output(say) as progress:
+        for target in found.targets:
+            try:
+                await warm_files.warm_target(
+                    services, target, platforms, pin=pin, report=_Bar(progress),
+                    all_platforms=all_platforms,
+                )  # fmt: skip
+            except (RegistryError, ValueError) as error:
+                failed += 1
+                warn(f"failed to warm {target}: {getattr(error, 'message', error)}")
+    say(
+        f"{len(found.targets) - failed} of {len(found.targets)} image(s) warmed from "
+        f"{found.files} file(s); {len(found.problems)} reference(s) could not be resolved"
+    )
+    return 1 if failed else 0

@@ -3,14 +3,20 @@
 A repository resource carries ``cleanupPolicies``, a map from policy id to
 ``{"id", "action": "DELETE"|"KEEP", "condition": {...}}`` or, for a keep policy,
 ``{"id", "action": "KEEP", "mostRecentVersions": {"packageNamePrefixes", "keepCount"}}``.
-The semantics follow Artifact Registry's documentation:
+The semantics follow what GAR does (docs/GAR.md R7, R8, each with its source):
 
 - every field set in a condition must match (``tagPrefixes``, ``versionNamePrefixes``
   and ``packageNamePrefixes`` each match on any prefix);
+- ``tagState`` ``TAGGED`` / ``UNTAGGED`` / ``ANY``; **with ``ANY``, GAR ignores
+  ``tagPrefixes``** (a policy "delete ANY with prefix nightly" deletes every version
+  old enough, tagged or not), and the preview says so in its notes; an unset
+  ``tagState`` is previewed as ``ANY`` (noted too: GAR's behaviour is unknown);
 - ages (``olderThan``, ``newerThan``) count from the version's upload time;
 - a version matched by any KEEP policy is kept even when a DELETE policy matches it;
 - ``mostRecentVersions`` keeps the newest ``keepCount`` versions of each package;
-- a version that no DELETE policy matches is kept.
+- a version that no DELETE policy matches is kept (keep policies alone delete nothing);
+- ``cleanupPolicyDryRun`` is left out of the repository when false; the preview
+  reports it (``dry_run``): when true, GAR only logs what it would delete.
 
 This is a preview only: nothing here deletes anything.
 
@@ -61,6 +67,7 @@ class RepositoryNotFound(Exception):
 @dataclass(frozen=True, slots=True)
 class Condition:
     tag_state: TagState = "ANY"
+    tag_state_given: bool = True  # False: the policy left tagState out
     tag_prefixes: tuple[str, ...] = ()
     version_name_prefixes: tuple[str, ...] = ()
     package_name_prefixes: tuple[str, ...] = ()
@@ -124,6 +131,7 @@ def _condition(pid: str, body: Mapping[str, Any]) -> Condition:
     older, newer = body.get("olderThan"), body.get("newerThan")
     return Condition(
         tag_state="ANY" if state == "TAG_STATE_UNSPECIFIED" else state,  # type: ignore[arg-type]
+        tag_state_given=state not in ("ANY", "TAG_STATE_UNSPECIFIED") or "tagState" in body,
         tag_prefixes=_prefixes(body, "tagPrefixes"),
         version_name_prefixes=_prefixes(body, "versionNamePrefixes"),
         package_name_prefixes=_prefixes(body, "packageNamePrefixes"),
@@ -164,7 +172,9 @@ def matches(condition: Condition, version: Version, now: datetime) -> bool:
         return False
     if condition.tag_state == "UNTAGGED" and version.tags:
         return False
-    if condition.tag_prefixes and not _any_prefix(version.tags, condition.tag_prefixes):
+    # GAR ignores tagPrefixes under tagState ANY (docs/GAR.md R8).
+    prefixes = condition.tag_prefixes if condition.tag_state != "ANY" else ()
+    if prefixes and not _any_prefix(version.tags, prefixes):
         return False
     if condition.version_name_prefixes and not _any_prefix(
         [version.digest], condition.version_name_prefixes
@@ -218,6 +228,27 @@ def _decide(
     return Verdict(version, "keep", NO_POLICY)
 
 
+def notes(policies: Sequence[Policy]) -> list[str]:
+    """What a reader of the policies may not expect GAR to do with them."""
+    said: list[str] = []
+    for policy in policies:
+        condition = policy.condition
+        if condition is None or not condition.tag_prefixes or condition.tag_state != "ANY":
+            continue
+        prefixes = ", ".join(condition.tag_prefixes)
+        if condition.tag_state_given:
+            said.append(
+                f"policy {policy.id!r}: tagState ANY, so GAR ignores its tagPrefixes "
+                f"({prefixes}); set tagState TAGGED to delete or keep by tag"
+            )
+        else:
+            said.append(
+                f"policy {policy.id!r} sets tagPrefixes ({prefixes}) but no tagState: "
+                "previewed as ANY, under which GAR ignores them; set tagState TAGGED"
+            )
+    return said
+
+
 def evaluate(
     policies: Sequence[Policy], versions: Sequence[Version], now: datetime
 ) -> list[Verdict]:
@@ -263,13 +294,22 @@ async def list_versions(
     return versions
 
 
+@dataclass(frozen=True, slots=True)
+class Preview:
+    verdicts: list[Verdict]
+    dry_run: bool  # cleanupPolicyDryRun: GAR only logs what it would delete
+    notes: list[str]
+
+
 async def preview(
     api: JsonGetter, base_url: str, project: str, location: str, repo: str, now: datetime
-) -> list[Verdict]:
+) -> Preview:
     """Read the repository's policies and images and say what would be deleted."""
     name = f"projects/{project}/locations/{location}/repositories/{repo}"
     repository = await api.get_json(f"{base_url.rstrip('/')}/v1/{name}")
     if repository is None:
         raise RepositoryNotFound(name)
     policies = parse_policies(repository.get("cleanupPolicies"))
-    return evaluate(policies, await list_versions(api, base_url, project, location, repo), now)
+    versions = await list_versions(api, base_url, project, location, repo)
+    dry_run = repository.get("cleanupPolicyDryRun") is True  # left out when false (R7)
+    return Preview(evaluate(policies, versions, now), dry_run, notes(policies))

@@ -64,14 +64,15 @@ class Resource:
     """An image in GAR named by digest, the way Container Analysis names it."""
 
     location: str
-    project: str
+    project: str  # as the REST APIs write it: example.com:proj for a domain-scoped one
     repository: str
     image: str
     digest: Digest
 
     @property
     def url(self) -> str:
-        path = f"{self.project}/{self.repository}/{self.image}"
+        # Image names write a domain-scoped project example.com/proj (docs/GAR.md N5).
+        path = f"{self.project.replace(':', '/')}/{self.repository}/{self.image}"
         return f"https://{self.location}-docker.pkg.dev/{path}@{self.digest}"
 
 

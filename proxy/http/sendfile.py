@@ -27,11 +27,18 @@ class PeerGone(ConnectionError):
     """The client closed its end while bytes were being sent."""
 
 
-async def sendfile(sock: int, file: int, offset: int, count: int) -> int:
+class PeerStalled(PeerGone):
+    """The client took no byte for the ``idle`` seconds ``sendfile`` was given."""
+
+
+async def sendfile(
+    sock: int, file: int, offset: int, count: int, *, idle: float | None = None
+) -> int:
     """Send ``count`` bytes of ``file`` from ``offset``; returns the bytes sent.
 
-    Raises ``PeerGone`` when the client went away, ``OSError`` when the file ends
-    before ``count`` bytes (it shrank under us).
+    Raises ``PeerGone`` when the client went away, or took no byte for ``idle``
+    seconds (a client that stops reading holds a connection for ever otherwise);
+    ``OSError`` when the file ends before ``count`` bytes (it shrank under us).
     """
     loop = asyncio.get_running_loop()
     target = os.dup(sock)  # ours until we close it, whatever the transport does
@@ -46,7 +53,7 @@ async def sendfile(sock: int, file: int, offset: int, count: int) -> int:
                 else:
                     sent = await _in_thread(loop, target, file, position, step)
             except BlockingIOError:
-                await _writable(loop, target)
+                await _writable(loop, target, idle)
                 continue
             except OSError as error:
                 if error.errno in _GONE:
@@ -60,7 +67,7 @@ async def sendfile(sock: int, file: int, offset: int, count: int) -> int:
         os.close(target)
 
 
-async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+async def _writable(loop: asyncio.AbstractEventLoop, fd: int, idle: float | None) -> None:
     ready: asyncio.Future[None] = loop.create_future()
 
     def wake() -> None:
@@ -69,7 +76,9 @@ async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
 
     loop.add_writer(fd, wake)
     try:
-        await ready
+        await asyncio.wait_for(ready, idle)
+    except TimeoutError:
+        raise PeerStalled(errno.ETIMEDOUT, f"the client took no byte for {idle:g} s") from None
     finally:
         loop.remove_writer(fd)
 

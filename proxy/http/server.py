@@ -24,13 +24,15 @@ a reset.
 from __future__ import annotations
 
 import asyncio
+import http
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from proxy.http.sendfile import PeerGone, sendfile
+from proxy.http.sendfile import PeerGone, PeerStalled, sendfile
 from proxy.oci.errors import ErrorCode, RegistryError
 
 ZEROCOPY = "http.response.zerocopysend"
@@ -49,6 +51,11 @@ class HeadersTooLarge(Exception):
 
 
 class ZeroCopyCycle(RequestResponseCycle):
+    # Seconds a file send may wait for the client to take a byte (None: for ever), and
+    # who to tell when that ends it (proxy.http.guarded sets both).
+    send_idle: float | None = None
+    on_stall: Callable[[], None] | None = None
+
     async def send(self, message: Any) -> None:
         if message["type"] == ABORT:
             if self.response_started and not self.response_complete:
@@ -84,7 +91,11 @@ class ZeroCopyCycle(RequestResponseCycle):
                 return
         sock = self.transport.get_extra_info("socket")
         try:
-            await sendfile(sock.fileno(), file, offset, count)
+            await sendfile(sock.fileno(), file, offset, count, idle=self.send_idle)
+        except PeerStalled:
+            if self.on_stall is not None:
+                self.on_stall()
+            self._gone()
         except PeerGone:
             self._gone()
 
@@ -160,16 +171,7 @@ class ZeroCopyProtocol(HttpToolsProtocol):
             ErrorCode.HEADERS_TOO_LARGE,
             f"request line and headers over the limit of {MAX_HEADER_BYTES} bytes",
         )
-        body = json.dumps(error.envelope()).encode()
-        head = [b"HTTP/1.1 %d Request Header Fields Too Large\r\n" % error.status]
-        head += [
-            name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers
-        ]
-        head.append(
-            b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
-            % len(body)
-        )
-        self.transport.write(b"".join(head) + body)
+        write_error(self.transport, error, self.server_state.default_headers)
         if self.transport.can_write_eof():
             self.transport.write_eof()  # the client reads the answer, then EOF
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
@@ -190,6 +192,26 @@ class ZeroCopyProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._in_headers = True
+
+
+def write_error(
+    transport: asyncio.Transport,
+    error: RegistryError,
+    default_headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """An answer written below the app (no request cycle to answer through): the OCI
+    error envelope, ``connection: close``. The caller closes the connection."""
+    body = json.dumps(error.envelope()).encode()
+    reason = http.HTTPStatus(error.status).phrase.encode()
+    head = [b"HTTP/1.1 %d %s\r\n" % (error.status, reason)]
+    own = [(name.encode(), value.encode()) for name, value in error.headers.items()]
+    fields = [*(default_headers or ()), *own]
+    head += [name + b": " + value + b"\r\n" for name, value in fields]
+    head.append(
+        b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+        % len(body)
+    )
+    transport.write(b"".join(head) + body)
 
 
 def _has_fd(transport: asyncio.Transport) -> bool:

@@ -80,6 +80,10 @@ class ErrorCode(enum.Enum):
     SCAN_UNSUPPORTED = ("SCAN_UNSUPPORTED", 422, "the image cannot be scanned", OURS)
     REPOSITORY_FORMAT = ("NAME_INVALID", 400, "not a Docker repository", OURS)
     QUERY_INVALID = ("QUERY_INVALID", 400, "invalid query parameter", OURS)
+    # Ours, for HTTP itself (RFC 9112): answered before any route runs.
+    HOST_INVALID = ("HOST_INVALID", 400, "HTTP/1.1 needs exactly one Host header", OURS)
+    REQUEST_TIMEOUT = ("REQUEST_TIMEOUT", 408, "the request did not arrive in time", OURS)
+    TOO_MANY_CONNECTIONS = ("UNAVAILABLE", 503, "too many open connections", OURS)
     GAR_NOT_FOUND = ("NAME_UNKNOWN", 404, "not found in Artifact Registry", OURS)
 
     def __init__(self, wire: str, status: int, message: str, origin: str) -> None:

@@ -9,6 +9,16 @@ The proxy accepts three spellings of the same image (DESIGN.md section 2)::
     >>> Repository.parse("my-proj/my-repo/app", ns="asia-docker.pkg.dev").location  # containerd
     'asia'
 
+A regional endpoint (``docker.LOCATION.rep.pkg.dev``, docs/GAR.md N6) names the same
+location and keeps going to that host; a domain-scoped project ``example.com:proj`` is
+written ``example.com/proj`` in image names (N5), and a GAR project id never has a dot::
+
+    >>> repo = Repository.parse("docker.me-central2.rep.pkg.dev/example.com/proj/repo/app")
+    >>> repo.location, repo.regional, repo.project, repo.repository, repo.image
+    ('me-central2', True, 'example.com:proj', 'repo', 'app')
+    >>> repo.resource_name
+    'projects/example.com:proj/locations/me-central2/repositories/repo'
+
 Invalid names raise ``NAME_INVALID`` before any filesystem or upstream work happens.
 """
 
@@ -75,6 +85,7 @@ _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 _NAME = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 _TAG = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 _GAR_HOST = re.compile(r"([a-z0-9-]+)-docker\.pkg\.dev")
+_GAR_REGIONAL_HOST = re.compile(r"docker\.([a-z0-9-]+)\.rep\.pkg\.dev")
 # What a location looks like ("us", "europe-west12"); whether it exists is the API's to
 # say (proxy.services.repository_checks), so a region added later parses today.
 _LOCATION = re.compile(r"[a-z]+(?:-[a-z]+[0-9]+)?")
@@ -95,9 +106,20 @@ def location_syntax(location: str) -> str:
 
 
 def location_of_host(host: str) -> str | None:
-    """``'us-docker.pkg.dev'`` -> ``'us'``; ``None`` for any other host."""
-    match = _GAR_HOST.fullmatch(host.lower())
-    return match.group(1) if match else None
+    """``'us-docker.pkg.dev'`` -> ``'us'``, ``'docker.us-east1.rep.pkg.dev'`` ->
+    ``'us-east1'``; ``None`` for any other host."""
+    endpoint = endpoint_of_host(host)
+    return endpoint[0] if endpoint else None
+
+
+def endpoint_of_host(host: str) -> tuple[str, bool] | None:
+    """(location, regional) of a GAR registry host; ``None`` for any other host."""
+    host = host.lower()
+    if match := _GAR_HOST.fullmatch(host):
+        return match.group(1), False
+    if match := _GAR_REGIONAL_HOST.fullmatch(host):
+        return match.group(1), True
+    return None
 
 
 def gar_host(location: str) -> str:
@@ -108,56 +130,89 @@ def gar_host(location: str) -> str:
 class Repository:
     """A repository path as upstream knows it (``project/repository/image...``).
 
-    ``location`` is set when the client named it (host-qualified name or ``?ns=``).
+    ``location`` is set when the client named it (host-qualified name or ``?ns=``);
+    ``regional`` when it named the regional endpoint (``docker.LOC.rep.pkg.dev``),
+    which upstream calls then go to. The cache knows the image by its standard host
+    either way (``str``), so both spellings share one entry.
     """
 
     path: str
     location: str | None = None
+    regional: bool = False
 
     @classmethod
     def parse(cls, name: str, *, ns: str | None = None) -> Repository:
-        if not name or len(name) > MAX_NAME_LENGTH + len("europe-southwest1-docker.pkg.dev/"):
+        if not name or len(name) > MAX_NAME_LENGTH + len("docker.europe-southwest1.rep.pkg.dev/"):
             raise RegistryError(ErrorCode.NAME_INVALID, "repository name is empty or too long")
-        location = None
+        endpoint = None
         first, sep, rest = name.partition("/")
-        host_location = location_of_host(first) if sep else None
-        if host_location is not None:
-            location, name = location_syntax(host_location), rest
+        host_endpoint = endpoint_of_host(first) if sep else None
+        if host_endpoint is not None:
+            endpoint, name = host_endpoint, rest
         elif ns:
-            ns_location = location_of_host(ns)
-            if ns_location is not None:
-                location = location_syntax(ns_location)
+            endpoint = endpoint_of_host(ns)
         if len(name) > MAX_NAME_LENGTH or not _NAME.fullmatch(name):
             raise RegistryError(
                 ErrorCode.NAME_INVALID,
                 f"invalid repository name {name[:100]!r}: lowercase letters, digits and "
                 "separators (. _ __ -), path components joined by /",
             )
-        return cls(name, location)
+        if endpoint is None:
+            return cls(name)
+        return cls(name, location_syntax(endpoint[0]), endpoint[1])
 
     @property
     def segments(self) -> list[str]:
         return self.path.split("/")
 
     @property
+    def domain_scoped(self) -> bool:
+        """``example.com/proj/...``: the project ``example.com:proj`` (GAR.md N5)."""
+        return "." in self.segments[0]
+
+    @property
+    def _project_parts(self) -> int:
+        return 2 if self.domain_scoped else 1
+
+    @property
     def project(self) -> str:
-        return self.segments[0]
+        """The project id as the REST APIs write it (``example.com:proj``)."""
+        return ":".join(self.segments[: self._project_parts])
+
+    @property
+    def project_path(self) -> str:
+        """The project as image names write it (``example.com/proj``)."""
+        return "/".join(self.segments[: self._project_parts])
 
     @property
     def repository(self) -> str | None:
         parts = self.segments
-        return parts[1] if len(parts) > 1 else None
+        return parts[self._project_parts] if len(parts) > self._project_parts else None
+
+    @property
+    def image(self) -> str:
+        return "/".join(self.segments[self._project_parts + 1 :])
+
+    @property
+    def resource_name(self) -> str:
+        """``projects/P/locations/L/repositories/R``; the location must be known."""
+        return f"projects/{self.project}/locations/{self.location}/repositories/{self.repository}"
 
     def require_gar_shape(self) -> None:
         """GAR paths have at least PROJECT/REPOSITORY/IMAGE."""
-        if len(self.segments) < 3:
+        if len(self.segments) < self._project_parts + 2:
+            shape = (
+                "DOMAIN/PROJECT/REPOSITORY/IMAGE"
+                if self.domain_scoped
+                else "PROJECT/REPOSITORY/IMAGE"
+            )
             raise RegistryError(
                 ErrorCode.NAME_INVALID,
-                f"{self.path!r}: Artifact Registry images are named PROJECT/REPOSITORY/IMAGE",
+                f"{self.path!r}: Artifact Registry images are named {shape}",
             )
 
     def with_location(self, location: str) -> Repository:
-        return Repository(self.path, location)
+        return Repository(self.path, location, self.regional)
 
     def __str__(self) -> str:
         return f"{gar_host(self.location)}/{self.path}" if self.location else self.path

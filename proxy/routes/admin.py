@@ -4,21 +4,24 @@
 ``/_gar-proxy/cleanup-preview/PROJECT/LOCATION/REPO``, ``/_gar-proxy/where/PROJECT/REPO``
 answer what ``gar-proxy vulns|sbom|cleanup-preview|where --json`` print (IMAGE as the
 CLI takes it: ``PROJECT/REPO/IMAGE:TAG`` or ``...@sha256:...``). They tell what GAR
-knows to whoever asks with the proxy's credentials, so only ``admin_allowed`` clients
-get an answer.
+knows to whoever asks with the proxy's credentials, so only admin identities (without
+client auth: loopback clients) get an answer, and with rules in force only about what
+they may pull (``PROJECT/REPO`` for the repository-wide ones).
 """
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from proxy.auth.access import PULL, authorize, judged_by
+from proxy.config import is_loopback
 from proxy.oci.errors import ErrorCode, RegistryError
-from proxy.routes.common import services
+from proxy.oci.names import ImageReference
+from proxy.routes.common import parameters, services
 from proxy.services import reports
 
 PREFIX = "/_gar-proxy"
@@ -27,18 +30,30 @@ MAX_WAIT = 300.0
 
 
 def admin_allowed(request: Request) -> bool:
-    """Who may read the admin paths: loopback clients. (Client authentication, when
-    configured, is the place to widen this.)"""
+    """Loopback clients, and identities the access rules make admin (client auth on:
+    ``AccessControl`` marks them in ``request.state.admin``)."""
+    if request.scope.get("state", {}).get("admin"):
+        return True
     host = request.client.host if request.client else ""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(host)
 
 
-def _guard(request: Request) -> None:
-    if not admin_allowed(request):
-        raise RegistryError(ErrorCode.DENIED, f"{PREFIX} answers loopback clients only")
+def guard(request: Request, repository: str, asked: str) -> None:
+    """Admin identities (without client auth: loopback clients), and only for what the
+    caller may pull: a report on an image tells what is in it."""
+    access, identity = judged_by(request.scope)
+    by_identity = access.authenticator is not None
+    if not (access.is_admin(identity) if by_identity else admin_allowed(request)):
+        raise RegistryError(ErrorCode.DENIED, f"{PREFIX} answers admins only")
+    authorize(request.scope, PULL, repository, asked)
+
+
+def _image(request: Request) -> str:
+    """The path's image, checked as GAR knows it; the text as the reports take it."""
+    text: str = request.path_params["image"]
+    image = ImageReference.parse(text)
+    guard(request, services(request).locations.named(image.repository).path, text)
+    return text
 
 
 def _json(data: dict[str, Any]) -> JSONResponse:
@@ -46,7 +61,7 @@ def _json(data: dict[str, Any]) -> JSONResponse:
 
 
 def _wait(request: Request) -> float | None:
-    raw = request.query_params.get("wait")
+    raw = parameters(request).wait
     try:
         wait = float(raw) if raw else None
     except ValueError:
@@ -57,27 +72,30 @@ def _wait(request: Request) -> float | None:
 
 
 async def vulns(request: Request) -> JSONResponse:
-    _guard(request)
-    image = request.path_params["image"]
+    image = _image(request)
     return _json(await reports.vulnerabilities(services(request), image, _wait(request)))
 
 
 async def sbom(request: Request) -> JSONResponse:
-    _guard(request)
-    return _json(await reports.software_bom(services(request), request.path_params["image"]))
+    return _json(await reports.software_bom(services(request), _image(request)))
+
+
+def _repository(request: Request) -> tuple[str, str]:
+    p = request.path_params
+    path = f"{p['project']}/{p['repo']}"
+    guard(request, path, path)
+    return p["project"], p["repo"]
 
 
 async def cleanup_preview(request: Request) -> JSONResponse:
-    _guard(request)
-    p = request.path_params
-    data = await reports.cleanup_preview(services(request), p["project"], p["location"], p["repo"])
-    return _json(data)
+    project, repo = _repository(request)
+    location = request.path_params["location"]
+    return _json(await reports.cleanup_preview(services(request), project, location, repo))
 
 
 async def where(request: Request) -> JSONResponse:
-    _guard(request)
-    p = request.path_params
-    return _json(await reports.where(services(request), p["project"], p["repo"]))
+    project, repo = _repository(request)
+    return _json(await reports.where(services(request), project, repo))
 
 
 def routes() -> list[Route]:

@@ -110,7 +110,10 @@ class RequestMetrics:
             await self.app(scope, reading, observed)
         finally:
             requestcontext.current.reset(token)
-            context.repository = scope.get("path_params", {}).get("name")
+            # The repository as GAR knows it when a route resolved one (one entry per
+            # repository however spelt), else the name as the client sent it.
+            if context.repository is None:
+                context.repository = scope.get("path_params", {}).get("name")
             seconds = time.perf_counter() - started
             method = scope["method"] if scope["method"] in METHODS else "other"
             kind = route_kind(scope["path"])
@@ -118,6 +121,8 @@ class RequestMetrics:
             if metrics is not None:
                 metrics.request_done(method, kind, status, seconds)
                 _count_bytes(metrics, kind, context, sent, received)
+                if kind not in _QUIET_KINDS:  # the status page's chart: registry traffic
+                    metrics.activity.add(sent)
             _log_request(scope, context, method, kind, status, sent, seconds)
 
 
@@ -142,6 +147,8 @@ def _log_request(
     seconds: float,
 ) -> None:
     level = logging.DEBUG if kind in _QUIET_KINDS else logging.INFO
+    if status >= 400:
+        level = failure_level(status, context.upstream_status)
     if not log.isEnabledFor(level):
         return
     params: dict[str, Any] = scope.get("path_params", {})
@@ -159,4 +166,27 @@ def _log_request(
         # Who asked (client auth): a lower tier's identity shows in an upper tier's log.
         "identity": scope.get("state", {}).get("identity"),
     }
+    if status >= 400:  # why: the answer's error, and where upstream it went
+        fields["error_code"], fields["error"] = context.error_code, context.error
+        if context.upstream_calls:
+            fields["upstream_status"] = context.upstream_status
+            fields["upstream_host"] = context.upstream_host
+            fields["upstream_location"] = context.upstream_location
     log.handle(event_record(log, level, "request", fields))
+
+
+def failure_level(status: int, upstream_status: int | None) -> int:
+    """A failed request is a warning, unless it failed for the client's own doing: a
+    4xx the proxy decided (bad name, digest or range, missing credentials, no right) or
+    one upstream gave about the client's request (not found). Upstream refusing the
+    proxy's own credentials (401/403), rate limits and 5xx are the operator's business.
+
+    >>> [logging.getLevelName(failure_level(s, u)) for s, u in
+    ...  [(404, 404), (400, None), (401, None), (403, 403), (429, 429), (502, None)]]
+    ['INFO', 'INFO', 'INFO', 'WARNING', 'WARNING', 'WARNING']
+    """
+    if status >= 500 or status == 429:
+        return logging.WARNING
+    if upstream_status in (401, 403):
+        return logging.WARNING
+    return logging.INFO

@@ -6,6 +6,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from proxy.redact import redact, redact_value
+from proxy.routes.admin import admin_allowed
 from proxy.routes.common import API_VERSION, services
 from proxy.services.health import Health
 
@@ -20,11 +22,18 @@ async def health(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    """200 when every readiness check passes, else 503; JSON detail either way."""
+    """200 when the proxy can serve, else 503, for any prober. The detail (each check,
+    the upstream's URL and state, the credential source) goes to admin identities and
+    loopback clients when client auth is on; without client auth, to anyone."""
     health: Health = request.app.state.health
     is_ready, detail = await health.readiness()
-    return JSONResponse(detail, 200 if is_ready else 503)
+    if services(request).settings.access.enabled and not admin_allowed(request):
+        detail = {"ready": is_ready, "detail": "shown to admin identities and loopback only"}
+    return JSONResponse(
+        redact_value(detail), 200 if is_ready else 503, headers={"Cache-Control": "no-store"}
+    )
 
 
 async def metrics(request: Request) -> Response:
-    return Response(services(request).metrics.exposition(), media_type="text/plain; version=0.0.4")
+    text = redact(services(request).metrics.exposition().decode())
+    return Response(text, media_type="text/plain; version=0.0.4")

@@ -5,10 +5,11 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from proxy.auth.access import listing_filter
 from proxy.oci.digest import Digest
 from proxy.oci.mediatypes import parse_accept
 from proxy.oci.names import parse_reference
-from proxy.routes.common import API_VERSION, answer_response, repository, services
+from proxy.routes.common import API_VERSION, answer_response, parameters, repository, services
 from proxy.services.catalog import catalog as catalog_page
 
 
@@ -22,6 +23,17 @@ async def manifest(request: Request) -> Response:
     return answer_response(request, answer, source="manifest")
 
 
+def _range(request: Request, digest: Digest) -> str | None:
+    """The Range to serve: none when ``If-Range`` names another representation (RFC
+    9110 section 13.1.5: a different entity tag, or a date, since a blob has no
+    Last-Modified to compare it with), so the client gets the whole blob, 200."""
+    wanted = request.headers.get("range")
+    condition = request.headers.get("if-range")
+    if wanted is None or condition is None:
+        return wanted
+    return wanted if condition.strip() == f'"{digest}"' else None
+
+
 async def blob(request: Request) -> Response:
     digest = Digest.parse(request.path_params["digest"])
     repo = await repository(request)
@@ -29,7 +41,7 @@ async def blob(request: Request) -> Response:
     if request.method == "HEAD":
         answer = await blobs.head(repo, digest)
     else:
-        answer = await blobs.get(repo, digest, request.headers.get("range"))
+        answer = await blobs.get(repo, digest, _range(request, digest))
     response = answer_response(request, answer, source="blob")
     response.headers["Accept-Ranges"] = "bytes"
     return response
@@ -37,9 +49,9 @@ async def blob(request: Request) -> Response:
 
 async def tags(request: Request) -> Response:
     repo = await repository(request)
-    query = request.query_params
+    query = parameters(request)
     listing = await services(request).listings.tags(
-        repo, query.get("n"), query.get("last"), client_name=request.path_params["name"]
+        repo, query.n, query.last, client_name=request.path_params["name"]
     )
     return Response(listing.body, 200, {**listing.headers, **API_VERSION}, listing.media_type)
 
@@ -48,12 +60,14 @@ async def referrers(request: Request) -> Response:
     digest = Digest.parse(request.path_params["digest"])
     repo = await repository(request)
     listing = await services(request).listings.referrers(
-        repo, digest, request.query_params.get("artifactType")
+        repo, digest, parameters(request).artifact_type
     )
     return Response(listing.body, 200, {**listing.headers, **API_VERSION}, listing.media_type)
 
 
 async def catalog(request: Request) -> Response:
-    query = request.query_params
-    page = await catalog_page(services(request).index, query.get("n"), query.get("last"))
+    """The repositories cached, those the caller may pull (an admin: all)."""
+    query = parameters(request)
+    visible = listing_filter(request.scope)
+    page = await catalog_page(services(request).index, query.n, query.last, visible=visible)
     return Response(page.body, 200, {**page.headers, **API_VERSION}, "application/json")

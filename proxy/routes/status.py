@@ -1,4 +1,5 @@
-"""``/``: a status page for people, server-rendered HTML (no script, no framework).
+"""``/``: a status page for people, server-rendered HTML (no script, no framework):
+health, the last hour, what is moving now (``status_live``), then the cache.
 
 Every number comes from the same objects ``/metrics`` exports, so the page and a
 dashboard agree; the credential source and when its token is refreshed are shown,
@@ -9,17 +10,23 @@ from __future__ import annotations
 
 import datetime
 import html
+from collections.abc import Callable
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from proxy.auth.access import listing_filter
 from proxy.human import human_seconds, human_size
 from proxy.metrics import Metrics
+from proxy.redact import redact
+from proxy.routes import status_live
+from proxy.routes.admin import admin_allowed
 from proxy.routes.common import services
 from proxy.services.health import Health
 from proxy.version import VERSION
 
 TOP = 10
+Visible = Callable[[str], bool] | None
 _STYLE = """body{font:15px/1.4 system-ui,sans-serif;margin:2em;max-width:60em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{padding:.2em .8em;text-align:left;
 border-bottom:1px solid #ddd}th{background:#f4f4f4}.bad{color:#a00}.num{text-align:right}"""
@@ -61,22 +68,30 @@ def _cache_table(request: Request) -> str:
     return "<h2>Cache</h2><table>" + "".join(rows) + "</table>"
 
 
-def _top_table(metrics: Metrics) -> str:
+def _top_table(metrics: Metrics, visible: Visible) -> str:
+    shown = [
+        (name, count)
+        for name, count in metrics.repositories.most_common()
+        if visible is None or visible(name)
+    ][:TOP]
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td><td class=num>{count}</td>"
         f"<td class=num>{human_size(metrics.repository_bytes[name])}</td></tr>"
-        for name, count in metrics.repositories.most_common(TOP)
+        for name, count in shown
     )
     head = "<tr><th>Repository</th><th>Requests</th><th>Sent</th></tr>"
     body = rows or "<tr><td colspan=3>none yet</td></tr>"
     return f'<h2>Top repositories</h2><table id="top-repositories">{head}{body}</table>'
 
 
-def _errors_table(request: Request) -> str:
+def _errors_table(request: Request, visible: Visible) -> str:
+    if visible is not None:  # upstream's messages name repositories: admins only
+        body = "<tr><td colspan=3>shown to admin identities</td></tr>"
+        return f'<h2>Recent upstream errors</h2><table id="upstream-errors">{body}</table>'
     errors = list(services(request).upstream.recent_errors)[::-1]
     rows = "".join(
         f"<tr><td>{datetime.datetime.fromtimestamp(when, datetime.UTC):%Y-%m-%d %H:%M:%S}Z</td>"
-        f"<td>{html.escape(op)}</td><td class=bad>{html.escape(what)}</td></tr>"
+        f"<td>{html.escape(op)}</td><td class=bad>{html.escape(redact(what))}</td></tr>"
         for when, op, what in errors
     )
     body = rows or "<tr><td colspan=3>none</td></tr>"
@@ -91,20 +106,34 @@ async def _credentials_table(request: Request) -> str:
     state = "" if check.ok else " class=bad"
     return (
         "<h2>Upstream</h2><table>"
-        f"<tr><th>Upstream</th><td>{html.escape(services(request).settings.upstream.url)}</td></tr>"
-        f'<tr><th>Credentials</th><td id="credentials"{state}>{html.escape(check.detail)}</td></tr>'
+        f"<tr><th>Upstream</th><td>{_shown(services(request).settings.upstream.url)}</td></tr>"
+        f'<tr><th>Credentials</th><td id="credentials"{state}>{_shown(check.detail)}</td></tr>'
         f'<tr><th>Token</th><td id="token-expiry">{html.escape(expiry)}</td></tr></table>'
     )
 
 
+def _shown(text: str) -> str:
+    return html.escape(redact(text))
+
+
 async def page(request: Request) -> Response:
+    """The page; with rules in force, the repositories listed are those the caller may
+    pull (an admin sees all)."""
     metrics = services(request).metrics
+    visible = listing_filter(request.scope)
+    health: Health = request.app.state.health
+    # The upstream's URL and state, like /readyz's detail: admins (or loopback without
+    # client auth) only.
+    detailed = not services(request).settings.access.enabled or admin_allowed(request)
     body = (
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>gar-proxy</title>"
         f"<style>{_STYLE}</style></head><body><h1>gar-proxy "
         f'<small id="version">{html.escape(VERSION)}</small></h1>'
-        f"{_cache_table(request)}{_top_table(metrics)}{await _credentials_table(request)}"
-        f"{_errors_table(request)}"
+        f"{await status_live.health_table(health, detailed)}"
+        f"{status_live.chart(metrics.activity)}"
+        f"{status_live.transfers_table(services(request), named=visible is None)}"
+        f"{_cache_table(request)}{_top_table(metrics, visible)}{await _credentials_table(request)}"
+        f"{_errors_table(request, visible)}"
         '<p><a href="/metrics">metrics</a> · <a href="/readyz">readiness</a></p></body></html>'
     )
     return HTMLResponse(body, headers={"Cache-Control": "no-store"})

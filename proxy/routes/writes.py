@@ -19,8 +19,8 @@ from starlette.responses import Response
 from proxy.oci.digest import Digest
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.manifest import MANIFEST_READ_LIMIT
-from proxy.oci.names import Repository, parse_reference
-from proxy.routes.common import API_VERSION, repository, resolve, services
+from proxy.oci.names import parse_reference
+from proxy.routes.common import API_VERSION, parameters, repository, requested_mount, services
 from proxy.services.container import Services
 from proxy.services.upload_session import Chunk, UploadState
 
@@ -108,25 +108,20 @@ def _session_answer(request: Request, state: UploadState, status: int) -> Respon
     return Response(status_code=status, headers={**headers, **API_VERSION})
 
 
-async def _source(request: Request, text: str | None) -> Repository | None:
-    if not text:
-        return None
-    return await resolve(request, text)
-
-
 async def start_upload(request: Request) -> Response:
     """POST: a session (202), a monolithic upload (``?digest=``) or a mount (201)."""
     found = _writable(request)
     name = request.path_params["name"]
-    query = request.query_params
+    query = parameters(request)
     # Digests are checked before the location is resolved, which may ask GAR's API.
-    if "mount" in query:
-        digest = Digest.parse(query["mount"])
+    mount = await requested_mount(request)  # None: no mount, or not one the caller may have
+    if mount is not None:
         repo = await repository(request)
-        source = await _source(request, query.get("from"))
-        state = await found.mounts.mount(repo, digest, source)
-        return _created(name, digest) if state is None else _session_answer(request, state, 202)
-    whole = Digest.parse(query["digest"]) if "digest" in query else None
+        state = await found.mounts.mount(repo, mount.digest, mount.source)
+        if state is None:
+            return _created(name, mount.digest)
+        return _session_answer(request, state, 202)
+    whole = Digest.parse(query.digest) if query.digest is not None else None
     repo = await repository(request)
     if whole is not None:
         await found.uploads.monolithic(repo, whole, _chunk(request))
@@ -147,7 +142,7 @@ async def upload(request: Request) -> Response:
         if request.method == "PATCH":
             return _session_answer(request, await uploads.append(session, _chunk(request)), 202)
         if request.method == "PUT":
-            digest = Digest.parse(request.query_params.get("digest", ""))
+            digest = Digest.parse(parameters(request).digest or "")
             await uploads.finish(session, digest, _chunk(request))
             return _created(request.path_params["name"], digest)
         await uploads.cancel(session)

@@ -77,6 +77,10 @@ class UploadService:
     def open_sessions(self) -> int:
         return len(self._live)
 
+    def live(self) -> list[Session]:
+        """The sessions open in this process (for the status page)."""
+        return list(self._live.values())
+
     def state_of(self, session: Session) -> UploadState | None:
         """What the client is told about ``session``, if it is still going."""
         return session.state() if self._live.get(session.id) is session else None

@@ -45,7 +45,11 @@ class BlobService:
         # Fills of the bucket's bytes: answered once verified, from GAR if they were not.
         self._from_bucket: weakref.WeakSet[Fill] = weakref.WeakSet()
 
-    def _unknown(self, digest: Digest) -> RegistryError:
+    def _unknown(self, digest: Digest, repo: Repository | None = None) -> RegistryError:
+        """Upstream's remembered answer for ``repo`` when there is one, else ours."""
+        replayed = self.missing.replay(BLOB, str(repo), str(digest)) if repo else None
+        if replayed is not None:
+            return replayed
         return RegistryError(
             ErrorCode.BLOB_UNKNOWN, f"blob {digest} is not known", detail={"digest": str(digest)}
         )
@@ -77,7 +81,7 @@ class BlobService:
             self.metrics.blob_hit()
             return Answer(digest, mt.OCTET_STREAM, size)
         if self.offline or self._known_missing(repo, digest):
-            raise self._unknown(digest)
+            raise self._unknown(digest, repo)
         info = await self.registry.stat_blob(repo, digest)
         if info is None:
             self.missing.remember(BLOB, str(repo), str(digest))
@@ -95,7 +99,7 @@ class BlobService:
                 self.metrics.blob_hit()
                 return answer
         if self.offline or self._known_missing(repo, digest):
-            raise self._unknown(digest)
+            raise self._unknown(digest, repo)
         running = self.cache.fills.get(digest)
         foreign = running is not None and running.origin != str(repo)
         if foreign and not await self._scoped(repo, digest):  # another repository's fill
@@ -196,7 +200,7 @@ class BlobService:
             stream = await self.registry.open_blob(repo, digest)
         except RegistryError as error:
             if is_missing(error):
-                self.missing.remember(BLOB, str(repo), str(digest))
+                self.missing.remember(BLOB, str(repo), str(digest), error)
             raise
         self.metrics.upstream_blob_fetch()
         self.scopes.add_soon(str(repo), digest)  # not between upstream and the client

@@ -8,6 +8,7 @@ cache answers for what it holds, which is what ``docker``-side tooling wants to 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -35,9 +36,21 @@ def _page_size(n: str | None) -> int:
     return min(int(n), MAX_PAGE)
 
 
-async def catalog(index: CacheIndex, n: str | None, last: str | None) -> CatalogPage:
+async def catalog(
+    index: CacheIndex,
+    n: str | None,
+    last: str | None,
+    *,
+    visible: Callable[[str], bool] | None = None,
+) -> CatalogPage:
+    """A page of the names ``visible`` lets through (all when None); pages are cut
+    after the filter, so a page is full and its ``Link`` names a visible repository."""
     size = _page_size(n)
-    names = [name for name in await repositories(index) if not last or name > last]
+    names = [
+        name
+        for name in await repositories(index)
+        if (not last or name > last) and (visible is None or visible(name))
+    ]
     page = names[:size]
     headers = {}
     if len(names) > size and page:

@@ -76,6 +76,16 @@ class Services:
     shared: SharedTier | None = None  # cache.shared is off
 
 
+def project_domains(settings: Settings) -> frozenset[str]:
+    """Domains whose bare names are GAR's domain-scoped projects (DESIGN.md "Naming and
+    locations"): ``upstream.project_domains``, and the default project's own."""
+    domains = set(settings.upstream.project_domains)
+    project = settings.gcp.project_id or ""
+    if ":" in project:
+        domains.add(project.split(":")[0])
+    return frozenset(domains)
+
+
 def make_tokens(settings: Settings, clock: Clock = SYSTEM) -> AccessTokens | None:
     if settings.upstream.auth != "gcp":
         return None
@@ -131,6 +141,7 @@ def build(
     google = GoogleApi(upstream.http, tokens)
     api = RepositoryApi(upstream_settings.metadata_api_url, google)
     asks_api = upstream_settings.is_gar and upstream_settings.check_repositories and not offline
+    checks = RepositoryChecks(api if asks_api else None, index, clock)
     locations = LocationResolver(
         upstream_settings,
         api if upstream_settings.is_gar else None,
@@ -138,9 +149,11 @@ def build(
         offline=offline,
         default_project=settings.gcp.project_id,
         clock=clock,
-        checks=RepositoryChecks(api if asks_api else None, index, clock),
+        checks=checks,
     )
-    analysis = VulnerabilityClient(google, upstream_settings.analysis_api_url)
+    # Container Analysis takes only cloud-platform, also for a read-only proxy (GAR.md R6).
+    full_scope = GoogleApi(upstream.http, tokens, full_scope=True)
+    analysis = VulnerabilityClient(full_scope, upstream_settings.analysis_api_url)
     gate_settings = settings.vulnerability_gate
     gate = VulnerabilityGate(gate_settings, analysis, clock) if gate_settings.enabled else None
     missing = NegativeCache(cache_settings.negative_ttl, clock)  # upstream 404s, shared
@@ -165,7 +178,10 @@ def build(
         gate=gate,
         locations=locations,
         mirrors=MirrorTable(
-            upstream_settings.mirrors, gar=upstream_settings.is_gar, tier=upstream_settings.tier
+            upstream_settings.mirrors,
+            gar=upstream_settings.is_gar,
+            tier=upstream_settings.tier,
+            project_domains=project_domains(settings),
         ),
         blobs=blobs,
         manifests=ManifestService(
@@ -177,6 +193,7 @@ def build(
             clock,
             missing,
             gate=None if gate is None else gate.check,
+            immutable_repository=checks.immutable_tags,
         ),
         listings=ListingService(cache_settings, index, registry, clock),
         uploads=uploads,
@@ -290,7 +307,7 @@ async def open_services(
         on_open("tokens", stack)
         upstream = Upstream(
             settings.upstream, tokens, read_only=settings.gcp.read_only, clock=clock,
-            metrics=Metrics(),
+            metrics=Metrics(clock),
         )  # fmt: skip
         stack.push_async_callback(upstream.aclose)
         on_open("upstream", stack)
@@ -301,6 +318,8 @@ async def open_services(
             stack.push_async_callback(_close_shared, settings, services.shared)
         on_open("shared", stack)
         stack.push_async_callback(services.cache.fills.aclose)
+        # Revalidations are the fills' kin (app-owned, upstream calls): stopped first.
+        stack.push_async_callback(services.manifests.tags.aclose)
         on_open("fills", stack)
         flusher = _flush_forever(settings, index, services.cache, services.metrics, clock)
         stack.push_async_callback(_stop, asyncio.create_task(flusher))

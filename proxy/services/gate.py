@@ -42,8 +42,7 @@ def resource_of(repo: Repository, digest: Digest) -> Resource:
     """The image as Container Analysis names it; ``repo`` has its location resolved."""
     if repo.location is None:
         raise RegistryError(ErrorCode.NAME_INVALID, f"{repo.path}: no Artifact Registry location")
-    project, repository, *image = repo.segments
-    return Resource(repo.location, project, repository, "/".join(image), digest)
+    return Resource(repo.location, repo.project, repo.repository or "", repo.image, digest)
 
 
 class VulnerabilityGate:

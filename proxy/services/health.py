@@ -1,10 +1,14 @@
-"""Liveness, readiness and the start-up report.
+"""Liveness, readiness, the upstream check and the start-up report.
 
-``/readyz`` is ready when the proxy can do its job: the cache index answers, the cache
-directory takes a write and has ``cache.min_free`` bytes free, credentials can be
-obtained (or the proxy is offline), and the upstream answered ``/v2/`` as a registry
-within the last ``PROBE_INTERVAL`` seconds (asked again, at most that often, by the
-readiness check itself: no background traffic when nobody asks).
+**Ready means "can serve"**: the cache index answers and the cache directory takes a
+write with ``cache.min_free`` bytes free. The upstream is not part of it: a proxy whose
+upstream is down still serves what it has cached (stale tags included), which is when
+a readiness-gated Service most needs it. The upstream's state is its own signal,
+``garproxy_upstream_up`` and the ``upstream`` field of ``/readyz``, kept by a
+background check every ``upstream.check_interval`` (the injected clock's ``sleep``):
+one authenticated ``GET /v2/`` (``proxy.upstream.probe``), so a wrong password reads
+as ``rejected`` before the first pull fails. The same loop sets ``garproxy_ready``, so
+the gauges move whether or not anyone calls ``/readyz``.
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ from proxy.clock import SYSTEM, Clock
 from proxy.config import UpstreamSettings
 from proxy.oci.errors import RegistryError
 from proxy.services.container import Services
-from proxy.upstream.probe import Probe, probe
+from proxy.upstream import probe
+from proxy.upstream.probe import UpstreamState
 
 log = logging.getLogger("gar_proxy")
-PROBE_INTERVAL = 30.0
 CREDENTIALS_TIMEOUT = 10.0
 
 
@@ -42,25 +46,43 @@ class Health:
     def __init__(self, services: Services, clock: Clock = SYSTEM) -> None:
         self.services = services
         self.clock = clock
-        self.last_probe: Probe | None = None
-        self._probed_at = float("-inf")
-        self._probing: asyncio.Lock = asyncio.Lock()
+        self.started = clock.time()
+        self.upstream_state: UpstreamState | None = None
+        self.checked_at: float | None = None  # clock.time() of the last upstream check
+        self._checking = asyncio.Lock()
 
     @property
     def offline(self) -> bool:
         return self.services.settings.cache.offline
 
-    async def upstream(self) -> Check:
+    async def check_upstream(self) -> UpstreamState:
+        """Ask the upstream now (one authenticated ``GET /v2/``) and remember the answer."""
         if self.offline:
-            return Check(True, "offline mode: upstream not used")
-        async with self._probing:
-            if self.clock.monotonic() - self._probed_at >= PROBE_INTERVAL:
+            found = UpstreamState("offline", "", None, "")
+        else:
+            async with self._checking:
                 upstream = self.services.upstream
                 base = upstream.base_url(upstream.settings.location)
-                self.last_probe = await probe(upstream.http, base)
-                self._probed_at = self.clock.monotonic()
-        assert self.last_probe is not None
-        return Check(self.last_probe.registry, self.last_probe.describe())
+                found = await probe.check(upstream.http, upstream.auth, base)
+        self._record(found)
+        return found
+
+    def _record(self, found: UpstreamState) -> None:
+        before, self.upstream_state = self.upstream_state, found
+        self.checked_at = self.clock.time()
+        metrics = self.services.metrics
+        metrics.upstream_up.set(1 if found.up or found.state == "offline" else 0)
+        if found.state == "rejected" and found.status in (401, 403):
+            metrics.credential_failures.labels(f"upstream_{found.status}").inc()
+        if before is not None and before.state != found.state:
+            level = logging.INFO if found.up else logging.WARNING
+            log.log(level, "upstream state %s -> %s: %s", before.state, found.state,
+                    found.line(), extra={"upstream_check": found.state})  # fmt: skip
+
+    async def upstream(self) -> Check:
+        """The last upstream check as a ``Check`` (asks now if none was made yet)."""
+        found = self.upstream_state or await self.check_upstream()
+        return Check(found.up or found.state == "offline", found.line(), found.as_json())
 
     async def credentials(self) -> Check:
         """Which credentials the proxy uses, and whether a token can be had now."""
@@ -108,32 +130,58 @@ class Health:
             return Check(False, f"cache index unusable: {error}")
         return Check(True, "open")
 
-    async def readiness(self) -> tuple[bool, dict[str, Any]]:
-        checks = {
-            "index": await self.index(),
-            "cache": await self.cache(),
-            "credentials": await self.credentials(),
-            "upstream": await self.upstream(),
-        }
+    async def ready(self) -> tuple[bool, dict[str, Check]]:
+        """Can the proxy serve? The index and the cache disk; sets ``garproxy_ready``."""
+        checks = {"index": await self.index(), "cache": await self.cache()}
         ready = all(c.ok for c in checks.values())
         self.services.metrics.ready.set(1 if ready else 0)
-        return ready, {"ready": ready, "checks": {k: c.as_json() for k, c in checks.items()}}
+        return ready, checks
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """``/readyz``: ready or not, each check, and the upstream's last known state."""
+        ready, checks = await self.ready()
+        checks["credentials"] = await self.credentials()
+        upstream = self.upstream_state or await self.check_upstream()
+        checks["upstream"] = Check(upstream.up or upstream.state == "offline", upstream.line())
+        return ready, {
+            "ready": ready,
+            "checks": {name: check.as_json() for name, check in checks.items()},
+            "upstream": {**upstream.as_json(), "checked_at": self.checked_at},
+            "uptime_s": round(self.clock.time() - self.started, 1),
+        }
+
+    async def watch(self) -> None:
+        """The background check: the start-up line, then every ``upstream.check_interval``
+        the upstream and readiness again (gauges and log lines on a change)."""
+        await self.report_start()
+        interval = self.services.settings.upstream.check_interval
+        if interval <= 0:
+            return
+        while True:
+            await self.clock.sleep(interval)
+            try:
+                await self.check_upstream()
+                await self.ready()
+            except Exception:  # a check must never end the loop; the next one runs
+                log.exception("background health check failed")
 
     async def report_start(self) -> None:
-        """One line at start: the credential source and what the upstream is."""
-        credentials, upstream = await self.credentials(), await self.upstream()
-        await self.readiness()  # sets garproxy_ready before anyone asks /readyz
-        level = logging.INFO if credentials.ok and upstream.ok else logging.WARNING
+        """One line at start: the credential source and what the upstream answered."""
+        credentials = await self.credentials()
+        upstream = await self.check_upstream()
+        await self.ready()  # sets garproxy_ready before anyone asks /readyz
+        ok = credentials.ok and (upstream.up or upstream.state == "offline")
         state = "" if credentials.ok else " (not usable)"
         log.log(
-            level,
+            logging.INFO if ok else logging.WARNING,
             "credentials: %s%s; %s",
             credentials.detail,
             state,
-            upstream.detail,
+            upstream.line(),
             extra={
                 "credential_source": credentials.extra.get("source"),
-                "upstream_registry": upstream.ok,
+                "upstream_check": upstream.state,
+                "upstream_registry": upstream.state in ("up", "rejected"),
             },
         )
 

@@ -1,4 +1,10 @@
-"""Tag lists and referrers: passed through, remembered for offline use and outages."""
+"""Tag lists and referrers: passed through, remembered for offline use and outages.
+
+GAR's tag list is GCR-shaped (``child``, ``manifest``, ``name``, ``tags``: docs/GAR.md
+N3) and passes through as it is. Its Docker API lists at most 10,000 images or tags
+(N4): a whole list that long is passed on too, with a warning (once per repository)
+that it may be incomplete, since GAR does not say so itself.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,9 @@ LISTING_LIMIT = 8 * 1024 * 1024
 # Tags asked for per page when a whole tag list would be over the limit: the client
 # gets the first page with a Link to the next, as the spec lets a registry answer.
 PAGE_SIZE = 1000
+# GAR's Docker API lists no more than this (docs/GAR.md N4); at it, the list may be cut.
+GAR_LIST_LIMIT = 10_000
+_WARNED_LIMIT = 4096  # repositories remembered as warned about
 
 
 class Listing:
@@ -42,6 +51,7 @@ class ListingService:
         self.registry = registry
         self.clock = clock
         self.limit = LISTING_LIMIT
+        self._warned: set[str] = set()
 
     async def tags(
         self, repo: Repository, n: str | None, last: str | None, *, client_name: str
@@ -73,7 +83,28 @@ class ListingService:
         next_link = listing.headers.pop("link", None)
         if next_link:
             listing.headers["Link"] = _rewrite_link(next_link, client_name)
+        elif not params:
+            self._warn_at_gar_limit(repo, listing.body)
         return listing
+
+    def _warn_at_gar_limit(self, repo: Repository, body: bytes) -> None:
+        """A whole list of GAR_LIST_LIMIT tags may be GAR's cut-off one (N4): say so."""
+        if len(body) < GAR_LIST_LIMIT * 3 or str(repo) in self._warned:
+            return  # too short to hold 10,000 tags ("a", is three bytes)
+        try:
+            count = len(json.loads(body).get("tags") or [])
+        except (ValueError, AttributeError):
+            return
+        if count < GAR_LIST_LIMIT:
+            return
+        if len(self._warned) >= _WARNED_LIMIT:
+            self._warned.clear()
+        self._warned.add(str(repo))
+        log.warning(
+            "%s lists %d tags: Artifact Registry's Docker API lists at most %d, so the list "
+            "may be incomplete (gcloud artifacts docker tags list and the REST API list all)",
+            repo, count, GAR_LIST_LIMIT,
+        )  # fmt: skip
 
     async def referrers(
         self, repo: Repository, digest: Digest, artifact_type: str | None

@@ -18,7 +18,7 @@ from proxy.cache.index import CacheIndex
 from proxy.cache.singleflight import SingleFlight
 from proxy.clock import SYSTEM, Clock
 from proxy.config import UpstreamSettings
-from proxy.gar.repositories import RepositoryApi
+from proxy.gar.repositories import RepositoryApi, Search
 from proxy.oci.errors import RegistryError
 from proxy.oci.names import Repository, is_location_name
 from proxy.services.repository_checks import RepositoryChecks
@@ -67,12 +67,22 @@ class LocationResolver:
             await self.checks.check(resolved, write=write)
         return resolved
 
-    async def _resolve(self, repo: Repository) -> Repository:
+    def named(self, repo: Repository) -> Repository:
+        """The repository's path as GAR knows it, before its location is looked for:
+        the default project added to a two-part name. No I/O, so access rules are
+        judged on this before a lookup is made for anyone."""
         if not self.settings.is_gar:
             return repo
         if self.default_project and len(repo.segments) == 2:
-            repo = Repository(f"{self.default_project}/{repo.path}", repo.location)
+            project = self.default_project.replace(":", "/")  # example.com:p: GAR.md N5
+            repo = Repository(f"{project}/{repo.path}", repo.location, repo.regional)
         repo.require_gar_shape()
+        return repo
+
+    async def _resolve(self, repo: Repository) -> Repository:
+        if not self.settings.is_gar:
+            return repo
+        repo = self.named(repo)
         if repo.location:
             return repo
         for route in self._routes:
@@ -109,7 +119,7 @@ class LocationResolver:
     async def _look_up(self, repo: Repository, key: str) -> str | None:
         assert self.api is not None
         try:
-            location = await self.api.find_location(
+            search = await self.api.find_location(
                 repo.project, repo.repository or "", self.settings.location
             )
         except RegistryError as error:
@@ -119,7 +129,10 @@ class LocationResolver:
                 error.message,
                 self.settings.location,
             )
-            location = None
+            search = Search(None)
+        location = search.location
+        if search.denied and (location is None or search.inferred):
+            self._report_denied(key, search)
         if location is None or not is_location_name(location):
             self._failed[key] = self.clock.monotonic()
             return None
@@ -127,3 +140,19 @@ class LocationResolver:
         await self.index.put_document(f"location:{key}", "text/plain", location.encode(), "{}")
         log.info("repository %s lives in %s", key, location)
         return location
+
+    def _report_denied(self, key: str, search: Search) -> None:
+        """GAR's IAM would not say where ``key`` is (docs/GAR.md R4): say so, in its words."""
+        where = ", ".join(search.denied[:6]) + (" ..." if len(search.denied) > 6 else "")
+        if search.inferred:
+            log.warning(
+                "the Artifact Registry API denied gar-proxy %s in %s and found it nowhere "
+                "else; using %s: %s", key, where, search.location, search.said,
+            )  # fmt: skip
+            return
+        log.warning(
+            "the Artifact Registry API denied gar-proxy %s in %d locations (%s): %s; using "
+            "%s. Name the location (LOCATION-docker.pkg.dev/%s/...), add an upstream.routes "
+            "entry, or grant gar-proxy's identity artifactregistry.repositories.get",
+            key, len(search.denied), where, search.said, self.settings.location, key,
+        )  # fmt: skip

@@ -21,6 +21,7 @@ from typing import Any
 from proxy.cache.index import CacheIndex, ManifestRow
 from proxy.config import ServerSettings
 from proxy.oci import mediatypes as mt
+from proxy.oci import schema1
 from proxy.oci.digest import Digest
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.manifest import Manifest, parse_manifest
@@ -85,7 +86,9 @@ class ManifestWriteService:
         _check_media_type(document, content_type)
         media_type = manifest.media_type
         algorithm = reference.algorithm if isinstance(reference, Digest) else "sha256"
-        digest = Digest.of(body, algorithm)
+        # Two names for a signed schema-1 manifest (docs/GAR.md N2), one for the rest.
+        names = schema1.digests(body, media_type, algorithm)
+        digest = reference if isinstance(reference, Digest) and reference in names else names[0]
         if isinstance(reference, Digest) and reference != digest:
             raise RegistryError(
                 ErrorCode.DIGEST_INVALID,
@@ -94,7 +97,9 @@ class ManifestWriteService:
             )
         await self._check_references(repo, manifest, _foreign_layers(document))
         put = await self.registry.put_manifest(repo, reference, media_type, body)
-        if put.digest is not None and put.digest != digest:
+        if put.digest is not None and put.digest != digest and put.digest in names:
+            digest = put.digest  # upstream names a signed schema-1 manifest the other way
+        elif put.digest is not None and put.digest != digest:
             # 201 only for what upstream holds at the digest of the bytes pushed.
             if await self.registry.head_manifest(repo, digest, (media_type,)) is None:
                 raise RegistryError(

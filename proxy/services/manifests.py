@@ -1,11 +1,11 @@
 """Manifest GET/HEAD: digests are immutable, tags are pointers with a TTL.
 
 By digest: answered from the cache forever once fetched and verified.
-By tag: within ``tag_ttl`` answered locally; after it, one upstream ``HEAD`` (not a
-GET) revalidates; a changed digest is fetched once; an upstream 404 drops the tag;
-an upstream outage or rate limit serves the stale tag (up to ``max_stale``), counted,
-and for ``stale_recheck`` after such a failure without asking upstream again.
-Concurrent misses and revalidations of one key share one upstream call.
+By tag: within its TTL (``cache.tag_ttl`` or a tag policy) answered locally; past
+it, revalidated by one upstream ``HEAD`` in a task of the tag's own
+(``proxy.services.revalidation``: in the background within
+``cache.revalidate_window``, the stale rules on failure); an immutable tag never.
+Concurrent misses of one digest share one upstream call.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from proxy.clock import SYSTEM, Clock
 from proxy.config import CacheSettings
 from proxy.metrics import Metrics
 from proxy.oci import mediatypes as mt
+from proxy.oci import schema1
 from proxy.oci.digest import Digest
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.manifest import MANIFEST_READ_LIMIT
@@ -28,6 +29,7 @@ from proxy.oci.names import Repository
 from proxy.oci.references import children, digests_in_file
 from proxy.services.answers import Answer
 from proxy.services.negative import MANIFEST, NegativeCache, is_missing
+from proxy.services.revalidation import TagRevalidations
 from proxy.upstream.registry import ManifestBody, Registry
 
 log = logging.getLogger("gar_proxy.manifests")
@@ -47,6 +49,7 @@ class ManifestService:
         missing: NegativeCache | None = None,
         *,
         gate: ManifestGate | None = None,
+        immutable_repository: Callable[[Repository], bool] | None = None,
     ) -> None:
         self.settings = settings
         self.gate = gate
@@ -57,12 +60,17 @@ class ManifestService:
         self.clock = clock
         self.missing = missing or NegativeCache(0, clock)
         self._flights: SingleFlight[ManifestRow] = SingleFlight()
-        self._checks: SingleFlight[Digest | None] = SingleFlight()
         self._scope_checks: SingleFlight[bool] = SingleFlight()
-        # (repo, tag) -> monotonic time before which a stale tag is served unasked.
-        self._recheck_at: dict[tuple[str, str], float] = {}
+        self.tags = TagRevalidations(
+            settings, index, registry, metrics, clock, self.missing, self,
+            immutable_repository or (lambda repo: False),
+        )  # fmt: skip
 
     def _unknown(self, repo: Repository, reference: str | Digest) -> RegistryError:
+        """Upstream's remembered answer when there is one (its words, its code), else ours."""
+        replayed = self.missing.replay(MANIFEST, str(repo), str(reference))
+        if replayed is not None:
+            return replayed
         return RegistryError(
             ErrorCode.MANIFEST_UNKNOWN,
             f"manifest {repo}:{reference} is not known",
@@ -95,7 +103,7 @@ class ManifestService:
         body = self.cache.read(row.digest)
         return None if body is None else Answer(row.digest, row.media_type, row.size, body=body)
 
-    async def _cached(self, digest: Digest) -> ManifestRow | None:
+    async def cached(self, digest: Digest) -> ManifestRow | None:
         """The cached manifest; a miss if it was kept as a blob file (over 4 MiB) that
         eviction or ``verify`` has removed since."""
         row = await self.index.get_manifest(digest)
@@ -104,7 +112,7 @@ class ManifestService:
         return row
 
     async def _by_digest(self, repo: Repository, digest: Digest) -> ManifestRow:
-        row = await self._cached(digest)
+        row = await self.cached(digest)
         if row is not None:
             if not (self.index.scopes.known(str(repo), digest) or await self._scoped(repo, digest)):
                 raise self._unknown(repo, digest)
@@ -113,71 +121,52 @@ class ManifestService:
         if self.settings.offline or self._known_missing(repo, str(digest)):
             raise self._unknown(repo, digest)
         self.metrics.manifest("miss")
+        return await self._remembering(repo, str(digest), self.fetch_digest(repo, digest))
+
+    async def fetch_digest(self, repo: Repository, digest: Digest) -> ManifestRow:
+        """Fetched by digest, verified and stored; one upstream GET however many ask."""
         fetch = lambda: self._fetch(repo, str(digest), mt.DEFAULT_ACCEPT, digest)  # noqa: E731
-        return await self._remembering(
-            repo, str(digest), self._flights.do((repo.path, str(digest)), fetch)
-        )
+        return await self._flights.do((repo.path, str(digest)), fetch)
+
+    async def fetch_tag(self, repo: Repository, tag: str) -> ManifestRow:
+        """Fetched by tag with the full Accept list, stored (the tag is not written)."""
+        return await self._fetch(repo, tag, mt.DEFAULT_ACCEPT, None)
 
     async def _by_tag(self, repo: Repository, tag: str, accept: tuple[str, ...]) -> ManifestRow:
         key = str(repo)
+        tag_row = await self.index.get_tag(key, tag)
+        schema1_already = tag_row is not None and tag_row.media_type in accept
         if (
             accept
             and all(t in mt.SCHEMA1_TYPES for t in accept if t in mt.MANIFEST_TYPES)
             and any(t in mt.SCHEMA1_TYPES for t in accept)
+            and not schema1_already  # a schema-1 tag (GAR.md N1) is served as cached
         ):
             return await self._passthrough(repo, tag, accept)
-        tag_row = await self.index.get_tag(key, tag)
         if tag_row is not None:
-            served = await self._from_tag(repo, key, tag, tag_row, accept)
+            served = await self._from_tag(repo, tag, tag_row, accept)
             if served is not None:
                 return served
         if self.settings.offline or self._known_missing(repo, tag):
             raise self._unknown(repo, tag)
         self.metrics.manifest("miss")
-        fetch = self._flights.do((key, tag), lambda: self._fetch_tag(repo, key, tag))
-        row = await self._remembering(repo, tag, fetch)
+        row = await self._remembering(repo, tag, self.tags.fetch(repo, tag))
         if not mt.accepts(accept, row.media_type):
             return await self._passthrough(repo, tag, accept)
         return row
 
     async def _from_tag(
-        self, repo: Repository, key: str, tag: str, tag_row: TagRow, accept: tuple[str, ...]
+        self, repo: Repository, tag: str, tag_row: TagRow, accept: tuple[str, ...]
     ) -> ManifestRow | None:
-        """The cached manifest for a tag if it is fresh, revalidated, or servable stale."""
-        cached = await self._cached(tag_row.digest)
+        """The cached manifest for a tag: fresh, immutable, or as its revalidation says."""
+        cached = await self.cached(tag_row.digest)
         if cached is None or not mt.accepts(accept, tag_row.media_type):
             return None
-        age = self.clock.time() - tag_row.verified
-        if age < self.settings.tag_ttl or self.settings.offline:
+        ttl = self.tags.ttl(repo, tag)
+        if ttl is None or self.settings.offline or self.clock.time() - tag_row.verified < ttl:
             self.metrics.manifest("hit")
             return cached
-        servable_stale = age < self.settings.max_stale
-        if servable_stale and self._recheck_at.get((key, tag), 0.0) > self.clock.monotonic():
-            self.metrics.stale()  # upstream failed moments ago: don't wait on it
-            return cached
-        try:
-            current = await self._checks.do((key, tag), lambda: self._head_digest(repo, tag))
-        except RegistryError as error:
-            if error.code.serve_stale and servable_stale:
-                wait = self.settings.stale_recheck
-                self._recheck_at[(key, tag)] = self.clock.monotonic() + wait
-                log.warning(
-                    "serving stale tag %s:%s (%.0fs old) for %gs: %s",
-                    key, tag, age, wait, error.message,
-                )  # fmt: skip
-                self.metrics.stale()
-                return cached
-            if error.code is ErrorCode.MANIFEST_UNKNOWN:
-                await self.index.delete_tag(key, tag)
-            if is_missing(error):
-                self.missing.remember(MANIFEST, key, tag)
-            raise
-        self._recheck_at.pop((key, tag), None)
-        if current == tag_row.digest:
-            await self.index.mark_verified(key, tag)
-            self.metrics.manifest("revalidated")
-            return cached
-        return None
+        return await self.tags.expired(repo, tag, tag_row, cached, ttl)
 
     async def _scoped(self, repo: Repository, digest: Digest) -> bool:
         """Cached for some repository: does ``repo`` hold it upstream? One HEAD per
@@ -212,24 +201,8 @@ class ManifestService:
             return await fetch
         except RegistryError as error:
             if is_missing(error):
-                self.missing.remember(MANIFEST, str(repo), reference)
+                self.missing.remember(MANIFEST, str(repo), reference, error)
             raise
-
-    async def _head_digest(self, repo: Repository, tag: str) -> Digest | None:
-        info = await self.registry.head_manifest(repo, tag, mt.DEFAULT_ACCEPT)
-        if info is None:
-            raise self._unknown(repo, tag)
-        return info.digest
-
-    async def _fetch_tag(self, repo: Repository, key: str, tag: str) -> ManifestRow:
-        try:
-            row = await self._fetch(repo, tag, mt.DEFAULT_ACCEPT, None)
-        except RegistryError as error:
-            if error.code is ErrorCode.MANIFEST_UNKNOWN:
-                await self.index.delete_tag(key, tag)
-            raise
-        await self.index.put_tag(key, tag, row.digest, row.media_type)
-        return row
 
     async def _passthrough(
         self, repo: Repository, tag: str, accept: tuple[str, ...]
@@ -271,7 +244,10 @@ class ManifestService:
         return await self._store(body, stream.media_type, digest)
 
     async def _store(self, body: bytes, media_type: str, digest: Digest | None) -> ManifestRow:
-        actual = Digest.of(body, digest.algorithm if digest else "sha256")
+        # A signed schema-1 manifest has two possible names (docs/GAR.md N2): upstream's
+        # is the one kept; without one, distribution's (its signed payload's).
+        names = schema1.digests(body, media_type, digest.algorithm if digest else "sha256")
+        actual = digest if digest in names else names[0]
         if digest is not None and actual != digest:
             log.error("upstream manifest for %s hashed to %s; not cached", digest, actual)
             raise RegistryError(

@@ -12,6 +12,12 @@ Docker Hub's ``library/`` rule applies on the way (``alpine`` is ``library/alpin
 Any other name keeps its meaning (``PROJECT/REPO/IMAGE``, DESIGN.md section 2). A name
 for a registry that is neither GAR nor a mirror is refused, listing the mirrors.
 
+A GAR project id has no dot, but a domain-scoped project's name starts with its domain
+(``example.com/proj/REPO/IMAGE`` for ``example.com:proj``, docs/GAR.md N5). After a GAR
+host (or ``?ns=`` naming one) a dotted first segment is therefore always such a domain;
+in a bare name it is a registry host (Docker's rule) unless it is one of the project
+domains this proxy was told about (``upstream.project_domains``, the default project's).
+
 >>> from proxy.config_values import parse_mirrors
 >>> table = MirrorTable(parse_mirrors("docker.io=p/hub@us,ghcr.io=p/ghcr"), gar=True)
 >>> str(table.rewrite("alpine", ns="docker.io"))
@@ -57,10 +63,18 @@ def _looks_like_host(segment: str) -> bool:
 class MirrorTable:
     """The configured mirrors, by registry host and by listen address."""
 
-    def __init__(self, mirrors: Sequence[Mirror], *, gar: bool, tier: bool = False) -> None:
+    def __init__(
+        self,
+        mirrors: Sequence[Mirror],
+        *,
+        gar: bool,
+        tier: bool = False,
+        project_domains: frozenset[str] = frozenset(),
+    ) -> None:
         self.mirrors = tuple(mirrors)
         self.gar = gar
         self.tier = tier and not gar
+        self.project_domains = project_domains
         self._by_host = {m.host: m for m in self.mirrors}
         self._names: dict[tuple[str, str | None, tuple[str, int] | None], Repository] = {}
 
@@ -87,14 +101,24 @@ class MirrorTable:
         if mirror is not None:
             return self._target(mirror, name)
         first, sep, rest = name.partition("/")
-        if sep and _looks_like_host(first) and location_of_host(first) is None:
+        gar_ns = ns is not None and location_of_host(ns) is not None  # the name is GAR's
+        if sep and _looks_like_host(first) and location_of_host(first) is None and not gar_ns:
             mirror = self._by_host.get(_canonical(first))
             if mirror is not None:
                 return self._target(mirror, rest)
-            if self.gar:  # never a GAR project; a plain registry may have such names
-                raise RegistryError(ErrorCode.NAME_UNKNOWN, f"{first[:100]!r} is {self.describe()}")
+            if self.gar and first.lower() not in self.project_domains:
+                raise RegistryError(ErrorCode.NAME_UNKNOWN, self._unknown_host(first))
+            return None  # a declared project domain (or a plain registry's own name)
         mirror = self._by_host.get(_canonical(ns)) if ns else None
         return None if mirror is None else self._target(mirror, name)
+
+    def _unknown_host(self, first: str) -> str:
+        return (
+            f"{first[:100]!r} is {self.describe()}; if it is the domain of a domain-scoped "
+            f"project ({first[:100]}:PROJECT), name the image with its host "
+            f"(LOCATION-docker.pkg.dev/{first[:100]}/PROJECT/REPO/IMAGE) or list the domain "
+            "in upstream.project_domains"
+        )
 
     def repository(
         self, name: str, *, ns: str | None, local: tuple[str, int] | None = None
@@ -146,6 +170,41 @@ def tier_name(name: str, ns: str | None) -> Repository:
     return Repository(name)
 
 
+def upstream_name(
+    mirrors: MirrorTable,
+    locations: LocationResolver,
+    name: str,
+    *,
+    ns: str | None,
+    local: tuple[str, int] | None = None,
+) -> Repository:
+    """A client's repository name as upstream knows it, before its location is looked
+    for: mirrored (``ns``, the listener ``local``, a host in the name), then the
+    default project. No I/O: what access rules are judged on."""
+    try:
+        return locations.named(mirrors.repository(name, ns=ns, local=local))
+    except RegistryError as error:
+        raise _with_mirrors(mirrors, error) from None
+
+
+async def locate(
+    mirrors: MirrorTable, locations: LocationResolver, repo: Repository, *, write: bool = False
+) -> Repository:
+    """``repo`` (from ``upstream_name``) with its location (``write``: for a push,
+    which the repository checks treat apart)."""
+    try:
+        return await locations.resolve(repo, write=write)
+    except RegistryError as error:
+        raise _with_mirrors(mirrors, error) from None
+
+
+def _with_mirrors(mirrors: MirrorTable, error: RegistryError) -> RegistryError:
+    if mirrors and error.code is ErrorCode.NAME_INVALID:
+        message = f"{error.message}; other registries' names need a mirror: {mirrors.describe()}"
+        return RegistryError(error.code, message, detail=error.detail)
+    return error
+
+
 async def resolve_name(
     mirrors: MirrorTable,
     locations: LocationResolver,
@@ -155,15 +214,6 @@ async def resolve_name(
     local: tuple[str, int] | None = None,
     write: bool = False,
 ) -> Repository:
-    """A client's repository name as upstream knows it: mirrored, then located
-    (``write``: for a push, which the repository checks treat apart)."""
-    repo = mirrors.repository(name, ns=ns, local=local)
-    try:
-        return await locations.resolve(repo, write=write)
-    except RegistryError as error:
-        if mirrors and error.code is ErrorCode.NAME_INVALID:
-            message = (
-                f"{error.message}; other registries' names need a mirror: {mirrors.describe()}"
-            )
-            raise RegistryError(error.code, message, detail=error.detail) from None
-        raise
+    """A client's repository name as upstream knows it: mirrored, then located."""
+    repo = upstream_name(mirrors, locations, name, ns=ns, local=local)
+    return await locate(mirrors, locations, repo, write=write)

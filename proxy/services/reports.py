@@ -98,7 +98,7 @@ async def cleanup_preview(
 ) -> dict[str, Any]:
     base = services.settings.upstream.metadata_api_url
     when = now or datetime.fromtimestamp(services.clock.time(), UTC)
-    verdicts = await _gar(cleanup.preview(services.google, base, project, location, repo, when))
+    found = await _gar(cleanup.preview(services.google, base, project, location, repo, when))
     rows = [
         {
             "action": v.action,
@@ -108,11 +108,13 @@ async def cleanup_preview(
             "tags": list(v.version.tags),
             "uploaded": v.version.uploaded.isoformat(),
         }
-        for v in verdicts
+        for v in found.verdicts
     ]
     name = f"projects/{project}/locations/{location}/repositories/{repo}"
     return {
         "repository": name,
+        "dry_run": found.dry_run,
+        "notes": found.notes,
         "delete": [r for r in rows if r["action"] == "delete"],
         "keep": [r for r in rows if r["action"] == "keep"],
     }
@@ -125,7 +127,8 @@ async def where(services: Services, project: str, repo: str) -> dict[str, Any]:
     if not upstream.is_gar:
         return {"repository": path, "location": None, "why": "upstream is not Artifact Registry"}
     remembered = await services.index.get_document(f"location:{path}")
-    location = (await services.locations.resolve(Repository(f"{path}/_"))).location
+    probe = Repository(f"{project.replace(':', '/')}/{repo}/_")  # GAR.md N5
+    location = (await services.locations.resolve(probe)).location
     routes = [r for r in upstream.routes if path == r.prefix or path.startswith(r.prefix + "/")]
     if routes:
         route = max(routes, key=lambda r: len(r.prefix))

@@ -8,6 +8,9 @@
 - **Format and mode** (``projects.locations.repositories.get``, kept an hour): a
   repository that is not ``DOCKER`` is refused naming it and its format; a push to a
   remote or virtual repository is refused naming its mode (GAR only reads those).
+- **Immutable tags** (the same answer's ``dockerConfig.immutableTags``): GAR lets no
+  tag of such a repository move or go, so its tags are never revalidated
+  (``immutable_tags``, read by ``proxy.services.revalidation``; no call of its own).
 
 The API's failures never block a pull: the check is skipped (and not asked again for
 a minute), and the registry answers as it would have.
@@ -42,6 +45,7 @@ class RepositoryChecks:
         self.clock = clock
         self._locations: dict[str, _Listed] = {}
         self._repositories: dict[tuple[str, str, str], tuple[float, str, str]] = {}
+        self._immutable: set[tuple[str, str, str]] = set()  # dockerConfig.immutableTags
         self._flights: SingleFlight[None] = SingleFlight()
 
     async def check(self, repo: Repository, *, write: bool = False) -> None:
@@ -79,11 +83,22 @@ class RepositoryChecks:
         except RegistryError as error:
             log.warning("cannot read repository %s: %s; not checked", "/".join(key), error.message)
             body = None
-        if body is None:
+        if body is None:  # what was known about its tags stays known
             self._repositories[key] = (self.clock.monotonic() + FAILED_TTL, "", "")
             return
         kind, mode = str(body.get("format") or ""), str(body.get("mode") or "")
         self._repositories[key] = (self.clock.monotonic() + REPOSITORY_TTL, kind, mode)
+        docker = body.get("dockerConfig")
+        if isinstance(docker, dict) and docker.get("immutableTags") is True:
+            self._immutable.add(key)
+        else:
+            self._immutable.discard(key)
+
+    def immutable_tags(self, repo: Repository) -> bool:
+        """GAR said this repository's tags cannot move (as of its last answer)."""
+        if repo.location is None or repo.repository is None:
+            return False
+        return (repo.project, repo.location, repo.repository) in self._immutable
 
     async def require_location(self, project: str, location: str) -> None:
         known = await self.locations(project)

@@ -74,9 +74,8 @@ async def resolve(services: Services, image: ImageReference) -> Repository:
 
 
 async def _manifest(
-    services: Services, image: ImageReference, reference: str | Digest
+    services: Services, repo: Repository, reference: str | Digest
 ) -> tuple[Digest, Manifest]:
-    repo = await resolve(services, image)
     answer = await services.manifests.get(repo, reference, (), head=False)
     body = b"".join([chunk async for chunk in _chunks(answer)])  # bounded by manifest_max_size
     return answer.digest, parse_manifest(body, answer.media_type)
@@ -132,20 +131,51 @@ async def warm(
     ``docker pull`` would fetch here), or for every one with ``all_platforms``.
     ``strict=False``: a single-platform image is warmed whatever its platform (the
     platforms only choose among an index's images)."""
-    report = report or Lines(lambda _: None)
     image = ImageReference.parse(text)
     repo = await resolve(services, image)
-    digest, manifest = await _manifest(services, image, image.reference)
-    report.say(f"{image}: {manifest.media_type} {digest}")
+    await warm_image(
+        services, repo, image.reference, platforms, pin=pin, report=report, strict=strict,
+        all_platforms=all_platforms, label=str(image),
+    )  # fmt: skip
+
+
+async def warm_image(
+    services: Services,
+    repo: Repository,
+    reference: str | Digest,
+    platforms: list[Platform],
+    *,
+    pin: bool,
+    report: Reporter | None = None,
+    strict: bool = True,
+    all_platforms: bool = False,
+    label: str = "",
+) -> None:
+    """``warm`` of a repository already resolved (``proxy.services.warm_files``)."""
+    report = report or Lines(lambda _: None)
+    digest, manifest = await _manifest(services, repo, reference)
+    report.say(f"{label or repo}: {manifest.media_type} {digest}")
     images: list[tuple[Digest, Manifest]] = [(digest, manifest)]
     if manifest.is_index:
         wanted = platforms or ([] if all_platforms else [Platform.host()])
-        images = [await _manifest(services, image, child) for child in choose(manifest, wanted)]
+        images = [await _manifest(services, repo, child) for child in choose(manifest, wanted)]
     elif strict and platforms and manifest.config is not None:
         await _check_single_platform(services, repo, manifest, platforms)
+    await _blobs(services, repo, images, report, pin=pin)
+    if pin:
+        await services.index.pin([digest])
+
+
+async def _blobs(
+    services: Services,
+    repo: Repository,
+    images: list[tuple[Digest, Manifest]],
+    report: Reporter,
+    *,
+    pin: bool,
+) -> None:
     tally = {"cached": [0, 0], "fetched": [0, 0]}  # blobs, bytes
-    total = sum(d.size for _, child in images for d in child.blobs)
-    report.start(total)
+    report.start(sum(d.size for _, child in images for d in child.blobs))
     for child_digest, child in images:
         for descriptor in child.blobs:
             cached = services.cache.size(descriptor.digest) is not None
@@ -156,8 +186,6 @@ async def warm(
             report.say(f"  {descriptor.digest}  {human_size(size):>10}  {state}")
         if pin:
             await services.index.pin([child_digest])
-    if pin:
-        await services.index.pin([digest])
     (hit, hit_bytes), (got, got_bytes) = tally["cached"], tally["fetched"]
     report.say(
         f"warmed {len(images)} image(s), {human_size(hit_bytes + got_bytes)} of blobs: "

@@ -30,6 +30,8 @@ import httpx
 from proxy.clock import SYSTEM, Clock
 from proxy.config import UpstreamSettings
 from proxy.oci.errors import ErrorCode, RegistryError
+from proxy.redact import remember_secret
+from proxy.upstream import errors
 from proxy.upstream.challenge import Challenge, parse_challenge
 
 log = logging.getLogger("gar_proxy.auth")
@@ -74,6 +76,7 @@ class SecretFile:
             if self._seen != (info.st_mtime, info.st_size):
                 self._value = self.path.read_text().rstrip()
                 self._seen = (info.st_mtime, info.st_size)
+                remember_secret(self._value)  # never shown, whatever renders it
         except OSError as error:
             raise RegistryError(
                 ErrorCode.CREDENTIALS_REJECTED,
@@ -245,18 +248,32 @@ class Authorizer:
         credentials = await self._realm_credentials(realm, base, state)
         if credentials:
             headers["Authorization"] = credentials
-        params: list[tuple[str, str | int | float | bool | None]] = [("scope", s) for s in scopes]
+        # No scope at all (the upstream check's /v2/) asks for a login token, as docker login.
+        params: list[tuple[str, str | int | float | bool | None]] = [
+            ("scope", s) for s in scopes if s
+        ]
         if "service" in challenge.params:
             params.insert(0, ("service", challenge.params["service"]))
-        response = await self._http.get(realm, params=params, headers=headers)
+        try:
+            response = await self._http.get(realm, params=params, headers=headers)
+        except httpx.HTTPError as error:
+            raise errors.from_transport(error, realm) from None
         self.observe("registry", response.status_code == 200)
         if response.status_code != 200:
-            raise RegistryError(
-                ErrorCode.CREDENTIALS_REJECTED,
-                f"upstream token service refused gar-proxy's credentials "
-                f"(HTTP {response.status_code}) for {' '.join(scopes)}",
+            raise errors.from_token_service(
+                response.status_code,
+                response.headers,
+                response.content,
+                " ".join(scopes) or "a login",
             )
-        body = response.json()
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise RegistryError(
+                ErrorCode.UPSTREAM_BAD_GATEWAY, "upstream token service sent no JSON"
+            )
         token = body.get("token") or body.get("access_token")
         if not isinstance(token, str) or not token:
             raise RegistryError(ErrorCode.DENIED, "upstream token service sent no token")

@@ -32,7 +32,7 @@ from proxy.config import ConfigError, UpstreamSettings
 from proxy.metrics import Metrics, status_class
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
-from proxy.redact import without_secret_params
+from proxy.redact import redact, without_secret_params
 from proxy.upstream import errors, lean, patch_h11_httpcore, redirects, sockets
 from proxy.upstream.auth import AccessTokens, Authorizer, AuthState
 from proxy.upstream.calls import ASKED, Body, Call, body_failure, operation, retry_after_seconds
@@ -111,8 +111,8 @@ class Upstream:
     async def location(self, repo: Repository) -> str:
         return repo.location or self.settings.location
 
-    def base_url(self, location: str) -> str:
-        return self.settings.base(location)
+    def base_url(self, location: str, *, regional: bool = False) -> str:
+        return self.settings.base(location, regional=regional)
 
     async def send(
         self,
@@ -129,7 +129,7 @@ class Upstream:
         lean_body: bool = False,
     ) -> httpx.Response:
         """One logical request to ``/v2/<repo>{path}``; ``path`` starts with '/'."""
-        base = self.base_url(await self.location(repo))
+        base = self.base_url(await self.location(repo), regional=repo.regional)
         return await self.send_to(
             method, repo, f"{base}/v2/{repo.path}{path}", headers=headers, params=params,
             content=content, write=write, stream=stream, extra_scopes=extra_scopes,
@@ -155,7 +155,7 @@ class Upstream:
         (an upload session GAR handed out may be any path there). ``label`` stands for
         the URL in errors and logs: an upload session's path is its credential."""
         location = await self.location(repo)
-        base = self.base_url(location)
+        base = self.base_url(location, regional=repo.regional)
         if not redirects.same_origin(url, base):
             raise RegistryError(
                 ErrorCode.UPSTREAM_BAD_GATEWAY,
@@ -171,7 +171,7 @@ class Upstream:
             if response is None:  # a transport failure worth another try
                 attempt += 1
                 self.metrics.upstream_retries.labels("transport").inc()
-                await self._backoff(attempt, None, f"transport failure on {method}")
+                await self._backoff(attempt, None, f"transport failure on {method}", call)
                 continue
             own = redirects.same_origin(response.url, base)
             retry = await self._should_retry(response, base, state, call.replayable, attempt, own)
@@ -182,7 +182,7 @@ class Upstream:
             self.metrics.upstream_retries.labels(reason).inc()
             if retry >= 0:
                 attempt += 1
-                await self._backoff(attempt, retry or None, f"HTTP {response.status_code}")
+                await self._backoff(attempt, retry or None, f"HTTP {response.status_code}", call)
 
     async def _attempt(self, call: Call, attempt: int) -> httpx.Response | None:
         """The request and the redirects it meets, up to an answer; None when it failed
@@ -197,13 +197,13 @@ class Upstream:
             try:
                 response = await self.http.send(request, stream=True, follow_redirects=False)
             except httpx.HTTPError as error:
-                self._observe(request, None, started, type(error).__name__, shown)
+                self._observe(request, None, started, type(error).__name__, shown, call.location)
                 if call.replayable and attempt < self.settings.retries:
                     return None
                 # A streamed request body that failed on our side (the client went
                 # away mid-chunk) is that failure, not upstream's.
                 raise body_failure(error) or errors.from_transport(error, call.where) from None
-            self._observe(request, response.status_code, started, None, shown)
+            self._observe(request, response.status_code, started, None, shown, call.location)
             if response.is_redirect:
                 await response.aclose()
                 hops += 1
@@ -292,6 +292,7 @@ class Upstream:
         started: float,
         failure: str | None,
         label: str | None = None,
+        location: str | None = None,
     ) -> None:
         """One upstream call: metrics, the request's count, a debug line (no secrets)."""
         seconds = time.perf_counter() - started
@@ -303,7 +304,7 @@ class Upstream:
         elif status == 429 or status >= 500:
             self.metrics.upstream_errors.labels(op, str(status) if status == 429 else "5xx").inc()
             self.recent_errors.append((self.clock.time(), op, f"HTTP {status}"))
-        requestcontext.note_upstream_call()
+        requestcontext.note_upstream_call(status, _host(request.url), location)
         if log.isEnabledFor(logging.DEBUG):
             url = label or without_secret_params(str(request.url))
             fields = {"method": request.method, "url": url,
@@ -312,14 +313,24 @@ class Upstream:
                       "request_id": requestcontext.request_id()}  # fmt: skip
             log.debug("upstream call", extra=fields)
 
-    async def _backoff(self, attempt: int, retry_after: float | None, why: str) -> None:
+    async def _backoff(self, attempt: int, retry_after: float | None, why: str, call: Call) -> None:
         settings = self.settings
         ceiling = min(settings.backoff_max, settings.backoff_base * 2**attempt)
         delay = random.uniform(0, ceiling)  # full jitter spreads a herd of retries
         if retry_after is not None:
             delay = max(delay, retry_after)
-        log.warning("upstream %s; retry %d in %.2fs", why, attempt, delay)
+        host, repository = _host(httpx.URL(call.base)), call.repo.path
+        log.warning(
+            "upstream %s for %s at %s; retry %d in %.2fs", why, repository, host, attempt, delay,
+            extra={"request_id": requestcontext.request_id(), "repository": repository,
+                   "upstream_host": host, "retry": attempt},
+        )  # fmt: skip
         await self.clock.sleep(delay)
+
+
+def _host(url: httpx.URL) -> str:
+    """``host[:port]`` of an upstream URL, never its userinfo (for logs)."""
+    return redact(f"{url.host}:{url.port}" if url.port else url.host)
 
 
 def _transport(

@@ -2,31 +2,89 @@
 
 Only ``proxy.upstream`` calls these: services see typed results and registry errors,
 never a status code.
+
+What upstream said is passed on, in the client's error message and in the log: the
+registry's ``{"errors": [{"code", "message"}]}`` and Google's REST shape
+``{"error": {"message", "status", "details": [{"reason", ...}]}}`` (docs/GAR.md A11,
+R1) alike, the ``ErrorInfo`` reason first (``SERVICE_DISABLED: ...``). A long message
+is cut in the middle, never at its ends: GAR's IAM refusals put the permission first
+and "(or it may not exist)" last.
+
+>>> bounded("x" * 50 + " the reason", limit=30)
+'xxxxxxxxxxxxxxxxx … the reason'
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
+from typing import Any
 
 import httpx
 
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.redact import redact
+from proxy.upstream.challenge import parse_challenge
 
+log = logging.getLogger("gar_proxy.upstream")
 # Statuses worth another try after a pause: rate limits and server trouble.
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # How much of an error body we read to find the registry's own message.
 ERROR_BODY_LIMIT = 64 * 1024
+# How much of upstream's message a client sees; GAR's IAM refusals are ~200 characters.
+MESSAGE_LIMIT = 600
 
 
-def _upstream_message(body: bytes) -> tuple[str | None, str | None]:
+def bounded(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``text`` on one line, at most about ``limit`` characters, cut in the middle."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    tail = limit // 3
+    return f"{text[: limit - tail - 3].rstrip()} … {text[-tail:].lstrip()}"
+
+
+def _google_reason(error: Mapping[str, Any]) -> str | None:
+    for detail in error.get("details") or ():
+        if isinstance(detail, dict) and detail.get("reason"):
+            return str(detail["reason"])
+    return None
+
+
+def upstream_message(body: bytes) -> tuple[str | None, str | None]:
+    """(code, message) from an error body in the registry's or Google's shape; for a
+    Google error the code is its ``ErrorInfo`` reason, or else its status name."""
     try:
-        errors = json.loads(body).get("errors") or []
+        document = json.loads(body)
+    except ValueError:
+        return None, None
+    if not isinstance(document, dict):
+        return None, None
+    errors = document.get("errors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
         first = errors[0]
         return str(first.get("code") or ""), str(first.get("message") or "")
-    except (ValueError, AttributeError, IndexError, TypeError):
+    error = document.get("error")
+    if isinstance(error, dict):  # Google's REST shape (AIP-193)
+        reason = _google_reason(error) or error.get("status")
+        message = str(error.get("message") or "")
+        return (str(reason) if reason else None), message
+    if isinstance(error, str):  # an OAuth error: {"error": "invalid_grant", ...}
+        return error, str(document.get("error_description") or "")
+    return None, None
+
+
+def _described(body: bytes) -> tuple[str | None, str | None]:
+    """(registry code, what upstream said for a person): bounded, redacted, its reason
+    first when the code is a Google reason rather than a registry code."""
+    code, message = upstream_message(body[:ERROR_BODY_LIMIT])
+    if not message and not code:
         return None, None
+    message = redact(message or "")  # it may quote an upload or signed URL back at us
+    if code and ErrorCode.from_wire(code) is None:
+        message = f"{code}: {message}" if message else code
+    return code, bounded(message) if message else None
 
 
 def from_status(
@@ -37,9 +95,7 @@ def from_status(
     not_found: ErrorCode = ErrorCode.NAME_UNKNOWN,
 ) -> RegistryError:
     """Translate a non-success upstream answer (``body``: its first bytes, if read)."""
-    upstream_code, upstream_message = _upstream_message(body[:ERROR_BODY_LIMIT])
-    if upstream_message:  # it may quote an upload or signed URL back at us
-        upstream_message = redact(upstream_message)
+    upstream_code, upstream_message = _described(body)
     suffix = f": {upstream_message}" if upstream_message else ""
     known = ErrorCode.from_wire(upstream_code)
     if status == 404:
@@ -52,8 +108,10 @@ def from_status(
         )
     if status == 401:
         message = f"upstream rejected gar-proxy's credentials{suffix}"
+        log.warning("%s", message)
         return RegistryError(ErrorCode.CREDENTIALS_REJECTED, message)
     if status == 403:
+        log.warning("upstream denied access%s", suffix)
         return RegistryError(ErrorCode.DENIED, f"upstream denied access{suffix}")
     if status == 416:
         return RegistryError(ErrorCode.RANGE_INVALID, f"range not satisfiable upstream{suffix}")
@@ -86,6 +144,34 @@ def from_status(
     return RegistryError(
         ErrorCode.UPSTREAM_BAD_GATEWAY, f"upstream failed with HTTP {status}{suffix}", headers=later
     )
+
+
+def from_token_service(
+    status: int, headers: Mapping[str, str], body: bytes, scopes: str
+) -> RegistryError:
+    """The token endpoint's refusal, in its own words (docs/GAR.md A4-A6): a 403 is a
+    permission answer for ``scopes`` (DENIED), a 401 a credential the token service
+    cannot verify; trouble (429, 5xx) is retried by clients as any upstream trouble."""
+    if status == 403:
+        _, said = _described(body)
+        message = f"the upstream token service denied {scopes}: {said or 'HTTP 403'}"
+        log.warning("%s", message)
+        return RegistryError(ErrorCode.DENIED, message)
+    if status in (400, 401):
+        _, said = _described(body)
+        message = (
+            f"the upstream token service rejected gar-proxy's credentials "
+            f"(HTTP {status}) for {scopes}: {said or 'no reason given'}"
+        )
+        log.warning("%s", message)
+        return RegistryError(ErrorCode.CREDENTIALS_REJECTED, message)
+    if status == 404:
+        return RegistryError(
+            ErrorCode.UPSTREAM_BAD_GATEWAY,
+            "the upstream token service's realm answered 404; the registry named a realm "
+            "that is not there",
+        )
+    return from_status(status, headers, body)
 
 
 def from_response(
@@ -126,3 +212,19 @@ def _limit(error: httpx.TimeoutException) -> str:
         return ""
     seconds = limits.get(phase) if phase else None
     return f" after {seconds:g} s" if isinstance(seconds, int | float) else ""
+
+
+def refusal_reason(response: httpx.Response) -> str:
+    """The upstream's own words for a refusal (``config check``, the upstream check): a
+    registry error's message, a Google error's (its reason first), a plain-text body or a
+    challenge's ``error``; on one line, bounded and redacted."""
+    _, said = _described(response.content)
+    if said:
+        return said
+    text = ""
+    if response.headers.get("content-type", "").startswith("text/plain"):
+        text = response.content[:ERROR_BODY_LIMIT].decode("utf-8", "replace")
+    if not text.strip():
+        challenge = parse_challenge(response.headers.get("www-authenticate"))
+        text = challenge.params.get("error", "") if challenge is not None else ""
+    return bounded(redact(text))

@@ -42,16 +42,8 @@ import requests
 from proxy.clock import SYSTEM, Clock
 from proxy.config import GcpSettings
 from proxy.oci.errors import ErrorCode, RegistryError
-from proxy.upstream.gcp_sources import (
-    REJECTION_MARKERS,
-    Scopes,
-    Source,
-    discover,
-    load_credentials,
-    reason,
-    rotation_message,
-    unauthorized,
-)
+from proxy.upstream.gcp_advice import advice, reason, transient
+from proxy.upstream.gcp_sources import Scopes, Source, discover, load_credentials, unauthorized
 
 _LOG = logging.getLogger("gar_proxy.auth")
 
@@ -64,6 +56,10 @@ _MARGIN_FRACTION = 0.1
 # With no source found, requests fail fast for this long instead of each waiting for the
 # metadata server again; after it, a newly mounted key or a recovered server is noticed.
 _RETRY_DISCOVERY_SECONDS = 30.0
+# After Google or the metadata server failed to issue a token (google-auth already
+# retried, ~15 s for the metadata server), callers fail at once for this long rather
+# than each waiting through the same retries again.
+_TRANSIENT_COOLDOWN = 5.0
 
 
 @dataclass(frozen=True)
@@ -102,6 +98,11 @@ class GoogleTokenSource:
         self._resolved: Source | None = None
         self._discovery: asyncio.Task[Source] | None = None
         self._failure: tuple[float, RegistryError] | None = None  # (retry after, error)
+        self._trouble: dict[Scopes, tuple[float, RegistryError]] = {}  # see _TRANSIENT_COOLDOWN
+        # The refresh under way per scope: owned by the source, not by the caller that
+        # started it, so a caller giving up (a health check's timeout) leaves it running
+        # for the next one to join instead of starting google-auth's retries again.
+        self._refreshing: dict[Scopes, asyncio.Task[str]] = {}
         self._credentials: dict[Scopes, Any] = {}
         self._tokens: dict[Scopes, _Token] = {}
         self._locks: dict[Scopes, asyncio.Lock] = {}
@@ -158,14 +159,29 @@ class GoogleTokenSource:
     async def aclose(self) -> None:
         if self._discovery is not None and not self._discovery.done():
             self._discovery.cancel()
+        for running in self._refreshing.values():
+            running.cancel()
         self._tokens.clear()
         self._session.close()
 
     # --- obtaining a token ----------------------------------------------------------------
 
     async def _obtain(self, scopes: Scopes) -> str:
-        """Refresh the credentials for ``scopes``; the caller holds their lock."""
-        source = await self._resolve()
+        """Refresh the credentials for ``scopes``, or join the refresh under way; the
+        caller holds their lock."""
+        running = self._refreshing.get(scopes)
+        if running is None or running.done():
+            source = await self._resolve()
+            trouble = self._trouble.get(scopes)
+            if trouble is not None and self._clock.monotonic() < trouble[0]:
+                failed = trouble[1]
+                raise RegistryError(failed.code, failed.message, headers=failed.headers)
+            running = asyncio.ensure_future(self._refresh(source, scopes))
+            running.add_done_callback(_retrieved)
+            self._refreshing[scopes] = running
+        return await asyncio.shield(running)
+
+    async def _refresh(self, source: Source, scopes: Scopes) -> str:
         credentials = self._credentials.get(scopes)
         if credentials is None:
             credentials = self._credentials[scopes] = load_credentials(
@@ -184,7 +200,11 @@ class GoogleTokenSource:
             ) from None
         except google.auth.exceptions.GoogleAuthError as error:
             self.observe("google", False)
-            raise self._translate(source, credentials, error) from None
+            failed = self._translate(source, credentials, error)
+            if failed.code is ErrorCode.UPSTREAM_UNAVAILABLE:
+                self._trouble[scopes] = (self._clock.monotonic() + _TRANSIENT_COOLDOWN, failed)
+            raise failed from None
+        self._trouble.pop(scopes, None)
         self.observe("google", True)
         value = credentials.token
         if not isinstance(value, str) or not value:
@@ -201,25 +221,20 @@ class GoogleTokenSource:
         return value
 
     def _translate(self, source: Source, credentials: Any, error: Exception) -> RegistryError:
-        """One place that turns google-auth's failures into the registry's error."""
+        """One place that turns google-auth's failures into the registry's error: Google
+        in trouble is a 503 to retry (a metadata server's 5xx burst too, which
+        google-auth reports as a final ``RefreshError``: docs/GAR.md R10), anything
+        else a refusal with advice for this kind of credentials (``gcp_advice``)."""
         why = reason(error)  # OAuth error bodies carry no tokens
         _LOG.debug("token refresh from %s failed: %s: %s", source.name, type(error).__name__, why)
-        transient = isinstance(error, google.auth.exceptions.TransportError) or getattr(
-            error, "retryable", False
-        )
-        if transient:
+        if transient(error):
             return RegistryError(
                 ErrorCode.UPSTREAM_UNAVAILABLE,
-                f"could not reach Google for an access token ({source.name}): {why}",
+                f"could not get an access token from {source.name} ({why}); Google or the "
+                f"metadata server is in trouble: retry in {_TRANSIENT_COOLDOWN:g} s",
+                headers={"Retry-After": f"{_TRANSIENT_COOLDOWN:g}"},
             )
-        if source.install_hint is None:
-            return unauthorized(
-                f"the metadata server did not issue an access token ({why}): check the "
-                "service account attached to this VM, or the GKE workload identity binding"
-            )
-        if not any(marker in why.lower() for marker in REJECTION_MARKERS):
-            return unauthorized(f"Google refused an access token for {source.name}: {why}")
-        return unauthorized(rotation_message(source, credentials, why))
+        return unauthorized(advice(source.name, source.install_hint, credentials, why))
 
     # --- finding a credential source ------------------------------------------------------
 
@@ -248,6 +263,13 @@ class GoogleTokenSource:
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def _retrieved(task: asyncio.Task[str]) -> None:
+    """A refresh whose every caller gave up still ends quietly (its failure is recorded
+    in ``_trouble`` for the next caller)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _lifetime(expiry: datetime.datetime | None) -> float:

@@ -2,7 +2,7 @@
 
 ``discover(settings)`` picks the source (see ``proxy.upstream.gcp`` for the order);
 ``load_credentials`` turns it into google-auth credentials for some scopes;
-``rotation_message`` tells a user exactly how to replace a key Google refused.
+``proxy.upstream.gcp_advice`` says what to do when Google refuses them.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from typing import Any
 import google.auth
 import google.auth.compute_engine
 import google.auth.exceptions
-import google.oauth2.credentials
+import google.auth.impersonated_credentials
 import httpx
 
 from proxy.config import GcpSettings
 from proxy.oci.errors import ErrorCode, RegistryError
+from proxy.upstream.gcp_advice import reason
 
 _LOG = logging.getLogger("gar_proxy.auth")
 
@@ -32,18 +33,6 @@ Scopes = tuple[str, ...]
 NO_CREDENTIALS = (
     "no Google credentials found: set GOOGLE_APPLICATION_CREDENTIALS, GAR_SERVICE_ACCOUNT_KEY, "
     "run `gcloud auth application-default login`, or run on GCE/GKE"
-)
-# What Google's token endpoint says about keys and logins that no longer work.
-REJECTION_MARKERS = (
-    "invalid_grant",
-    "invalid_client",
-    "unauthorized_client",
-    "jwt signature",
-    "not found",
-    "disabled",
-    "deleted",
-    "expired",
-    "revoked",
 )
 
 
@@ -126,11 +115,52 @@ async def _metadata_answers(settings: GcpSettings) -> bool:
 
 def file_source(name: str, path: Path, install_hint: str) -> Source:
     def load(scopes: Scopes) -> Any:
-        return google.auth.load_credentials_from_file(  # type: ignore[no-untyped-call]
-            str(path), scopes=list(scopes)
-        )[0]
+        try:
+            info = json.loads(path.read_text())
+        except ValueError as error:
+            raise unauthorized(f"{name} is not a JSON credentials file: {error}") from None
+        return credentials_from_info(info, scopes)
 
     return Source(name, load, install_hint)
+
+
+def credentials_from_info(info: Any, scopes: Scopes) -> Any:
+    """google-auth credentials from a credentials file's JSON, without side trips.
+
+    ``external_account`` (workload identity federation) is built from its own class:
+    google-auth's loader also looks up the project id at load time, one more STS trade
+    and a Cloud Resource Manager call that fails where egress is limited (and is not
+    needed: names carry the project). An ``impersonated_service_account`` file's
+    ``generateAccessToken`` URL is used as it names it: google-auth reads only the
+    target account from it and always calls iamcredentials.googleapis.com.
+    """
+    if not isinstance(info, dict):
+        raise ValueError("a credentials file holds a JSON object")
+    if info.get("type") == "external_account":
+        return _external_account(info, scopes)
+    credentials = google.auth.load_credentials_from_dict(  # type: ignore[no-untyped-call]
+        info, scopes=list(scopes)
+    )[0]
+    url = info.get("service_account_impersonation_url")
+    if isinstance(credentials, google.auth.impersonated_credentials.Credentials) and url:
+        credentials._iam_endpoint_override = str(url)
+    return credentials
+
+
+def _external_account(info: dict[str, Any], scopes: Scopes) -> Any:
+    """google-auth's own dispatch (AWS, an executable, else a file or URL source)."""
+    source = info.get("credential_source") or {}
+    if info.get("subject_token_type") == "urn:ietf:params:aws:token-type:aws4_request":
+        from google.auth import aws
+
+        return aws.Credentials.from_info(info, scopes=list(scopes))  # type: ignore[no-untyped-call]
+    if isinstance(source, dict) and source.get("executable") is not None:
+        from google.auth import pluggable
+
+        return pluggable.Credentials.from_info(info, scopes=list(scopes))  # type: ignore[no-untyped-call]
+    from google.auth import identity_pool
+
+    return identity_pool.Credentials.from_info(info, scopes=list(scopes))  # type: ignore[no-untyped-call]
 
 
 def inline_source(text: str) -> Source:
@@ -146,9 +176,7 @@ def inline_source(text: str) -> Source:
         raise unauthorized("GAR_SERVICE_ACCOUNT_KEY must hold a JSON object (a key file)")
 
     def load(scopes: Scopes) -> Any:
-        return google.auth.load_credentials_from_dict(  # type: ignore[no-untyped-call]
-            info, scopes=list(scopes)
-        )[0]
+        return credentials_from_info(info, scopes)
 
     return Source(
         "inline key (GAR_SERVICE_ACCOUNT_KEY)", load, "put its JSON in GAR_SERVICE_ACCOUNT_KEY"
@@ -177,31 +205,3 @@ def load_credentials(source: Source, scopes: Scopes, token_uri: str | None) -> A
     if token_uri is not None and hasattr(credentials, "with_token_uri"):
         credentials = credentials.with_token_uri(token_uri)
     return credentials
-
-
-def reason(error: BaseException) -> str:
-    """A short, one-line reason: the OAuth error fields if there are any, else the message."""
-    data = error.args[1] if len(error.args) > 1 else None
-    if isinstance(data, dict) and "error" in data:
-        text = f"{data['error']}: {data.get('error_description') or ''}".rstrip(": ")
-    else:
-        text = str(error.args[0]) if error.args else type(error).__name__
-        if error.__cause__ is not None:
-            text = f"{text}: {error.__cause__}"
-    return " ".join(text.split())[:300]
-
-
-def rotation_message(source: Source, credentials: Any, reason: str) -> str:
-    if isinstance(credentials, google.oauth2.credentials.Credentials):
-        return (
-            f"Google rejected the application default credentials ({reason}): the login "
-            "expired or was revoked. Run `gcloud auth application-default login` again "
-            "and restart gar-proxy."
-        )
-    email = getattr(credentials, "service_account_email", None) or "SA_EMAIL"
-    return (
-        f"Google rejected the service-account key from {source.name} ({reason}): it is "
-        "expired, revoked or disabled. Create a new key (gcloud iam service-accounts keys "
-        f"create KEY.json --iam-account={email}), {source.install_hint}, "
-        "and restart gar-proxy."
-    )

@@ -140,7 +140,9 @@ class UploadCalls:
         location = response.headers.get("location")
         if location:
             target = response.url.join(location)
-            base = self.upstream.base_url(await self.upstream.location(repo))
+            base = self.upstream.base_url(
+                await self.upstream.location(repo), regional=repo.regional
+            )
             if not redirects.same_origin(target, base):
                 raise RegistryError(
                     ErrorCode.UPSTREAM_BAD_GATEWAY,

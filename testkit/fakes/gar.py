@@ -10,13 +10,27 @@ tests is ``URL + "/{location}"`` and its API base is ``URL``::
         ...                                     # run the proxy against f"{url}/{{location}}"
     assert fake.count("GET", "blob") == 1       # what reached "GAR"
 
+It follows what GAR is known to do (``docs/GAR.md``; each behaviour's code cites its
+row there), not what a plain OCI registry does:
+
+- Repositories exist only once created (``add_repository``, or seeding content with
+  ``put_image``/``put_blob``, as a test's ``gcloud artifacts repositories create``);
+  a push never creates one (A9). ``auto_create_repositories=True`` is the plain OCI
+  registry's behaviour, for tests about one.
+- IAM before existence (A7, A8): ``grant(token, Principal...)`` gives a token a
+  repository-scoped principal (403 "(or it may not exist)" for every repository it
+  cannot see) or a project-wide one (404 ``Repository "R" not found``).
+- Image names of domain-scoped projects (``example.com:proj``) are written
+  ``example.com/proj/repo/image`` (N5); ``/rep/LOCATION/v2/`` plays the regional
+  endpoint ``docker.LOCATION.rep.pkg.dev`` (N6).
+
 Auth (``auth="gcp"``): every ``/v2`` request needs ``Authorization: Bearer T`` with T a
 Google access token in ``fake.access_tokens`` (unless ``registry_token_only``) or a
-registry token bought at ``/{location}/v2/token`` with Basic
-``oauth2accesstoken:<access token>``; otherwise 401 with the Bearer challenge. With
-``strict_scopes`` a registry token only covers the repositories and actions it was
-issued for (like the CNCF registry). Tokens in ``read_only_tokens`` get 403 DENIED on
-writes. The REST API takes access tokens only.
+registry token bought at ``/{location}/v2/token`` with Basic credentials GAR takes
+(A3); otherwise 401 with the Bearer challenge. With ``strict_scopes`` a registry token
+only covers the repositories and actions it was issued for. Tokens in
+``read_only_tokens`` are project-wide readers. ``token_scopes(token)`` tells the fake a
+token's OAuth scopes (R6). The REST API takes access tokens only.
 
 Faults (``add_fault(Fault(...))``) match on method, kind, path regex and location.
 A ``status`` fault answers instead of the registry; ``delay`` sleeps before the headers;
@@ -31,18 +45,19 @@ Content lives in memory: blobs once by digest, linked per (location, image name)
 in the CNCF registry; manifests keep their exact bytes and media type.
 
 The code is split by concern. This module keeps ``FakeGAR`` itself: the constructor,
-seeding and reading content, counts, adding faults and the ASGI entry. Its mixins are
-``gar_auth`` (auth, registry tokens, the REST metadata API), ``gar_api`` (ping,
-manifests, blobs, tag lists, referrers), ``gar_uploads`` (blob uploads) and
-``gar_faults`` (carrying out faults on the wire); ``gar_model`` holds the value types,
-constants and helpers. Import from here: the public names are re-exported.
+counts, adding faults and the ASGI entry. Its mixins are ``gar_content`` (repositories
+and their content, seeding and reading), ``gar_auth`` (auth, registry tokens),
+``gar_rest`` (the REST metadata API), ``gar_api`` (ping, manifests, blobs, tag lists,
+referrers), ``gar_uploads`` (blob uploads) and ``gar_faults`` (carrying out faults on
+the wire); ``gar_iam`` holds principals and IAM's words, ``gar_shapes`` Google's error
+shape and manifest digests, ``gar_model`` the value types, constants and helpers.
+Import from here: the public names are re-exported.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -53,9 +68,11 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from testkit.fakes.gar_api import RegistryApiMixin
-from testkit.fakes.gar_auth import AuthMixin, MetadataApiMixin
+from testkit.fakes.gar_auth import AuthMixin
+from testkit.fakes.gar_content import ContentMixin
 from testkit.fakes.gar_downloads import DownloadsMixin
 from testkit.fakes.gar_faults import REDIRECTED, FaultsMixin, _cut, _is_cut
+from testkit.fakes.gar_iam import Principal, Scopes
 from testkit.fakes.gar_model import (
     CHUNK,
     DEFAULT_LOCATIONS,
@@ -68,14 +85,13 @@ from testkit.fakes.gar_model import (
     Recorded,
     _ApiError,
     _ImageRepo,
-    _Manifest,
     _Route,
-    _sha,
     _Upload,
     classify,
 )
+from testkit.fakes.gar_rest import MetadataApiMixin
+from testkit.fakes.gar_shapes import Schema1Digest
 from testkit.fakes.gar_uploads import UploadsMixin
-from testkit.images import Image, Index
 from testkit.servers import serve_in_thread
 
 __all__ = [
@@ -89,6 +105,7 @@ __all__ = [
     "Handler",
     "IssuedToken",
     "Kind",
+    "Principal",
     "Recorded",
     "classify",
 ]
@@ -100,7 +117,13 @@ Handler = Callable[[Request, _Route], Awaitable[Response]]
 
 
 class FakeGAR(
-    AuthMixin, MetadataApiMixin, RegistryApiMixin, UploadsMixin, DownloadsMixin, FaultsMixin
+    ContentMixin,
+    AuthMixin,
+    MetadataApiMixin,
+    RegistryApiMixin,
+    UploadsMixin,
+    DownloadsMixin,
+    FaultsMixin,
 ):
     """The fake registry and REST API as one ASGI app (Starlette requests and responses)."""
 
@@ -114,7 +137,9 @@ class FakeGAR(
         strict_scopes: bool = True,
         registry_token_ttl: float = 3600,
         locations: Iterable[str] = DEFAULT_LOCATIONS,
-        auto_create_repositories: bool = True,
+        auto_create_repositories: bool = False,
+        token_scopes: Scopes | None = None,
+        schema1_digest: Schema1Digest = "canonical",
         referrers_api: bool = True,
         upload_state_query: bool = False,
         absolute_locations: bool = False,
@@ -130,7 +155,14 @@ class FakeGAR(
         self.strict_scopes = strict_scopes
         self.registry_token_ttl = registry_token_ttl
         self.locations: set[str] = set(locations)
-        self.auto_create_repositories = auto_create_repositories
+        self.auto_create_repositories = auto_create_repositories  # GAR never does (A9)
+        self.token_scopes = token_scopes
+        self.schema1_digest: Schema1Digest = schema1_digest  # N2: GAR's rule is unknown
+        self.principals: dict[str, Principal] = {}
+        self.json_keys: dict[str, str] = {}  # private_key_id -> the access token it acts as
+        self.disabled_apis: set[str] = set()  # e.g. "artifactregistry.googleapis.com"
+        self.tag_list_limit = 10_000  # N4: GAR's Docker API lists at most this many
+        self.repository_challenge_service = True  # A1: seen in 2021; today's is unknown
         self.referrers_api = referrers_api
         self.upload_state_query = upload_state_query
         self.upload_chunk_min_length: int | None = None  # sent as OCI-Chunk-Min-Length
@@ -197,6 +229,12 @@ class FakeGAR(
         with self._lock:
             self.access_tokens.discard(token)
 
+    def grant(self, token: str, principal: Principal) -> None:
+        """``token`` (accepted as an access token) acts for ``principal`` from now on."""
+        with self._lock:
+            self.access_tokens.add(token)
+            self.principals[token] = principal
+
     def count(
         self,
         method: str | None = None,
@@ -234,111 +272,6 @@ class FakeGAR(
         with self._lock:
             self._faults.clear()
 
-    # ------------------------------------------------------------ seeding and reading
-
-    def add_repository(
-        self,
-        location: str,
-        project: str,
-        repository: str,
-        cleanup_policies: dict[str, Any] | None = None,
-        **fields: Any,
-    ) -> GarRepository:
-        """Create (or return) a GAR repository; extra fields: format, mode, dry run."""
-        with self._lock:
-            self.locations.add(location)
-            key = (location, project, repository)
-            if key not in self.repositories:
-                self.repositories[key] = GarRepository(
-                    location, project, repository, cleanup_policies=cleanup_policies, **fields
-                )
-            elif cleanup_policies is not None:
-                self.repositories[key].cleanup_policies = cleanup_policies
-            return self.repositories[key]
-
-    def _gar_key(self, location: str, name: str) -> tuple[str, str, str]:
-        parts = name.split("/")
-        if len(parts) < 2 or not all(parts):
-            raise _ApiError(400, "NAME_INVALID", f"invalid repository name {name!r}")
-        return location, parts[0], parts[1]
-
-    def _repo(self, location: str, name: str, *, create: bool = False) -> _ImageRepo:
-        key = self._gar_key(location, name)
-        with self._lock:
-            if key not in self.repositories:
-                if not (create and self.auto_create_repositories):
-                    raise _ApiError(404, "NAME_UNKNOWN", f"repository {key[2]!r} not found")
-                self.add_repository(*key)
-            return self._images.setdefault((location, name), _ImageRepo())
-
-    def put_blob(self, location: str, repo: str, data: bytes) -> str:
-        digest = _sha(data)
-        self._link_blob(location, repo, digest, data)
-        return digest
-
-    def _link_blob(self, location: str, name: str, digest: str, data: Buffer) -> None:
-        image_repo = self._repo(location, name, create=True)
-        with self._lock:
-            self._blobs.setdefault(digest, data)
-            image_repo.blobs.add(digest)
-
-    def put_manifest(
-        self, location: str, repo: str, reference: str | None, data: bytes, media_type: str
-    ) -> str:
-        """Store manifest bytes as pushed (no checks); tag them when ``reference`` is a tag."""
-        digest = _sha(data)
-        doc = json.loads(data)
-        subject = doc.get("subject")
-        stored = _Manifest(
-            data,
-            media_type,
-            subject.get("digest") if isinstance(subject, dict) else None,
-            doc.get("artifactType") or (doc.get("config") or {}).get("mediaType"),
-            doc.get("annotations"),
-        )
-        image_repo = self._repo(location, repo, create=True)
-        with self._lock:
-            image_repo.manifests[digest] = stored
-            if reference and not reference.startswith(("sha256:", "sha512:")):
-                image_repo.tags[reference] = digest
-        return digest
-
-    def put_image(self, location: str, repo: str, tag: str | None, image: Image | Index) -> str:
-        """Seed an image or index (its images and blobs too); returns the manifest digest."""
-        for blob in image.blobs:
-            self._link_blob(location, repo, blob.digest, blob.data)
-        if isinstance(image, Index):
-            for child in image.images:
-                self.put_manifest(location, repo, None, child.manifest, child.media_type)
-        return self.put_manifest(location, repo, tag, image.manifest, image.media_type)
-
-    put_index = put_image
-
-    def get_blob(self, location: str, repo: str, digest: str) -> bytes | None:
-        with self._lock:
-            image_repo = self._images.get((location, repo))
-            if image_repo is None or digest not in image_repo.blobs:
-                return None
-            return bytes(self._blobs[digest])
-
-    def get_manifest(self, location: str, repo: str, ref: str) -> tuple[bytes, str] | None:
-        """(bytes, media type) of a manifest by tag or digest, or None."""
-        with self._lock:
-            image_repo = self._images.get((location, repo))
-            if image_repo is None:
-                return None
-            stored = image_repo.manifests.get(image_repo.tags.get(ref, ref))
-            return (stored.data, stored.media_type) if stored else None
-
-    def tags(self, location: str, repo: str) -> dict[str, str]:
-        with self._lock:
-            image_repo = self._images.get((location, repo))
-            return dict(image_repo.tags) if image_repo else {}
-
-    def delete_tag(self, location: str, repo: str, tag: str) -> None:
-        with self._lock:
-            self._images.get((location, repo), _ImageRepo()).tags.pop(tag, None)
-
     # ------------------------------------------------------------ ASGI entry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -352,7 +285,7 @@ class FakeGAR(
             scope = {**scope, "path": path[len(REDIRECTED) :]}
         route, now, on_body = self._route(method, scope["path"], path)
         with self._lock:
-            self.requests.append(Recorded(method, route.kind, path, route.location))
+            self.requests.append(Recorded(method, route.kind, path, route.location, route.regional))
         request = Request(scope, receive)
         request.scope["gar_fake.send"] = send  # a write cut mid-body (gar_uploads)
         wrapped = self._wrap_send(send, route, on_body)

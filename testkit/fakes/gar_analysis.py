@@ -26,6 +26,7 @@ import json
 import re
 import threading
 from collections import Counter
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote
 
@@ -33,6 +34,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from testkit.fakes.gar_iam import CLOUD_PLATFORM
+from testkit.fakes.gar_shapes import google_error, service_disabled
+
+ANALYSIS = "containeranalysis.googleapis.com"
 
 _FILTER = re.compile(r'resourceUrl="(?P<url>[^"]+)" AND kind="(?P<kind>\w+)"')
 _OWN_PATHS = re.compile(r"/v1/projects/[^/]+/(occurrences|locations/.+/dockerImages)|/storage/.*")
@@ -57,8 +63,16 @@ def _page(request: Request, field: str, items: list[dict[str, Any]]) -> Response
 
 
 class FakeAnalysis:
-    def __init__(self, access_tokens: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        access_tokens: set[str] | None = None,
+        scopes: Callable[[str], Iterable[str] | None] | None = None,
+    ) -> None:
         self.access_tokens = access_tokens  # None: no auth
+        # A token's OAuth scopes (None: unknown, taken as cloud-platform), so the fake
+        # refuses what Google refuses (docs/GAR.md R3, R6).
+        self.scopes = scopes
+        self.disabled = False  # Container Analysis API not enabled (R2)
         self.images: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
         self.occurrences: list[dict[str, Any]] = []
         self.documents: dict[str, dict[str, Any]] = {}
@@ -92,7 +106,7 @@ class FakeAnalysis:
         parent = f"projects/{project}/locations/{location}/repositories/{repo}"
         body = {
             "name": f"{parent}/dockerImages/{quote(image, safe='')}@{digest}",
-            "uri": f"{location}-docker.pkg.dev/{project}/{repo}/{image}@{digest}",
+            "uri": f"{location}-docker.pkg.dev/{project.replace(':', '/')}/{repo}/{image}@{digest}",
             "tags": tags,
             "imageSizeBytes": "2048",
             "uploadTime": upload_time,
@@ -194,16 +208,31 @@ class FakeAnalysis:
 
         return app
 
-    def _denied(self, request: Request) -> Response | None:
+    def _denied(self, request: Request, *, analysis: bool = False) -> Response | None:
+        """401 without a token we know; for Container Analysis (``analysis``) also 403
+        when the API is off (R2) or the token lacks ``cloud-platform``, the only scope
+        its discovery document lists (R6: read-only does not do)."""
+        project = request.path_params.get("project", "")
+        if analysis and self.disabled:
+            return service_disabled("Container Analysis API", ANALYSIS, project)
         if self.access_tokens is None:
             return None
         header = request.headers.get("authorization", "")
-        if header.startswith("Bearer ") and header[7:] in self.access_tokens:
-            return None
-        return _error(401, "Request had invalid authentication credentials.", "UNAUTHENTICATED")
+        token = header[7:] if header.startswith("Bearer ") else ""
+        if token not in self.access_tokens:
+            return _error(401, "Request had invalid authentication credentials.", "UNAUTHENTICATED")
+        granted = self.scopes(token) if self.scopes else None
+        if analysis and granted is not None and CLOUD_PLATFORM not in set(granted):
+            return google_error(
+                403,
+                "Request had insufficient authentication scopes.",
+                "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
+                metadata={"service": ANALYSIS, "method": "grafeas.v1.Grafeas.ListOccurrences"},
+            )
+        return None
 
     async def _occurrences(self, request: Request) -> Response:
-        denied = self._denied(request)
+        denied = self._denied(request, analysis=True)
         if denied is not None:
             return denied
         wanted = _FILTER.fullmatch(request.query_params.get("filter", ""))
@@ -265,5 +294,7 @@ class FakeAnalysis:
 
 
 def _project(resource_url: str) -> str:
-    """``https://LOCATION-docker.pkg.dev/PROJECT/...`` -> PROJECT."""
-    return resource_url.split("/")[3]
+    """``https://LOCATION-docker.pkg.dev/PROJECT/...`` -> PROJECT; a domain-scoped
+    project's ``example.com/proj`` -> ``example.com:proj`` (docs/GAR.md N5)."""
+    parts = resource_url.split("/")
+    return f"{parts[3]}:{parts[4]}" if "." in parts[3] else parts[3]

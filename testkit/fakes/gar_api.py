@@ -24,9 +24,11 @@ from testkit.fakes.gar_model import (
     Buffer,
     _ApiError,
     _ImageRepo,
+    _Manifest,
     _Route,
     _sha,
 )
+from testkit.fakes.gar_shapes import SCHEMA1, SCHEMA1_SIGNED, Schema1Digest, manifest_digest
 
 
 class RegistryApiMixin:
@@ -38,8 +40,11 @@ class RegistryApiMixin:
     referrers_api: bool
     _blobs: dict[str, Buffer]
     _lock: threading.RLock
+    schema1_digest: Schema1Digest
+    tag_list_limit: int
+    _images: dict[tuple[str, str], _ImageRepo]
     _repo: Callable[..., _ImageRepo]
-    put_manifest: Callable[[str, str, str | None, bytes, str], str]
+    _store_manifest: Callable[[str, str, str | None, bytes, str], str]
     blob_redirects: bool
     _redirect_download: Callable[[Request, _Route], Response]
     _blob_response: Callable[..., Response]
@@ -91,15 +96,18 @@ class RegistryApiMixin:
             if len(data) > MANIFEST_LIMIT:
                 raise _ApiError(413, "SIZE_INVALID", "manifest too large")
         body = bytes(data)
-        doc = self._validate_manifest(body, request.headers.get("content-type", ""))
+        doc, media_type = self._validate_manifest(body, request.headers.get("content-type", ""))
         if ":" in route.ref and not _DIGEST.fullmatch(route.ref):
             raise _ApiError(400, "DIGEST_INVALID", f"invalid digest {route.ref!r}")
-        digest = _sha(body, route.ref.split(":")[0] if ":" in route.ref else "sha256")
+        if media_type in mt.SCHEMA1_TYPES:
+            digest = manifest_digest(body, media_type, self.schema1_digest)
+        else:
+            digest = _sha(body, route.ref.split(":")[0] if ":" in route.ref else "sha256")
         if ":" in route.ref and route.ref != digest:
             raise _ApiError(400, "DIGEST_INVALID", "manifest digest does not match reference")
         if ":" not in route.ref and not _TAG.fullmatch(route.ref):
             raise _ApiError(400, "TAG_INVALID", f"invalid tag {route.ref!r}")
-        image_repo = self._repo(route.location, route.name, create=True)
+        image_repo = self._repo(route.location, route.name, create=True)  # A9
         with self._lock:
             missing = [
                 d
@@ -108,8 +116,7 @@ class RegistryApiMixin:
             ]
         if missing:
             raise _ApiError(400, "MANIFEST_BLOB_UNKNOWN", f"blob unknown to registry: {missing[0]}")
-        media_type = doc.get("mediaType") or request.headers["content-type"].split(";")[0].strip()
-        self.put_manifest(route.location, route.name, route.ref, body, media_type)
+        digest = self._store_manifest(route.location, route.name, route.ref, body, media_type)
         headers = {
             "Location": self._url(request, f"/{route.location}/v2/{route.name}/manifests/{digest}"),
             "Docker-Content-Digest": digest,
@@ -119,14 +126,18 @@ class RegistryApiMixin:
         return Response(status_code=201, headers=headers)
 
     @staticmethod
-    def _validate_manifest(body: bytes, content_type: str) -> dict[str, Any]:
+    def _validate_manifest(body: bytes, content_type: str) -> tuple[dict[str, Any], str]:
+        """The manifest and its media type; schema 1 (signed or not) is accepted as GAR's
+        supported formats say (N1), schema 2 and OCI with their usual checks."""
         try:
             doc = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise _ApiError(400, "MANIFEST_INVALID", "manifest is not JSON") from None
         declared = content_type.split(";")[0].strip()
+        if isinstance(doc, dict) and doc.get("schemaVersion") == 1:
+            return doc, _schema1_type(doc)
         if not isinstance(doc, dict) or doc.get("schemaVersion") != 2:
-            raise _ApiError(400, "MANIFEST_INVALID", "manifest must be schemaVersion 2 JSON")
+            raise _ApiError(400, "MANIFEST_INVALID", "manifest must be schemaVersion 1 or 2 JSON")
         media_type = doc.get("mediaType") or declared
         if media_type not in mt.INDEX_TYPES | mt.IMAGE_TYPES:
             raise _ApiError(400, "MANIFEST_INVALID", f"unsupported media type {media_type!r}")
@@ -136,11 +147,13 @@ class RegistryApiMixin:
             raise _ApiError(400, "MANIFEST_INVALID", "index lacks manifests")
         if media_type in mt.IMAGE_TYPES and not isinstance(doc.get("config"), dict):
             raise _ApiError(400, "MANIFEST_INVALID", "image manifest lacks config")
-        return doc
+        return doc, media_type
 
     @staticmethod
     def _references(doc: dict[str, Any]) -> list[str]:
         try:
+            if doc.get("schemaVersion") == 1:  # N1: its layers are fsLayers' blobSums
+                return [str(layer["blobSum"]) for layer in doc.get("fsLayers", [])]
             descriptors = [doc["config"], *doc.get("layers", [])] if "config" in doc else []
             descriptors += doc.get("manifests", [])
             return [str(d["digest"]) for d in descriptors if not d.get("urls")]
@@ -175,12 +188,31 @@ class RegistryApiMixin:
     # ------------------------------------------------------------ listings
 
     async def _tags(self, request: Request, route: _Route) -> Response:
+        """GAR's tag list is GCR-shaped (N3): ``child`` (nested image names), ``manifest``
+        (digest -> imageSizeBytes, layerId, mediaType, tag, timeCreatedMs,
+        timeUploadedMs), ``name`` and ``tags``; and it holds at most ``tag_list_limit``
+        tags (N4: "incomplete" past 10,000; which ones are left out is unknown, here the
+        last in sort order)."""
         assert route.location is not None
         image_repo = self._repo(route.location, route.name)
         with self._lock:
             if not image_repo.tags and not image_repo.manifests:
                 raise _ApiError(404, "NAME_UNKNOWN", f"repository {route.name} not found")
-            names = sorted(image_repo.tags)
+            names = sorted(image_repo.tags)[: self.tag_list_limit]
+            kept = set(names)
+            manifests = {
+                digest: _listed(
+                    stored, [t for t, d in image_repo.tags.items() if d == digest and t in kept]
+                )
+                for digest, stored in sorted(image_repo.manifests.items())[: self.tag_list_limit]
+            }
+            children = sorted(
+                {
+                    name[len(route.name) + 1 :].split("/")[0]
+                    for (loc, name) in self._images
+                    if loc == route.location and name.startswith(route.name + "/")
+                }
+            )
         last = request.query_params.get("last")
         if last:
             names = [t for t in names if t > last]
@@ -192,8 +224,10 @@ class RegistryApiMixin:
             if names:
                 link = f"/{route.location}/v2/{route.name}/tags/list?n={n}&last={names[-1]}"
                 headers["Link"] = f'<{link}>; rel="next"'
-        body = json.dumps({"name": route.name, "tags": names})
-        return Response(body, 200, headers, media_type="application/json")
+        if n is not None or last:  # a page lists its own tags' manifests (GAR's: unknown)
+            manifests = _page_of(manifests, set(names))
+        body = {"child": children, "manifest": manifests, "name": route.name, "tags": names}
+        return Response(json.dumps(body), 200, headers, media_type="application/json")
 
     async def _referrers(self, request: Request, route: _Route) -> Response:
         assert route.location is not None
@@ -224,3 +258,33 @@ class RegistryApiMixin:
         body = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": descriptors})
         headers = {"OCI-Filters-Applied": "artifactType"} if wanted else {}
         return Response(body, 200, headers, media_type=mt.OCI_INDEX)
+
+
+def _schema1_type(doc: dict[str, Any]) -> str:
+    """A schema-1 manifest's media type: signed when it carries signatures (N1)."""
+    if not isinstance(doc.get("fsLayers"), list):
+        raise _ApiError(400, "MANIFEST_INVALID", "schema 1 manifest lacks fsLayers")
+    # Whether GAR checks the declared type against the signatures is unknown: not here.
+    return SCHEMA1_SIGNED if doc.get("signatures") else SCHEMA1
+
+
+def _listed(stored: _Manifest, tags: list[str]) -> dict[str, Any]:
+    """One ``manifest`` entry of the GCR-shaped tag list (N3): sizes and creation time as
+    strings, the upload time as a number (as go-containerregistry reads them)."""
+    return {
+        "imageSizeBytes": str(stored.size or len(stored.data)),
+        "layerId": "",
+        "mediaType": stored.media_type,
+        "tag": sorted(tags),
+        "timeCreatedMs": str(stored.uploaded_ms),
+        "timeUploadedMs": stored.uploaded_ms,
+    }
+
+
+def _page_of(manifests: dict[str, dict[str, Any]], tags: set[str]) -> dict[str, dict[str, Any]]:
+    paged = {}
+    for digest, entry in manifests.items():
+        on_page = [t for t in entry["tag"] if t in tags]
+        if on_page:
+            paged[digest] = {**entry, "tag": on_page}
+    return paged

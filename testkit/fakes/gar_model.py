@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
@@ -52,7 +53,9 @@ DEFAULT_LOCATIONS = (
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 _CONTENT_RANGE = re.compile(r"(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?")
-_V2 = re.compile(r"(?:/(?P<location>[^/]+))?/v2/(?P<rest>.*)")
+# ``/LOCATION/v2/`` plays LOCATION-docker.pkg.dev; ``/rep/LOCATION/v2/`` plays the regional
+# endpoint docker.LOCATION.rep.pkg.dev (GAR.md N6).
+_V2 = re.compile(r"(?:/rep/(?P<regional>[^/]+)|/(?P<location>[^/]+))?/v2/(?P<rest>.*)")
 _V2_ROUTES: tuple[tuple[Kind, re.Pattern[str]], ...] = (
     ("manifest", re.compile(r"(?P<name>.+)/manifests/(?P<ref>[^/]+)")),
     ("upload", re.compile(r"(?P<name>.+)/blobs/uploads/(?P<ref>[^/]*)")),
@@ -64,7 +67,6 @@ _V1 = re.compile(
     r"/v1/projects/(?P<project>[^/]+)/locations"
     r"(?:/(?P<location>[^/]+)/repositories(?:/(?P<repository>[^/]+))?)?"
 )
-_GOOGLE_STATUS = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND"}
 _FAULT_CODES = {401: "UNAUTHORIZED", 403: "DENIED", 429: "TOOMANYREQUESTS", 503: "UNAVAILABLE"}
 
 
@@ -80,6 +82,7 @@ class Recorded(NamedTuple):
     kind: Kind
     path: str
     location: str | None
+    regional: bool = False  # came in on docker.LOCATION.rep.pkg.dev (``/rep/LOCATION``)
 
 
 @dataclass(eq=False)
@@ -152,6 +155,7 @@ class GarRepository:
     mode: str = "STANDARD_REPOSITORY"
     cleanup_policies: dict[str, Any] | None = None
     cleanup_policy_dry_run: bool = False
+    immutable_tags: bool = False  # dockerConfig.immutableTags (docs/GAR.md, REST APIs)
 
     def resource(self) -> dict[str, Any]:
         name = f"projects/{self.project}/locations/{self.location}/repositories/{self.repository}"
@@ -162,9 +166,12 @@ class GarRepository:
             "createTime": "2024-01-01T00:00:00Z",
             "updateTime": "2024-01-01T00:00:00Z",
         }
+        if self.immutable_tags:
+            body["dockerConfig"] = {"immutableTags": True}
         if self.cleanup_policies is not None:
             body["cleanupPolicies"] = self.cleanup_policies
-            body["cleanupPolicyDryRun"] = self.cleanup_policy_dry_run
+        if self.cleanup_policy_dry_run:  # proto3 JSON leaves a false bool out (GAR.md R7)
+            body["cleanupPolicyDryRun"] = True
         return body
 
 
@@ -178,21 +185,24 @@ class _Route(NamedTuple):
     ref: str = ""
     project: str = ""
     repository: str | None = None
+    regional: bool = False
 
 
 def classify(path: str, default_location: str | None = None) -> _Route:
     """What a request path addresses; ``/v2/...`` without a location uses the default."""
     match = _V2.fullmatch(path)
-    if match and (match["location"] or default_location):
-        location, rest = match["location"] or default_location, match["rest"]
+    if match and (match["location"] or match["regional"] or default_location):
+        regional = match["regional"] is not None
+        location = match["regional"] or match["location"] or default_location
+        rest = match["rest"]
         if rest == "":
-            return _Route("ping", location)
+            return _Route("ping", location, regional=regional)
         if rest == "token":
-            return _Route("token", location)
+            return _Route("token", location, regional=regional)
         for kind, pattern in _V2_ROUTES:
             if m := pattern.fullmatch(rest):
-                return _Route(kind, location, m["name"], m["ref"])
-        return _Route("other", location)
+                return _Route(kind, location, m["name"], m["ref"], regional=regional)
+        return _Route("other", location, regional=regional)
     if match := _V1.fullmatch(path):
         return _Route(
             "metadata",
@@ -216,11 +226,6 @@ class _ApiError(Exception):
         return Response(json.dumps(body), self.status, self.headers, media_type="application/json")
 
 
-def _google_error(status: int, message: str) -> Response:
-    body = {"error": {"code": status, "message": message, "status": _GOOGLE_STATUS[status]}}
-    return Response(json.dumps(body), status, media_type="application/json")
-
-
 @dataclass
 class _Manifest:
     data: bytes
@@ -228,6 +233,8 @@ class _Manifest:
     subject: str | None
     artifact_type: str | None
     annotations: dict[str, str] | None
+    uploaded_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    size: int = 0  # the image's size as the tag list reports it (imageSizeBytes)
 
 
 @dataclass

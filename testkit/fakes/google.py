@@ -43,6 +43,15 @@ JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 # google-auth always addresses its assertion to Google's endpoint, whatever token_uri says.
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 DEFAULT_SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+# What GKE's metadata server answers (403, text/plain) to a pod whose Kubernetes service
+# account is not bound to a Google one, as quoted in camunda/camunda#31106 (GAR.md R9).
+WORKLOAD_IDENTITY_UNBOUND = (
+    "Unable to generate access token; IAM returned 403 Forbidden: Permission "
+    "'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist).\n"
+    "This error could be caused by a missing IAM policy binding on the target IAM service "
+    "account.\nFor more information, refer to the Workload Identity documentation:\n"
+    "\thttps://cloud.google.com/kubernetes-engine/docs/how-to/workload-identity#authenticating_to\n"
+)
 
 
 @dataclass(frozen=True)
@@ -131,6 +140,12 @@ class _Issuer:
     def is_valid(self, token: str) -> bool:
         issued = self.issued.get(token)
         return issued is not None and issued.expires_at > time.time()
+
+    def scopes_of(self, token: str) -> tuple[str, ...] | None:
+        """The OAuth scopes ``token`` was issued with (None: not ours); a fake GAR or
+        Container Analysis reads them to refuse what Google would (docs/GAR.md R6)."""
+        issued = self.issued.get(token)
+        return issued.scopes if issued is not None else None
 
     @contextlib.contextmanager
     def serving(self) -> Iterator[str]:
@@ -231,9 +246,44 @@ class FakeMetadata(_Issuer):
         self.email = email
         self.project_id = project_id
         self.requests: Counter[str] = Counter()  # path -> count
+        self._failure: tuple[int, str, frozenset[str]] | None = None
+        self._failures_left: int | None = None
+
+    def fail(
+        self,
+        status: int,
+        body: str,
+        *,
+        paths: tuple[str, ...] = ("token",),
+        times: int | None = None,
+    ) -> None:
+        """Answer ``status`` with ``body`` (plain text, as the GKE metadata server does) on
+        the account's ``token`` and/or ``info`` endpoints, ``times`` times (None: until
+        ``recover``). Bodies as seen in production (docs/GAR.md R9)::
+
+            metadata.fail(403, WORKLOAD_IDENTITY_UNBOUND)   # KSA not bound to a GSA
+            metadata.fail(404, "Not Found\\n", paths=("info",))  # no such service account
+            metadata.fail(503, "GKE Metadata Server: Internal Server Error", times=5)
+        """
+        self._failure = (status, body, frozenset(paths))
+        self._failures_left = times
+
+    def recover(self) -> None:
+        self._failure = None
+
+    def _failing(self, which: str) -> Response | None:
+        failure = self._failure
+        if failure is None or which not in failure[2]:
+            return None
+        if self._failures_left is not None:
+            if self._failures_left <= 0:
+                return None
+            self._failures_left -= 1
+        return self._flavoured(PlainTextResponse(failure[1], failure[0]))
 
     def app(self) -> Starlette:
-        account = "/computeMetadata/v1/instance/service-accounts/default"
+        # "default" or the account's email, as google-auth asks once it knows it.
+        account = "/computeMetadata/v1/instance/service-accounts/{account}"
         return Starlette(
             routes=[
                 Route("/", self._ping),  # google-auth pings the bare host (GCE_METADATA_IP)
@@ -259,8 +309,15 @@ class FakeMetadata(_Issuer):
     async def _ping(self, request: Request) -> Response:
         return self._refuse(request) or self._flavoured(PlainTextResponse("computeMetadata/\n"))
 
+    def _unknown_account(self, request: Request) -> Response | None:
+        if request.path_params["account"] in ("default", self.email):
+            return None
+        return self._flavoured(PlainTextResponse("Not Found\n", 404))
+
     async def _account(self, request: Request) -> Response:
-        if refused := self._refuse(request):
+        if refused := (
+            self._refuse(request) or self._unknown_account(request) or self._failing("info")
+        ):
             return refused
         return self._flavoured(
             JSONResponse(
@@ -269,9 +326,11 @@ class FakeMetadata(_Issuer):
         )
 
     async def _token(self, request: Request) -> Response:
-        if refused := self._refuse(request):
+        self.token_requests += 1  # failed answers too: google-auth's retries are counted
+        if refused := (
+            self._refuse(request) or self._unknown_account(request) or self._failing("token")
+        ):
             return refused
-        self.token_requests += 1
         if self.delay_seconds:
             await asyncio.sleep(self.delay_seconds)
         requested = request.query_params.get("scopes", "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,8 @@ import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from proxy.auth.middleware import Access, AccessControl
+from proxy.auth.access import permitted
+from proxy.auth.middleware import AccessControl, AccessPolicy
 from proxy.config import load_settings
 from testkit.images import build_image, make_layer
 from tests.conftest import FakeGarFactory, ProxyFactory
@@ -113,7 +115,7 @@ async def test_without_client_auth_admin_is_loopback_only_and_identity_is_expose
         await send({"type": "http.response.body", "body": b""})
 
     settings = load_settings(None, env={"HOME": str(tmp_path)})
-    guarded = AccessControl(app, Access.load(settings.access))
+    guarded = AccessControl(app, AccessPolicy(settings.access))
     for client, expected in ((("127.0.0.1", 1), 204), (("10.1.2.3", 1), 403)):
         transport = httpx.ASGITransport(guarded, client=client)
         async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as http:
@@ -122,26 +124,44 @@ async def test_without_client_auth_admin_is_loopback_only_and_identity_is_expose
     assert seen == ["anonymous", "anonymous", "anonymous"]
 
 
-async def test_a_mount_from_a_repository_one_may_not_pull_becomes_an_upload(
+async def test_with_rules_a_success_no_access_decision_let_through_fails_closed(
     tmp_path: Path,
 ) -> None:
-    queries: list[bytes] = []
+    """A route that answers 2xx without asking (a bug) is refused by the middleware."""
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        queries.append(scope["query_string"])
-        await send({"type": "http.response.start", "status": 202, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
+        if scope["path"].endswith("/decided"):
+            assert permitted(scope, "pull", "proj/repo/app")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"the repository's secrets"})
 
     overrides = {k.replace("__", "."): v for k, v in access_files(tmp_path).items()}
     settings = load_settings(None, env={"HOME": str(tmp_path)}, overrides=overrides)
-    transport = httpx.ASGITransport(AccessControl(app, Access.load(settings.access)))
+    transport = httpx.ASGITransport(AccessControl(app, AccessPolicy(settings.access)))
     async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as http:
-        path = "/v2/proj/repo/team-a/web/blobs/uploads/"
-        digest = "sha256:" + "a" * 64
-        await http.post(path, params={"mount": digest, "from": "proj/secret/x"}, headers=ALICE)
-        await http.post(path, params={"mount": digest, "from": "proj/repo/app"}, headers=ALICE)
-    assert queries[0] == b""
-    assert b"from=proj%2Frepo%2Fapp" in queries[1]
+        forgot = await http.get("/v2/proj/repo/app/forgot", headers=ALICE)
+        assert forgot.status_code == 500 and b"secrets" not in forgot.content
+        decided = await http.get("/v2/proj/repo/app/decided", headers=ALICE)
+        assert decided.status_code == 200 and decided.content == b"the repository's secrets"
+        # Paths that need no decision: docker's login ping, health.
+        assert (await http.get("/v2/", headers=ALICE)).status_code == 200
+        assert (await http.get("/healthz")).status_code == 200
+
+
+def test_an_http11_request_needs_exactly_one_host(proxy_url: str) -> None:
+    """RFC 9112 section 3.2: without Host, or with two, 400 (before credentials)."""
+    port = int(proxy_url.rsplit(":", 1)[1])
+    for head in (b"GET /v2/ HTTP/1.1\r\n", b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n"):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(head + b"Connection: close\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+        assert b"HOST_INVALID" in answer
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")  # HTTP/1.0 has no Host to need
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
 
 
 def test_heads_upload_sessions_and_private_metrics(
@@ -160,20 +180,18 @@ def test_heads_upload_sessions_and_private_metrics(
     assert httpx.get(f"{url}/metrics", headers=bearer).status_code == 200
 
 
-async def test_anonymous_with_client_auth_gets_its_own_entry(tmp_path: Path) -> None:
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
-
-    overrides = {k.replace("__", "."): v for k, v in access_files(tmp_path).items()}
+def test_anonymous_with_client_auth_gets_its_own_entry(
+    fake_gar: FakeGarFactory, proxy: ProxyFactory, tmp_path: Path
+) -> None:
+    fake = fake_gar(auth="none")
+    fake.put_image("us", "proj/public/base", "v1", build_image([make_layer(seed=5)]))
+    fake.put_image("us", "proj/repo/app", "v1", build_image([make_layer(seed=6)]))
+    files = access_files(tmp_path)
     with (tmp_path / "rules.toml").open("a") as rules:
         rules.write('\n[identities.anonymous]\npull = ["proj/public"]\n')
-    overrides["access.anonymous"] = "true"
-    settings = load_settings(None, env={"HOME": str(tmp_path)}, overrides=overrides)
-    transport = httpx.ASGITransport(AccessControl(app, Access.load(settings.access)))
-    async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as http:
-        assert (await http.get("/v2/")).status_code == 401  # login still sees the challenge
-        assert (await http.get("/v2/proj/public/base/manifests/v1")).status_code == 200
-        refused = await http.get("/v2/proj/repo/app/manifests/v1")
-        assert refused.status_code == 401 and "www-authenticate" in refused.headers
-        assert (await http.get("/v2/proj/repo/app/manifests/v1", headers=ALICE)).status_code == 200
+    url = proxy(fake.upstream, access__anonymous="true", **files).url
+    assert httpx.get(f"{url}/v2/").status_code == 401  # login still sees the challenge
+    assert httpx.get(f"{url}/v2/proj/public/base/manifests/v1").status_code == 200
+    refused = httpx.get(f"{url}/v2/proj/repo/app/manifests/v1")
+    assert refused.status_code == 401 and "www-authenticate" in refused.headers
+    assert httpx.get(f"{url}/v2/proj/repo/app/manifests/v1", headers=ALICE).status_code == 200

@@ -40,6 +40,8 @@ def test_admin_paths_answer_the_reports_as_json(up: Upstreams, proxy: ProxyFacto
         preview = http.get("/cleanup-preview/proj/us/repo").json()
         assert preview == {
             "repository": "projects/proj/locations/us/repositories/repo",
+            "dry_run": False,
+            "notes": [],
             "delete": [],
             "keep": [],
         }

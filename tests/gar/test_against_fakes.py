@@ -89,7 +89,9 @@ async def test_cleanup_preview_reads_policies_and_every_page_of_images(
             f"2026-01-0{day}T00:00:00Z",
         )
     now = datetime(2026, 6, 1, tzinfo=UTC)
-    verdicts = await preview(api, url, "proj", "us", "repo", now)
+    found = await preview(api, url, "proj", "us", "repo", now)
+    verdicts = found.verdicts
+    assert found.dry_run is False  # the fake leaves cleanupPolicyDryRun out (GAR.md R7)
     assert [(v.version.digest[7], v.action, v.decided_by) for v in verdicts] == [
         ("1", "delete", "old-untagged"),
         ("2", "delete", "old-untagged"),

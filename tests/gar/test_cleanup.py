@@ -1,4 +1,7 @@
-"""Cleanup-policy preview: GAR's documented semantics over one fixed set of versions."""
+"""Cleanup-policy preview: GAR's semantics over one fixed set of versions.
+
+Each golden case names where the behaviour it holds is documented (docs/GAR.md R7, R8).
+"""
 
 from __future__ import annotations
 
@@ -15,9 +18,17 @@ from proxy.gar.cleanup import (
     Version,
     evaluate,
     list_versions,
+    notes,
     parse_policies,
     preview,
 )
+
+OVERVIEW = "https://cloud.google.com/artifact-registry/docs/repositories/cleanup-policy-overview"
+CONDITION = (
+    "https://cloud.google.com/python/docs/reference/artifactregistry/latest/"
+    "google.cloud.artifactregistry_v1.types.CleanupPolicyCondition"
+)
+ANY_IGNORES_PREFIXES = "https://stackoverflow.com/questions/78702774"
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -55,12 +66,13 @@ def recent(pid: str, count: int, *prefixes: str) -> dict[str, Any]:
     return {pid: {"id": pid, "action": "KEEP", "mostRecentVersions": rule}}
 
 
-CASES: list[tuple[str, dict[str, Any], set[str]]] = [
-    ("no policies delete nothing", {}, set()),
-    ("older than 30 days", delete("old", olderThan=days(30)), {"a1", "a2", "a3", "b1"}),
-    ("untagged", delete("u", tagState="UNTAGGED"), {"a2", "b1"}),
-    ("tagged", delete("t", tagState="TAGGED"), {"a1", "a3", "a4", "b2"}),
-    ("any tag state, empty condition", delete("all", tagState="ANY"), set(VERSIONS)),
+# (name, policies, versions deleted, where GAR's behaviour is documented)
+CASES: list[tuple[str, dict[str, Any], set[str], str]] = [
+    ("no policies delete nothing", {}, set(), OVERVIEW),
+    ("older than 30 days", delete("old", olderThan=days(30)), {"a1", "a2", "a3", "b1"}, CONDITION),
+    ("untagged", delete("u", tagState="UNTAGGED"), {"a2", "b1"}, CONDITION),
+    ("tagged", delete("t", tagState="TAGGED"), {"a1", "a3", "a4", "b2"}, CONDITION),
+    ("any tag state, empty condition", delete("all", tagState="ANY"), set(VERSIONS), CONDITION),
     (
         "keep by tag prefix wins over an age delete",
         {
@@ -68,64 +80,92 @@ CASES: list[tuple[str, dict[str, Any], set[str]]] = [
             **keep("prod", tagState="TAGGED", tagPrefixes=["prod"]),
         },
         {"a1", "a2", "b1"},
+        OVERVIEW,
     ),
     (
         "tag prefixes match any prefix",
         delete("t", tagState="TAGGED", tagPrefixes=["dev", "v"]),
         {"a1", "b2"},
+        CONDITION,
     ),
-    ("package name prefix", delete("team", packageNamePrefixes=["team/"]), {"b1", "b2"}),
-    ("newer than 30 days", delete("new", newerThan=days(30)), {"a4", "b2"}),
+    ("package name prefix", delete("team", packageNamePrefixes=["team/"]), {"b1", "b2"}, CONDITION),
+    ("newer than 30 days", delete("new", newerThan=days(30)), {"a4", "b2"}, CONDITION),
     (
         "older and newer in one condition make a window",
         delete("window", olderThan=days(30), newerThan=days(90)),
         {"a2", "a3"},
+        CONDITION,
     ),
     (
         "keep the 2 most recent of every package",
         {**delete("all", tagState="ANY"), **recent("two", 2)},
         {"a1", "a2"},
+        OVERVIEW,
     ),
     (
         "keep most recent counts only the packages it names",
         {**delete("all", tagState="ANY"), **recent("one-app", 1, "app")},
         {"a1", "a2", "a3", "b1", "b2"},
+        OVERVIEW,
     ),
     (
         "version name (digest) prefixes",
         delete("digests", versionNamePrefixes=["sha256:a1", "sha256:b1"]),
         {"a1", "b1"},
+        CONDITION,
     ),
     (
         "two deletes delete the union",
         {**delete("u", tagState="UNTAGGED"), **delete("ancient", olderThan=days(150))},
         {"a2", "b1"},
+        OVERVIEW,
     ),
     (
         "keep every tagged version against an age delete",
         {**delete("old", olderThan=days(30)), **keep("tagged", tagState="TAGGED")},
         {"a2", "b1"},
+        OVERVIEW,
     ),
     (
         "keep policies alone delete nothing",
         {**keep("prod", tagPrefixes=["prod"]), **recent("r", 1)},
         set(),
+        OVERVIEW,
     ),
     (
         "every field of a condition must match",
         delete("narrow", olderThan=days(30), packageNamePrefixes=["app"], tagState="UNTAGGED"),
         {"a2"},
+        CONDITION,
     ),
     (
-        "a tag prefix never matches an untagged version",
-        delete("p", tagState="ANY", tagPrefixes=[""]),
-        {"a1", "a3", "a4", "b2"},
+        # The StackOverflow case: "delete ANY with prefix nightly, older than 12 h" also
+        # flagged v0.12.3; the fix was tagState TAGGED.
+        "tagState ANY ignores tagPrefixes",
+        delete("nightly", tagState="ANY", tagPrefixes=["dev"], olderThan=days(5)),
+        {"a1", "a2", "a3", "b1", "b2"},
+        ANY_IGNORES_PREFIXES,
+    ),
+    (
+        "tagState TAGGED uses tagPrefixes",
+        delete("nightly", tagState="TAGGED", tagPrefixes=["dev"], olderThan=days(5)),
+        {"b2"},
+        ANY_IGNORES_PREFIXES,
+    ),
+    (
+        "a keep under tagState ANY keeps everything its other fields match",
+        {**delete("old", olderThan=days(30)), **keep("prod", tagState="ANY", tagPrefixes=["prod"])},
+        set(),
+        ANY_IGNORES_PREFIXES,
     ),
 ]
 
 
-@pytest.mark.parametrize(("policies", "deleted"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_policy_combinations(policies: dict[str, Any], deleted: set[str]) -> None:
+@pytest.mark.parametrize(
+    ("policies", "deleted", "source"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_golden_cases(policies: dict[str, Any], deleted: set[str], source: str) -> None:
+    assert source.startswith("https://")  # every case says where GAR does this
     verdicts = evaluate(parse_policies(policies), list(VERSIONS.values()), NOW)
     names = {v.digest: k for k, v in VERSIONS.items()}
     got_deleted = {names[v.version.digest] for v in verdicts if v.action == "delete"}
@@ -134,12 +174,30 @@ def test_policy_combinations(policies: dict[str, Any], deleted: set[str]) -> Non
     assert got_kept == set(VERSIONS) - deleted
 
 
+def test_ignored_tag_prefixes_are_noted() -> None:
+    said = notes(
+        parse_policies(
+            {
+                **delete("any", tagState="ANY", tagPrefixes=["nightly"]),
+                **delete("unset", tagPrefixes=["dev"]),
+                **delete("tagged", tagState="TAGGED", tagPrefixes=["v"]),
+            }
+        )
+    )
+    assert said == [
+        "policy 'any': tagState ANY, so GAR ignores its tagPrefixes (nightly); set tagState "
+        "TAGGED to delete or keep by tag",
+        "policy 'unset' sets tagPrefixes (dev) but no tagState: previewed as ANY, under which "
+        "GAR ignores them; set tagState TAGGED",
+    ]
+
+
 def test_each_verdict_names_the_policy_that_decided_it() -> None:
     policies = parse_policies(
         {
             **delete("untagged", tagState="UNTAGGED"),
             **delete("old", olderThan=days(30)),
-            **keep("prod", tagPrefixes=["prod"]),
+            **keep("prod", tagState="TAGGED", tagPrefixes=["prod"]),
             **recent("newest", 1, "team/"),
         }
     )
@@ -229,8 +287,9 @@ async def test_the_image_list_is_followed_through_every_page() -> None:
 async def test_preview_reads_the_repository_policies_then_its_images() -> None:
     repository = {"format": "DOCKER", "cleanupPolicies": delete("untagged", tagState="UNTAGGED")}
     api = PagedApi([[_image("app", "1", ["v1"]), _image("app", "2", [])]], repository)
-    verdicts = await preview(api, "https://ar.example", "proj", "us", "repo", NOW)
-    assert [(v.version.digest[7:8], v.action, v.decided_by) for v in verdicts] == [
+    found = await preview(api, "https://ar.example", "proj", "us", "repo", NOW)
+    assert (found.dry_run, found.notes) == (False, [])
+    assert [(v.version.digest[7:8], v.action, v.decided_by) for v in found.verdicts] == [
         ("1", "keep", NO_POLICY),
         ("2", "delete", "untagged"),
     ]
@@ -239,3 +298,13 @@ async def test_preview_reads_the_repository_policies_then_its_images() -> None:
 async def test_preview_of_a_missing_repository_says_so() -> None:
     with pytest.raises(RepositoryNotFound, match="repositories/repo"):
         await preview(PagedApi([[]], None), "https://ar.example", "proj", "us", "repo", NOW)
+
+
+async def test_dry_run_state_is_reported() -> None:
+    """``cleanupPolicyDryRun`` is left out when false (proto3 JSON, docs/GAR.md R7)."""
+    policies = delete("untagged", tagState="UNTAGGED")
+    states = []
+    for extra in ({}, {"cleanupPolicyDryRun": True}, {"cleanupPolicyDryRun": False}):
+        api = PagedApi([[_image("app", "1", [])]], {"cleanupPolicies": policies, **extra})
+        states.append((await preview(api, "https://ar.example", "proj", "us", "repo", NOW)).dry_run)
+    assert states == [False, True, False]

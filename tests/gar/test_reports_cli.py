@@ -111,6 +111,9 @@ def test_cleanup_preview_and_where(up: Upstreams, cli: Cli) -> None:
     assert [r["decided_by"] for r in data["delete"]] == ["untagged"]
     status, out, _ = cli("cleanup-preview", "proj/europe-west1/repo")
     assert "1 to delete, 1 kept (preview only)" in out and "DELETE  app" in out
+    up.gar.repositories[("europe-west1", "proj", "repo")].cleanup_policy_dry_run = True
+    status, out, _ = cli("cleanup-preview", "proj/europe-west1/repo")
+    assert "policies are in dry run: GAR only logs deletions" in out
     status, _, err = cli("cleanup-preview", "proj/us/none")
     assert status == 2 and "projects/proj/locations/us/repositories/none" in err
     status, out, _ = cli("where", "proj/repo", "--json")

@@ -88,3 +88,49 @@ def test_gar_shape_needs_three_segments() -> None:
     with pytest.raises(RegistryError) as raised:
         Repository.parse("p/r").require_gar_shape()
     assert raised.value.code is ErrorCode.NAME_INVALID
+
+
+# --------------------------------------------------------------- GAR's own spellings (N5, N6)
+
+
+@given(project=projects, repo=repos, image=images, location=locations)
+def test_a_regional_endpoint_names_the_same_location(
+    project: str, repo: str, image: str, location: str
+) -> None:
+    path = f"{project}/{repo}/{image}"
+    regional = Repository.parse(f"docker.{location}.rep.pkg.dev/{path}")
+    via_ns = Repository.parse(path, ns=f"docker.{location}.rep.pkg.dev")
+    assert regional == via_ns == Repository(path, location, regional=True)
+    assert str(regional) == str(Repository.parse(f"{gar_host(location)}/{path}"))  # one cache key
+    assert location_of_host(f"docker.{location}.rep.pkg.dev") == location
+
+
+@given(project=projects, repo=repos, image=images, location=locations)
+def test_a_domain_scoped_project_keeps_its_colon_for_the_apis(
+    project: str, repo: str, image: str, location: str
+) -> None:
+    parsed = Repository.parse(f"{gar_host(location)}/example.com/{project}/{repo}/{image}")
+    assert (parsed.project, parsed.repository, parsed.image) == (
+        f"example.com:{project}",
+        repo,
+        image,
+    )
+    assert parsed.project_path == f"example.com/{project}"
+    assert parsed.resource_name == (
+        f"projects/example.com:{project}/locations/{location}/repositories/{repo}"
+    )
+    parsed.require_gar_shape()
+
+
+def test_a_domain_scoped_name_needs_four_parts() -> None:
+    with pytest.raises(RegistryError) as refused:
+        Repository.parse("us-docker.pkg.dev/example.com/proj/repo").require_gar_shape()
+    assert refused.value.code is ErrorCode.NAME_INVALID
+    assert "DOMAIN/PROJECT/REPOSITORY/IMAGE" in refused.value.message
+    plain = Repository.parse("proj/repo/app")
+    assert (plain.project, plain.repository, plain.image, plain.domain_scoped) == (
+        "proj",
+        "repo",
+        "app",
+        False,
+    )

@@ -47,6 +47,7 @@ class World:
         self.blobs = BlobService(cache, self.registry, self.metrics, offline=False)
 
     def manifests(self, **settings: float) -> ManifestService:
+        settings.setdefault("revalidate_window", 0.0)  # wait for revalidations
         group = CacheSettings(**settings)  # type: ignore[arg-type]
         return ManifestService(
             group, self.index, self.cache, self.registry, self.metrics, self.clock
