@@ -39,7 +39,6 @@ from bench.content import PROFILES
 from bench.load import parallel_blob_reads
 from bench.procstat import _TICKS
 from bench.rig import Rig
-from bench.servers import Target
 
 GiB = 1024**3
 
@@ -123,11 +122,6 @@ def attached(command: list[str], settle: float = 0.5) -> Iterator[None]:
             tool.wait()
 
 
-def fill(target: Target, url: str, size: int) -> float:
-    target.fresh()
-    return parallel_blob_reads(url, size, 1)
-
-
 def counted(rig: Rig, runs: int, settle: float = 0.0) -> dict[str, list[dict[str, float]]]:
     image = rig.corpus.huge
     layer = image.blobs[1]
@@ -162,8 +156,9 @@ def traced(rig: Rig, out: Path, strace: bool, perf: bool, spy: bool) -> list[str
                                         "-o"]))  # fmt: skip
         if spy and target is rig.gar:
             py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-            tools.append(("py-spy.txt", [py_spy, "record", "--native", "--nonblocking", "-r",
-                                         "200", "-f", "raw", "-o"]))  # fmt: skip
+            # --native cannot be --nonblocking: py-spy stops the process per sample.
+            tools.append(("py-spy.txt", [py_spy, "record", "--native", "-r", "200", "-f",
+                                         "raw", "-o"]))  # fmt: skip
         for suffix, command in tools:
             target.fresh()
             path = out / f"{target.name}-{suffix}"
