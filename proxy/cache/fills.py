@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from proxy.cache.bodies import Segment
-from proxy.cache.fillwriter import BatchWriter
+from proxy.cache.fillwriter import BatchWriter, depth_for
 from proxy.oci.digest import Digest, DigestVerifier
 from proxy.oci.errors import ErrorCode, RegistryError
 
@@ -187,7 +187,7 @@ class Fill:
         as received: no joining copy), to the file and the hash (``BatchWriter``).
         ``written`` counts only bytes already in the file, and grows as each batch is
         in (followers of a slow upstream do not wait for the next batch to fill)."""
-        writer = BatchWriter(file, verifier, self._landed, _recycling(source))
+        writer = BatchWriter(file, verifier, self._landed, _recycling(source), depth_for(self.size))
         batch: list[bytes] = []
         batched = 0
         first = True  # the first piece goes at once: followers' first bytes

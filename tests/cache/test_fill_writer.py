@@ -121,6 +121,7 @@ async def test_followers_read_written_batches_while_the_hash_lags(
         real_hash(verifier, pieces)  # type: ignore[arg-type]
 
     monkeypatch.setattr(fillwriter, "_hash", stuck_hash)
+    monkeypatch.setattr(fillwriter, "DEEP_FROM", 0)  # a large blob's lead, on a small one
     fill = _fill(tmp_path, data)
     pieces = [data[at : at + CHUNK] for at in range(0, len(data), CHUNK)]
 
