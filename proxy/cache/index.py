@@ -9,7 +9,7 @@
     await index.pins.add([digest])               # Pins: what eviction never takes
     await index.documents.get(key)               # Documents: listings, locations
     index.scopes                                 # RepoScopes: which repository has what
-    index.touch(digest); await index.flush()     # reads, written in batches
+    index.touch(digest); await index.flush()     # reads (and add_soon pairs), in batches
 
 SQLite is the truth; small in-memory maps in front of it make a warm hit cost no
 query at all (tags and manifest bodies), and access times are batched: ``touch``
@@ -90,7 +90,8 @@ class CacheIndex:
         self.reads.touch(digest)
 
     async def flush(self) -> None:
-        """Write the reads ``touch`` recorded."""
+        """Write the reads ``touch`` recorded and the pairs ``scopes.add_soon`` noted."""
+        await self.scopes.flush()
         await self.reads.flush()
 
     async def close(self) -> None:
