@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from proxy.auth.access import pull_filter
 from proxy.oci.digest import Digest
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.manifest import MANIFEST_READ_LIMIT
@@ -181,7 +182,7 @@ async def manifest(request: Request) -> Response:
         return Response(status_code=202, headers=API_VERSION)
     body = await _manifest_body(request)
     pushed = await found.manifest_writes.put(
-        repo, reference, request.headers.get("content-type"), body
+        repo, reference, request.headers.get("content-type"), body, pull_filter(request.scope)
     )
     headers = {
         "Location": f"/v2/{request.path_params['name']}/manifests/{pushed.digest}",
