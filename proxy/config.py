@@ -133,6 +133,13 @@ class ServerSettings:
     max_connections_per_client: int = setting(
         512, parse_positive_int, doc="open connections from one client address"
     )
+    # Upload sessions each hold a row, a spool file and an upstream session for 24 h.
+    max_upload_sessions: int = setting(
+        4096, parse_positive_int, doc="upload sessions open at once; more are answered 429"
+    )
+    max_upload_sessions_per_identity: int = setting(
+        512, parse_positive_int, doc="upload sessions one identity has open at once"
+    )
 
     @property
     def host(self) -> str:

@@ -3,7 +3,8 @@
 A push through the proxy reaches upstream as one write, whatever the client does (GAR
 takes one per upload session: docs/GAR.md). For each upload the proxy keeps
 
-- a row: its own id, the repository, upstream's session URL (opaque: any path on the
+- a row: its own id, the repository, the identity that opened it (its owner: no other
+  identity may touch it), upstream's session URL (opaque: any path on the
   upstream's host) and what that session holds: ``OPEN`` (nothing: it can take the
   write), ``SPENT`` (a write began: it takes no other), or N > 0 (a write of N bytes
   completed: a ``PUT`` without a body commits it);
@@ -41,7 +42,7 @@ READ_SIZE = 1024 * 1024
 UPLOAD_TTL = 24 * 3600.0
 OPEN = 0  # the upstream session has had no write: it can take one
 SPENT = -1  # a write to it began (and may have failed, or be cut): it takes no other
-_COLUMNS = "id, repo, location, upstream_url, upstream, created, updated"
+_COLUMNS = "id, repo, location, upstream_url, upstream, created, updated, owner"
 
 
 @dataclass
@@ -53,6 +54,7 @@ class UploadRow:
     upstream: int  # OPEN, SPENT, or the bytes a completed write left there
     created: float
     updated: float
+    owner: str | None  # the identity that opened it; None: a row from before owners
 
     @property
     def repository(self) -> Repository:
@@ -65,8 +67,8 @@ class UploadTable:
 
     async def put(self, row: UploadRow) -> None:
         values = (row.id, row.repo, row.location, row.upstream_url, row.upstream, row.created,
-                  row.updated)  # fmt: skip
-        sql = f"INSERT OR REPLACE INTO upload_sessions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                  row.updated, row.owner)  # fmt: skip
+        sql = f"INSERT OR REPLACE INTO upload_sessions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         async with self._db.execute(sql, values):
             pass  # closed at once (see CacheIndex._run)
         await self._db.commit()
@@ -80,7 +82,7 @@ class UploadTable:
             return None
         return UploadRow(
             str(found[0]), str(found[1]), found[2], str(found[3]), int(found[4]),
-            float(found[5]), float(found[6]),
+            float(found[5]), float(found[6]), None if found[7] is None else str(found[7]),
         )  # fmt: skip
 
     async def delete(self, upload_id: str) -> None:

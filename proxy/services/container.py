@@ -23,7 +23,7 @@ from proxy.config import Settings
 from proxy.gar.repositories import RepositoryApi
 from proxy.gar.vulnerabilities import VulnerabilityClient
 from proxy.metrics import Metrics
-from proxy.services.blob_uploads import UploadService
+from proxy.services.blob_uploads import UploadLimits, UploadService
 from proxy.services.blobs import BlobService
 from proxy.services.gate import VulnerabilityGate
 from proxy.services.instrument import instrument
@@ -160,7 +160,10 @@ def build(
     shared = make_shared_tier(settings, upstream, tokens, store, metrics)
     blobs = BlobService(cache, registry, metrics, offline=offline, missing=missing, shared=shared)
     upload_table, upload_files = UploadTable(index.db), UploadFiles(cache_settings.dir)
-    uploads = UploadService(registry, cache, upload_table, upload_files, clock, missing)
+    limits = UploadLimits(
+        settings.server.max_upload_sessions, settings.server.max_upload_sessions_per_identity
+    )
+    uploads = UploadService(registry, cache, upload_table, upload_files, clock, missing, limits)
     mounts = MountService(
         registry, cache, blobs, uploads, gar=upstream_settings.is_gar, offline=offline
     )

@@ -68,32 +68,34 @@ class MountService:
         self.scopes = cache.index.scopes
 
     async def mount(
-        self, repo: Repository, digest: Digest, source: Repository | None
+        self, repo: Repository, digest: Digest, source: Repository | None, *, owner: str
     ) -> UploadState | None:
-        """None: ``digest`` is in ``repo`` upstream now. A state: the client uploads it."""
+        """None: ``digest`` is in ``repo`` upstream now. A state: ``owner``'s session,
+        into which the client uploads it."""
+        await self.uploads.make_room(owner)  # before upstream may open a session
         if source is None:
-            return (await self.uploads.start(repo)).state()
-        state = await self._mount(repo, digest, source)
+            return (await self.uploads.start(repo, owner=owner)).state()
+        state = await self._mount(repo, digest, source, owner)
         if state is None:  # it exists now: a remembered "unknown" would be wrong
             self.uploads.missing.forget(BLOB, str(repo), str(digest))
             await self.scopes.add(str(repo), digest)
         return state
 
     async def _mount(
-        self, repo: Repository, digest: Digest, source: Repository
+        self, repo: Repository, digest: Digest, source: Repository, owner: str
     ) -> UploadState | None:
         if self.gar and repo.location != source.location:  # GAR mounts within a region
             if await self.upstream_has(repo, digest):
                 return None
             if await self._copied(repo, digest, source, None):
                 return None
-            return (await self.uploads.start(repo)).state()
+            return (await self.uploads.start(repo, owner=owner)).state()
         progress = await self.registry.mount(repo, digest, source)
         if progress is None:
             return None
         if await self._copied(repo, digest, source, progress):
             return None
-        return (await self.uploads.adopt(repo, progress)).state()
+        return (await self.uploads.adopt(repo, progress, owner=owner)).state()
 
     async def ensure(self, repo: Repository, digest: Digest, readable: Readable = None) -> bool:
         """Is ``digest`` in ``repo`` upstream, if need be written from the cache? (A

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from proxy.oci import mediatypes as mt
+from proxy.oci.digest import Digest
 from testkit.images import Blob, Image
 from tests.auth.accesskit import Answer, Setup, basic, call, seeded_proxy
 
@@ -89,3 +90,60 @@ def test_a_manifest_naming_a_blob_of_a_readable_repository_is_completed_from_the
                   _manifest(team.config, layer), mt.OCI_MANIFEST)  # fmt: skip
     assert answer.status == 201, answer.body[:300]
     assert setup.fake.get_blob("us", "alpha/team/app", layer.digest) == layer.data
+
+
+# --- upload sessions: whose they are, how many ----------------------------------------
+
+
+def _start(setup: Setup, who: str, repo: str = "alpha/team/app") -> Answer:
+    return call(setup.url, "POST", f"/v2/{repo}/blobs/uploads/", basic(who))
+
+
+def test_an_upload_session_answers_only_the_identity_that_opened_it(setup: Setup) -> None:
+    """builder may push alpha/team too, but alice's session is hers: another identity
+    reads, writes, finishes and cancels nothing of it, and learns nothing (the answer
+    is that of a session that does not exist)."""
+    data = b"alice's blob"
+    started = _start(setup, "alice")
+    assert started.status == 202, started.body[:300]
+    where = started.headers["location"]
+    written = call(setup.url, "PATCH", where, basic("alice"), data)
+    assert written.status == 202 and written.headers["range"] == f"0-{len(data) - 1}"
+    digest = Digest.of(data)
+    for method, target, body in (("GET", where, None), ("PATCH", where, b"mallet"),
+                                 ("PUT", f"{where}?digest={digest}", b""),
+                                 ("DELETE", where, None)):  # fmt: skip
+        answer = call(setup.url, method, target, basic("builder"), body)
+        assert answer.status == 404, (method, answer.status, answer.body[:300])
+        assert answer.code in (None, "BLOB_UPLOAD_UNKNOWN") and "range" not in answer.headers
+    assert call(setup.url, "GET", where, basic("alice")).headers["range"] == f"0-{len(data) - 1}"
+    finished = call(setup.url, "PUT", f"{where}?digest={digest}", basic("alice"), b"")
+    assert finished.status == 201, finished.body[:300]
+    assert setup.fake.get_blob("us", "alpha/team/app", str(digest)) == data
+    # Finished: the id is spent, for its owner as for anyone.
+    for who in ("alice", "builder"):
+        again = call(setup.url, "PATCH", where, basic(who), b"more")
+        assert again.status == 404 and again.code == "BLOB_UPLOAD_UNKNOWN"
+
+
+def test_one_identity_cannot_hold_every_upload_session(tmp_path_factory: pytest.TempPathFactory
+                                                       ) -> None:  # fmt: skip
+    """A client that opens sessions and never finishes them (each holds a row, a spool
+    file and an upstream session for 24 h) meets its own bound, not everyone's."""
+    directory = tmp_path_factory.mktemp("sessions")
+    with seeded_proxy(directory, server__max_upload_sessions="4",
+                      server__max_upload_sessions_per_identity="2") as capped:  # fmt: skip
+        held = [_start(capped, "alice").headers["location"] for _ in range(2)]
+        posts = capped.fake.count("POST")
+        layer = capped.layer("alpha/team/other")
+        for target in ("/v2/alpha/team/app/blobs/uploads/",
+                       f"/v2/alpha/team/app/blobs/uploads/?mount={layer}&from=alpha/team/other",
+                       f"/v2/alpha/team/app/blobs/uploads/?digest={layer}"):  # fmt: skip
+            refused = call(capped.url, "POST", target, basic("alice"), b"x")
+            assert refused.status == 429 and refused.code == "TOOMANYREQUESTS", refused.body[:300]
+            assert "alice has 2 upload sessions open" in refused.body.decode()
+            assert int(refused.headers["retry-after"]) > 0
+        assert capped.fake.count("POST") == posts  # nothing opened upstream for them
+        assert _start(capped, "builder").status == 202  # another identity pushes on
+        assert call(capped.url, "DELETE", held[0], basic("alice")).status == 204
+        assert _start(capped, "alice").status == 202
