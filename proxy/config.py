@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 from proxy.config_values import (
     GateOverrides,
     Mirror,
+    Network,
     Route,
     SharedBucket,
     WarmSchedule,
@@ -51,6 +52,7 @@ from proxy.config_values import (
     parse_listen,
     parse_location,
     parse_mirrors,
+    parse_networks,
     parse_optional_path,
     parse_optional_str,
     parse_path,
@@ -139,6 +141,14 @@ class ServerSettings:
     )
     max_upload_sessions_per_identity: int = setting(
         512, parse_positive_int, doc="upload sessions one identity has open at once"
+    )
+    # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told: any local process could
+    # then name itself anew to dodge the failed-login throttle (proxy/commands/serve.py).
+    trusted_proxies: tuple[Network, ...] = setting(
+        (),
+        parse_networks,
+        doc="front proxies (addresses, networks) whose X-Forwarded-For names the client; "
+        "none by default",
     )
 
     @property

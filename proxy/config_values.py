@@ -8,6 +8,7 @@ which key it was).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Callable
@@ -231,6 +232,25 @@ def parse_listen(value: Any) -> tuple[str, int]:
 def parse_hosts(value: Any) -> tuple[str, ...]:
     items = value if isinstance(value, list) else str(value).split(",")
     return tuple(str(item).strip().lower() for item in items if str(item).strip())
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(value: Any) -> tuple[Network, ...]:
+    """Addresses and networks (``10.0.0.5``, ``10.0.0.0/24``, ``::1``), as a list or
+    separated by commas; a typo stops start-up rather than trusting nobody by surprise.
+
+    >>> [str(n) for n in parse_networks("127.0.0.1, 10.1.0.0/16,::1")]
+    ['127.0.0.1/32', '10.1.0.0/16', '::1/128']
+    """
+    networks = []
+    for item in parse_hosts(value):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or network") from None
+    return tuple(networks)
 
 
 # Cloud Storage bucket names: 3-63 characters per dot-separated part (222 in all),

@@ -203,8 +203,9 @@ async def test_a_session_is_its_openers_alone_also_after_a_restart(
 async def test_open_sessions_are_bounded_in_all_and_per_identity(
     world: World, tmp_path: Path
 ) -> None:
-    service = UploadService(world.registry, world.cache, UploadTable(world.index.db),
-                            UploadFiles(tmp_path), limits=UploadLimits(total=3, per_owner=2))  # fmt: skip
+    table, files = UploadTable(world.index.db), UploadFiles(tmp_path)
+    limits = UploadLimits(total=3, per_owner=2)
+    service = UploadService(world.registry, world.cache, table, files, limits=limits)
     alice = [await service.start(REPO, owner="alice") for _ in range(2)]
     calls = world.registry.calls["start_upload"]
     with pytest.raises(RegistryError) as refused:
