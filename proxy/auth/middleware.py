@@ -67,6 +67,14 @@ def _error(error: RegistryError, method: str) -> Response:
     return JSONResponse(error.envelope(), error.status, headers)
 
 
+def _throttled(wait: float) -> RegistryError:
+    return RegistryError(
+        ErrorCode.TOOMANYREQUESTS,
+        f"too many failed logins from this address; retry after {math.ceil(wait)} s",
+        headers={"Retry-After": str(math.ceil(wait))},
+    )
+
+
 def _headers(scope: Scope) -> tuple[bytes | None, int]:
     """(the last Authorization value, as dict(headers) had it; how many Host headers)."""
     authorization, hosts = None, 0
@@ -129,23 +137,23 @@ class AccessControl:
         if header is None:
             return ANONYMOUS if access.settings.anonymous else None
         value = header.decode("latin-1")
+        known = authenticator.remembered(value)
+        if known is not None:
+            return known
         address = str((scope.get("client") or ("", 0))[0])
-        wait = self.policy.throttle.retry_after(address)
-        identity = await authenticator.identify(value, remembered_only=wait is not None)
+        async with self.policy.throttle.checking(address) as check:
+            if check.wait is not None:  # remembered meanwhile, or refused unchecked
+                return authenticator.remembered(value) or _throttled(check.wait)
+            identity = await authenticator.identify(value)
+            check.failed = identity is None
         if identity is not None:
             return identity
-        if wait is None:  # checked, and wrong: this one is a 401, the next may be a 429
-            denied(scope, _claimed_user(value), "bad credentials", repository=_asked(scope))
-            wait = self.policy.throttle.failed(address)
-            if wait is not None:
-                log.warning("access: too many failed logins from %s: its logins are refused"
-                            " for %d s", address, wait)  # fmt: skip
-            return None
-        return RegistryError(
-            ErrorCode.TOOMANYREQUESTS,
-            f"too many failed logins from this address; retry after {math.ceil(wait)} s",
-            headers={"Retry-After": str(math.ceil(wait))},
-        )
+        # Checked, and wrong: this one is a 401, the next may be a 429.
+        denied(scope, _claimed_user(value), "bad credentials", repository=_asked(scope))
+        if check.wait is not None:
+            log.warning("access: too many failed logins from %s: its logins are refused"
+                        " for %d s", address, check.wait)  # fmt: skip
+        return None
 
     async def _check(self, scope: Scope, access: Access) -> RegistryError | None:
         path: str = scope["path"]

@@ -1,0 +1,50 @@
+"""Failed logins sent all at once: the throttle counts a check while it runs.
+
+The throttle used to count a failure when its check ended, so every request that
+arrived while the first checks ran found the bucket as it was: a guesser sending its
+tries together got as many checks as it had connections (each a bcrypt check, ~65 ms
+of CPU for an unknown user's decoy) where one try was left, every time one came
+back. Now a check holds one of the address's tries while it runs; a request finding
+them all held waits for those checks, then is checked (they succeeded) or refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import httpx
+import pytest
+
+from testkit.proxyharness import proxy_settings, run_proxy
+from tests.auth.accesskit import basic, write_access_files
+from tests.conftest import FakeGarFactory
+
+TRIES = 24
+BURST = 3
+
+
+async def _all_at_once(url: str, headers: dict[str, str]) -> list[int]:
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        answers = await asyncio.gather(*(http.get("/v2/", headers=headers) for _ in range(TRIES)))
+    return [answer.status_code for answer in answers]
+
+
+def test_tries_sent_together_get_no_more_checks_than_the_burst(
+    fake_gar: FakeGarFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys = {**write_access_files(tmp_path), "access__failed_login_burst": str(BURST),
+            "access__failed_login_interval": "1h"}  # fmt: skip
+    caplog.set_level(logging.INFO, logger="gar_proxy.access")
+    with run_proxy(proxy_settings(tmp_path, fake_gar(auth="none").upstream, **keys)) as proxy:
+        # Logins that succeed keep no try: alice, many times over, all at once.
+        assert asyncio.run(_all_at_once(proxy.url, basic("alice"))) == [200] * TRIES
+        statuses = asyncio.run(_all_at_once(proxy.url, basic("nobody", "guess-pw")))
+        # Remembered logins still pass from the throttled address.
+        assert asyncio.run(_all_at_once(proxy.url, basic("alice"))) == [200] * TRIES
+    assert statuses.count(401) == BURST and statuses.count(429) == TRIES - BURST, statuses
+    checked = [r for r in caplog.records if r.getMessage().startswith("access denied")]
+    assert len(checked) == BURST
+    throttled = [r for r in caplog.records if "too many failed logins" in r.getMessage()]
+    assert len(throttled) == 1
