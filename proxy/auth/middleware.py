@@ -8,7 +8,8 @@ runs, and answers the registry way when it cannot:
   ``Retry-After`` (``proxy.auth.throttle``), no credentials checked;
 - ``/_gar-proxy/*`` for anyone but an admin identity (loopback clients without client
   auth): 403 ``DENIED``;
-- an HTTP/1.1 request without exactly one ``Host``: 400 (RFC 9112 section 3.2).
+- an HTTP/1.1 request without exactly one ``Host``: 400 (RFC 9112 section 3.2); one
+  with more than one ``Authorization``: 400 (which one is meant is a guess).
 
 What an identity may do with a repository is not decided here, from the path the
 client sent, but by the routes on the repository as GAR knows it, after mirrors and
@@ -75,12 +76,12 @@ def _throttled(wait: float) -> RegistryError:
     )
 
 
-def _headers(scope: Scope) -> tuple[bytes | None, int]:
-    """(the last Authorization value, as dict(headers) had it; how many Host headers)."""
-    authorization, hosts = None, 0
+def _headers(scope: Scope) -> tuple[list[bytes], int]:
+    """(the Authorization values, how many Host headers)."""
+    authorization, hosts = [], 0
     for key, value in scope["headers"]:
         if key == b"authorization":
-            authorization = value
+            authorization.append(value)
         elif key == b"host":
             hosts += 1
     return authorization, hosts
@@ -157,11 +158,16 @@ class AccessControl:
 
     async def _check(self, scope: Scope, access: Access) -> RegistryError | None:
         path: str = scope["path"]
-        header, hosts = _headers(scope)
+        credentials, hosts = _headers(scope)
         if hosts > 1 or (hosts == 0 and scope.get("http_version") == "1.1"):
             return RegistryError(
                 ErrorCode.HOST_INVALID, "an HTTP/1.1 request needs exactly one Host header"
             )
+        if len(credentials) > 1:
+            return RegistryError(
+                ErrorCode.AUTHORIZATION_INVALID, "send one Authorization header, not several"
+            )
+        header = credentials[0] if credentials else None
         if path == "/readyz" and access.authenticator is not None:
             await self._mark_admin(scope, access, header)  # its detail is for admins
             return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from pathlib import Path
 
 import httpx
@@ -48,3 +49,30 @@ def test_tries_sent_together_get_no_more_checks_than_the_burst(
     assert len(checked) == BURST
     throttled = [r for r in caplog.records if "too many failed logins" in r.getMessage()]
     assert len(throttled) == 1
+
+
+def _raw(url: str, head: bytes) -> bytes:
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head + b"Connection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_two_authorization_headers_are_refused_not_guessed(
+    fake_gar: FakeGarFactory, tmp_path: Path
+) -> None:
+    """Which of two credentials is meant? The middleware read the last, a front proxy
+    or a log may read the first: the request is refused, whichever order, as two
+    ``Host`` headers are, before either is checked."""
+    keys = write_access_files(tmp_path)
+    alice, root = basic("alice")["Authorization"], basic("root")["Authorization"]
+    with run_proxy(proxy_settings(tmp_path, fake_gar(auth="none").upstream, **keys)) as proxy:
+        for first, second in ((alice, root), (root, alice), (alice, alice)):
+            both = f"Authorization: {first}\r\nAuthorization: {second}\r\n".encode()
+            answer = _raw(proxy.url, b"GET /v2/alpha/secret/app/tags/list HTTP/1.1\r\n"
+                          b"Host: a\r\n" + both)  # fmt: skip
+            assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+            assert b"one Authorization header" in answer
