@@ -147,3 +147,21 @@ def test_one_identity_cannot_hold_every_upload_session(tmp_path_factory: pytest.
         assert _start(capped, "builder").status == 202  # another identity pushes on
         assert call(capped.url, "DELETE", held[0], basic("alice")).status == 204
         assert _start(capped, "alice").status == 202
+
+
+def test_the_status_page_names_who_pushes_never_a_session_id(setup: Setup) -> None:
+    """A session id is the key to a push in progress: the page an admin reads shows
+    whose it is, not (a part of) its id; a non-admin sees how many, not which."""
+    started = _start(setup, "alice")
+    session_id = started.headers["location"].rsplit("/", 1)[1]
+    try:
+        for who in ("root", "lead"):
+            page = call(setup.url, "GET", "/", basic(who)).body.decode()
+            table = page.split('id="in-progress"')[1].split("</table>")[0]
+            rows = [row for row in table.split("<tr") if "class=upload" in row]
+            assert rows and all(session_id[:8] not in row for row in rows), table
+            assert any("alice" in row for row in rows), table
+        mine = call(setup.url, "GET", "/", basic("alice")).body.decode()
+        assert session_id[:8] not in mine and "upload(s)" in mine
+    finally:
+        call(setup.url, "DELETE", started.headers["location"], basic("alice"))
