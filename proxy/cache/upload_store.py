@@ -17,17 +17,23 @@ Hash state cannot be saved: after a restart the spool is hashed again from its f
 which is always a prefix of what the client sent (it is only appended to, or cut back
 to a mark). The files live outside ``tmp/``, which start-up empties, so that they
 survive a restart.
+
+Spools keep the cache's floor of free space (``cache.min_free``, which fills keep too):
+a write that would take the disk below it fails as on a full disk (ENOSPC), so a client
+pushing chunks it never finishes cannot spool the disk empty under SQLite and the fills.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import logging
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import aiosqlite
 
@@ -40,6 +46,8 @@ log = logging.getLogger("gar_proxy.uploads")
 READ_SIZE = 1024 * 1024
 # Sessions untouched this long are forgotten (with their bytes on disk).
 UPLOAD_TTL = 24 * 3600.0
+# Free space is probed again after at most this many bytes (or the room last seen).
+PROBE_EVERY = 4 * 1024 * 1024
 OPEN = 0  # the upstream session has had no write: it can take one
 SPENT = -1  # a write to it began (and may have failed, or be cut): it takes no other
 _COLUMNS = "id, repo, location, upstream_url, upstream, created, updated, owner"
@@ -124,6 +132,14 @@ def _hash_file(path: Path) -> tuple[hashlib._Hash, int] | None:
         return None
 
 
+class Floor(Protocol):
+    """The free space a spool must leave (``BlobCache``: ``cache.min_free``)."""
+
+    min_free: int
+
+    def free_bytes(self) -> int: ...
+
+
 class Spool:
     """The bytes of one upload as the client sent them, on disk, with their sha256.
 
@@ -132,21 +148,23 @@ class Spool:
     passed (the client's offset), but can neither be replayed nor cached.
     """
 
-    def __init__(self, path: Path, *, fresh: bool = True) -> None:
+    def __init__(self, path: Path, *, fresh: bool = True, floor: Floor | None = None) -> None:
         self.path = path
         self.size = 0
         self._hash: hashlib._Hash | None = hashlib.sha256()
         self._fd: int | None = None
+        self._floor = floor
+        self._budget = 0  # bytes that may be written before free space is probed again
         if fresh:
             path.write_bytes(b"")
 
     @classmethod
-    async def reopen(cls, path: Path) -> Spool | None:
+    async def reopen(cls, path: Path, floor: Floor | None = None) -> Spool | None:
         """The spool a restarted proxy finds, hashed again; None when its file is gone."""
         hashed = await asyncio.to_thread(_hash_file, path)
         if hashed is None:
             return None
-        spool = cls(path, fresh=False)
+        spool = cls(path, fresh=False, floor=floor)
         spool._hash, spool.size = hashed
         return spool
 
@@ -160,6 +178,7 @@ class Spool:
         if self._hash is None:
             self.size += len(piece)
             return
+        self._keep_floor(len(piece))
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         view = memoryview(piece)
@@ -167,6 +186,20 @@ class Spool:
             view = view[os.write(self._fd, view) :]
         self._hash.update(piece)
         self.size += len(piece)
+
+    def _keep_floor(self, size: int) -> None:
+        """ENOSPC, before a byte is written, when ``size`` more would take the disk
+        below the floor; the probe runs once per ``PROBE_EVERY`` bytes or room seen."""
+        if self._floor is None:
+            return
+        self._budget -= size
+        if self._budget >= 0:
+            return
+        room = self._floor.free_bytes() - self._floor.min_free
+        if room < size:
+            self._budget = 0
+            raise OSError(errno.ENOSPC, "the cache disk is at its floor (cache.min_free)")
+        self._budget = min(room, PROBE_EVERY) - size
 
     def mark(self) -> Mark:
         return Mark(self.size, self._hash.copy() if self._hash is not None else None)
@@ -226,15 +259,16 @@ class Spool:
 class UploadFiles:
     """``CACHE/uploads/``: one spool file per session."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, floor: Floor | None = None) -> None:
         self.root = root / "uploads"
         self.root.mkdir(parents=True, exist_ok=True)
+        self.floor = floor
 
     def spool(self, upload_id: str) -> Spool:
-        return Spool(self.root / upload_id)
+        return Spool(self.root / upload_id, floor=self.floor)
 
     async def reopen(self, upload_id: str) -> Spool | None:
-        return await Spool.reopen(self.root / upload_id)
+        return await Spool.reopen(self.root / upload_id, self.floor)
 
     def clean(self, keep: set[str]) -> int:
         """Remove files of sessions that are gone; returns how many."""

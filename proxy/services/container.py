@@ -159,7 +159,8 @@ def build(
     missing = NegativeCache(cache_settings.negative_ttl, clock)  # upstream 404s, shared
     shared = make_shared_tier(settings, upstream, tokens, store, metrics)
     blobs = BlobService(cache, registry, metrics, offline=offline, missing=missing, shared=shared)
-    upload_table, upload_files = UploadTable(index.db), UploadFiles(cache_settings.dir)
+    upload_table = UploadTable(index.db)
+    upload_files = UploadFiles(cache_settings.dir, floor=cache)  # cache.min_free holds
     limits = UploadLimits(
         settings.server.max_upload_sessions, settings.server.max_upload_sessions_per_identity
     )

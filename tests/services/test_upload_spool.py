@@ -27,6 +27,7 @@ from tests.services.test_in_memory import OWNER, REPO, World
 
 DATA = bytes(range(256)) * 400  # 102,400 bytes
 DIGEST = Digest.of(DATA)
+MIB = 1 << 20
 
 
 class FullSpool(Spool):
@@ -224,3 +225,29 @@ async def test_open_sessions_are_bounded_in_all_and_per_identity(
     await service.finish(bob, Digest.of(b""), Chunk(None))
     assert (await service.start(REPO, owner="carol")).row.owner == "carol"
     assert (await service.start(REPO, owner="alice")).row.owner == "alice"
+
+
+async def test_spools_stop_at_the_cache_floor_as_at_a_full_disk(
+    world: World, tmp_path: Path
+) -> None:
+    """A client pushing chunks it never finishes could spool the disk empty (SQLite, and
+    every pull, then fail): below ``cache.min_free`` a spool is as full as on ENOSPC.
+    A chunk only the proxy keeps is refused, rolled back; a streamed write goes on."""
+    spooled = tmp_path / "uploads"
+    world.cache.min_free = 100 * MIB
+    world.cache.free_bytes = lambda: (  # 30 kB above the floor, less what spools hold
+        100 * MIB + 30_000 - sum(path.stat().st_size for path in spooled.iterdir())
+    )
+    service = UploadService(world.registry, world.cache, UploadTable(world.index.db),
+                            UploadFiles(tmp_path, floor=world.cache))  # fmt: skip
+    session = await service.start(REPO, owner=OWNER)
+    await service.append(session, chunk(DATA[:20_000], 0))
+    with pytest.raises(RegistryError) as refused:
+        await service.append(session, chunk(DATA[20_000:], 20_000))
+    assert refused.value.code is ErrorCode.CACHE_FULL and "cache.min_free" in refused.value.message
+    assert session.offset == 20_000 and session.spool.path.stat().st_size == 20_000
+    streamed = await service.start(REPO, owner=OWNER)
+    assert (await service.append(streamed, Chunk(pieces(DATA), None))).offset == len(DATA)
+    assert streamed.spool.lost
+    await service.finish(streamed, DIGEST, Chunk(None))
+    assert world.registry.blobs[f"{REPO.path}@{DIGEST}"] == DATA
