@@ -253,6 +253,28 @@ def parse_networks(value: Any) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+def client_key(address: str) -> str:
+    """Whose connection or login this is, for per-client bounds: an IPv4 address, or
+    an IPv6 address's /64 (one host commonly holds a whole /64, so per address it
+    would have 2**64 connection caps and failed-login buckets).
+
+    >>> client_key("203.0.113.7"), client_key("2001:db8:1:2:aa::1"), client_key("::1")
+    ('203.0.113.7', '2001:db8:1:2::/64', '::1')
+    >>> client_key("::ffff:203.0.113.7"), client_key("unix-socket")
+    ('203.0.113.7', 'unix-socket')
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        if not ip.is_loopback:
+            return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 # Cloud Storage bucket names: 3-63 characters per dot-separated part (222 in all),
 # lowercase letters, digits, "-", "_" and ".", starting and ending with a letter or digit.
 _BUCKET = re.compile(r"[a-z0-9](?:[a-z0-9_.-]{1,220}[a-z0-9])?")

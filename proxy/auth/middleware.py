@@ -45,6 +45,7 @@ from proxy.auth.access import (
 )
 from proxy.auth.rules import ANONYMOUS
 from proxy.config import is_loopback
+from proxy.config_values import client_key
 from proxy.oci.errors import ErrorCode, RegistryError
 
 __all__ = ["Access", "AccessControl", "AccessPolicy"]
@@ -141,7 +142,7 @@ class AccessControl:
         known = authenticator.remembered(value)
         if known is not None:
             return known
-        address = str((scope.get("client") or ("", 0))[0])
+        address = client_key(str((scope.get("client") or ("", 0))[0]))  # a /64 for IPv6
         async with self.policy.throttle.checking(address) as check:
             if check.wait is not None:  # remembered meanwhile, or refused unchecked
                 return authenticator.remembered(value) or _throttled(check.wait)

@@ -12,6 +12,12 @@ share across the connections of one server.
 >>> open_.admit("10.0.0.3"), open_.total
 ('total cap', 2)
 
+One IPv6 host is its /64 (``client_key``): a new address of it is no new client.
+
+>>> open_ = Connections(ConnectionLimits(max_per_client=1))
+>>> open_.admit("2001:db8::1"), open_.admit("2001:db8::2"), open_.admit("2001:db8:0:1::1")
+(None, 'per-client cap', None)
+
 A front proxy listed in ``server.trusted_proxies`` carries many clients on its
 connections: the per-client cap does not apply to it (the total still does).
 """
@@ -26,7 +32,7 @@ import logging
 from dataclasses import dataclass
 
 from proxy.config import ServerSettings
-from proxy.config_values import Network
+from proxy.config_values import Network, client_key
 
 log = logging.getLogger("gar_proxy.connections")
 LOG_INTERVAL = 10.0  # seconds: at most one line per this long, with the counts
@@ -86,19 +92,21 @@ class Connections:
         """Count a new connection; or the reason it is refused (then not counted)."""
         if self.total >= self.limits.max_connections:
             return "total cap"
-        count = self._by_address.get(address, 0)
+        key = client_key(address)
+        count = self._by_address.get(key, 0)
         if count >= self.limits.max_per_client and not self.limits.is_trusted_proxy(address):
             return "per-client cap"
-        self._by_address[address] = count + 1
+        self._by_address[key] = count + 1
         self.total += 1
         return None
 
     def release(self, address: str) -> None:
-        count = self._by_address.get(address, 0) - 1
+        key = client_key(address)
+        count = self._by_address.get(key, 0) - 1
         if count > 0:
-            self._by_address[address] = count
+            self._by_address[key] = count
         else:
-            self._by_address.pop(address, None)
+            self._by_address.pop(key, None)
         self.total -= 1
 
     def note(self, reason: str) -> None:

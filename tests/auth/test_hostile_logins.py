@@ -17,7 +17,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.types import Receive, Scope, Send
 
+from proxy.auth.middleware import AccessControl, AccessPolicy
+from proxy.config import load_settings
 from testkit.proxyharness import proxy_settings, run_proxy
 from tests.auth.accesskit import basic, write_access_files
 from tests.conftest import FakeGarFactory
@@ -76,3 +79,29 @@ def test_two_authorization_headers_are_refused_not_guessed(
                           b"Host: a\r\n" + both)  # fmt: skip
             assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
             assert b"one Authorization header" in answer
+
+
+async def test_one_ipv6_host_is_one_client_to_the_throttle(tmp_path: Path) -> None:
+    """A host commonly holds a whole IPv6 /64: naming a new address of it on each try
+    used to start a new bucket each time. IPv4 addresses stay apart."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    keys = {**write_access_files(tmp_path), "access__failed_login_burst": "2"}
+    overrides = {key.replace("__", "."): value for key, value in keys.items()}
+    settings = load_settings(None, env={"HOME": str(tmp_path)}, overrides=overrides)
+    guarded = AccessControl(app, AccessPolicy(settings.access))
+
+    async def login(address: str) -> int:
+        transport = httpx.ASGITransport(guarded, client=(address, 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as http:
+            answer = await http.get("/v2/", headers=basic("alice", "guess-pw"))
+            return answer.status_code
+
+    six = [await login(f"2001:db8:7:7::{n:x}") for n in range(1, 5)]
+    assert six == [401, 401, 429, 429]
+    assert await login("2001:db8:7:8::1") == 401  # another /64, another host
+    four = [await login(f"198.51.100.{n}") for n in range(1, 5)]
+    assert four == [401] * 4
