@@ -5,8 +5,9 @@
 #   scripts/run.sh                      # serve
 #   scripts/run.sh --offline serve      # any gar-proxy arguments (default: serve)
 #
-# Installs only when pyproject.toml or the sources changed since the last install
-# (a stamp in .venv records their hash), so a restart starts at once.
+# The install is editable (as scripts/test.sh's, which shares .venv), so source changes
+# need none: it installs only when pyproject.toml changed since the last install (a
+# stamp in .venv records its hash), and a restart starts at once.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -34,10 +35,12 @@ if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
 fi
 [[ -x .venv/bin/python ]] || python3 -m venv .venv
 STAMP=.venv/.gar-proxy-run-installed
-want=$(cat pyproject.toml $(find proxy -name '*.py' | sort) | sha256sum | cut -d' ' -f1)
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [[ ! -x .venv/bin/gar-proxy || "$(cat "$STAMP" 2>/dev/null)" != "$want" ]]; then
     echo "installing gar-proxy into .venv ..." >&2
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check .
+    # Editable: a plain install here would leave scripts/test.sh's tests (same .venv,
+    # its own stamp) running a stale copy of the sources in their proxy subprocesses.
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
     echo "$want" >"$STAMP"
 fi
 [[ $# -gt 0 ]] || set -- serve

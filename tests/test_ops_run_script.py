@@ -51,7 +51,13 @@ def test_installs_once_and_again_only_after_a_change(tmp_path: Path) -> None:
     second = _run(copy, "/usr/bin:/bin")
     assert second.returncode == 0 and "installing" not in second.stderr
     assert installs.read_text().count("pip install") == 1  # nothing changed: no install
+    # Editable, like scripts/test.sh's install in the same .venv: a source change needs
+    # no install (and a plain one would leave the tests' subprocesses on a stale copy).
+    assert "install --quiet --disable-pip-version-check -e ." in installs.read_text()
     (copy / "proxy" / "version.py").write_text("VERSION = 'edited'\n")
+    assert _run(copy, "/usr/bin:/bin").returncode == 0
+    assert installs.read_text().count("pip install") == 1
+    (copy / "pyproject.toml").write_text((copy / "pyproject.toml").read_text() + "\n# edited\n")
     assert _run(copy, "/usr/bin:/bin").returncode == 0
     assert installs.read_text().count("pip install") == 2
 
