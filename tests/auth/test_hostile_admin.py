@@ -49,3 +49,29 @@ def test_an_admin_acts_on_nothing_it_may_not_pull_by_any_name(
     assert b"gamma" not in answer.body or b"gamma" in image.encode()
     cached = call(setup.url, "GET", "/v2/_catalog", basic("root")).body
     assert b"alpha/secret/app" in cached and b"gamma/hub/library/alpine" in cached
+
+
+def test_the_status_page_shows_the_upstream_and_its_credentials_to_admins_only(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """As ``/readyz``'s detail: which registry and which credentials the proxy uses are
+    for admins (and loopback clients), not for every identity that logs in. The
+    clients here come through a front proxy on loopback, from elsewhere."""
+    directory = tmp_path_factory.mktemp("status")
+    with seeded_proxy(directory, server__trusted_proxies="127.0.0.1") as setup:
+        upstream = setup.proxy.settings.upstream.url.split("//", 1)[1]
+        remote = {"X-Forwarded-For": "198.51.100.7"}
+
+        def upstream_table(who: str) -> str:
+            page = call(setup.url, "GET", "/", {**basic(who), **remote}).body.decode()
+            return page.split("<h2>Upstream</h2>")[1].split("</table>")[0]
+
+        for admin in ("root", "lead", "ops"):
+            shown = upstream_table(admin)
+            assert upstream in shown and "upstream.auth = none" in shown, shown
+        for who in ("alice", "mallory", "hubber"):
+            hidden = upstream_table(who)
+            assert upstream not in hidden and "upstream.auth" not in hidden, hidden
+            assert "shown to admin identities" in hidden
+            readyz = call(setup.url, "GET", "/readyz", {**basic(who), **remote}).body.decode()
+            assert upstream not in readyz and "shown to admin identities" in readyz
