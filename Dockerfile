@@ -43,9 +43,9 @@ ENV PATH=/opt/gar-proxy/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
     HOME=/home/gar-proxy \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    GAR_PROXY_LISTEN=0.0.0.0:5000 \
+    GAR_PROXY_SERVER_LISTEN=0.0.0.0:5000 \
     GAR_PROXY_CACHE_DIR=/cache \
-    GAR_PROXY_LOG_FORMAT=json
+    GAR_PROXY_SERVER_LOG_FORMAT=json
 USER 10001:10001
 VOLUME /cache
 EXPOSE 5000

@@ -54,8 +54,11 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = command("serve", "run the proxy")
     serve.add_argument("--listen", help="HOST:PORT (server.listen); port 0 picks a free one")
-    config = command("config", "show the effective settings, secrets redacted")
-    config.add_argument("action", choices=["check"])
+    config = command(
+        "config", "check: the effective settings (secrets redacted) and whether they work; "
+        "example: every setting with its default, as TOML",
+    )  # fmt: skip
+    config.add_argument("action", choices=["check", "example"])
     command("gc", "evict least recently used blobs down to the size cap")
     command("verify", "re-hash every cached blob; remove corrupt ones")
     warm = command("warm", "pre-pull an image into the cache, or every image files name")
@@ -162,6 +165,11 @@ def _on_services(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "config" and args.action == "example":  # no settings needed
+        from proxy.config.example import render
+
+        print(render(), end="")
+        return 0
     try:
         settings = _settings(args)
     except ConfigError as error:
@@ -173,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve.run(settings)
     if args.command == "config":
         from proxy.commands import config_check
-        from proxy.config_sources import sources
+        from proxy.config.sources import sources
 
         found = sources(args.config, os.environ, _overrides(args))
         return config_check.run(settings, found, _say)

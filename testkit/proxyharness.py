@@ -36,10 +36,10 @@ def proxy_settings(cache: Path, upstream_url: str, *, auth: str = "none", **keys
         "cache.dir": str(cache / "cache"),
         "upstream.url": upstream_url,
         "upstream.auth": auth,
-        "upstream.backoff_base": "0.01",
-        "upstream.backoff_max": "0.1",
-        "upstream.resolve_locations": "false",
-        "upstream.check_repositories": "false",
+        "transport.backoff_base": "0.01",
+        "transport.backoff_max": "0.1",
+        "routing.resolve_locations": "false",
+        "routing.check_repositories": "false",
         # The background upstream check sleeps on the proxy's clock, and a ManualClock's
         # sleep moves time at once: the loop would race a test's TTLs forward. Tests of
         # the check turn it on with a SteppedClock (testkit.clocks).
@@ -79,7 +79,7 @@ class RunningProxy:
 
     def mirror_url(self, host: str) -> str:
         """``http://127.0.0.1:PORT`` of the mirror for ``host`` that has a listen address."""
-        mirror = next(m for m in self.settings.upstream.mirrors if m.host == host)
+        mirror = next(m for m in self.settings.routing.mirrors if m.host == host)
         assert mirror.listen is not None, f"mirror {host} has no listen address"
         return "http://{}:{}".format(*mirror.listen)
 

@@ -43,10 +43,10 @@ def proxy_env(cache_dir: Path, extra: Mapping[str, str] | None = None) -> dict[s
     env.update(
         {
             "HOME": str(cache_dir.parent / "home"),
-            "GAR_PROXY_RESOLVE_LOCATIONS": "false",
-            "GAR_PROXY_UPSTREAM_CHECK_REPOSITORIES": "false",
-            "GAR_PROXY_BACKOFF_BASE": "0.01",
-            "GAR_PROXY_BACKOFF_MAX": "0.1",
+            "GAR_PROXY_ROUTING_RESOLVE_LOCATIONS": "false",
+            "GAR_PROXY_ROUTING_CHECK_REPOSITORIES": "false",
+            "GAR_PROXY_TRANSPORT_BACKOFF_BASE": "0.01",
+            "GAR_PROXY_TRANSPORT_BACKOFF_MAX": "0.1",
             "PYTHONUNBUFFERED": "1",
         }
     )

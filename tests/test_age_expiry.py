@@ -56,10 +56,10 @@ def test_unread_blobs_and_manifests_expire_and_pinned_ones_stay(
 
         assert _cached(running, layer)
         assert not _cached(running, old.config.digest)
-        assert running.call(services.index.get_manifest(Digest.parse(old.digest))) is None
-        assert running.call(services.index.get_tag("us-docker.pkg.dev/proj/repo/old", "1")) is None
+        assert running.call(services.index.manifests.get(Digest.parse(old.digest))) is None
+        assert running.call(services.index.tags.get("us-docker.pkg.dev/proj/repo/old", "1")) is None
         assert all(_cached(running, blob.digest) for blob in pinned.blobs)
-        assert running.call(services.index.get_manifest(Digest.parse(pinned.digest)))
+        assert running.call(services.index.manifests.get(Digest.parse(pinned.digest)))
         # What expired comes back from upstream on the next pull.
         fetched = fake.count("GET", "manifest")
         _pull(running, "proj/repo/old", old)

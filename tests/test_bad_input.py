@@ -96,10 +96,10 @@ def fake(fake_gar: FakeGarFactory) -> FakeGAR:
 def running(fake: FakeGAR, proxy: ProxyFactory) -> RunningProxy:
     return proxy(
         fake.upstream,
-        upstream__resolve_locations="true",
-        upstream__metadata_api_url=fake.url,
-        upstream__routes="proj=us",
-        upstream__retries="0",
+        routing__resolve_locations="true",
+        apis__artifact_registry=fake.url,
+        routing__routes="proj=us",
+        transport__retries="0",
     )
 
 

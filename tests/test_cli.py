@@ -257,7 +257,7 @@ def test_gc_evicts_least_recently_used_down_to_the_cap_and_never_pinned_blobs(
 def test_config_check_prints_effective_settings_with_secrets_redacted(
     tmp_path: Path, cache: Path
 ) -> None:
-    env = {"GAR_PROXY_CACHE_MAX_SIZE": "3MiB", "GAR_PROXY_PASSWORD": "hunter2-secret"}
+    env = {"GAR_PROXY_CACHE_MAX_SIZE": "3MiB", "GAR_PROXY_UPSTREAM_PASSWORD": "hunter2-secret"}
     checked = run_cli(cache, "http://127.0.0.1:9/{location}", "config", "check", env=env)
 
     assert checked.returncode == 1  # the upstream at :9 does not answer

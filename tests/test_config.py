@@ -17,12 +17,12 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_environment_overrides_toml_and_flags_override_both(tmp_path: Path) -> None:
     config = write(
-        tmp_path, '[cache]\nmax_size = "1GiB"\ntag_ttl = "5m"\n[upstream]\nlocation = "europe"\n'
+        tmp_path, '[cache]\nmax_size = "1GiB"\ntag_ttl = "5m"\n[routing]\nlocation = "europe"\n'
     )
     env = {"HOME": str(tmp_path), "GAR_PROXY_CACHE_MAX_SIZE": "2GiB", "GAR_LOCATION": "asia"}
     settings = load_settings(config, env=env, overrides={"cache.tag_ttl": "10s"})
     assert settings.cache.max_size == 2 * 1024**3
-    assert settings.upstream.location == "asia"
+    assert settings.routing.location == "asia"
     assert settings.cache.tag_ttl == 10.0
     assert settings.cache.dir == tmp_path / ".cache" / "gar-proxy"
 
@@ -36,7 +36,7 @@ def test_seed_environment_names(tmp_path: Path) -> None:
     }
     settings = load_settings(env=env)
     assert settings.gcp.project_id == "p1"
-    assert settings.upstream.timeout == 12.0
+    assert settings.transport.timeout == 12.0
     rows = dict(describe(settings))
     assert rows["gcp.service_account_key"] == "<redacted>"
     assert "service_account" not in repr(settings)
@@ -46,10 +46,10 @@ def test_seed_environment_names(tmp_path: Path) -> None:
     ("env", "fragment"),
     [
         ({"GAR_PROXY_CACHE_MAX_SIZE": "lots"}, "cache.max_size (GAR_PROXY_CACHE_MAX_SIZE)"),
-        ({"GAR_LOCATION": "mars-north1"}, "upstream.location (GAR_LOCATION)"),
-        ({"GAR_PROXY_LISTEN": "localhost"}, "server.listen"),
-        ({"GAR_PROXY_AUTH": "kerberos"}, "upstream.auth"),
-        ({"GAR_PROXY_OFFLINE": "maybe"}, "cache.offline"),
+        ({"GAR_LOCATION": "mars-north1"}, "routing.location (GAR_LOCATION)"),
+        ({"GAR_PROXY_SERVER_LISTEN": "localhost"}, "server.listen"),
+        ({"GAR_PROXY_UPSTREAM_AUTH": "kerberos"}, "upstream.auth"),
+        ({"GAR_PROXY_CACHE_OFFLINE": "maybe"}, "cache.offline"),
     ],
 )
 def test_bad_values_name_the_key(env: dict[str, str], fragment: str) -> None:
@@ -68,14 +68,14 @@ def test_bad_value_exits_non_zero_with_one_line(tmp_path: Path) -> None:
         # --offline: config check also checks credentials and the upstream, and this
         # test must not depend on reaching Google.
         [sys.executable, "-m", "proxy", "--offline", "config", "check"],
-        env={"HOME": str(tmp_path), "GAR_PROXY_TAG_TTL": "soon", "PATH": "/usr/bin:/bin"},
+        env={"HOME": str(tmp_path), "GAR_PROXY_CACHE_TAG_TTL": "soon", "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "cache.tag_ttl (GAR_PROXY_TAG_TTL)" in lines[0]
+    assert len(lines) == 1 and "cache.tag_ttl (GAR_PROXY_CACHE_TAG_TTL)" in lines[0]
 
 
 def test_config_check_prints_effective_settings(tmp_path: Path) -> None:
@@ -83,7 +83,11 @@ def test_config_check_prints_effective_settings(tmp_path: Path) -> None:
         # --offline: config check also checks credentials and the upstream, and this
         # test must not depend on reaching Google.
         [sys.executable, "-m", "proxy", "--offline", "config", "check"],
-        env={"HOME": str(tmp_path), "GAR_PROXY_PASSWORD": "hunter2", "PATH": "/usr/bin:/bin"},
+        env={
+            "HOME": str(tmp_path),
+            "GAR_PROXY_UPSTREAM_PASSWORD": "hunter2",
+            "PATH": "/usr/bin:/bin",
+        },
         capture_output=True,
         text=True,
         timeout=60,
@@ -105,7 +109,7 @@ def test_a_misspelt_gar_proxy_variable_is_refused_with_a_suggestion() -> None:
 def test_every_setting_has_one_gar_proxy_name_derived_from_its_key(tmp_path: Path) -> None:
     from proxy.config import SPECS, describe
 
-    samples = {"server.listen": "127.0.0.1:7000", "upstream.location": "europe-west1"}
+    samples = {"server.listen": "127.0.0.1:7000", "routing.location": "europe-west1"}
     for spec in SPECS.values():
         assert spec.env[0] == "GAR_PROXY_" + spec.key.upper().replace(".", "_")
         raw = samples.get(spec.key)
@@ -129,12 +133,12 @@ async def test_project_id_completes_two_part_names_only(tmp_path: Path) -> None:
 
     settings = load_settings(
         env={"HOME": str(tmp_path), "GAR_PROJECT_ID": "team-proj"},
-        overrides={"upstream.resolve_locations": "false"},
+        overrides={"routing.resolve_locations": "false"},
     )
     index = await CacheIndex.open(tmp_path / "index.sqlite3")
     try:
         resolver = LocationResolver(
-            settings.upstream, None, index, default_project=settings.gcp.project_id
+            settings.routing, None, index, gar=True, default_project=settings.gcp.project_id
         )
         two = await resolver.resolve(Repository.parse("my-repo/app"))
         assert (two.path, two.location) == ("team-proj/my-repo/app", "us")

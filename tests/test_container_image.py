@@ -12,7 +12,7 @@ issued for that key; docker pulls through it and gets the upstream's digest.
 
 The private daemon has no bridge network (``--bridge=none``), so the pulling test's
 container shares the host's network and the proxy listens on a free loopback port, set
-the documented way (``GAR_PROXY_LISTEN``), which the image's HEALTHCHECK must follow to
+the documented way (``GAR_PROXY_SERVER_LISTEN``), which the image's HEALTHCHECK must follow to
 turn healthy. The documented commands publish a port (``-p 127.0.0.1:5000:5000``), which
 needs a bridge: they run with ``--network none`` instead, so the proxy binds
 ``0.0.0.0:5000`` in a namespace of its own exactly as documented, and its HEALTHCHECK
@@ -76,7 +76,7 @@ def test_the_image_declares_its_user_port_volume_and_healthcheck(
     assert set(config["ExposedPorts"]) == {"5000/tcp"}
     assert set(config["Volumes"]) == {"/cache"}
     assert config["Healthcheck"]["Test"] == ["CMD", "gar-proxy", "healthcheck"]
-    assert "GAR_PROXY_LISTEN=0.0.0.0:5000" in config["Env"]
+    assert "GAR_PROXY_SERVER_LISTEN=0.0.0.0:5000" in config["Env"]
 
 
 def test_the_image_holds_only_the_server_extras_it_runs(image: str, dockerd: Dockerd) -> None:
@@ -128,9 +128,9 @@ def test_the_image_runs_as_documented_and_docker_pulls_through_it(
                 healthcheck={"interval": 500_000_000},
             )
             .with_envs(
-                GAR_PROXY_LISTEN=f"127.0.0.1:{port}",
+                GAR_PROXY_SERVER_LISTEN=f"127.0.0.1:{port}",
                 GAR_PROXY_UPSTREAM_URL=gar_url + "/{location}",
-                GAR_PROXY_RESOLVE_LOCATIONS="false",
+                GAR_PROXY_ROUTING_RESOLVE_LOCATIONS="false",
                 GOOGLE_APPLICATION_CREDENTIALS=KEY_IN_CONTAINER,
             )
             .with_volume_mapping(str(key), KEY_IN_CONTAINER, "ro")
@@ -295,7 +295,8 @@ def test_with_tls_on_the_images_health_check_passes(
             "-v", f"{volume}:/cache", "-v", f"{tls}:/run/tls:ro",
             "-e", "GAR_PROXY_TLS_CERT_FILE=/run/tls/cert.pem",
             "-e", "GAR_PROXY_TLS_KEY_FILE=/run/tls/key.pem",
-            "-e", "GAR_PROXY_ACCESS_ANONYMOUS=true", "-e", "GAR_PROXY_AUTH=none", IMAGE_TAG,
+            "-e", "GAR_PROXY_ACCESS_ANONYMOUS=true", "-e", "GAR_PROXY_UPSTREAM_AUTH=none",
+            IMAGE_TAG,
         )  # fmt: skip
         _wait_healthy(dockerd, name)
         plain = dockerd.client.containers.get(name).exec_run(

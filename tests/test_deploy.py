@@ -107,7 +107,7 @@ def test_the_daemonset_listens_on_the_nodes_loopback_and_installs_the_hosts_toml
     assert spec["hostNetwork"] is True
     (proxy,) = spec["containers"]
     env = {e["name"]: e["value"] for e in proxy["env"]}
-    assert env["GAR_PROXY_LISTEN"] == "127.0.0.1:5000"
+    assert env["GAR_PROXY_SERVER_LISTEN"] == "127.0.0.1:5000"
     assert proxy["readinessProbe"]["exec"]["command"] == [*_healthcheck_in_image(), "/readyz"]
     config = _by_kind("ConfigMap", "gar-proxy-containerd")["data"]["hosts.toml"]
     standalone = (DEPLOY / "containerd" / "hosts.toml").read_text()

@@ -89,7 +89,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     hub_image = build_image(hub_layers, fmt="docker", architecture=MACHINE_ARCH)
     fake.put_image("us", HUB_REPO, "3", hub_image)
     with fake.serve():
-        settings = proxy_settings(work, fake.upstream, upstream__mirrors=MIRRORS)
+        settings = proxy_settings(work, fake.upstream, routing__mirrors=MIRRORS)
         with run_proxy(settings) as running:
             hub = running.mirror_url("docker.io").removeprefix("http://")
             config = work / "gar-proxy.toml"

@@ -149,7 +149,10 @@ def test_the_tier_command_runs_in_front_of_another_gar_proxy(
         words = _gar_proxy(command.replace("http://team-cache:5000", team.url))
         env = proxy_env(
             tmp_path / "cache",
-            {"GAR_PROXY_LISTEN": "127.0.0.1:0", "GAR_PROXY_CACHE_DIR": str(tmp_path / "cache")},
+            {
+                "GAR_PROXY_SERVER_LISTEN": "127.0.0.1:0",
+                "GAR_PROXY_CACHE_DIR": str(tmp_path / "cache"),
+            },
         )
         with _serving(words, env, tmp_path / "tier.log") as url:
             blob = image.blobs[0]
@@ -178,7 +181,7 @@ def test_the_gitlab_service_starts_with_the_variables_gitlab_hands_it() -> None:
     env = {name: key for name in referenced}  # the CI/CD variables themselves
     env.update({k: re.sub(r"\$\{?(\w+)\}?", lambda m: env[m[1]], str(v)) for k, v in own.items()})
     env.update({"CI": "true", "CI_JOB_ID": "1", "GITLAB_CI": "true"})
-    env["GAR_PROXY_LISTEN"] = "0.0.0.0:5000"  # the image's own
+    env["GAR_PROXY_SERVER_LISTEN"] = "0.0.0.0:5000"  # the image's own
     try:
         settings = load_settings(None, env=env)
     except ConfigError as error:

@@ -66,7 +66,8 @@ def test_fills_over_the_cap_evict_the_least_recently_used(fake: FakeGAR, tmp_pat
             want = {blobs[n][0] for n in names}
             eventually(
                 lambda: (
-                    cached(proxy) == want and proxy.services.index.total_bytes == len(names) * MIB
+                    cached(proxy) == want
+                    and proxy.services.index.blobs.total_bytes == len(names) * MIB
                 ),
                 f"the cache holds {names}",
             )
@@ -154,7 +155,7 @@ def test_pinned_images_survive_eviction(fake: FakeGAR, tmp_path: Path) -> None:
         # 1 MiB and a config pinned, so room for one more MiB: the last one used.
         want = pinned_blobs | {blobs["d"][0]}
         eventually(
-            lambda: cached(proxy) == want and proxy.services.index.total_bytes <= 3 * MIB,
+            lambda: cached(proxy) == want and proxy.services.index.blobs.total_bytes <= 3 * MIB,
             "a, b and c are evicted",
         )
 
@@ -187,7 +188,7 @@ def test_an_evicted_large_manifest_is_fetched_again(fake: FakeGAR, tmp_path: Pat
         assert got.content == body
         assert digest in cached(proxy)  # kept as a blob file
         # Not parsed whole, but its references are known, so a pin would keep them.
-        children = proxy.call(proxy.services.index.children(Digest.parse(digest)))
+        children = proxy.call(proxy.services.index.manifests.children(Digest.parse(digest)))
         assert {str(c) for c in children} == {config} | {layer["digest"] for layer in layers}
         for name in "abc":
             assert client.get(f"/v2/{REPO}/blobs/{blobs[name][0]}").content == blobs[name][1]

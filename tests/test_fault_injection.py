@@ -69,7 +69,7 @@ CASES: dict[str, Case] = {
     "manifest-503-storm": Case([Fault(kind="manifest", status=503, retry_after=0)]),
     "stall-before-headers": Case([_blob(delay=0.5, times=2)], True),
     "stall-past-timeout": Case(
-        [_blob(delay=1.5)], settings={"upstream__timeout": "0.5", "upstream__retries": "0"}
+        [_blob(delay=1.5)], settings={"transport__timeout": "0.5", "transport__retries": "0"}
     ),
     "slow-body": Case([_blob(slow_body=0.01)], True),
     "truncated": Case([_blob(truncate_at=100_000)]),
@@ -130,7 +130,7 @@ def test_fault_case(name: str, fake_gar: FakeGarFactory, proxy: ProxyFactory) ->
     fake = fake_gar(auth="none", chunk_size=FAKE_CHUNK)
     img = image()
     fake.put_image("us", REPO, "1.0", img)
-    running = proxy(fake.upstream, **{"upstream__retries": "2", **case.settings})
+    running = proxy(fake.upstream, **{"transport__retries": "2", **case.settings})
     for fault in case.faults:
         fake.add_fault(fault)
     downloads = Downloads()
@@ -155,7 +155,7 @@ def test_token_endpoint_down(fake_gar: FakeGarFactory, proxy: ProxyFactory) -> N
         upstream__auth="basic",
         upstream__username="oauth2accesstoken",
         upstream__password="ya29.good",
-        upstream__retries="1",
+        transport__retries="1",
     )
     down = fake.add_fault(Fault(kind="token", status=503, retry_after=0))
     downloads = Downloads()
@@ -174,7 +174,9 @@ def test_token_endpoint_down(fake_gar: FakeGarFactory, proxy: ProxyFactory) -> N
 def process(tmp_path: Path, fake_gar: FakeGarFactory) -> Iterator[tuple[FakeGAR, ProxyProcess]]:
     fake = fake_gar(auth="none", chunk_size=FAKE_CHUNK)
     fake.add_repository("us", "proj", "repo")  # GAR creates none on push
-    running = ProxyProcess(tmp_path / "cache", fake.upstream, env={"GAR_PROXY_RETRIES": "1"})
+    running = ProxyProcess(
+        tmp_path / "cache", fake.upstream, env={"GAR_PROXY_TRANSPORT_RETRIES": "1"}
+    )
     try:
         yield fake, running.start()
     finally:

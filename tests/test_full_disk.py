@@ -49,7 +49,7 @@ def test_a_blob_larger_than_the_free_space_is_passed_through(
         assert answer.headers["content-length"] == str(len(data))
         assert str(Digest.of(answer.content)) == digest
         assert cached(running) == set()
-        assert running.services.index.total_bytes == 0
+        assert running.services.index.blobs.total_bytes == 0
         assert passed_through(running) == 1
 
         cache.free_bytes = lambda: 100 * MIB  # space is back: the next pull caches it

@@ -40,7 +40,7 @@ def test_healthy_at_the_port_in_gar_proxy_listen(proxy: ProxyProcess, tmp_path: 
     for listen in (proxy.host, f"0.0.0.0:{proxy.port}"):
         for path in ((), ("/readyz",)):
             result = _check(
-                tmp_path, *path, GAR_PROXY_LISTEN=listen, GAR_PROXY_ACCESS_ANONYMOUS="true"
+                tmp_path, *path, GAR_PROXY_SERVER_LISTEN=listen, GAR_PROXY_ACCESS_ANONYMOUS="true"
             )
             assert result.returncode == 0, result.stderr
 
@@ -55,10 +55,10 @@ def test_healthy_at_the_port_in_the_config_file(proxy: ProxyProcess, tmp_path: P
 def test_unhealthy_where_nothing_listens_or_the_path_fails(
     proxy: ProxyProcess, tmp_path: Path
 ) -> None:
-    closed = _check(tmp_path, GAR_PROXY_LISTEN=f"127.0.0.1:{free_port()}")
+    closed = _check(tmp_path, GAR_PROXY_SERVER_LISTEN=f"127.0.0.1:{free_port()}")
     assert closed.returncode == 1
     assert "Connection refused" in closed.stderr
-    missing = _check(tmp_path, "/no-such-probe", GAR_PROXY_LISTEN=proxy.host)
+    missing = _check(tmp_path, "/no-such-probe", GAR_PROXY_SERVER_LISTEN=proxy.host)
     assert missing.returncode == 1
     assert "HTTP 404" in missing.stderr
 
@@ -78,8 +78,8 @@ def test_speaks_tls_when_the_listener_does(tmp_path: Path) -> None:
     ):
         assert running.url.startswith("https://")
         for path in ("/healthz", "/readyz"):
-            result = _check(tmp_path, path, GAR_PROXY_LISTEN=running.host, **tls)
+            result = _check(tmp_path, path, GAR_PROXY_SERVER_LISTEN=running.host, **tls)
             assert result.returncode == 0, result.stderr
         # The same port without TLS settings: plain HTTP to a TLS listener fails.
-        plain = _check(tmp_path, GAR_PROXY_LISTEN=running.host)
+        plain = _check(tmp_path, GAR_PROXY_SERVER_LISTEN=running.host)
     assert plain.returncode == 1, plain.stderr

@@ -94,10 +94,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         options = proxy_settings(
             base,
             url + "/{location}",
-            upstream__resolve_locations="true",
-            upstream__metadata_api_url=url,
-            upstream__routes="proj=us",
-            upstream__retries="0",
+            routing__resolve_locations="true",
+            apis__artifact_registry=url,
+            routing__routes="proj=us",
+            transport__retries="0",
         )
         with run_proxy(options) as proxy:
             watched = [base, Path.cwd()]

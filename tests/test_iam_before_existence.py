@@ -91,7 +91,7 @@ def error_of(response: httpx.Response) -> tuple[int, str, str]:
 def test_a_scoped_principal_gets_gars_403_for_a_missing_repository(
     fake: FakeGAR, acting_as: Callable[..., RunningProxy]
 ) -> None:
-    running = acting_as(SCOPED, upstream__location="europe-west1")
+    running = acting_as(SCOPED, routing__location="europe-west1")
     with httpx.Client(base_url=running.url, timeout=30) as http:
         first = http.get("/v2/proj/missing/app/manifests/1.0", headers=ACCEPT)
         asked = fake.count("GET", "manifest")
@@ -132,7 +132,7 @@ def test_a_push_to_a_missing_repository_says_so(
 def test_a_push_with_a_read_grant_says_upload_denied(
     fake: FakeGAR, acting_as: Callable[..., RunningProxy]
 ) -> None:
-    running = acting_as(PROJECT, upstream__location="europe-west1")
+    running = acting_as(PROJECT, routing__location="europe-west1")
     with httpx.Client(base_url=running.url, timeout=30) as http:
         started = http.post("/v2/proj/repo/app/blobs/uploads/")
     status, code, message = error_of(started)
@@ -147,7 +147,7 @@ def test_discovery_goes_past_403s_in_other_locations(
     API answers 403 (R4), which used to end the search and send the pull to ``us``."""
     running = acting_as(
         SCOPED,
-        upstream__resolve_locations="true", upstream__metadata_api_url=fake.url,
+        routing__resolve_locations="true", apis__artifact_registry=fake.url,
     )  # fmt: skip
     with httpx.Client(base_url=running.url, timeout=30) as http:
         pulled = http.get("/v2/proj/repo/app/manifests/1.0", headers=ACCEPT)
@@ -161,14 +161,14 @@ def test_403_everywhere_is_reported_with_gars_words(
 ) -> None:
     running = acting_as(
         SCOPED,
-        upstream__resolve_locations="true", upstream__metadata_api_url=fake.url,
+        routing__resolve_locations="true", apis__artifact_registry=fake.url,
     )  # fmt: skip
     with httpx.Client(base_url=running.url, timeout=30) as http:
         answer = http.get("/v2/proj/typo/app/manifests/1.0", headers=ACCEPT)
     assert error_of(answer)[:2] == (403, "DENIED")
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     report = next(w for w in warnings if "denied gar-proxy proj/typo" in w)
-    assert "artifactregistry.repositories.get" in report and "upstream.routes" in report
+    assert "artifactregistry.repositories.get" in report and "routing.routes" in report
 
 
 def test_the_one_location_that_refuses_is_the_repositorys(
@@ -184,7 +184,7 @@ def test_the_one_location_that_refuses_is_the_repositorys(
     )
     running = acting_as(
         PROJECT,
-        upstream__resolve_locations="true", upstream__metadata_api_url=fake.url,
+        routing__resolve_locations="true", apis__artifact_registry=fake.url,
     )  # fmt: skip
     with httpx.Client(base_url=running.url, timeout=30) as http:
         answer = http.get("/v2/proj/repo/app/manifests/1.0", headers=ACCEPT)

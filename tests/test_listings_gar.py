@@ -12,7 +12,7 @@ import logging
 import httpx
 import pytest
 
-from proxy.config_values import WarmSchedule
+from proxy.config.values import WarmSchedule
 from proxy.services import listings
 from proxy.services.scheduled_warm import matching_tags
 from testkit.fakes.gar import FakeGAR

@@ -157,7 +157,7 @@ async def _warm(base: str, img: Image, out: Downloads) -> None:
 def settled_fds(base: str, pid: int, poke: str) -> int:
     """The proxy's descriptors with no client connected and one upstream connection.
 
-    Its upstream pool keeps up to ``upstream.max_keepalive`` idle connections and
+    Its upstream pool keeps up to ``transport.max_keepalive`` idle connections and
     prunes those upstream has closed only when next used; so wait until the fake has
     closed its idle ones (after 1 s), send one more cold pull through the pool on a
     connection closed at once, and count once the proxy has seen that close."""

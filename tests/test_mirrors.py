@@ -43,7 +43,7 @@ def seeded(
     fake.put_image("us", "proj/dockerhub-remote/library/alpine", "3", alpine)
     fake.put_image("europe-west1", "proj/ghcr-remote/org/tool", "1", tool)
     fake.put_image("us", "proj/repo/app", "1", _image("app"))
-    return fake, proxy(fake.upstream, upstream__mirrors=MIRRORS), alpine, tool
+    return fake, proxy(fake.upstream, routing__mirrors=MIRRORS), alpine, tool
 
 
 def _digest(base: str, path: str, **params: str) -> str:
@@ -114,16 +114,16 @@ def test_mirrors_are_read_from_top_level_tables_and_the_environment(tmp_path: Pa
         '[cache]\ntag_ttl = "5s"\n\n[[mirrors]]\nhost = "index.docker.io"\n'
         'repository = "p/hub"\nlisten = "127.0.0.1:5001"\n'
     )
-    (mirror,) = load_settings(config, env={}).upstream.mirrors
+    (mirror,) = load_settings(config, env={}).routing.mirrors
     assert (mirror.host, mirror.prefix, mirror.location, mirror.listen) == (
         "docker.io", "p/hub", None, ("127.0.0.1", 5001)
     )  # fmt: skip
-    env = {"GAR_PROXY_UPSTREAM_MIRRORS": "docker.io=p/hub@us,ghcr.io=p/ghcr@europe-west1"}
-    hosts = [(m.host, m.location) for m in load_settings(None, env=env).upstream.mirrors]
+    env = {"GAR_PROXY_ROUTING_MIRRORS": "docker.io=p/hub@us,ghcr.io=p/ghcr@europe-west1"}
+    hosts = [(m.host, m.location) for m in load_settings(None, env=env).routing.mirrors]
     assert hosts == [("docker.io", "us"), ("ghcr.io", "europe-west1")]
     for bad in ["docker.io=hub", "docker.io=p/hub,docker.io=p/other", "ghcr.io=p/g@mars"]:
-        with pytest.raises(ConfigError, match=r"upstream\.mirrors"):
-            load_settings(None, env={"GAR_PROXY_UPSTREAM_MIRRORS": bad})
+        with pytest.raises(ConfigError, match=r"routing\.mirrors"):
+            load_settings(None, env={"GAR_PROXY_ROUTING_MIRRORS": bad})
     clash = {"server.listen": "127.0.0.1:5001"}
     with pytest.raises(ConfigError, match="listen"):
         load_settings(config, env={}, overrides=clash)

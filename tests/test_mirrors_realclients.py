@@ -56,7 +56,7 @@ def mirror_proxy(
         },
         {"host": "ghcr.io", "repository": "proj/ghcr-remote", "location": "europe-west1"},
     ]
-    env = {"GAR_PROXY_UPSTREAM_MIRRORS": json.dumps(mirrors)}
+    env = {"GAR_PROXY_ROUTING_MIRRORS": json.dumps(mirrors)}
     work = tmp_path_factory.mktemp("mirror-proxy")
     with ProxyProcess(work / "cache", seeded[0].upstream, env=env) as running:
         yield running

@@ -24,9 +24,9 @@ DOMAIN_IMAGE = "example.com/proj/repo/app"
 
 def api(fake: FakeGAR) -> dict[str, str]:
     return {
-        "upstream__resolve_locations": "true",
-        "upstream__check_repositories": "true",
-        "upstream__metadata_api_url": fake.url,
+        "routing__resolve_locations": "true",
+        "routing__check_repositories": "true",
+        "apis__artifact_registry": fake.url,
     }
 
 
@@ -36,7 +36,7 @@ def test_a_domain_scoped_project_is_pulled_by_its_host_qualified_name(
     fake = fake_gar(auth="none")
     image = build_image([make_layer({"d": b"domain"})])
     fake.put_image("europe-west1", DOMAIN_IMAGE, "1", image)
-    running = proxy(fake.upstream, **api(fake), upstream__project_domains="example.com")
+    running = proxy(fake.upstream, **api(fake), routing__project_domains="example.com")
     with httpx.Client(base_url=running.url, timeout=30) as http:
         qualified = http.get(
             f"/v2/europe-west1-docker.pkg.dev/{DOMAIN_IMAGE}/manifests/1", headers=ACCEPT
@@ -64,7 +64,7 @@ def test_a_bare_dotted_name_is_another_registrys_unless_its_domain_is_declared(
         )
     error = bare.json()["errors"][0]
     assert (bare.status_code, error["code"]) == (404, "NAME_UNKNOWN")
-    assert "upstream.project_domains" in error["message"]
+    assert "routing.project_domains" in error["message"]
     assert "us-docker.pkg.dev/example.com/PROJECT/REPO/IMAGE" in error["message"].replace(
         "LOCATION", "us"
     )
@@ -107,7 +107,7 @@ def test_a_domain_scoped_images_vulnerabilities_are_asked_for_the_colon_project(
     analysis.set_discovery(url, "FINISHED_SUCCESS")
     analysis.add_vulnerability(url, "CVE-2024-0077", "LOW", "tar", "1.34", None)
     with serve_in_thread(analysis.in_front_of(gar)) as base:
-        running = proxy(base + "/{location}", upstream__analysis_api_url=base)
+        running = proxy(base + "/{location}", apis__container_analysis=base)
         with httpx.Client(base_url=running.url, timeout=30) as http:
             report = http.get(f"/_gar-proxy/vulns/us-docker.pkg.dev/{DOMAIN_IMAGE}:1")
     assert report.status_code == 200, report.text

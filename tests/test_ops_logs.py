@@ -48,8 +48,12 @@ def test_every_line_of_a_pull_is_json_with_the_request_fields_and_no_secret(
     fake = fake_gar(access_tokens={TOKEN}, registry_token_only=True, upload_state_query=True)
     image = build_image([make_layer({"a": b"1"}), make_layer(size=256 * 1024, seed=3)])
     fake.put_image("us", REPO, "1.0", image)
-    env = {"GAR_PROXY_USERNAME": "oauth2accesstoken", "GAR_PROXY_PASSWORD": TOKEN,
-           "GAR_PROXY_LOG_FORMAT": "json", "GAR_PROXY_LOG_LEVEL": "debug"}  # fmt: skip
+    env = {
+        "GAR_PROXY_UPSTREAM_USERNAME": "oauth2accesstoken",
+        "GAR_PROXY_UPSTREAM_PASSWORD": TOKEN,
+        "GAR_PROXY_SERVER_LOG_FORMAT": "json",
+        "GAR_PROXY_SERVER_LOG_LEVEL": "debug",
+    }
     with ProxyProcess(tmp_path / "cache", fake.upstream, auth="basic", env=env) as proxy:
         with httpx.Client(base_url=proxy.url, timeout=30) as http:
             for _ in range(2):  # cold, then warm
@@ -102,7 +106,7 @@ def test_a_failed_request_says_why_and_where_and_is_a_warning(
     fake = fake_gar(auth="none")
     fake.put_image("us", REPO, "1.0", build_image([make_layer({"a": b"1"})]))
     fake.add_fault(Fault(kind="manifest", status=503, path=r"/manifests/1\.0$"))
-    env = {"GAR_PROXY_LOG_FORMAT": "json", "GAR_PROXY_RETRIES": "1"}
+    env = {"GAR_PROXY_SERVER_LOG_FORMAT": "json", "GAR_PROXY_TRANSPORT_RETRIES": "1"}
     upstream = fake.upstream.replace("http://", "http://user:pw-in-url@")
     with ProxyProcess(tmp_path / "cache", upstream, env=env) as proxy:
         with httpx.Client(base_url=proxy.url, timeout=30) as http:

@@ -52,7 +52,7 @@ def upper(fake_gar: FakeGarFactory, proxy: ProxyFactory, tmp_path: Path) -> Runn
 
 
 def _config_check(tmp_path: Path, upstream: str, password: str) -> tuple[int, str]:
-    env = {"GAR_PROXY_USERNAME": "node-b", "GAR_PROXY_PASSWORD": password}
+    env = {"GAR_PROXY_UPSTREAM_USERNAME": "node-b", "GAR_PROXY_UPSTREAM_PASSWORD": password}
     result = run_cli(tmp_path / "lower", upstream, "config", "check", auth="basic", env=env)
     return result.returncode, result.stdout + result.stderr
 

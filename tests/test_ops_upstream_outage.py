@@ -86,7 +86,7 @@ def test_an_upstream_outage_keeps_the_proxy_ready_and_the_alerts_follow_it(
     assert port is not None
     settings = proxy_settings(
         tmp_path, fake.upstream, upstream__check_interval=f"{INTERVAL}s",
-        cache__tag_ttl=f"{TAG_TTL}s", upstream__retries="0",
+        cache__tag_ttl=f"{TAG_TTL}s", transport__retries="0",
         cache__revalidate_window="0",  # a request past the TTL asks upstream: served stale
     )  # fmt: skip
     with (

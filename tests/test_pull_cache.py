@@ -168,7 +168,7 @@ async def test_first_client_leaving_does_not_abort_the_fill(
         again = await http.get(f"/v2/{REPO}/blobs/{digest}")
     assert again.content == data
     assert fake.count("GET", "blob") == 1
-    assert running.call(running.services.index.blob_size(parsed)) == len(data)
+    assert running.call(running.services.index.blobs.size(parsed)) == len(data)
     assert not running.services.cache.in_use(parsed)  # the departed reader let go
 
 

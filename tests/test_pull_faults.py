@@ -42,7 +42,7 @@ def fake(fake_gar: FakeGarFactory) -> FakeGAR:
 
 @pytest.fixture
 def running(fake: FakeGAR, proxy: ProxyFactory) -> RunningProxy:
-    return proxy(fake.upstream, upstream__retries="1")
+    return proxy(fake.upstream, transport__retries="1")
 
 
 def files_under(directory: Path) -> list[Path]:
@@ -92,7 +92,7 @@ def test_blob_fault_cuts_the_client_and_caches_nothing(
         settled(running, parsed)
         assert files_under(cache / "blobs") == []
         assert files_under(cache / "tmp") == []
-        assert running.call(running.services.index.blob_size(parsed)) is None
+        assert running.call(running.services.index.blobs.size(parsed)) is None
         assert running.services.cache.size(parsed) is None
 
         fake.clear_faults()
@@ -112,7 +112,9 @@ def test_wrong_manifest_bytes_by_digest_are_refused_and_not_cached(
         bad = http.get(f"/v2/{REPO}/manifests/{image.digest}")
         assert bad.status_code == 502
         assert bad.json()["errors"][0]["code"] == "DIGEST_INVALID"
-        assert running.call(running.services.index.get_manifest(Digest.parse(image.digest))) is None
+        assert (
+            running.call(running.services.index.manifests.get(Digest.parse(image.digest))) is None
+        )
         good = http.get(f"/v2/{REPO}/manifests/{image.digest}")
         assert good.status_code == 200 and good.content == image.manifest
         assert good.headers["content-type"] == mt.OCI_MANIFEST
@@ -130,8 +132,10 @@ def test_manifest_cut_mid_body_is_an_upstream_error(
         bad = http.get(f"/v2/{REPO}/manifests/1.0", headers=ACCEPT)
         assert bad.status_code == 502, bad.text
         assert bad.json()["errors"][0]["code"] == "UNAVAILABLE"
-        assert running.call(running.services.index.get_tag(KEY, "1.0")) is None
-        assert running.call(running.services.index.get_manifest(Digest.parse(image.digest))) is None
+        assert running.call(running.services.index.tags.get(KEY, "1.0")) is None
+        assert (
+            running.call(running.services.index.manifests.get(Digest.parse(image.digest))) is None
+        )
         good = http.get(f"/v2/{REPO}/manifests/1.0", headers=ACCEPT)
         assert good.status_code == 200 and good.content == image.manifest
 

@@ -40,7 +40,7 @@ def start(tmp_path: Path, url: str, **keys: Any) -> Any:
 
 
 def start_clocked(tmp_path: Path, url: str, clock: Clock, **keys: Any) -> Any:
-    keys.setdefault("upstream__retries", "1")
+    keys.setdefault("transport__retries", "1")
     keys.setdefault("cache__revalidate_window", "0")
     return run_proxy(proxy_settings(tmp_path, url + "/{location}", **keys), clock=clock)
 
@@ -117,8 +117,8 @@ def test_revalidation_follows_the_tag_upstream(fake: FakeGAR, tmp_path: Path) ->
         assert gone.status_code == 404
         assert gone.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
         assert manifest_calls(fake) == (1, 0)
-        assert proxy.call(proxy.services.index.get_tag(KEY, "1.0")) is None
-        assert proxy.call(proxy.services.index.list_tags(KEY)) == []
+        assert proxy.call(proxy.services.index.tags.get(KEY, "1.0")) is None
+        assert proxy.call(proxy.services.index.tags.names(KEY)) == []
         # The old manifest stays reachable by digest, without upstream.
         by_digest = http.get(f"/v2/{REPO}/manifests/{first.digest}")
         assert by_digest.status_code == 200 and by_digest.content == first.manifest
@@ -154,7 +154,7 @@ def test_stale_tag_served_while_upstream_fails_until_max_stale(
             assert too_old.status_code == client_status
             assert too_old.json()["errors"][0]["code"] == code
         assert stale_served(proxy) == len(failures)
-        assert proxy.call(proxy.services.index.get_tag(KEY, "1.0")) is not None  # kept
+        assert proxy.call(proxy.services.index.tags.get(KEY, "1.0")) is not None  # kept
         fake.clear_faults()
         assert get_tag(http).status_code == 200  # upstream is back: fine again
 
@@ -307,9 +307,9 @@ def test_location_lookup_once_and_routes_win(fake: FakeGAR, tmp_path: Path) -> N
     fake.put_image("asia", "p/r3/i", "1.0", asian)  # the lookup would find this one...
     fake.put_image("europe", "p/r3/i", "1.0", european)  # ...but the route says europe
     settings = {
-        "upstream__resolve_locations": "true",
-        "upstream__metadata_api_url": fake.url,
-        "upstream__routes": "p/r3=europe",
+        "routing__resolve_locations": "true",
+        "apis__artifact_registry": fake.url,
+        "routing__routes": "p/r3=europe",
     }
     with start(tmp_path, fake.url, **settings) as proxy, client(proxy) as http:
         assert get_tag(http, repo="p/r2/i").content == asian.manifest

@@ -92,7 +92,7 @@ def test_a_served_proxy_logs_no_secret(fake_gar: FakeGarFactory, tmp_path: Path)
     fake = fake_gar(auth="none")
     fake.put_image("us", "proj/repo/app", "v1", build_image([make_layer(seed=8)]))
     upstream = _with_userinfo(fake.upstream)
-    env = {"GAR_PROXY_LOG_LEVEL": "debug"}  # uvicorn's access log too
+    env = {"GAR_PROXY_SERVER_LOG_LEVEL": "debug"}  # uvicorn's access log too
     with ProxyProcess(tmp_path / "cache", upstream, env=env) as proxy:
         assert httpx.get(f"{proxy.url}/v2/proj/repo/app/manifests/v1").status_code == 200
         httpx.patch(f"{proxy.url}/v2/proj/repo/app/blobs/uploads/abc?{QUERY}", content=b"x")

@@ -29,9 +29,9 @@ def _settings_env(tmp_path: Path, mode: str) -> tuple[str, dict[str, str]]:
     """(auth, environment) for an upstream with secrets of kind ``mode``."""
     files = write_access_files(tmp_path).items()
     access = {f"GAR_PROXY_{k.upper().replace('__', '_')}": v for k, v in files}
-    env = {**access, "GAR_PROXY_LOG_LEVEL": "debug"}
+    env = {**access, "GAR_PROXY_SERVER_LOG_LEVEL": "debug"}
     if mode == "basic":
-        env |= {"GAR_PROXY_USERNAME": "bob", "GAR_PROXY_PASSWORD": BASIC_PASSWORD}
+        env |= {"GAR_PROXY_UPSTREAM_USERNAME": "bob", "GAR_PROXY_UPSTREAM_PASSWORD": BASIC_PASSWORD}
         return "basic", env
     token = tmp_path / "upstream-token"
     token.write_text(FILE_TOKEN + "\n")

@@ -130,7 +130,7 @@ def test_purge_blobs_frees_what_only_the_tag_used_but_not_a_blob_in_use(
             ("proj/repo/other", b) for b in other.blobs
         ]:
             assert http.get(f"/v2/{repo}/blobs/{blob.digest}").status_code == 200
-        before = proxy.services.index.total_bytes
+        before = proxy.services.index.blobs.total_bytes
         fake.add_fault(Fault(method="GET", path=f"/blobs/{cold}$", slow_body=0.005))
         with (
             http.stream("GET", f"/v2/{REPO}/blobs/{big}") as slow_read,
@@ -154,9 +154,9 @@ def test_purge_blobs_frees_what_only_the_tag_used_but_not_a_blob_in_use(
         assert cache.size(big) == len(app.layers[2].data)  # being read: kept
         assert cache.size(cold) == len(app.layers[3].data)  # the fill finished, cached
         assert cache.size(Digest.parse(app.layers[1].digest)) is not None  # other:1.0 uses it
-        total = proxy.services.index.total_bytes
+        total = proxy.services.index.blobs.total_bytes
         assert total == before - answer["freed"] + app.layers[3].size  # freed; the fill added
-        assert proxy.call(proxy.services.index.get_tag(KEY, "1.0")) is None
+        assert proxy.call(proxy.services.index.tags.get(KEY, "1.0")) is None
         # Nobody reads it now: purging the manifest by digest finishes the job.
         again = http.post(f"/_gar-proxy/purge/{REPO}@{app.digest}", params={"blobs": "1"})
         assert again.json()["manifests"] == 1 and again.json()["blobs"] == 2  # big and cold
@@ -243,7 +243,7 @@ def test_cli_asks_the_running_proxy_that_has_the_cache_open(fake: FakeGAR, tmp_p
     ):
         assert digest_of(http, "1.0") == old.digest
         fake.put_image("us", REPO, "1.0", new)
-        listen = {"GAR_PROXY_LISTEN": proxy.url.removeprefix("http://")}
+        listen = {"GAR_PROXY_SERVER_LISTEN": proxy.url.removeprefix("http://")}
         result = run_cli(tmp_path / "cache", fake.upstream, "refresh", f"{REPO}:1.0", env=listen)
         out = _ok(result)
         assert f"asking the proxy at {proxy.url}" in out
@@ -253,4 +253,4 @@ def test_cli_asks_the_running_proxy_that_has_the_cache_open(fake: FakeGAR, tmp_p
             tmp_path / "cache", fake.upstream, "purge", "--proxy", proxy.url, f"{REPO}:1.0"
         )
         assert "forgot 1 tag(s)" in _ok(purged)
-        assert proxy.call(proxy.services.index.get_tag(KEY, "1.0")) is None
+        assert proxy.call(proxy.services.index.tags.get(KEY, "1.0")) is None

@@ -167,7 +167,7 @@ def test_a_gar_outage_is_not_multiplied_by_the_ring(
     retry-on 502 503: the fake counted three manifest GETs."""
     fake.put_image("us", REPO, "1", build_image([make_layer(seed=40)]))
     fake.add_fault(Fault(kind="manifest", status=503))
-    with ring_of_three(fake, balancer, tmp_path, upstream__retries="0") as (_, ring):
+    with ring_of_three(fake, balancer, tmp_path, transport__retries="0") as (_, ring):
         answer = httpx.get(f"{ring}/v2/{REPO}/manifests/1", headers=ACCEPT, timeout=30)
     assert answer.status_code == 503
     assert fake.count("GET", "manifest") + fake.count("HEAD", "manifest") == 1

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from proxy.config import ConfigError, describe, load_settings
-from proxy.config_values import SharedBucket
+from proxy.config.values import SharedBucket
 from proxy.oci import mediatypes as mt
 from testkit.fakes.gar import FakeGAR
 from testkit.fakes.gcs import FakeGCS
@@ -52,7 +52,7 @@ def _image(seed: int) -> Image:
 @contextlib.contextmanager
 def replica(root: Path, fake: FakeGAR, api: str, bucket: str) -> Iterator[RunningProxy]:
     settings = proxy_settings(
-        root, fake.upstream, cache__shared=f"gs://{bucket}/{PREFIX}", upstream__storage_api_url=api
+        root, fake.upstream, cache__shared=f"gs://{bucket}/{PREFIX}", apis__cloud_storage=api
     )
     with run_proxy(settings) as running:
         yield running

@@ -166,7 +166,7 @@ def _drive(tmp_path: Path, step: str, mode: str) -> dict[str, object]:
     cache = tmp_path / "cache"
     env = proxy_env(cache, {
         "GAR_PROXY_UPSTREAM_URL": UPSTREAM,
-        "GAR_PROXY_AUTH": "gcp",  # a token source to close, never asked
+        "GAR_PROXY_UPSTREAM_AUTH": "gcp",  # a token source to close, never asked
         "GCE_METADATA_HOST": "127.0.0.1:9",
         "GAR_PROXY_CACHE_SHARED": "gs://bucket/prefix",  # a shared tier to close
     })  # fmt: skip

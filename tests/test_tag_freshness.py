@@ -39,7 +39,7 @@ def fake(fake_gar: FakeGarFactory) -> FakeGAR:
 
 
 def start(tmp_path: Path, fake: FakeGAR, clock: ManualClock, **keys: Any) -> Any:
-    keys.setdefault("upstream__retries", "1")
+    keys.setdefault("transport__retries", "1")
     settings = proxy_settings(tmp_path, fake.url + "/{location}", **keys)
     return run_proxy(settings, clock=clock)
 
@@ -293,8 +293,8 @@ def test_a_gar_repository_with_immutable_tags_is_never_revalidated(
     fake.put_image("us", REPO, "1.0", image)
     fake.put_image("us", "proj/mutable/app", "1.0", image)
     keys = {
-        "upstream__check_repositories": "true",
-        "upstream__metadata_api_url": fake.url,
+        "routing__check_repositories": "true",
+        "apis__artifact_registry": fake.url,
         "cache__tag_ttl": "60s",
     }
     clock = ManualClock()

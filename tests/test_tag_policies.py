@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from proxy.config import ConfigError, describe, load_settings
-from proxy.tag_policies import TagPolicies, TagRule, parse_tag_policies
+from proxy.config.tag_policies import TagPolicies, TagRule, parse_tag_policies
 
 TOML = """
 [cache]

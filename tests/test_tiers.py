@@ -64,7 +64,7 @@ class Tiers:
             tls__key_file=str(root / "key.pem"),
             access__htpasswd_file=str(root / "htpasswd"),
             access__tokens_file=str(root / "tokens"),
-            upstream__mirrors=MIRRORS,
+            routing__mirrors=MIRRORS,
             cache__tag_ttl="600",
         )
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from proxy.config import ConfigError, load_settings
-from proxy.config_values import WarmSchedule
+from proxy.config.values import WarmSchedule
 from proxy.oci.digest import Digest
 from proxy.services.scheduled_warm import warm_once
 from testkit.fakes.gar import FakeGAR
@@ -31,7 +31,7 @@ MIRRORS = [
     {"host": "docker.io", "repository": HUB, "location": "us"},
     {"host": "ghcr.io", "repository": GHCR, "location": "europe-west1"},
 ]
-ENV = {"GAR_PROXY_UPSTREAM_MIRRORS": json.dumps(MIRRORS)}
+ENV = {"GAR_PROXY_ROUTING_MIRRORS": json.dumps(MIRRORS)}
 # (location, GAR path, tag): what the files name, as the proxy asks GAR for it.
 IMAGES = [
     ("us", "proj/repo/web", "1.4.2"),
@@ -149,7 +149,7 @@ def test_scheduled_warm_reads_files_too(
 ) -> None:
     fake, images = seeded
     entry = WarmSchedule(files=(str(FILES / "chart" / "rendered.yaml"),), interval=3600.0)
-    settings = proxy_settings(tmp_path, fake.upstream, upstream__mirrors=json.dumps(MIRRORS))
+    settings = proxy_settings(tmp_path, fake.upstream, routing__mirrors=json.dumps(MIRRORS))
     with run_proxy(settings) as proxy:
         assert proxy.call(warm_once(proxy.services, entry)) == 0
         cache = proxy.services.cache

@@ -45,7 +45,7 @@ from proxy.auth.access import (
 )
 from proxy.auth.rules import ANONYMOUS
 from proxy.config import is_loopback
-from proxy.config_values import client_key
+from proxy.config.values import client_key
 from proxy.oci.errors import ErrorCode, RegistryError
 
 __all__ = ["Access", "AccessControl", "AccessPolicy"]

@@ -90,8 +90,8 @@ class BlobCache:
         both end here; the caller has checked the bytes against ``digest``."""
         with self._reconcile_if_interrupted():
             await asyncio.to_thread(self.store.commit, temp, digest)
-            await self.index.add_blob(digest, size)
-        if self.index.total_bytes > self.max_size:
+            await self.index.blobs.add(digest, size)
+        if self.index.blobs.total_bytes > self.max_size:
             task = asyncio.get_running_loop().create_task(self.evict())
             self._background.add(task)  # the loop keeps only weak references to tasks
             task.add_done_callback(self._background.discard)
@@ -115,10 +115,10 @@ class BlobCache:
         if size > self.max_size:  # would only flush the whole cache, then go itself
             return False
         spare = self.free_bytes() - self.min_free - self.fills.pending_bytes()
-        excess = max(size - spare, self.index.total_bytes + size - self.max_size)
+        excess = max(size - spare, self.index.blobs.total_bytes + size - self.max_size)
         if excess <= 0:
             return True
-        _, freed = await self.evict(max(self.index.total_bytes - excess, 0))
+        _, freed = await self.evict(max(self.index.blobs.total_bytes - excess, 0))
         return size <= max(spare + freed, self.free_bytes() - self.min_free)
 
     def size(self, digest: Digest) -> int | None:
@@ -177,16 +177,18 @@ class BlobCache:
         target = self.max_size if target is None else target
         removed = freed = 0
         async with self._evicting:
-            await self.index.refresh_total()
-            while self.index.total_bytes > target:
+            await self.index.blobs.recount()
+            while self.index.blobs.total_bytes > target:
                 victims = [
-                    (d, s) for d, s in await self.index.eviction_candidates() if not self.in_use(d)
+                    (d, s)
+                    for d, s in await self.index.blobs.eviction_candidates()
+                    if not self.in_use(d)
                 ]
                 if not victims:
                     log.warning("cache over its cap but every blob is in use or pinned")
                     break
                 chosen: list[Digest] = []
-                excess = self.index.total_bytes - target  # fills may add bytes meanwhile
+                excess = self.index.blobs.total_bytes - target  # fills may add bytes meanwhile
                 for digest, size in victims:
                     if excess <= 0:
                         break
@@ -195,7 +197,7 @@ class BlobCache:
                     freed += size
                 with self._reconcile_if_interrupted():
                     await asyncio.to_thread(self._remove_files, chosen)
-                    await self.index.remove_blobs(chosen)
+                    await self.index.blobs.remove(chosen)
                 removed += len(chosen)
         if removed:
             log.info("evicted %d blobs (%d bytes)", removed, freed)
@@ -213,7 +215,7 @@ class BlobCache:
             chosen = [d for d, size in sizes.items() if size is not None]
             with self._reconcile_if_interrupted():
                 await asyncio.to_thread(self._remove_files, chosen)
-                await self.index.remove_blobs(chosen)
+                await self.index.blobs.remove(chosen)
         freed = sum(sizes[d] or 0 for d in chosen)
         if chosen:
             log.info("purged %d blobs (%d bytes)", len(chosen), freed)
@@ -232,9 +234,9 @@ class BlobCache:
             blobs = [d for d in await unread_blobs(self.index, before) if not self.in_use(d)]
             with self._reconcile_if_interrupted():
                 await asyncio.to_thread(self._remove_files, blobs)
-                await self.index.remove_blobs(blobs)
+                await self.index.blobs.remove(blobs)
             manifests = await unread_manifests(self.index, before)
-            await self.index.remove_manifests(manifests)
+            await self.index.manifests.remove(manifests)
         if blobs or manifests:
             log.info(
                 "expired %d blobs and %d manifests unread for %gs",
@@ -246,7 +248,7 @@ class BlobCache:
 
     async def state(self) -> CleanState:
         """What ``clean.json`` records at a clean close (``proxy.cache.cleanstate``)."""
-        count, total = await self.index.tally()
+        count, total = await self.index.blobs.tally()
         dirs = await asyncio.to_thread(directory_times, self.store.blobs)
         return CleanState(count, total, dirs)
 
@@ -256,20 +258,20 @@ class BlobCache:
         temp_removed = await asyncio.to_thread(self.store.clean_temp)
         if not full:
             return RecoveryReport(temp_removed, 0, 0, 0)
-        rows = await self.index.all_blobs()
+        rows = await self.index.blobs.sizes()
         files = {
             str(d): (d, p)
             for d, p in await asyncio.to_thread(lambda: list(self.store.iter_blobs()))
         }
         dropped = [Digest.parse(k) for k in rows if k not in files]
-        await self.index.remove_blobs(dropped)
+        await self.index.blobs.remove(dropped)
         adopted = removed = 0
         for key, (digest, path) in files.items():
             if key in rows:
                 continue
             actual = await asyncio.to_thread(self.store.rehash, path, digest.algorithm)
             if rehash and actual == digest.hex:
-                await self.index.add_blob(digest, path.stat().st_size)
+                await self.index.blobs.add(digest, path.stat().st_size)
                 adopted += 1
             else:
                 path.unlink(missing_ok=True)
@@ -286,5 +288,5 @@ class BlobCache:
                 path.unlink(missing_ok=True)
                 corrupt.append(digest)
             on_blob(size)
-        await self.index.remove_blobs(corrupt)
+        await self.index.blobs.remove(corrupt)
         return corrupt

@@ -8,7 +8,8 @@ read since it was stored counts from when it was stored.
 
 from __future__ import annotations
 
-from proxy.cache.index import PINNED, CacheIndex
+from proxy.cache.index import CacheIndex
+from proxy.cache.rows import PINNED
 from proxy.oci.digest import Digest
 
 

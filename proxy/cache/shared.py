@@ -22,7 +22,7 @@ from typing import Protocol
 
 from proxy.cache.fills import Fill, Source
 from proxy.cache.store import BlobStore
-from proxy.config_values import SharedBucket
+from proxy.config.values import SharedBucket
 from proxy.oci.digest import Digest
 from proxy.oci.errors import RegistryError
 

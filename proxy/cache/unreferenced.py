@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from proxy.cache.index import BATCH, CacheIndex
+from proxy.cache.index import CacheIndex
+from proxy.cache.rows import BATCH
 from proxy.oci.digest import Digest
 
 

@@ -78,7 +78,7 @@ class UploadTable:
                   row.updated, row.owner)  # fmt: skip
         sql = f"INSERT OR REPLACE INTO upload_sessions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         async with self._db.execute(sql, values):
-            pass  # closed at once (see CacheIndex._run)
+            pass  # closed at once (see proxy.cache.rows.Rows)
         await self._db.commit()
 
     async def get(self, upload_id: str) -> UploadRow | None:
@@ -95,7 +95,7 @@ class UploadTable:
 
     async def delete(self, upload_id: str) -> None:
         async with self._db.execute("DELETE FROM upload_sessions WHERE id = ?", (upload_id,)):
-            pass  # closed at once (see CacheIndex._run)
+            pass  # closed at once (see proxy.cache.rows.Rows)
         await self._db.commit()
 
     async def expire(self, before: float) -> list[str]:

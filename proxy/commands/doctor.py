@@ -72,10 +72,10 @@ def add_parser(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
 def target(settings: Settings) -> Target:
     hosts: list[str] = []
     if settings.upstream.is_gar:
-        locations = {settings.upstream.location, *(r.location for r in settings.upstream.routes)}
+        locations = {settings.routing.location, *(r.location for r in settings.routing.routes)}
         hosts += sorted(f"{location}-docker.pkg.dev" for location in locations)
-    hosts += [m.host for m in settings.upstream.mirrors]
-    listens = {m.host: address(*m.listen) for m in settings.upstream.mirrors if m.listen}
+    hosts += [m.host for m in settings.routing.mirrors]
+    listens = {m.host: address(*m.listen) for m in settings.routing.mirrors if m.listen}
     return Target(address(*settings.server.listen), listens, tuple(hosts))
 
 

@@ -18,6 +18,6 @@ async def run(services: Services, say: Say) -> int:
         removed, freed = await services.cache.evict()
     say(
         f"evicted {removed} blobs, freed {human_size(freed)}; "
-        f"{human_size(services.index.total_bytes)} cached (cap {human_size(cap)})"
+        f"{human_size(services.index.blobs.total_bytes)} cached (cap {human_size(cap)})"
     )
     return 0

@@ -5,7 +5,7 @@ HEALTHCHECK contract, and a Kubernetes exec probe's).
 It reads the settings as ``serve`` does (``--config``/``GAR_PROXY_CONFIG``, then
 ``GAR_PROXY_*``), so moving the port moves the check with it; a ``--listen`` given to
 ``serve`` on its command line is invisible here (in a container, set
-``GAR_PROXY_LISTEN``). A wildcard bind is checked on loopback, which it includes.
+``GAR_PROXY_SERVER_LISTEN``). A wildcard bind is checked on loopback, which it includes.
 
 With ``tls.cert_file`` set the listener speaks only TLS, so the check does too. It does
 not verify the certificate: it connects to the proxy's own address on this host, sends

@@ -13,7 +13,7 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from proxy.config_values import SEVERITY_NAMES
+from proxy.config.values import SEVERITY_NAMES
 from proxy.gar.vulnerabilities import SEVERITIES
 from proxy.services import reports
 from proxy.services.container import Services

@@ -73,7 +73,7 @@ def bind_mirrors(settings: Settings) -> tuple[Settings, list[socket.socket]]:
     sockets: list[socket.socket] = []
     mirrors = []
     try:
-        for mirror in settings.upstream.mirrors:
+        for mirror in settings.routing.mirrors:
             if mirror.listen is not None:
                 sock = bind(*mirror.listen)
                 sockets.append(sock)
@@ -83,8 +83,8 @@ def bind_mirrors(settings: Settings) -> tuple[Settings, list[socket.socket]]:
         for sock in sockets:
             sock.close()
         raise
-    upstream = dataclasses.replace(settings.upstream, mirrors=tuple(mirrors))
-    return dataclasses.replace(settings, upstream=upstream), sockets
+    routing = dataclasses.replace(settings.routing, mirrors=tuple(mirrors))
+    return dataclasses.replace(settings, routing=routing), sockets
 
 
 # Descriptors beyond client connections: the cache's files, SQLite, upstream pools.
@@ -177,7 +177,7 @@ def run(settings: Settings) -> int:
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
             if self.started:
-                for mirror in settings.upstream.mirrors:
+                for mirror in settings.routing.mirrors:
                     if mirror.listen is not None:
                         address = "http://{}:{}".format(*mirror.listen)
                         print(f"gar-proxy mirror {mirror.host} listening on {address}", flush=True)

@@ -10,7 +10,7 @@ from proxy.services.container import Services
 async def run(services: Services, say: Say) -> int:
     checked = checked_bytes = 0
     with Progress.for_output(say) as progress:
-        task = progress.task("verifying", total=services.index.total_bytes or None)
+        task = progress.task("verifying", total=services.index.blobs.total_bytes or None)
 
         def on_blob(size: int) -> None:
             nonlocal checked, checked_bytes

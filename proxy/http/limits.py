@@ -32,7 +32,7 @@ import logging
 from dataclasses import dataclass
 
 from proxy.config import ServerSettings
-from proxy.config_values import Network, client_key
+from proxy.config.values import Network, client_key
 
 log = logging.getLogger("gar_proxy.connections")
 LOG_INTERVAL = 10.0  # seconds: at most one line per this long, with the counts

@@ -51,7 +51,7 @@ def _lookups(metrics: Metrics, outcome: str) -> float:
 
 def _cache_table(request: Request) -> str:
     svc = services(request)
-    metrics, size, cap = svc.metrics, svc.index.total_bytes, svc.cache.max_size
+    metrics, size, cap = svc.metrics, svc.index.blobs.total_bytes, svc.cache.max_size
     hits, misses = _lookups(metrics, "hit"), _lookups(metrics, "miss")
     ratio = f"{hits / (hits + misses):.1%}" if hits + misses else "no lookups yet"
     saved = metrics.sample("garproxy_blob_bytes_served_from_cache_total")

@@ -78,8 +78,8 @@ class Services:
 
 def project_domains(settings: Settings) -> frozenset[str]:
     """Domains whose bare names are GAR's domain-scoped projects (DESIGN.md "Naming and
-    locations"): ``upstream.project_domains``, and the default project's own."""
-    domains = set(settings.upstream.project_domains)
+    locations"): ``routing.project_domains``, and the default project's own."""
+    domains = set(settings.routing.project_domains)
     project = settings.gcp.project_id or ""
     if ":" in project:
         domains.add(project.split(":")[0])
@@ -91,7 +91,21 @@ def make_tokens(settings: Settings, clock: Clock = SYSTEM) -> AccessTokens | Non
         return None
     from proxy.upstream.gcp import GoogleTokenSource  # google-auth is only needed for gcp
 
-    return GoogleTokenSource(settings.gcp, timeout=settings.upstream.timeout, clock=clock)
+    return GoogleTokenSource(settings.gcp, timeout=settings.transport.timeout, clock=clock)
+
+
+def make_upstream(
+    settings: Settings,
+    tokens: AccessTokens | None,
+    clock: Clock = SYSTEM,
+    metrics: Metrics | None = None,
+) -> Upstream:
+    """The upstream client over its sections: who and where, transport, quotas."""
+    return Upstream(
+        settings.upstream, tokens, transport=settings.transport, quotas=settings.quotas,
+        location=settings.routing.location, read_only=settings.gcp.read_only, clock=clock,
+        metrics=metrics,
+    )  # fmt: skip
 
 
 def make_shared_tier(
@@ -106,7 +120,7 @@ def make_shared_tier(
     where = settings.cache.shared
     if where is None or settings.cache.offline:
         return None
-    api = settings.upstream.storage_api_url
+    api = settings.apis.cloud_storage
     bucket = StorageBucket(upstream.http, tokens, api, where.bucket)
     for event in SHARED_EVENTS:
         metrics.shared_tier.labels(event)  # every series exists from the start
@@ -127,7 +141,7 @@ def build(
     tokens: AccessTokens | None,
 ) -> Services:
     """Every service over the opened resources: plain objects, nothing to close."""
-    cache_settings, upstream_settings = settings.cache, settings.upstream
+    cache_settings, routing, gar = settings.cache, settings.routing, settings.upstream.is_gar
     offline, metrics = cache_settings.offline, upstream.metrics
     store = BlobStore(cache_settings.dir)
     cache = BlobCache(
@@ -139,13 +153,14 @@ def build(
     )
     registry = RegistryClient(upstream)
     google = GoogleApi(upstream.http, tokens)
-    api = RepositoryApi(upstream_settings.metadata_api_url, google)
-    asks_api = upstream_settings.is_gar and upstream_settings.check_repositories and not offline
+    api = RepositoryApi(settings.apis.artifact_registry, google)
+    asks_api = gar and routing.check_repositories and not offline
     checks = RepositoryChecks(api if asks_api else None, index, clock)
     locations = LocationResolver(
-        upstream_settings,
-        api if upstream_settings.is_gar else None,
+        routing,
+        api if gar else None,
         index,
+        gar=gar,
         offline=offline,
         default_project=settings.gcp.project_id,
         clock=clock,
@@ -153,7 +168,7 @@ def build(
     )
     # Container Analysis takes only cloud-platform, also for a read-only proxy (GAR.md R6).
     full_scope = GoogleApi(upstream.http, tokens, full_scope=True)
-    analysis = VulnerabilityClient(full_scope, upstream_settings.analysis_api_url)
+    analysis = VulnerabilityClient(full_scope, settings.apis.container_analysis)
     gate_settings = settings.vulnerability_gate
     gate = VulnerabilityGate(gate_settings, analysis, clock) if gate_settings.enabled else None
     missing = NegativeCache(cache_settings.negative_ttl, clock)  # upstream 404s, shared
@@ -165,9 +180,7 @@ def build(
         settings.server.max_upload_sessions, settings.server.max_upload_sessions_per_identity
     )
     uploads = UploadService(registry, cache, upload_table, upload_files, clock, missing, limits)
-    mounts = MountService(
-        registry, cache, blobs, uploads, gar=upstream_settings.is_gar, offline=offline
-    )
+    mounts = MountService(registry, cache, blobs, uploads, gar=gar, offline=offline)
     instrument(metrics, cache, upstream, tokens, uploads)
     return Services(
         settings=settings,
@@ -182,9 +195,9 @@ def build(
         gate=gate,
         locations=locations,
         mirrors=MirrorTable(
-            upstream_settings.mirrors,
-            gar=upstream_settings.is_gar,
-            tier=upstream_settings.tier,
+            routing.mirrors,
+            gar=gar,
+            tier=settings.upstream.tier,
             project_domains=project_domains(settings),
         ),
         blobs=blobs,
@@ -223,8 +236,8 @@ async def _flush_forever(
                 recounted = clock.monotonic()
                 # Age expiry scans the manifests table: once a minute, not every flush.
                 await sweep_expired(settings, cache)
-                await index.refresh_total()
-            metrics.cache_bytes.set(index.total_bytes)
+                await index.blobs.recount()
+            metrics.cache_bytes.set(index.blobs.total_bytes)
         except Exception:  # the flusher must outlive a transient database error
             log.exception("flushing cache access times failed")
 
@@ -309,10 +322,7 @@ async def open_services(
         if tokens is not None and hasattr(tokens, "aclose"):
             stack.push_async_callback(tokens.aclose)
         on_open("tokens", stack)
-        upstream = Upstream(
-            settings.upstream, tokens, read_only=settings.gcp.read_only, clock=clock,
-            metrics=Metrics(clock),
-        )  # fmt: skip
+        upstream = make_upstream(settings, tokens, clock, Metrics(clock))
         stack.push_async_callback(upstream.aclose)
         on_open("upstream", stack)
         services = build(settings, clock, index, upstream, tokens)

@@ -62,7 +62,7 @@ class Health:
         else:
             async with self._checking:
                 upstream = self.services.upstream
-                base = upstream.base_url(upstream.settings.location)
+                base = upstream.base_url(upstream.default_location)
                 found = await probe.check(upstream.http, upstream.auth, base)
         self._record(found)
         return found

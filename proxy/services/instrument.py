@@ -40,6 +40,6 @@ def instrument(
         tokens.observe = token
     metrics.cache_max_bytes.set(cache.max_size)
     # Read when scraped, so /metrics and the status page show the same total.
-    metrics.cache_bytes.set_function(lambda: cache.index.total_bytes)
+    metrics.cache_bytes.set_function(lambda: cache.index.blobs.total_bytes)
     metrics.active_fills.set_function(lambda: len(cache.fills))
     metrics.upload_sessions.set_function(uploads.open_sessions)

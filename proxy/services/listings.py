@@ -75,7 +75,7 @@ class ListingService:
         except RegistryError as error:
             if not (self.settings.offline or error.code.serve_stale):
                 raise
-            local = await self.index.list_tags(str(repo))
+            local = await self.index.tags.names(str(repo))
             if not local:
                 raise
             body = json.dumps({"name": repo.path, "tags": local}).encode()
@@ -121,7 +121,7 @@ class ListingService:
         self, fetch: Callable[[], Awaitable[Document]], key: str | None, *, fresh_for: float
     ) -> Listing:
         """``key``: where the answer is kept for outages and offline use (None: not kept)."""
-        cached = await self.index.get_document(key) if key is not None else None
+        cached = await self.index.documents.get(key) if key is not None else None
         if cached and (self.settings.offline or self.clock.time() - cached[3] < fresh_for):
             return Listing(cached[0], cached[1], json.loads(cached[2]))
         if self.settings.offline:
@@ -135,7 +135,7 @@ class ListingService:
             raise
         headers = dict(document.headers)
         if key is not None:
-            await self.index.put_document(
+            await self.index.documents.put(
                 key, document.media_type, document.body, json.dumps(headers)
             )
         return Listing(document.media_type, document.body, headers)

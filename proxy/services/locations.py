@@ -17,7 +17,7 @@ import logging
 from proxy.cache.index import CacheIndex
 from proxy.cache.singleflight import SingleFlight
 from proxy.clock import SYSTEM, Clock
-from proxy.config import UpstreamSettings
+from proxy.config import RoutingSettings
 from proxy.gar.repositories import RepositoryApi, Search
 from proxy.oci.errors import RegistryError
 from proxy.oci.names import Repository, is_location_name
@@ -37,16 +37,18 @@ DEFAULTED_LIMIT = 4096
 class LocationResolver:
     def __init__(
         self,
-        settings: UpstreamSettings,
+        settings: RoutingSettings,
         api: RepositoryApi | None,
         index: CacheIndex,
         *,
+        gar: bool,
         offline: bool = False,
         default_project: str | None = None,
         clock: Clock = SYSTEM,
         checks: RepositoryChecks | None = None,
     ) -> None:
         self.settings = settings
+        self.gar = gar  # the upstream is Artifact Registry: names have its shape
         self.checks = checks
         self.api = api
         self.index = index
@@ -71,7 +73,7 @@ class LocationResolver:
         """The repository's path as GAR knows it, before its location is looked for:
         the default project added to a two-part name. No I/O, so access rules are
         judged on this before a lookup is made for anyone."""
-        if not self.settings.is_gar:
+        if not self.gar:
             return repo
         if self.default_project and len(repo.segments) == 2:
             project = self.default_project.replace(":", "/")  # example.com:p: GAR.md N5
@@ -80,7 +82,7 @@ class LocationResolver:
         return repo
 
     async def _resolve(self, repo: Repository) -> Repository:
-        if not self.settings.is_gar:
+        if not self.gar:
             return repo
         repo = self.named(repo)
         if repo.location:
@@ -98,7 +100,7 @@ class LocationResolver:
         now = self.clock.monotonic()
         if self._defaulted.get(key, now) > now:
             return self.settings.location
-        document = await self.index.get_document(f"location:{key}")
+        document = await self.index.documents.get(f"location:{key}")
         if document is not None and is_location_name(document[1].decode()):
             location = self._known[key] = document[1].decode()
             return location
@@ -137,7 +139,7 @@ class LocationResolver:
             self._failed[key] = self.clock.monotonic()
             return None
         self._known[key] = location
-        await self.index.put_document(f"location:{key}", "text/plain", location.encode(), "{}")
+        await self.index.documents.put(f"location:{key}", "text/plain", location.encode(), "{}")
         log.info("repository %s lives in %s", key, location)
         return location
 
@@ -152,7 +154,7 @@ class LocationResolver:
             return
         log.warning(
             "the Artifact Registry API denied gar-proxy %s in %d locations (%s): %s; using "
-            "%s. Name the location (LOCATION-docker.pkg.dev/%s/...), add an upstream.routes "
+            "%s. Name the location (LOCATION-docker.pkg.dev/%s/...), add an routing.routes "
             "entry, or grant gar-proxy's identity artifactregistry.repositories.get",
             key, len(search.denied), where, search.said, self.settings.location, key,
         )  # fmt: skip

@@ -63,7 +63,7 @@ async def refresh(services: Services, text: str) -> dict[str, Any]:
         raise RegistryError(ErrorCode.QUERY_INVALID, "a digest never changes: refresh a tag")
     repo = await _repository(services, name)
     key = str(repo)
-    tags = [tag] if tag else await services.index.list_tags(key)
+    tags = [tag] if tag else await services.index.tags.names(key)
     if not tags:
         raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, f"no cached tags of {key}: name a tag")
     rows = []
@@ -92,10 +92,10 @@ async def refresh(services: Services, text: str) -> dict[str, Any]:
 async def _tags_to_forget(
     services: Services, key: str, tag: str | None, digest: Digest | None
 ) -> list[tuple[str, Digest]]:
-    names = [tag] if tag else await services.index.list_tags(key)
+    names = [tag] if tag else await services.index.tags.names(key)
     found = []
     for name in names:
-        row = await services.index.get_tag(key, name)
+        row = await services.index.tags.get(key, name)
         if row is not None and (digest is None or row.digest == digest):
             found.append((name, row.digest))
     return found
@@ -108,7 +108,7 @@ async def purge(services: Services, text: str, *, blobs: bool) -> dict[str, Any]
     await _wait_for(services, key, [t for t, _ in forgotten])
     forgotten = await _tags_to_forget(services, key, tag, digest)  # as they are now
     for one, _ in forgotten:
-        await services.index.delete_tag(key, one)
+        await services.index.tags.delete(key, one)
         services.manifests.tags.forget(key, one)
     answer: dict[str, Any] = {
         "repository": key,
@@ -138,5 +138,5 @@ async def _remove_unreferenced(services: Services, roots: set[Digest]) -> dict[s
     kept = {d for d in needless if services.cache.size(d) is not None}
     above = await reaching(index, kept, needless)
     manifests = [m for m in await cached_manifests(index, needless) if m not in above]
-    await index.remove_manifests(manifests)
+    await index.manifests.remove(manifests)
     return {"manifests": len(manifests), "blobs": len(removed), "freed": freed}

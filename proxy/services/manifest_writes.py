@@ -20,7 +20,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.cache.index import CacheIndex, ManifestRow
+from proxy.cache.index import CacheIndex
+from proxy.cache.manifest_rows import ManifestRow
 from proxy.config import ServerSettings
 from proxy.oci import mediatypes as mt
 from proxy.oci import schema1
@@ -120,13 +121,13 @@ class ManifestWriteService:
                 "upstream reported %s for manifest %s, which it also holds", put.digest, digest
             )
         children = [d.digest for d in (*manifest.blobs, *manifest.manifests)]
-        await self.index.put_manifest(ManifestRow(digest, media_type, len(body), body), children)
+        await self.index.manifests.put(ManifestRow(digest, media_type, len(body), body), children)
         await self.index.scopes.add(str(repo), digest)
         if isinstance(reference, str):
-            await self.index.put_tag(str(repo), reference, digest, media_type)
+            await self.index.tags.put(str(repo), reference, digest, media_type)
         self.missing.forget(MANIFEST, str(repo), str(reference), str(digest))  # pullable at once
         if manifest.subject is not None:  # the subject's cached referrers list is now short
-            await self.index.delete_documents(f"referrers:{repo}@{manifest.subject.digest}?")
+            await self.index.documents.delete_prefix(f"referrers:{repo}@{manifest.subject.digest}?")
         return Pushed(digest, put.subject)
 
     async def _check_references(
@@ -166,7 +167,7 @@ class ManifestWriteService:
         may skip blobs; ``mounts.ensure``)."""
         if await self._has_manifest(repo, digest):
             return True
-        row = await self.index.get_manifest(digest)
+        row = await self.index.manifests.get(digest)
         if row is None or row.body is None:  # unknown, or over 4 MiB: the client's job
             return False
         if not await self.mounts.lendable(repo, digest, readable):
@@ -195,9 +196,9 @@ class ManifestWriteService:
 
     async def _forget(self, key: str, reference: str | Digest) -> None:
         if isinstance(reference, str):
-            await self.index.delete_tag(key, reference)
+            await self.index.tags.delete(key, reference)
             return
         # Gone upstream: the manifest leaves the cache (rows, memo, the tags naming it),
         # so it stops answering 200; another repository holding it is asked afresh.
-        await self.index.remove_manifests([reference])
+        await self.index.manifests.remove([reference])
         await self.index.scopes.forget(key, reference)

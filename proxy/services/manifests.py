@@ -15,7 +15,8 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from proxy.cache.blobs import BlobCache
-from proxy.cache.index import CacheIndex, ManifestRow, TagRow
+from proxy.cache.index import CacheIndex
+from proxy.cache.manifest_rows import ManifestRow, TagRow
 from proxy.cache.singleflight import SingleFlight
 from proxy.clock import SYSTEM, Clock
 from proxy.config import CacheSettings
@@ -106,7 +107,7 @@ class ManifestService:
     async def cached(self, digest: Digest) -> ManifestRow | None:
         """The cached manifest; a miss if it was kept as a blob file (over 4 MiB) that
         eviction or ``verify`` has removed since."""
-        row = await self.index.get_manifest(digest)
+        row = await self.index.manifests.get(digest)
         if row is not None and row.body is None and self.cache.size(digest) is None:
             return None
         return row
@@ -134,7 +135,7 @@ class ManifestService:
 
     async def _by_tag(self, repo: Repository, tag: str, accept: tuple[str, ...]) -> ManifestRow:
         key = str(repo)
-        tag_row = await self.index.get_tag(key, tag)
+        tag_row = await self.index.tags.get(key, tag)
         schema1_already = tag_row is not None and tag_row.media_type in accept
         if (
             accept
@@ -256,7 +257,7 @@ class ManifestService:
                 detail={"expected": str(digest), "actual": str(actual)},
             )
         row = ManifestRow(actual, media_type, len(body), body)
-        await self.index.put_manifest(row, children(body, media_type))
+        await self.index.manifests.put(row, children(body, media_type))
         return row
 
     async def _fetch_large(self, stream: ManifestBody, digest: Digest) -> ManifestRow:
@@ -272,5 +273,5 @@ class ManifestService:
             refs = await asyncio.to_thread(digests_in_file, self.cache.store.path(digest))
         except FileNotFoundError:
             refs = []  # evicted already; fetched again (with children) when asked
-        await self.index.put_manifest(row, refs)
+        await self.index.manifests.put(row, refs)
         return row

@@ -16,9 +16,9 @@ A GAR project id has no dot, but a domain-scoped project's name starts with its 
 (``example.com/proj/REPO/IMAGE`` for ``example.com:proj``, docs/GAR.md N5). After a GAR
 host (or ``?ns=`` naming one) a dotted first segment is therefore always such a domain;
 in a bare name it is a registry host (Docker's rule) unless it is one of the project
-domains this proxy was told about (``upstream.project_domains``, the default project's).
+domains this proxy was told about (``routing.project_domains``, the default project's).
 
->>> from proxy.config_values import parse_mirrors
+>>> from proxy.config.values import parse_mirrors
 >>> table = MirrorTable(parse_mirrors("docker.io=p/hub@us,ghcr.io=p/ghcr"), gar=True)
 >>> str(table.rewrite("alpine", ns="docker.io"))
 'us-docker.pkg.dev/p/hub/library/alpine'
@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from proxy.config_values import DOCKER_HUB, DOCKER_HUB_ALIASES, Mirror
+from proxy.config.values import DOCKER_HUB, DOCKER_HUB_ALIASES, Mirror
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository, location_of_host
 from proxy.services.locations import LocationResolver
@@ -117,7 +117,7 @@ class MirrorTable:
             f"{first[:100]!r} is {self.describe()}; if it is the domain of a domain-scoped "
             f"project ({first[:100]}:PROJECT), name the image with its host "
             f"(LOCATION-docker.pkg.dev/{first[:100]}/PROJECT/REPO/IMAGE) or list the domain "
-            "in upstream.project_domains"
+            "in routing.project_domains"
         )
 
     def repository(

@@ -78,7 +78,7 @@ async def vulnerabilities(
 async def software_bom(services: Services, text: str) -> dict[str, Any]:
     """The SBOM's packages, or ``"sbom": null`` when the image has none."""
     _, resource = await resolve_image(services, text)
-    storage = services.settings.upstream.storage_api_url
+    storage = services.settings.apis.cloud_storage
     found = await _gar(sbom.fetch_sbom(services.analysis, services.google, resource, storage))
     answer: dict[str, Any] = {"image": resource.url.removeprefix("https://"), "sbom": None}
     if found is not None:
@@ -96,7 +96,7 @@ async def software_bom(services: Services, text: str) -> dict[str, Any]:
 async def cleanup_preview(
     services: Services, project: str, location: str, repo: str, now: datetime | None = None
 ) -> dict[str, Any]:
-    base = services.settings.upstream.metadata_api_url
+    base = services.settings.apis.artifact_registry
     when = now or datetime.fromtimestamp(services.clock.time(), UTC)
     found = await _gar(cleanup.preview(services.google, base, project, location, repo, when))
     rows = [
@@ -122,23 +122,23 @@ async def cleanup_preview(
 
 async def where(services: Services, project: str, repo: str) -> dict[str, Any]:
     """The location ``PROJECT/REPO`` resolves to, and which rule said so."""
-    upstream = services.settings.upstream
+    routing = services.settings.routing
     path = f"{project}/{repo}"
-    if not upstream.is_gar:
+    if not services.settings.upstream.is_gar:
         return {"repository": path, "location": None, "why": "upstream is not Artifact Registry"}
-    remembered = await services.index.get_document(f"location:{path}")
+    remembered = await services.index.documents.get(f"location:{path}")
     probe = Repository(f"{project.replace(':', '/')}/{repo}/_")  # GAR.md N5
     location = (await services.locations.resolve(probe)).location
-    routes = [r for r in upstream.routes if path == r.prefix or path.startswith(r.prefix + "/")]
+    routes = [r for r in routing.routes if path == r.prefix or path.startswith(r.prefix + "/")]
     if routes:
         route = max(routes, key=lambda r: len(r.prefix))
-        why = f"route {route.prefix}={route.location} (upstream.routes)"
+        why = f"route {route.prefix}={route.location} (routing.routes)"
     elif remembered is not None and remembered[1].decode() == location:
         why = "found earlier by the Artifact Registry API, remembered in the cache index"
-    elif location != upstream.location:
+    elif location != routing.location:
         why = "found by the Artifact Registry API (projects.locations.repositories.get)"
-    elif not upstream.resolve_locations or services.locations.offline:
-        why = "the default, upstream.location (upstream.resolve_locations is off or offline)"
+    elif not routing.resolve_locations or services.locations.offline:
+        why = "the default, routing.location (routing.resolve_locations is off or offline)"
     else:
-        why = "the default, upstream.location (the Artifact Registry API did not find it)"
+        why = "the default, routing.location (the Artifact Registry API did not find it)"
     return {"repository": path, "location": location, "why": why}

@@ -125,7 +125,7 @@ class RepositoryChecks:
         return listed.known
 
     async def _remembered(self, project: str) -> _Listed:
-        document = await self.index.get_document(f"locations:{project}")
+        document = await self.index.documents.get(f"locations:{project}")
         if document is None:
             return _Listed(KNOWN_LOCATIONS, 0.0, 0.0)
         listed = _Listed(frozenset(json.loads(document[1])), document[3], 0.0)
@@ -145,7 +145,7 @@ class RepositoryChecks:
             return
         self._locations[project] = _Listed(found, self.clock.time(), retry_at)
         body = json.dumps(sorted(found)).encode()
-        await self.index.put_document(f"locations:{project}", "application/json", body, "{}")
+        await self.index.documents.put(f"locations:{project}", "application/json", body, "{}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ clients ask, a tag has at most one task: a second asker joins it.
 
 The task sends one ``HEAD``. Same digest: the tag is marked verified. A new digest:
 the new manifest is fetched by that digest and stored, and only then is the tag
-pointed at it (``CacheIndex.put_tag`` changes the in-memory row first, synchronously),
+pointed at it (``TagRows.put`` changes the in-memory row first, synchronously),
 so no request that starts after the swap gets the old manifest, and none gets a
 mix: a HEAD, the GET after it and an index's children are all addressed by digest,
 and digests are never removed by a swap. Every write of a tag's pointer (a miss's
@@ -37,16 +37,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from proxy.cache.index import CacheIndex, ManifestRow, TagRow
+from proxy.cache.index import CacheIndex
+from proxy.cache.manifest_rows import ManifestRow, TagRow
 from proxy.clock import Clock
 from proxy.config import CacheSettings
+from proxy.config.tag_policies import TagPolicies
 from proxy.metrics import Metrics
 from proxy.oci import mediatypes as mt
 from proxy.oci.digest import Digest
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
 from proxy.services.negative import MANIFEST, NegativeCache, is_missing
-from proxy.tag_policies import TagPolicies
 from proxy.upstream.registry import Registry
 
 log = logging.getLogger("gar_proxy.manifests")
@@ -146,7 +147,7 @@ class TagRevalidations:
         pair = (str(repo), tag)
         while (running := self._tasks.get(pair)) is not None:
             await asyncio.wait([running])  # it may have asked before upstream moved
-        before = await self.index.get_tag(*pair)
+        before = await self.index.tags.get(*pair)
         row = await asyncio.shield(self._task(repo, pair, "refresh"))
         immutable = self.ttl(repo, tag) is None
         if before is not None and before.digest != row.digest and immutable:
@@ -180,7 +181,7 @@ class TagRevalidations:
     async def _in_background(self, repo: Repository, pair: Pair, seen: TagRow) -> TagRow | None:
         """Start the tag's task unless one runs; the tag's row now (a task may have
         finished since ``seen`` was read: then it is fresh, or moved)."""
-        latest = await self.index.get_tag(*pair)
+        latest = await self.index.tags.get(*pair)
         if pair in self._tasks or latest is None or latest.verified != seen.verified:
             return latest
         # Its own context: the upstream calls are nobody's request (the log line's count).
@@ -207,7 +208,7 @@ class TagRevalidations:
             task.exception()  # retrieved: a joiner re-raises it; a background one was counted
 
     async def _run(self, repo: Repository, pair: Pair, trigger: str) -> ManifestRow:
-        seen = await self.index.get_tag(*pair)
+        seen = await self.index.tags.get(*pair)
         try:
             async with asyncio.timeout(self.settings.fill_timeout):
                 if seen is None:
@@ -236,10 +237,10 @@ class TagRevalidations:
         """Point the tag at ``row`` unless someone else wrote it since it was read as
         ``expected`` (a push through the proxy, a purge): their write is newer than
         what this task asked upstream, and must not be moved back."""
-        latest = await self.index.get_tag(*pair)  # memoized: no await until put_tag's
+        latest = await self.index.tags.get(*pair)  # memoized: no await until put_tag's
         if (latest.digest if latest else None) != expected:
             return False
-        await self.index.put_tag(*pair, row.digest, row.media_type)
+        await self.index.tags.put(*pair, row.digest, row.media_type)
         return True
 
     async def _revalidate(
@@ -256,9 +257,9 @@ class TagRevalidations:
         if current == seen.digest:
             row = await self.source.cached(seen.digest)
             if row is not None:
-                latest = await self.index.get_tag(*pair)
+                latest = await self.index.tags.get(*pair)
                 if latest is not None and latest.digest == seen.digest:  # not pushed meanwhile
-                    await self.index.mark_verified(*pair)
+                    await self.index.tags.mark_verified(*pair)
                 self.metrics.tag_revalidation(trigger, "unchanged")
                 return row
         # Moved (or the cached copy went): the new manifest first, then the pointer.
@@ -281,7 +282,7 @@ class TagRevalidations:
     ) -> None:
         key, tag = pair
         if error.code is ErrorCode.MANIFEST_UNKNOWN:
-            await self.index.delete_tag(key, tag)
+            await self.index.tags.delete(key, tag)
         if is_missing(error):
             self.missing.remember(MANIFEST, key, tag, error)
         if seen is None:

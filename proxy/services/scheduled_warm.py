@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from proxy.clock import SYSTEM, Clock
-from proxy.config_values import WarmSchedule
+from proxy.config.values import WarmSchedule
 from proxy.oci.names import ImageReference
 from proxy.oci.platform import Platform, normalize_arch
 from proxy.services import warm_files

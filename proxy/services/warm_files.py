@@ -58,7 +58,7 @@ def own_addresses(settings: Settings) -> dict[str, str]:
     is the proxy's own name for ``proj/repo/app``)."""
     found: dict[str, str] = {}
     sockets = [(settings.server.listen, "")]
-    sockets += [(m.listen, m.host) for m in settings.upstream.mirrors if m.listen]
+    sockets += [(m.listen, m.host) for m in settings.routing.mirrors if m.listen]
     for (host, port), registry in sockets:
         host = _WILDCARDS.get(host, host)
         names = {host, "localhost", "127.0.0.1"} if host in ("127.0.0.1", "localhost") else {host}

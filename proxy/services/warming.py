@@ -163,7 +163,7 @@ async def warm_image(
         await _check_single_platform(services, repo, manifest, platforms)
     await _blobs(services, repo, images, report, pin=pin)
     if pin:
-        await services.index.pin([digest])
+        await services.index.pins.add([digest])
 
 
 async def _blobs(
@@ -185,7 +185,7 @@ async def _blobs(
             state = "already cached" if cached else "fetched"
             report.say(f"  {descriptor.digest}  {human_size(size):>10}  {state}")
         if pin:
-            await services.index.pin([child_digest])
+            await services.index.pins.add([child_digest])
     (hit, hit_bytes), (got, got_bytes) = tally["cached"], tally["fetched"]
     report.say(
         f"warmed {len(images)} image(s), {human_size(hit_bytes + got_bytes)} of blobs: "

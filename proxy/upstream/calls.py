@@ -10,6 +10,8 @@ import email.utils
 from collections.abc import AsyncIterable, Mapping
 from dataclasses import dataclass
 
+import httpx
+
 from proxy.oci.errors import RegistryError
 from proxy.oci.names import Repository
 from proxy.upstream.auth import AuthState
@@ -82,6 +84,15 @@ class Call:
     def where(self) -> str:
         """What errors and logs call it: the label, or the URL asked for."""
         return self.label or self.url
+
+
+class Unreachable(Exception):
+    """One HTTP request of a call failed before any answer (``error``: httpx's). Only
+    the retry layer catches it: another try, or the failure translated once."""
+
+    def __init__(self, error: httpx.HTTPError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def body_failure(error: BaseException) -> RegistryError | None:

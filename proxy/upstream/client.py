@@ -9,15 +9,25 @@ bucket and the token scope)::
     response.status_code   # any final answer; the typed client decides what it means
 
 ``send`` raises ``RegistryError`` only for transport failures and exhausted retries.
-Bodies that can be replayed (bytes, or none) are retried on 429, 5xx and connection
-errors with exponential backoff and full jitter, honouring ``Retry-After``.
+A call passes through layers, each with one concern, the way httpx's client sends
+(``_send_handling_auth``, ``_send_handling_redirects``, ``_send_single_request``):
+
+- ``_send_handling_retries``: another try after a transport failure, a rate limit or
+  server trouble, for a body that can be sent again, after a pause
+  (``proxy.upstream.retries``: backoff with full jitter, ``Retry-After``);
+- ``_send_handling_auth``: another try after a 401 or 403 from the upstream's origin
+  when a token trade can help (``proxy.upstream.auth``);
+- ``_send_handling_redirects``: the redirects an answer names, on the rules of
+  ``proxy.upstream.redirects``, and a new signed URL when one was refused;
+- ``_send_single_request``: one HTTP request, with quota and credentials on the
+  upstream's origin only, reported to the ``Observer`` (metrics, recent errors, log).
+
+``_deliver`` then reads the body (unless streamed) and translates a failure there
+(``proxy.upstream.errors``), as the retry layer translates a transport failure.
 """
 
 from __future__ import annotations
 
-import collections
-import logging
-import random
 import ssl
 import time
 import urllib.request
@@ -26,24 +36,20 @@ from pathlib import Path
 
 import httpx
 
-from proxy import USER_AGENT, requestcontext
+from proxy import USER_AGENT
 from proxy.clock import SYSTEM, Clock
-from proxy.config import ConfigError, UpstreamSettings
+from proxy.config import ConfigError, QuotaSettings, TransportSettings, UpstreamSettings
 from proxy.metrics import Metrics, status_class
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
-from proxy.redact import redact, without_secret_params
 from proxy.upstream import errors, lean, patch_h11_httpcore, redirects, sockets
 from proxy.upstream.auth import AccessTokens, Authorizer, AuthState
-from proxy.upstream.calls import ASKED, Body, Call, body_failure, operation, retry_after_seconds
+from proxy.upstream.calls import ASKED, Body, Call, Unreachable, body_failure
+from proxy.upstream.observer import Observer
 from proxy.upstream.ratelimit import RateLimits
-
-log = logging.getLogger("gar_proxy.upstream")
+from proxy.upstream.retries import RetryPolicy
 
 patch_h11_httpcore.apply()  # larger reads, fewer copies for blob bodies
-# A wait longer than this is not worth holding a client for; pass the 429 on instead.
-MAX_RETRY_AFTER = 60.0
-RECENT_ERRORS = 20
 
 
 def tls_verification(ca_file: Path | None) -> ssl.SSLContext | bool:
@@ -65,51 +71,31 @@ class Upstream:
         settings: UpstreamSettings,
         tokens: AccessTokens | None,
         *,
+        transport: TransportSettings,
+        quotas: QuotaSettings,
+        location: str,
         read_only: bool = False,
-        transport: httpx.AsyncBaseTransport | None = None,
+        http_transport: httpx.AsyncBaseTransport | None = None,
         clock: Clock = SYSTEM,
         metrics: Metrics | None = None,
     ) -> None:
+        """``location``: where a repository is when nothing said (``routing.location``)."""
         self.settings = settings
+        self.default_location = location
         self.clock = clock  # backoff pauses, quotas, the time of recent errors
         self.metrics = metrics or Metrics()
-        # The last few failed calls, for the status page: (time, operation, what).
-        self.recent_errors: collections.deque[tuple[float, str, str]] = collections.deque(
-            maxlen=RECENT_ERRORS
-        )
-        limits = httpx.Limits(
-            max_connections=settings.max_connections,
-            max_keepalive_connections=settings.max_keepalive,
-            keepalive_expiry=settings.keepalive_expiry,
-        )
-        if transport is None:
-            transport = _transport(settings, limits, clock)
-        self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
-            limits=limits,
-            http2=settings.http2,
-            transport=transport,
-            # Registry calls follow redirects in ``send_to`` itself (each hop charged to
-            # the quota, credentials only on the upstream's origin: redirects.py); the
-            # other users of this client (token realm, REST APIs) keep httpx's, which
-            # drops Authorization on a cross-origin redirect.
-            follow_redirects=True,
-            # HTTP(S)_PROXY, NO_PROXY and SSL_CERT_FILE, like google-auth's token calls
-            # and every other tool on the machine (httpx reads no .netrc since 0.24).
-            trust_env=True,
-            verify=tls_verification(settings.ca_file),
-            headers={"User-Agent": USER_AGENT},
-        )
+        self.observer = Observer(self.metrics, clock)
+        self.recent_errors = self.observer.recent_errors  # for the status page
+        self.retries = RetryPolicy.of(transport)
+        self.http = http_client(transport, settings.ca_file, http_transport, clock)
         self.auth = Authorizer(settings, tokens, self.http, read_only=read_only, clock=clock)
-        self.limits = RateLimits(
-            settings.read_rate_per_minute, settings.write_rate_per_minute, clock
-        )
+        self.limits = RateLimits(quotas.reads_per_minute, quotas.writes_per_minute, clock)
 
     async def aclose(self) -> None:
         await self.http.aclose()
 
     async def location(self, repo: Repository) -> str:
-        return repo.location or self.settings.location
+        return repo.location or self.default_location
 
     def base_url(self, location: str, *, regional: bool = False) -> str:
         return self.settings.base(location, regional=regional)
@@ -165,45 +151,75 @@ class Upstream:
         state.extra_scopes = list(extra_scopes)
         call = Call(method, repo, location, base, url, params, dict(headers or {}), content,
                      write, lean_body, label, state)  # fmt: skip
+        return await self._deliver(call, await self._send_handling_retries(call), stream)
+
+    async def _send_handling_retries(self, call: Call) -> httpx.Response:
+        """Up to an answer worth handing back; a transport failure raises once no try
+        is left (or the body cannot be sent again)."""
         attempt = 0
         while True:
-            response = await self._attempt(call, attempt)
-            if response is None:  # a transport failure worth another try
-                attempt += 1
-                self.metrics.upstream_retries.labels("transport").inc()
-                await self._backoff(attempt, None, f"transport failure on {method}", call)
-                continue
-            own = redirects.same_origin(response.url, base)
-            retry = await self._should_retry(response, base, state, call.replayable, attempt, own)
-            if retry is None:
-                return await self._deliver(call, response, stream)
-            await response.aclose()
-            reason = status_class(response.status_code) if retry >= 0 else "auth"
-            self.metrics.upstream_retries.labels(reason).inc()
-            if retry >= 0:
-                attempt += 1
-                await self._backoff(attempt, retry or None, f"HTTP {response.status_code}", call)
+            try:
+                response = await self._send_handling_auth(call)
+            except Unreachable as failure:
+                if not (call.replayable and self.retries.may_retry(attempt)):
+                    # A streamed request body that failed on our side (the client went
+                    # away mid-chunk) is that failure, not upstream's.
+                    error = failure.error
+                    raise body_failure(error) or errors.from_transport(error, call.where) from None
+                why, wait = f"transport failure on {call.method}", None
+                self.observer.retrying("transport")
+            else:
+                wait = self._wait(call, response, attempt)
+                if wait is None:
+                    return response
+                await response.aclose()
+                why = f"HTTP {response.status_code}"
+                self.observer.retrying(status_class(response.status_code))
+            attempt += 1
+            await self._pause(call, attempt, wait or None, why)
 
-    async def _attempt(self, call: Call, attempt: int) -> httpx.Response | None:
-        """The request and the redirects it meets, up to an answer; None when it failed
-        on the way in a way worth another try (the caller backs off)."""
+    def _wait(self, call: Call, response: httpx.Response, attempt: int) -> float | None:
+        """None: hand ``response`` back; else the least pause before another try."""
+        if not call.replayable:
+            return None
+        retry_after = response.headers.get("retry-after")
+        return self.retries.wait(
+            response.status_code, retry_after, attempt=attempt, now=self.clock.time()
+        )
+
+    async def _pause(self, call: Call, attempt: int, at_least: float | None, why: str) -> None:
+        delay = self.retries.delay(attempt, at_least)
+        self.observer.backing_off(why, call.repo, call.base, attempt, delay)
+        await self.clock.sleep(delay)
+
+    async def _send_handling_auth(self, call: Call) -> httpx.Response:
+        """Another try, at once, while a token trade can turn a refusal into an answer
+        (each kind of trade once per call: ``AuthState``)."""
+        while True:
+            response = await self._send_handling_redirects(call)
+            if not await self._traded(call, response):
+                return response
+            await response.aclose()
+            self.observer.retrying("auth")
+
+    async def _traded(self, call: Call, response: httpx.Response) -> bool:
+        """Whether new credentials were got that may change ``response``: only for an
+        answer from the upstream's origin, to a body that can be sent again."""
+        if not call.replayable or not redirects.same_origin(response.url, call.base):
+            return False
+        if response.status_code == 401:
+            return await self.auth.should_retry_401(call.base, response, call.state)
+        if response.status_code == 403:
+            return await self.auth.escalate(call.state)
+        return False
+
+    async def _send_handling_redirects(self, call: Call) -> httpx.Response:
+        """The request and the redirects it meets, up to an answer that is not one. A
+        signed download refused (expired, say) asks the registry for a new one, once."""
         target: httpx.URL | str = call.url
         query, hops, renewed = call.params, 0, False
         while True:
-            request = await self._request(call, target, query)
-            # A redirect's target (a signed download) is named by what was asked for.
-            shown = call.label if not hops else f"{call.where} (redirect {hops})"
-            started = time.perf_counter()  # a measurement (metrics), not policy: real time
-            try:
-                response = await self.http.send(request, stream=True, follow_redirects=False)
-            except httpx.HTTPError as error:
-                self._observe(request, None, started, type(error).__name__, shown, call.location)
-                if call.replayable and attempt < self.settings.retries:
-                    return None
-                # A streamed request body that failed on our side (the client went
-                # away mid-chunk) is that failure, not upstream's.
-                raise body_failure(error) or errors.from_transport(error, call.where) from None
-            self._observe(request, response.status_code, started, None, shown, call.location)
+            response = await self._send_single_request(call, target, query, hops)
             if response.is_redirect:
                 await response.aclose()
                 hops += 1
@@ -211,13 +227,29 @@ class Upstream:
                     raise redirects.loop(call.method)
                 target = redirects.next_hop(response, call.method, call.base, call.replayable)
                 query = None
-                continue
-            if hops and not renewed and response.status_code in (400, 401, 403):
-                # A signed download refused (expired, say): ask the registry for a new one.
+            elif hops and not renewed and response.status_code in (400, 401, 403):
                 await response.aclose()
                 target, query, hops, renewed = call.url, call.params, 0, True
-                continue
-            return response
+            else:
+                return response
+
+    async def _send_single_request(
+        self, call: Call, target: httpx.URL | str, query: Mapping[str, str] | None, hops: int
+    ) -> httpx.Response:
+        """One HTTP request of ``call``; a transport failure raises ``Unreachable``."""
+        request = await self._request(call, target, query)
+        # A redirect's target (a signed download) is named by what was asked for.
+        shown = call.label if not hops else f"{call.where} (redirect {hops})"
+        started = time.perf_counter()  # a measurement (metrics), not policy: real time
+        seen = {"label": shown, "location": call.location}
+        try:
+            response = await self.http.send(request, stream=True, follow_redirects=False)
+        except httpx.HTTPError as error:
+            failure = type(error).__name__
+            self.observer.request(request, None, time.perf_counter() - started, failure, **seen)
+            raise Unreachable(error) from error
+        self.observer.request(request, response.status_code, time.perf_counter() - started, **seen)
+        return response
 
     async def _request(
         self, call: Call, target: httpx.URL | str, query: Mapping[str, str] | None
@@ -226,11 +258,12 @@ class Upstream:
         origin, where every request counts (redirect hops too: docs/GAR.md Q2)."""
         own = redirects.same_origin(target, call.base)
         if own:
-            await self._take_quota(call.repo, call.location, call.write)
+            waited = await self.limits.take(call.repo.project, call.location, write=call.write)
+            self.observer.waited(call.repo, call.location, waited)
         request = self.http.build_request(
             call.method, target, headers=call.headers, params=query, content=call.content
         )
-        if call.lean_body:  # a blob body: its own connection, read into batches (lean.py)
+        if call.lean_body:  # a blob body: its own connection, read into batches (lean/)
             request.extensions[lean.LEAN] = True
         authorization = await self.auth.authorization(call.base, call.state) if own else None
         if authorization:
@@ -240,10 +273,7 @@ class Upstream:
     async def _deliver(self, call: Call, response: httpx.Response, stream: bool) -> httpx.Response:
         """The final answer, read whole unless ``stream``; named as asked (``ASKED``)."""
         if response.status_code in (401, 403):  # refused after any token trade
-            what = f"upstream_{response.status_code}"
-            self.metrics.credential_failures.labels(what).inc()
-            op = operation(call.method, httpx.URL(call.url).path)
-            self.recent_errors.append((self.clock.time(), op, what))
+            self.observer.refused(call.method, call.url, response.status_code)
         response.extensions[ASKED] = call.where
         if not stream:
             try:
@@ -252,89 +282,39 @@ class Upstream:
                 raise errors.from_transport(error, call.where) from None
         return response
 
-    async def _should_retry(
-        self,
-        response: httpx.Response,
-        base: str,
-        state: AuthState,
-        replayable: bool,
-        attempt: int,
-        own: bool = True,
-    ) -> float | None:
-        """None: hand the answer back. -1: retry now (auth). >=0: back off, then retry.
-        ``own``: the answer came from the upstream's origin (a token trade can help)."""
-        status = response.status_code
-        auth = replayable and own
-        if status == 401 and auth and await self.auth.should_retry_401(base, response, state):
-            return -1.0
-        if status == 403 and auth and await self.auth.escalate(state):
-            return -1.0
-        if status not in errors.RETRYABLE_STATUSES or not replayable:
-            return None
-        if attempt >= self.settings.retries:
-            return None
-        wait = retry_after_seconds(response.headers.get("retry-after"), self.clock.time())
-        if wait is not None and wait > MAX_RETRY_AFTER:
-            return None
-        return wait or 0.0
 
-    async def _take_quota(self, repo: Repository, location: str, write: bool) -> None:
-        waited = await self.limits.take(repo.project, location, write=write)
-        if waited:
-            self.metrics.ratelimit_waits.inc()
-            self.metrics.ratelimit_wait_seconds.inc(waited)
-            log.info("rate limit: waited %.2fs for quota (%s/%s)", waited, repo.project, location)
-
-    def _observe(
-        self,
-        request: httpx.Request,
-        status: int | None,
-        started: float,
-        failure: str | None,
-        label: str | None = None,
-        location: str | None = None,
-    ) -> None:
-        """One upstream call: metrics, the request's count, a debug line (no secrets)."""
-        seconds = time.perf_counter() - started
-        op = operation(request.method, request.url.path)
-        self.metrics.upstream_seconds.labels(op, status_class(status)).observe(seconds)
-        if status is None:
-            self.metrics.upstream_errors.labels(op, "transport").inc()
-            self.recent_errors.append((self.clock.time(), op, failure or "transport error"))
-        elif status == 429 or status >= 500:
-            self.metrics.upstream_errors.labels(op, str(status) if status == 429 else "5xx").inc()
-            self.recent_errors.append((self.clock.time(), op, f"HTTP {status}"))
-        requestcontext.note_upstream_call(status, _host(request.url), location)
-        if log.isEnabledFor(logging.DEBUG):
-            url = label or without_secret_params(str(request.url))
-            fields = {"method": request.method, "url": url,
-                      "operation": op, "status": status, "error": failure,
-                      "duration_ms": round(seconds * 1000, 1),
-                      "request_id": requestcontext.request_id()}  # fmt: skip
-            log.debug("upstream call", extra=fields)
-
-    async def _backoff(self, attempt: int, retry_after: float | None, why: str, call: Call) -> None:
-        settings = self.settings
-        ceiling = min(settings.backoff_max, settings.backoff_base * 2**attempt)
-        delay = random.uniform(0, ceiling)  # full jitter spreads a herd of retries
-        if retry_after is not None:
-            delay = max(delay, retry_after)
-        host, repository = _host(httpx.URL(call.base)), call.repo.path
-        log.warning(
-            "upstream %s for %s at %s; retry %d in %.2fs", why, repository, host, attempt, delay,
-            extra={"request_id": requestcontext.request_id(), "repository": repository,
-                   "upstream_host": host, "retry": attempt},
-        )  # fmt: skip
-        await self.clock.sleep(delay)
-
-
-def _host(url: httpx.URL) -> str:
-    """``host[:port]`` of an upstream URL, never its userinfo (for logs)."""
-    return redact(f"{url.host}:{url.port}" if url.port else url.host)
+def http_client(
+    settings: TransportSettings,
+    ca_file: Path | None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    clock: Clock = SYSTEM,
+) -> httpx.AsyncClient:
+    """The pooled client every upstream call goes through (``transport``: a test's)."""
+    limits = httpx.Limits(
+        max_connections=settings.max_connections,
+        max_keepalive_connections=settings.max_keepalive,
+        keepalive_expiry=settings.keepalive_expiry,
+    )
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
+        limits=limits,
+        http2=settings.http2,
+        transport=transport or _transport(settings, ca_file, limits, clock),
+        # Registry calls follow redirects in ``send_to`` itself (each hop charged to
+        # the quota, credentials only on the upstream's origin: redirects.py); the
+        # other users of this client (token realm, REST APIs) keep httpx's, which
+        # drops Authorization on a cross-origin redirect.
+        follow_redirects=True,
+        # HTTP(S)_PROXY, NO_PROXY and SSL_CERT_FILE, like google-auth's token calls
+        # and every other tool on the machine (httpx reads no .netrc since 0.24).
+        trust_env=True,
+        verify=tls_verification(ca_file),
+        headers={"User-Agent": USER_AGENT},
+    )
 
 
 def _transport(
-    settings: UpstreamSettings, limits: httpx.Limits, clock: Clock
+    settings: TransportSettings, ca_file: Path | None, limits: httpx.Limits, clock: Clock
 ) -> httpx.AsyncBaseTransport | None:
     """httpx's pool with TCP keep-alive, under the lean path for blob bodies unless it
     is off; None (httpx builds its own) behind an egress proxy, whose support httpx
@@ -343,7 +323,7 @@ def _transport(
     if _egress_proxied():
         return None
     inner = httpx.AsyncHTTPTransport(
-        verify=tls_verification(settings.ca_file),
+        verify=tls_verification(ca_file),
         http2=settings.http2,
         limits=limits,
         socket_options=sockets.OPTIONS,
@@ -352,7 +332,7 @@ def _transport(
         return inner
     return lean.LeanTransport(
         inner,
-        lean.lean_ssl_context(tls_verification(settings.ca_file)),  # a context of its own
+        lean.lean_ssl_context(tls_verification(ca_file)),  # a context of its own
         settings.max_connections,
         max_idle=settings.max_keepalive,
         idle_expiry=settings.keepalive_expiry,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -87,6 +88,60 @@ def _described(body: bytes) -> tuple[str | None, str | None]:
     return code, bounded(message) if message else None
 
 
+@dataclass(frozen=True)
+class Answer:
+    """What a refusal from upstream becomes: its code, the words a client reads before
+    upstream's own, whether it is logged (the proxy's own access was refused), whether
+    upstream's ``Retry-After`` is passed on, and whether the client is told when to try
+    again."""
+
+    code: ErrorCode
+    words: str
+    logged: bool = False
+    retry_after: bool = False
+    when: bool = False
+
+
+ANSWERS = {
+    401: Answer(ErrorCode.CREDENTIALS_REJECTED, "upstream rejected gar-proxy's credentials",
+                logged=True),
+    403: Answer(ErrorCode.DENIED, "upstream denied access", logged=True),
+    404: Answer(ErrorCode.NAME_UNKNOWN, "not found upstream"),  # or the code it named
+    405: Answer(ErrorCode.UNSUPPORTED, "upstream does not support this"),
+    413: Answer(ErrorCode.TOO_LARGE, "upstream refused the size"),
+    416: Answer(ErrorCode.RANGE_INVALID, "range not satisfiable upstream"),
+    429: Answer(ErrorCode.TOOMANYREQUESTS, "upstream rate limit", retry_after=True),
+    503: Answer(ErrorCode.UPSTREAM_UNAVAILABLE, "upstream is unavailable (HTTP 503)",
+                retry_after=True, when=True),
+    504: Answer(ErrorCode.UPSTREAM_TIMEOUT, "upstream timed out (HTTP 504)",
+                retry_after=True, when=True),
+}  # fmt: skip
+
+
+def answer(status: int, named: ErrorCode | None, not_found: ErrorCode) -> Answer:
+    """The row for ``status``; ``named``: the registry code upstream's body gave.
+
+    >>> answer(404, ErrorCode.MANIFEST_UNKNOWN, ErrorCode.NAME_UNKNOWN).code.name
+    'MANIFEST_UNKNOWN'
+    >>> answer(409, None, ErrorCode.NAME_UNKNOWN).words
+    'upstream answered HTTP 409'
+    >>> answer(502, None, ErrorCode.NAME_UNKNOWN).code.name
+    'UPSTREAM_BAD_GATEWAY'
+    """
+    own = named if named is not None and named.status == status else None
+    if status == 404:
+        return Answer(own or not_found, ANSWERS[404].words)
+    if status in ANSWERS:
+        return ANSWERS[status]
+    if 400 <= status < 500 and own is not None:
+        return Answer(own, "")  # another refusal, the registry's own: in its words
+    if 400 <= status < 500:
+        return Answer(ErrorCode.UPSTREAM_REJECTED, f"upstream answered HTTP {status}")
+    return Answer(
+        ErrorCode.UPSTREAM_BAD_GATEWAY, f"upstream failed with HTTP {status}", retry_after=True
+    )
+
+
 def from_status(
     status: int,
     headers: Mapping[str, str],
@@ -95,55 +150,16 @@ def from_status(
     not_found: ErrorCode = ErrorCode.NAME_UNKNOWN,
 ) -> RegistryError:
     """Translate a non-success upstream answer (``body``: its first bytes, if read)."""
-    upstream_code, upstream_message = _described(body)
-    suffix = f": {upstream_message}" if upstream_message else ""
-    known = ErrorCode.from_wire(upstream_code)
-    if status == 404:
-        code = known if known is not None and known.status == 404 else not_found
-        return RegistryError(code, f"not found upstream{suffix}")
-    if status == 429:
-        retry = {"Retry-After": headers["retry-after"]} if "retry-after" in headers else {}
-        return RegistryError(
-            ErrorCode.TOOMANYREQUESTS, f"upstream rate limit{suffix}", headers=retry
-        )
-    if status == 401:
-        message = f"upstream rejected gar-proxy's credentials{suffix}"
+    code, said = _described(body)
+    row = answer(status, ErrorCode.from_wire(code), not_found)
+    message = ": ".join(part for part in (row.words, said) if part)
+    retry_after = headers.get("retry-after", "").strip() if row.retry_after else ""
+    if row.when:  # server trouble: say when to try again
+        message += f"; retry after {retry_after} s" if retry_after.isdigit() else "; retry later"
+    if row.logged:
         log.warning("%s", message)
-        return RegistryError(ErrorCode.CREDENTIALS_REJECTED, message)
-    if status == 403:
-        log.warning("upstream denied access%s", suffix)
-        return RegistryError(ErrorCode.DENIED, f"upstream denied access{suffix}")
-    if status == 416:
-        return RegistryError(ErrorCode.RANGE_INVALID, f"range not satisfiable upstream{suffix}")
-    if status == 413:
-        return RegistryError(ErrorCode.TOO_LARGE, f"upstream refused the size{suffix}")
-    if status == 405:
-        return RegistryError(ErrorCode.UNSUPPORTED, f"upstream does not support this{suffix}")
-    if 400 <= status < 500:
-        if known is not None and known.status == status:
-            return RegistryError(known, upstream_message or None)
-        return RegistryError(
-            ErrorCode.UPSTREAM_REJECTED, f"upstream answered HTTP {status}{suffix}"
-        )
-    # Server trouble: pass on upstream's Retry-After, and say when to try again.
-    retry_after = headers.get("retry-after", "").strip()
     later = {"Retry-After": retry_after} if retry_after else {}
-    when = f"; retry after {retry_after} s" if retry_after.isdigit() else "; retry later"
-    if status == 504:
-        return RegistryError(
-            ErrorCode.UPSTREAM_TIMEOUT,
-            f"upstream timed out (HTTP 504){suffix}{when}",
-            headers=later,
-        )
-    if status == 503:
-        return RegistryError(
-            ErrorCode.UPSTREAM_UNAVAILABLE,
-            f"upstream is unavailable (HTTP 503){suffix}{when}",
-            headers=later,
-        )
-    return RegistryError(
-        ErrorCode.UPSTREAM_BAD_GATEWAY, f"upstream failed with HTTP {status}{suffix}", headers=later
-    )
+    return RegistryError(row.code, message or None, headers=later)
 
 
 def from_token_service(

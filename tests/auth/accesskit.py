@@ -168,7 +168,7 @@ def seeded_proxy(directory: Path, **settings: Any) -> Iterator[Setup]:
             image = build_image([make_layer({seed: seed.encode()})])
             setup.images[repo] = image
             fake.put_image("us", repo, tag, image)
-        keys = {**write_access_files(directory), "upstream__mirrors": MIRRORS, **settings}
+        keys = {**write_access_files(directory), "routing__mirrors": MIRRORS, **settings}
         with run_proxy(proxy_settings(directory, fake.upstream, **keys)) as running:
             setup.proxy = running
             for (repo, tag), _ in IMAGES.items():

@@ -111,7 +111,7 @@ def test_a_denial_is_logged_once_with_identity_repository_and_reason(
 ) -> None:
     fake = fake_gar(auth="none")
     mirrors = [{"host": "docker.io", "repository": "gamma/hub"}]
-    keys: dict[str, Any] = {**write_access_files(tmp_path), "upstream__mirrors": mirrors}
+    keys: dict[str, Any] = {**write_access_files(tmp_path), "routing__mirrors": mirrors}
     caplog.set_level(logging.INFO, logger="gar_proxy.access")
     settings = proxy_settings(tmp_path, fake.upstream, **keys)
     with run_proxy(settings) as proxy, _client(proxy) as http:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from proxy.cache.index import CacheIndex
+from proxy.cache.rows import BlobRows
 from proxy.cache.store import BlobStore
 from proxy.oci.digest import Digest
 from proxy.services.container import open_services
@@ -28,18 +28,18 @@ UPSTREAM = "http://127.0.0.1:9/{location}"  # never asked: nothing here goes ups
 def full_listings(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Every listing of all blob files or all blob rows, by name."""
     calls: list[str] = []
-    iter_blobs, all_blobs = BlobStore.iter_blobs, CacheIndex.all_blobs
+    iter_blobs, all_blobs = BlobStore.iter_blobs, BlobRows.sizes
 
     def counted_files(self: BlobStore) -> Any:
         calls.append("files")
         return iter_blobs(self)
 
-    async def counted_rows(self: CacheIndex) -> dict[str, int]:
+    async def counted_rows(self: BlobRows) -> dict[str, int]:
         calls.append("rows")
         return await all_blobs(self)
 
     monkeypatch.setattr(BlobStore, "iter_blobs", counted_files)
-    monkeypatch.setattr(CacheIndex, "all_blobs", counted_rows)
+    monkeypatch.setattr(BlobRows, "sizes", counted_rows)
     yield calls
 
 
@@ -96,8 +96,8 @@ async def test_a_change_by_hand_makes_the_next_start_reconcile(
     full_listings.clear()
     async with open_services(proxy_settings(tmp_path, UPSTREAM)) as services:
         assert full_listings == ["rows", "files"]
-        assert await services.index.blob_size(digests[0]) is None
-        assert await services.index.blob_size(digests[1]) == len(b"blob 1")
+        assert await services.index.blobs.size(digests[0]) is None
+        assert await services.index.blobs.size(digests[1]) == len(b"blob 1")
     full_listings.clear()
     await _start(tmp_path)
     assert full_listings == []

@@ -16,7 +16,7 @@ async def _add(cache: BlobCache, data: bytes) -> Digest:
     temp = cache.store.new_temp()
     temp.write_bytes(data)
     cache.store.commit(temp, digest)
-    await cache.index.add_blob(digest, len(data))
+    await cache.index.blobs.add(digest, len(data))
     return digest
 
 
@@ -26,7 +26,7 @@ async def test_a_fill_committed_during_eviction_does_not_stall_it(tmp_path: Path
     try:
         for n in range(4):
             await _add(cache, bytes([n]) * 1000)
-        remove = index.remove_blobs
+        remove = index.blobs.remove
         landed: list[Digest] = []
 
         async def remove_while_a_fill_lands(digests):  # type: ignore[no-untyped-def]
@@ -34,9 +34,9 @@ async def test_a_fill_committed_during_eviction_does_not_stall_it(tmp_path: Path
             if not landed:  # another fill commits while eviction is under way
                 landed.append(await _add(cache, b"late" * 250))
 
-        index.remove_blobs = remove_while_a_fill_lands  # type: ignore[method-assign]
+        index.blobs.remove = remove_while_a_fill_lands  # type: ignore[method-assign]
         removed, freed = await asyncio.wait_for(cache.evict(), timeout=5)
-        assert index.total_bytes <= 3000
+        assert index.blobs.total_bytes <= 3000
         assert (removed, freed) == (2, 2000)
         assert cache.size(landed[0]) == 1000  # the newest stays
     finally:

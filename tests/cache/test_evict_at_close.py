@@ -48,6 +48,6 @@ async def test_eviction_cut_by_close_is_reconciled_next_start(
     monkeypatch.setattr(BlobCache, "_remove_files", original)
 
     async with open_services(settings) as services:
-        rows = await services.cache.index.all_blobs()
+        rows = await services.cache.index.blobs.sizes()
         orphans = [d for d in added if str(d) in rows and services.cache.size(d) is None]
         assert orphans == [], f"rows without files after start-up: {orphans}"

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from proxy.cache.index import CacheIndex, ManifestRow
+from proxy.cache.index import CacheIndex
+from proxy.cache.manifest_rows import ManifestRow
 from proxy.oci.digest import Digest
 
 GROWING = ("blobs", "manifests", "manifest_refs", "tags", "repo_digests")
@@ -39,17 +40,17 @@ async def test_eviction_and_manifest_removal_scan_no_growing_table(tmp_path: Pat
         manifest = Digest.of(b"manifest")
         children = [Digest.of(b"config"), Digest.of(b"layer")]
         for child in children:
-            await index.add_blob(child, 10)
-        await index.put_manifest(
+            await index.blobs.add(child, 10)
+        await index.manifests.put(
             ManifestRow(manifest, "application/json", 8, b"manifest"), children
         )
-        await index.put_tag("proj/repo/app", "v1", manifest, "application/json")
-        await index.pin([manifest])
+        await index.tags.put("proj/repo/app", "v1", manifest, "application/json")
+        await index.pins.add([manifest])
         statements: list[str] = []
         await index.db.set_trace_callback(statements.append)
-        assert await index.eviction_candidates() == []  # pinned, with its children
-        await index.remove_manifests([manifest])
-        await index.remove_blobs(children)
+        assert await index.blobs.eviction_candidates() == []  # pinned, with its children
+        await index.manifests.remove([manifest])
+        await index.blobs.remove(children)
         await index.db.set_trace_callback(None)  # type: ignore[arg-type]  # None: off
         plans = await _plans(index, statements)
         assert len(plans) >= 4, statements

@@ -38,8 +38,8 @@ async def test_a_blob_being_filled_or_read_is_never_removed(tmp_path: Path) -> N
         assert await cache.remove(pick) == ([], 0)  # being read
         body.close()
         assert await cache.remove(pick) == ([digest], len(data))
-        assert cache.size(digest) is None and index.total_bytes == 0
-        assert await index.blob_size(digest) is None
+        assert cache.size(digest) is None and index.blobs.total_bytes == 0
+        assert await index.blobs.size(digest) is None
     finally:
         await cache.fills.aclose()
         await index.close()

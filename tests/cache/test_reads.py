@@ -64,7 +64,7 @@ async def _cache_with(tmp_path: Path, data: bytes) -> tuple[BlobCache, CacheInde
     temp = cache.store.new_temp()
     temp.write_bytes(data)
     cache.store.commit(temp, digest)
-    await index.add_blob(digest, len(data))
+    await index.blobs.add(digest, len(data))
     return cache, index, digest
 
 

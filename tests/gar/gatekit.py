@@ -32,7 +32,7 @@ class Upstreams:
 
     def gate_settings(self, **keys: str) -> dict[str, str]:
         return {
-            "upstream__analysis_api_url": self.url,
+            "apis__container_analysis": self.url,
             "vulnerability_gate__enabled": "true",
             **{f"vulnerability_gate__{key}": value for key, value in keys.items()},
         }

@@ -27,9 +27,7 @@ def test_admin_paths_answer_the_reports_as_json(up: Upstreams, proxy: ProxyFacto
     up.analysis.set_discovery(url, "FINISHED_SUCCESS")
     up.analysis.add_vulnerability(url, "CVE-2024-0009", "HIGH", "curl", "8.0", "8.1", 7.5)
     up.gar.add_repository("us", "proj", "repo", cleanup_policies={})
-    running = proxy(
-        up.upstream, upstream__analysis_api_url=up.url, upstream__metadata_api_url=up.url
-    )
+    running = proxy(up.upstream, apis__container_analysis=up.url, apis__artifact_registry=up.url)
     with httpx.Client(base_url=running.url + "/_gar-proxy", timeout=30) as http:
         vulns = http.get(f"/vulns/{REPO}:v1").json()
         assert vulns["digest"] == image.digest and vulns["counts"]["HIGH"] == 1

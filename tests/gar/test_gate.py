@@ -123,7 +123,7 @@ def test_gate_off_by_default_asks_nothing(up: Upstreams, proxy: ProxyFactory) ->
     image = up.image(REPO, "v1", "off")
     url = up.resource_url(REPO, image.digest)
     up.analysis.add_vulnerability(url, "CVE-2024-0001", "CRITICAL", "openssl", "3.0.1", "3.0.7")
-    running = proxy(up.upstream, upstream__analysis_api_url=up.url)
+    running = proxy(up.upstream, apis__container_analysis=up.url)
     assert pull(running.url, "v1").content == image.manifest
     assert running.services.gate is None and running.services.manifests.gate is None
     assert sum(up.analysis.queries.values()) == 0
@@ -133,7 +133,7 @@ def test_analysis_outage_fails_the_pull_and_is_not_cached(
     up: Upstreams, proxy: ProxyFactory
 ) -> None:
     image = up.image(REPO, "v1", "outage")
-    running = proxy(up.upstream, **up.gate_settings(), upstream__retries="0")
+    running = proxy(up.upstream, **up.gate_settings(), transport__retries="0")
     up.analysis.access_tokens = {"nobody-has-this"}  # every analysis query: 401
     failed = pull(running.url, "v1")
     assert failed.status_code == 403

@@ -42,12 +42,12 @@ def test_environment_takes_json_overrides_and_comma_separated_cves() -> None:
     env = {
         "GAR_PROXY_VULNERABILITY_GATE_REPOSITORIES": '{"a/b/": {"unscanned": "deny"}}',
         "GAR_PROXY_VULNERABILITY_GATE_ALLOW": "cve-1, CVE-2",
-        "GAR_PROXY_UPSTREAM_ANALYSIS_API_URL": "http://127.0.0.1:9/",
+        "GAR_PROXY_APIS_CONTAINER_ANALYSIS": "http://127.0.0.1:9/",
     }
     settings = load_settings(None, env=env)
     assert settings.vulnerability_gate.allow == ("CVE-1", "CVE-2")
     assert settings.vulnerability_gate.enabled is False  # off unless asked
-    assert settings.upstream.analysis_api_url == "http://127.0.0.1:9/"
+    assert settings.apis.container_analysis == "http://127.0.0.1:9/"
     policy = GatePolicy.from_mapping(settings.vulnerability_gate.policy_table())
     assert policy.rule_for("a/b/c").unscanned == "deny"
 

@@ -33,10 +33,10 @@ def cli(
 ) -> Iterator[Cli]:
     for name, value in {
         "HOME": str(tmp_path / "home"),
-        "GAR_PROXY_UPSTREAM_ANALYSIS_API_URL": up.url,
-        "GAR_PROXY_UPSTREAM_STORAGE_API_URL": up.url + "/storage",
-        "GAR_PROXY_UPSTREAM_METADATA_API_URL": up.url,
-        "GAR_PROXY_RESOLVE_LOCATIONS": "false",
+        "GAR_PROXY_APIS_CONTAINER_ANALYSIS": up.url,
+        "GAR_PROXY_APIS_CLOUD_STORAGE": up.url + "/storage",
+        "GAR_PROXY_APIS_ARTIFACT_REGISTRY": up.url,
+        "GAR_PROXY_ROUTING_RESOLVE_LOCATIONS": "false",
     }.items():
         monkeypatch.setenv(name, value)
 
@@ -123,7 +123,7 @@ def test_cleanup_preview_and_where(up: Upstreams, cli: Cli) -> None:
 def test_where_names_the_api_lookup(
     up: Upstreams, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("GAR_PROXY_RESOLVE_LOCATIONS", "true")
+    monkeypatch.setenv("GAR_PROXY_ROUTING_RESOLVE_LOCATIONS", "true")
     up.gar.add_repository("asia", "proj", "far")
     status, out, _ = cli("where", "proj/far")
     assert status == 0 and out.strip() == (

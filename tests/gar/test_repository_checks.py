@@ -24,7 +24,7 @@ ACCEPT = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
 
 
 def checked(fake: FakeGAR) -> dict[str, str]:
-    return {"upstream__check_repositories": "true", "upstream__metadata_api_url": fake.url}
+    return {"routing__check_repositories": "true", "apis__artifact_registry": fake.url}
 
 
 def test_a_non_docker_repository_is_refused_naming_it_without_registry_requests(
@@ -95,7 +95,7 @@ def test_an_unavailable_location_answers_with_retry_after(
 ) -> None:
     fake = fake_gar(auth="none")
     fake.add_fault(Fault(location="europe-west1", kind="manifest", status=503, retry_after=7))
-    running = proxy(fake.upstream, upstream__retries="0")
+    running = proxy(fake.upstream, transport__retries="0")
     answer = httpx.get(
         f"{running.url}/v2/europe-west1-docker.pkg.dev/p/r/i/manifests/v1", headers=ACCEPT
     )
@@ -148,7 +148,7 @@ def test_a_repository_found_in_a_new_region_is_served_from_it(
     image = build_image([make_layer({"a": b"lunar"})])
     fake.add_repository("moon-central1", "proj", "lunar")
     fake.put_image("moon-central1", "proj/lunar/app", "v1", image)
-    running = proxy(fake.upstream, upstream__resolve_locations="true", **checked(fake))
+    running = proxy(fake.upstream, routing__resolve_locations="true", **checked(fake))
     answer = httpx.get(f"{running.url}/v2/proj/lunar/app/manifests/v1", headers=ACCEPT)
     assert answer.content == image.manifest
     assert fake.count("GET", "manifest", location="moon-central1") == 1

@@ -59,8 +59,8 @@ def read_only_proxy(
         auth="gcp",
         gcp__credentials_file=str(key),
         gcp__read_only="true",
-        upstream__analysis_api_url=url,
-        upstream__metadata_api_url=url,
+        apis__container_analysis=url,
+        apis__artifact_registry=url,
     )
 
 

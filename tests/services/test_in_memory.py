@@ -149,7 +149,7 @@ async def test_a_tag_gone_upstream_is_dropped_and_its_digest_kept(world: World) 
     with pytest.raises(RegistryError) as raised:
         await manifests.get(REPO, "1.0", (), head=True)
     assert raised.value.code is ErrorCode.MANIFEST_UNKNOWN
-    assert await world.index.get_tag(str(REPO), "1.0") is None
+    assert await world.index.tags.get(str(REPO), "1.0") is None
     by_digest = await manifests.get(REPO, Digest.parse(image.digest), (), head=False)
     assert await body_of(by_digest) == image.manifest
     assert world.registry.calls["get_manifest"] == 1
@@ -162,7 +162,7 @@ async def test_a_manifest_that_does_not_match_its_digest_is_not_cached(world: Wo
     with pytest.raises(RegistryError) as raised:
         await world.manifests().get(REPO, digest, (), head=False)
     assert raised.value.code is ErrorCode.UPSTREAM_CORRUPT and raised.value.status == 502
-    assert await world.index.get_manifest(digest) is None
+    assert await world.index.manifests.get(digest) is None
 
 
 # --------------------------------------------------------------------------- pushes

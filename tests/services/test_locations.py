@@ -17,26 +17,26 @@ async def test_the_default_location_is_kept_a_while_then_the_index_asked_again(
 ) -> None:
     settings = load_settings(
         env={"HOME": str(tmp_path)},
-        overrides={"upstream.url": "http://127.0.0.1:1/{location}", "upstream.location": "us"},
+        overrides={"upstream.url": "http://127.0.0.1:1/{location}", "routing.location": "us"},
     )
     clock = ManualClock()
     index = await CacheIndex.open(tmp_path / "index.sqlite3")
     asked: list[str] = []
-    original = index.get_document
+    original = index.documents.get
 
     async def counted(key: str) -> tuple[str, bytes, str, float] | None:
         asked.append(key)
         return await original(key)
 
-    index.get_document = counted  # type: ignore[method-assign]
+    index.documents.get = counted  # type: ignore[method-assign]
     try:
-        resolver = LocationResolver(settings.upstream, None, index, clock=clock)
+        resolver = LocationResolver(settings.routing, None, index, gar=True, clock=clock)
         repo = Repository.parse("proj/repo/app")
         for _ in range(3):
             assert (await resolver.resolve(repo)).location == "us"
         assert asked == ["location:proj/repo"]
         # Another process (a `warm` run) found the real one meanwhile.
-        await index.put_document("location:proj/repo", "text/plain", b"europe-west1", "{}")
+        await index.documents.put("location:proj/repo", "text/plain", b"europe-west1", "{}")
         clock.advance(DEFAULT_RECHECK + 1)
         assert (await resolver.resolve(repo)).location == "europe-west1"
         assert len(asked) == 2
@@ -49,11 +49,11 @@ async def test_the_memo_of_defaulted_names_is_bounded(tmp_path: Path) -> None:
     memory without end."""
     settings = load_settings(
         env={"HOME": str(tmp_path)},
-        overrides={"upstream.url": "http://127.0.0.1:1/{location}", "upstream.location": "us"},
+        overrides={"upstream.url": "http://127.0.0.1:1/{location}", "routing.location": "us"},
     )
     index = await CacheIndex.open(tmp_path / "index.sqlite3")
     try:
-        resolver = LocationResolver(settings.upstream, None, index, clock=ManualClock())
+        resolver = LocationResolver(settings.routing, None, index, gar=True, clock=ManualClock())
         for n in range(DEFAULTED_LIMIT + 10):
             repo = Repository.parse(f"proj/repo{n}/app")
             assert (await resolver.resolve(repo)).location == "us"

@@ -79,10 +79,10 @@ async def test_a_push_during_a_revalidation_is_not_moved_back(
     assert answer.digest == first.digest
     await registry.held.wait()  # its HEAD has the moved digest, not yet returned
     pushed_digest = Digest.of(pushed[0])  # a push through the proxy lands meanwhile
-    await manifests.index.put_tag(KEY, "1.0", pushed_digest, pushed[1])
+    await manifests.index.tags.put(KEY, "1.0", pushed_digest, pushed[1])
     registry.release.set()
     await manifests.tags.settle()
-    tag = await manifests.index.get_tag(KEY, "1.0")
+    tag = await manifests.index.tags.get(KEY, "1.0")
     assert tag is not None and tag.digest == pushed_digest  # not moved back to moved_digest
     assert registry.calls["get_manifest"] == 2  # the moved manifest was still fetched
     assert await manifests.cached(moved_digest) is not None
@@ -100,7 +100,7 @@ async def test_a_purge_during_a_revalidation_is_not_undone(
     clock.advance(61)
     await manifests.get(REPO, "1.0", (), head=True)
     await registry.held.wait()
-    await manifests.index.delete_tag(KEY, "1.0")  # what purge does (after waiting, normally)
+    await manifests.index.tags.delete(KEY, "1.0")  # what purge does (after waiting, normally)
     registry.release.set()
     await manifests.tags.settle()
-    assert await manifests.index.get_tag(KEY, "1.0") is None
+    assert await manifests.index.tags.get(KEY, "1.0") is None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.cache.index import ManifestRow
+from proxy.cache.manifest_rows import ManifestRow
 from proxy.oci.digest import Digest
 from proxy.oci.errors import RegistryError
 from tests.services.test_shared_tier_service import REPO, World, world  # noqa: F401  # the fixture
@@ -24,7 +24,7 @@ async def test_bucket_copy_not_served_through_a_foreign_layer_reference(world: W
         % str(digest).encode()
     )
     manifest = Digest.of(body, "sha256")
-    await world.cache.index.put_manifest(
+    await world.cache.index.manifests.put(
         ManifestRow(manifest, "application/vnd.oci.image.manifest.v1+json", len(body), body),
         [digest],
     )

@@ -16,7 +16,7 @@ from proxy.cache.index import CacheIndex
 from proxy.cache.shared import SharedTier
 from proxy.cache.store import BlobStore
 from proxy.clock import ManualClock
-from proxy.config_values import SharedBucket
+from proxy.config.values import SharedBucket
 from proxy.metrics import Metrics
 from proxy.oci.digest import Digest
 from proxy.oci.names import Repository

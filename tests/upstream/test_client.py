@@ -5,81 +5,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from proxy.clock import SYSTEM, Clock, ManualClock
-from proxy.config import Settings, load_settings
+from proxy.clock import ManualClock
 from proxy.oci.errors import RegistryError
 from proxy.oci.names import Repository
-from proxy.upstream.auth import AccessTokens
 from proxy.upstream.calls import retry_after_seconds
-from proxy.upstream.client import Upstream
 from proxy.upstream.ratelimit import TokenBucket
-from testkit.servers import serve_in_thread
+from tests.upstream.scripted import Handler, ScriptServer, make_upstream, settings
 
 REPO = Repository("proj/repo/img")
-Handler = Callable[[Request, int], Response]
-
-
-class Script:
-    """A registry whose answers a test scripts; it records what it was sent."""
-
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.seen: list[Request] = []
-        self.auth: list[str | None] = []
-
-    async def endpoint(self, request: Request) -> Response:
-        self.seen.append(request)
-        self.auth.append(request.headers.get("authorization"))
-        return self.handler(request, len(self.seen))
-
-    def app(self) -> Starlette:
-        methods = ["GET", "HEAD", "PUT", "PATCH", "POST", "DELETE"]
-        return Starlette(routes=[Route("/{path:path}", self.endpoint, methods=methods)])
-
-
-ScriptServer = Callable[[Handler], tuple[Script, str]]
-
-
-@pytest.fixture
-def script_server() -> Iterator[ScriptServer]:
-    servers = []
-
-    def start(handler: Handler) -> tuple[Script, str]:
-        script = Script(handler)
-        context = serve_in_thread(script.app())
-        url = context.__enter__()
-        servers.append(context)
-        return script, url
-
-    yield start
-    for context in servers:
-        context.__exit__(None, None, None)
-
-
-def settings(tmp_path: Path, url: str, **keys: str) -> Settings:
-    overrides = {
-        "upstream.url": url,
-        "upstream.auth": "none",
-        "upstream.backoff_base": "0.01",
-        "upstream.backoff_max": "0.05",
-        **{k.replace("__", "."): v for k, v in keys.items()},
-    }
-    return load_settings(None, env={"HOME": str(tmp_path)}, overrides=overrides)
-
-
-def make_upstream(
-    settings: Settings, tokens: AccessTokens | None, clock: Clock = SYSTEM
-) -> Upstream:
-    return Upstream(settings.upstream, tokens, read_only=settings.gcp.read_only, clock=clock)
 
 
 class FakeTokens:
@@ -134,7 +74,7 @@ async def test_persistent_500_gives_an_oci_error_after_bounded_retries(
     script, url = script_server(
         lambda r, n: JSONResponse({"errors": [{"code": "UNKNOWN", "message": "boom"}]}, 500)
     )
-    upstream = make_upstream(settings(tmp_path, url, upstream__retries="3"), None)
+    upstream = make_upstream(settings(tmp_path, url, transport__retries="3"), None)
     response = await upstream.send("GET", REPO, "/manifests/latest")
     await upstream.aclose()
     assert response.status_code == 500 and len(script.seen) == 4
@@ -146,7 +86,7 @@ async def test_persistent_500_gives_an_oci_error_after_bounded_retries(
 
 
 async def test_unreachable_upstream_is_an_oci_error(tmp_path: Path) -> None:
-    upstream = make_upstream(settings(tmp_path, "http://127.0.0.1:9", upstream__retries="1"), None)
+    upstream = make_upstream(settings(tmp_path, "http://127.0.0.1:9", transport__retries="1"), None)
     with pytest.raises(RegistryError) as raised:
         await upstream.send("GET", REPO, "/manifests/latest")
     await upstream.aclose()

@@ -1,6 +1,6 @@
 """Upstream connections as the original design sets them: idle ones kept 90 s
-(``upstream.keepalive_expiry``), TCP keep-alive on every one (httpx's pool and the lean
-path's), and a connect that never completes ends at ``upstream.connect_timeout``."""
+(``transport.keepalive_expiry``), TCP keep-alive on every one (httpx's pool and the lean
+path's), and a connect that never completes ends at ``transport.connect_timeout``."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from starlette.routing import Route
 from proxy.config import Settings, load_settings
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
+from proxy.services.container import make_upstream
 from proxy.upstream import sockets
-from proxy.upstream.client import Upstream
 from proxy.upstream.lean import LeanTransport
 from testkit.servers import black_hole, serve_in_thread
 
@@ -51,7 +51,7 @@ def _keepalive(sock: socket.socket) -> tuple[int, int, int, int]:
 
 
 async def test_upstream_sockets_have_tcp_keepalive(registry: str, tmp_path: Path) -> None:
-    upstream = Upstream(_settings(tmp_path, registry).upstream, None)
+    upstream = make_upstream(_settings(tmp_path, registry), None)
     try:
         response = await upstream.send("GET", REPO, "/manifests/1", stream=True)
         sock = response.extensions["network_stream"].get_extra_info("socket")
@@ -62,7 +62,7 @@ async def test_upstream_sockets_have_tcp_keepalive(registry: str, tmp_path: Path
 
 
 @pytest.mark.parametrize(
-    ("keys", "seconds"), [({}, 90.0), ({"upstream.keepalive_expiry": "5m"}, 300.0)]
+    ("keys", "seconds"), [({}, 90.0), ({"transport.keepalive_expiry": "5m"}, 300.0)]
 )
 async def test_idle_connections_are_kept_as_configured(
     tmp_path: Path, keys: dict[str, str], seconds: float
@@ -70,8 +70,8 @@ async def test_idle_connections_are_kept_as_configured(
     """90 s by default (httpx's own is 5 s: bursty CI load paid a TLS handshake to GAR
     after every pause), for httpx's pool and the lean path's alike."""
     settings = _settings(tmp_path, "http://127.0.0.1:9", **keys)
-    assert settings.upstream.keepalive_expiry == seconds
-    upstream = Upstream(settings.upstream, None)
+    assert settings.transport.keepalive_expiry == seconds
+    upstream = make_upstream(settings, None)
     try:
         transport = upstream.http._transport
         assert isinstance(transport, LeanTransport)
@@ -93,11 +93,11 @@ async def test_a_connect_that_never_completes_is_upstream_timeout(
 ) -> None:
     with black_hole() as url:
         keys = {
-            "upstream.connect_timeout": "0.5s",
-            "upstream.timeout": "1h",
-            "upstream.retries": "0",
+            "transport.connect_timeout": "0.5s",
+            "transport.timeout": "1h",
+            "transport.retries": "0",
         }
-        upstream = Upstream(_settings(tmp_path, url, **keys).upstream, None)
+        upstream = make_upstream(_settings(tmp_path, url, **keys), None)
         try:
             with pytest.raises(RegistryError) as raised:
                 await upstream.send("GET", REPO, f"/blobs/sha256:{'0' * 64}", lean_body=lean_body)

@@ -80,7 +80,7 @@ async def token_source(
     settings: Settings, token_uri: str | None = None, clock: Clock = SYSTEM
 ) -> AsyncIterator[GoogleTokenSource]:
     source = GoogleTokenSource(
-        settings.gcp, timeout=settings.upstream.timeout, token_uri=token_uri, clock=clock
+        settings.gcp, timeout=settings.transport.timeout, token_uri=token_uri, clock=clock
     )
     try:
         yield source
@@ -277,7 +277,7 @@ async def test_adc_used_while_metadata_server_is_silent(
 # wait would show as this test timing out.
 @pytest.mark.timeout(60)
 async def test_no_source_and_metadata_refused_fails_at_once(settings_for: Any) -> None:
-    async with token_source(settings_for(GAR_PROXY_METADATA_TIMEOUT="1h")) as tokens:
+    async with token_source(settings_for(GAR_PROXY_GCP_METADATA_TIMEOUT="1h")) as tokens:
         with pytest.raises(RegistryError) as caught:
             await tokens.token()
     assert caught.value.code.wire == "DENIED"
@@ -291,7 +291,7 @@ async def test_no_source_and_metadata_silent_fails_within_timeout(
 ) -> None:
     env = {"HOME": str(tmp_path), "GCE_METADATA_HOST": silent.host}
     assert load_settings(env=env).gcp.metadata_timeout == 2.0  # the default
-    settings = load_settings(env={**env, "GAR_PROXY_METADATA_TIMEOUT": "0.3s"})
+    settings = load_settings(env={**env, "GAR_PROXY_GCP_METADATA_TIMEOUT": "0.3s"})
     clock = ManualClock()
     async with token_source(settings, clock=clock) as tokens:
         # Concurrent callers share one discovery rather than waiting in turn.
@@ -408,7 +408,7 @@ async def test_read_only_asks_for_narrow_scope_and_wide_on_demand(
 ) -> None:
     key = oauth.service_account()
     settings = settings_for(
-        GAR_SERVICE_ACCOUNT_KEY=json.dumps(key.info), GAR_PROXY_READ_ONLY="true"
+        GAR_SERVICE_ACCOUNT_KEY=json.dumps(key.info), GAR_PROXY_GCP_READ_ONLY="true"
     )
     async with token_source(settings) as tokens:
         narrow = await tokens.token()

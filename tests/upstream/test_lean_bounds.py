@@ -1,7 +1,7 @@
 """The lean path holds a bounded number of bytes a server sends that nobody reads yet:
 on an idle pooled connection (none: it is dropped), and of a chunked body whose reader
 is slow (reading pauses); blob bodies in flight at once are capped by the pool size
-(upstream.max_connections); idle connections are capped across origins and expire;
+(transport.max_connections); idle connections are capped across origins and expire;
 its TLS checks the server's name."""
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def test_a_chunked_body_not_read_yet_is_not_buffered_whole() -> None:
 
 
 def test_concurrent_lean_gets_respect_the_pool_limit() -> None:
-    """upstream.max_connections bounds blob bodies in flight as httpx's pool bounds the
+    """transport.max_connections bounds blob bodies in flight as httpx's pool bounds the
     rest: eight GETs at once with a limit of two are answered two at a time."""
 
     async def main() -> int:

@@ -12,7 +12,7 @@ request goes to the inner httpx transport unchanged. It exists for the event loo
 CPU: a cold 1 GiB fill cost the loop 2.8-3.3 s through httpx and 0.9-1.0 s here
 (``docs/DESIGN.md``, "Receiving a blob body: the lean path").
 
-When it is off. ``upstream.lean_bodies = false``, or an egress proxy in the
+When it is off. ``transport.lean_bodies = false``, or an egress proxy in the
 environment (``HTTP(S)_PROXY``, ``ALL_PROXY``: a transport of our own would switch
 httpx's proxy support off): then ``client.Upstream`` does not install it and blob
 bodies take httpx's path like every other call. Nothing else changes: failures are
@@ -24,7 +24,7 @@ What it owns.
 - ``transport.py``: ``LeanTransport``. The idle pool (per origin at most
   ``IDLE_PER_ORIGIN``; across origins at most ``max_idle``, the oldest closed first;
   an idle connection older than ``idle_expiry`` on the injected clock is closed, not
-  reused), the slots that bound blob bodies in flight (``upstream.max_connections``),
+  reused), the slots that bound blob bodies in flight (``transport.max_connections``),
   the one retry of a reused connection the server had closed, connect timeouts, TCP
   keep-alive (``proxy.upstream.sockets``), its TLS context (HTTP/1.1 in ALPN).
 - ``bodies.py``: the two bodies a response has: ``DirectBody`` (batches; handed over

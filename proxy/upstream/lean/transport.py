@@ -29,7 +29,7 @@ BODY = "gar_proxy.direct_body"  # response extension: its ``DirectBody``, if it 
 IDLE_PER_ORIGIN = 4
 # Across origins (GAR's regional hosts, storage): httpx's max_keepalive_connections.
 MAX_IDLE = 20
-IDLE_EXPIRY = 90.0  # upstream.keepalive_expiry, as httpx's pool keeps its own
+IDLE_EXPIRY = 90.0  # transport.keepalive_expiry, as httpx's pool keeps its own
 Origin = tuple[str, str, int]
 
 
@@ -63,7 +63,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._ssl = ssl_context
         self._idle: list[_Idle] = []  # oldest first
         self._max_idle, self._expiry, self._clock = max_idle, idle_expiry, clock
-        # Blob bodies in flight at once (upstream.max_connections, as httpx's pool for
+        # Blob bodies in flight at once (transport.max_connections, as httpx's pool for
         # everything else): each may hold a few batches of memory.
         self._slots = asyncio.Semaphore(max_connections) if max_connections else None
 

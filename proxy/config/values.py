@@ -1,5 +1,5 @@
 """Parsers for setting values: each takes what TOML or the environment gave and returns
-the typed value, or raises ``ValueError`` saying what was expected (``config.py`` adds
+the typed value, or raises ``ValueError`` saying what was expected (the loader adds
 which key it was).
 
 >>> parse_size("50GiB"), parse_duration("5m"), parse_listen("127.0.0.1:0")
@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -198,14 +197,26 @@ def parse_optional_path(value: Any) -> Path | None:
     return parse_path(value) if str(value) else None
 
 
-def choice(*options: str) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
+@dataclass(frozen=True)
+class Choice:
+    """The parser of a setting that is one of a few words (``options``, which the
+    example config lists).
+
+    >>> choice("gcp", "none")("GCP")
+    'gcp'
+    """
+
+    options: tuple[str, ...]
+
+    def __call__(self, value: Any) -> str:
         text = parse_str(value).lower()
-        if text not in options:
-            raise ValueError(f"expected one of {', '.join(options)}, got {value!r}")
+        if text not in self.options:
+            raise ValueError(f"expected one of {', '.join(self.options)}, got {value!r}")
         return text
 
-    return parse
+
+def choice(*options: str) -> Choice:
+    return Choice(options)
 
 
 def parse_location(value: Any) -> str:
@@ -304,7 +315,7 @@ def parse_shared_bucket(value: Any) -> SharedBucket | None:
 
 
 def parse_routes(value: Any) -> tuple[Route, ...]:
-    """TOML ``[[upstream.routes]]`` tables, or ``prefix=location,...`` in the environment."""
+    """TOML ``[[routing.routes]]`` tables, or ``prefix=location,...`` in the environment."""
     items: list[tuple[Any, Any]]
     if isinstance(value, list):
         items = [(r.get("prefix"), r.get("location")) for r in value if isinstance(r, dict)]

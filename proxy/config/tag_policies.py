@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.config_values import parse_bool, parse_duration
+from proxy.config.values import parse_bool, parse_duration
 
 KEYS = ("repository", "tag", "ttl", "immutable")
 
