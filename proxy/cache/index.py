@@ -76,6 +76,8 @@ class CacheIndex:
         try:  # the connection's thread is not a daemon: a failed open must end it
             await db.executescript(SCHEMA)
             await _add_column(db, "manifests", "last_access REAL")  # cache.max_age; NULL: created
+            # Whose upload session it is; NULL (a row from before): nobody's, restarted.
+            await _add_column(db, "upload_sessions", "owner TEXT")
             await RepoScopes.setup(db)
             await db.commit()
             index = cls(db, clock)

@@ -15,6 +15,7 @@ from proxy.oci.digest import Digest
 TABLE = """
 CREATE TABLE IF NOT EXISTS repo_digests (
     repo TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (repo, digest));
+CREATE INDEX IF NOT EXISTS repo_digests_by_digest ON repo_digests (digest);
 """
 # A cache from before this table: what its tags prove (the tagged manifests, their
 # children and grandchildren: an index's images and their layers) is known already.
@@ -67,6 +68,14 @@ class RepoScopes:
         if found:
             self._remember(key)
         return found
+
+    async def holders(self, digest: Digest) -> list[str]:
+        """Every repository known to hold ``digest`` (for a write the cache may lend
+        it to only when the caller may pull one of them)."""
+        async with self._db.execute(
+            "SELECT repo FROM repo_digests WHERE digest = ?", (str(digest),)
+        ) as cursor:
+            return [str(row[0]) async for row in cursor]
 
     def _remember(self, key: tuple[str, str]) -> None:
         if len(self._known) >= MEMO_PAIRS:
