@@ -48,9 +48,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--scenarios",
         type=_scenarios,
-        default=[1, 2, 3, 4, 5, 6, 7],
-        help="comma-separated subset of 1-7 (6, peak RSS, comes from 3 and 4), or more, "
-        "run only when asked for: 8 (1 replica against a ring of 3 behind nginx), 9 (scale)",
+        default=[1, 2, 3, 4, 5, 6, 7, 10],
+        help="comma-separated subset of 1-7 and 10 (6, peak RSS, comes from 3 and 4), or "
+        "more, run only when asked for: 8 (1 replica against a ring of 3 behind nginx), "
+        "9 (scale), 11 (skopeo pushes through gar-proxy and direct)",
     )
     p.add_argument(
         "--head-seconds",
@@ -60,7 +61,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--upstream-tls",
         action="store_true",
-        help="run the cold scenarios (1, 3) again with the upstream reached over HTTPS",
+        help="run the cold scenarios (1, 3, 7, 10) and the pushes (11) again with the upstream "
+        "reached over HTTPS",
     )
     p.add_argument("--skopeo", action="store_true", help="also copy images with skopeo")
     p.add_argument(

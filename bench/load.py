@@ -13,6 +13,7 @@ import asyncio
 import functools
 import re
 import shutil
+import ssl
 import statistics
 import subprocess
 import time
@@ -154,16 +155,18 @@ def blob_tool() -> str:
     return "curl" if shutil.which("curl") else "httpx"
 
 
-def parallel_blob_reads(url: str, size: int, clients: int) -> float:
-    """``clients`` simultaneous GETs of one blob; the wall time until all are read."""
+def parallel_blob_reads(url: str, size: int, clients: int, ca: Path | None = None) -> float:
+    """``clients`` simultaneous GETs of one blob; the wall time until all are read.
+    ``ca``: the CA to trust when ``url`` is the HTTPS upstream (bench/tls.py)."""
     if shutil.which("curl"):
-        return _curl_reads(url, size, clients)
-    return asyncio.run(_httpx_reads(url, size, clients))
+        return _curl_reads(url, size, clients, ca)
+    return asyncio.run(_httpx_reads(url, size, clients, ca))
 
 
-def _curl_reads(url: str, size: int, clients: int) -> float:
+def _curl_reads(url: str, size: int, clients: int, ca: Path | None = None) -> float:
     command = ["curl", "--silent", "--show-error", "--fail", "--output", "/dev/null",
                "--max-time", "600", "--write-out", "%{size_download}", url]  # fmt: skip
+    command += ["--cacert", str(ca)] if ca else []
     started = time.perf_counter()
     procs = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(clients)]
     outputs = [proc.communicate(timeout=660)[0] for proc in procs]
@@ -174,11 +177,12 @@ def _curl_reads(url: str, size: int, clients: int) -> float:
     return elapsed
 
 
-async def _httpx_reads(url: str, size: int, clients: int) -> float:
+async def _httpx_reads(url: str, size: int, clients: int, ca: Path | None = None) -> float:
     base, _, rest = url.partition("/v2/")
     repo, _, digest = rest.partition("/blobs/")
     started = time.perf_counter()
-    async with new_client(clients) as client:
+    verify = ssl.create_default_context(cafile=str(ca)) if ca else True
+    async with new_client(clients, verify) as client:
         await asyncio.gather(*(read_blob(client, base, repo, digest, size) for _ in range(clients)))
     return time.perf_counter() - started
 

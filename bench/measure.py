@@ -55,7 +55,17 @@ HEAD_P99 = Metric("5-head-p99", "5 manifest HEAD p99 (ms)")
 HEAD_CPU = Metric("5-head-cpu", "5 manifest HEAD: server CPU per 1k req (s)")
 PEAK_RSS = Metric("6-rss", "6 peak RSS during 3-4 (MiB)")
 FILL_WALL = Metric("7-fill", "7 cold big blob fill, curl (s)")
-FILL_CPU = Metric("7-fill-cpu", "7 cold big blob fill: server CPU per GiB (s)")
+FILL_CPU = Metric("7-fill-cpu", "7 cold big blob fill: server CPU per GiB, until stored (s)")
+FILL_STORED = Metric("7-fill-stored", "7 cold big blob fill: until stored in the proxy (s)")
+FILL_BYTES = Metric("7-fill-bytes", "7 cold big blob fill: upstream bytes / blob")
+TTFB_MANIFEST = Metric("10-ttfb-manifest", "10 cold manifest by tag: time to first byte (ms)")
+TTFB_BLOB = Metric("10-ttfb-blob", "10 cold blob (largest layer): time to first byte (ms)")
+PUSH_BIG = Metric("11-push-big", "11 push of bench/big (5 layers), skopeo (s)")
+PUSH_BIG_CPU = Metric("11-push-big-cpu", "11 push of bench/big: server CPU (s)")
+PUSH_BIG_BYTES = Metric("11-push-big-bytes", "11 push of bench/big: upstream bytes / image")
+PUSH_HUGE = Metric("11-push-huge", "11 push of bench/huge (1 layer), skopeo (s)")
+PUSH_HUGE_CPU = Metric("11-push-huge-cpu", "11 push of bench/huge: server CPU (s)")
+PUSH_HUGE_BYTES = Metric("11-push-huge-bytes", "11 push of bench/huge: upstream bytes / image")
 
 
 def tls_key(key: str) -> str:
@@ -78,6 +88,10 @@ CHECKS = (
     Check(PEAK_RSS, "", 150.0, at_most=True),
     Check(FILL_WALL, DIST, 1.0, at_most=True),
     Check(FILL_CPU, DIST, 1.0, at_most=True),
+    Check(PUSH_BIG, DIRECT, 1.15, at_most=True),
+    Check(PUSH_BIG_BYTES, DIRECT, 1.01, at_most=True),
+    Check(PUSH_HUGE, DIRECT, 1.15, at_most=True),
+    Check(PUSH_HUGE_BYTES, DIRECT, 1.01, at_most=True),
 )
 
 

@@ -18,7 +18,10 @@ ROWS = (
     mm.HERD_WALL, mm.HERD_BYTES, mm.HERD_CPU, mm.HERD_RSS,
     mm.BLOB_1, mm.BLOB_4, mm.BLOB_CPU, mm.BLOB_RSS,
     mm.HEAD_RATE, mm.HEAD_P50, mm.HEAD_P99, mm.HEAD_CPU, mm.PEAK_RSS,
-    mm.FILL_WALL, mm.FILL_CPU,
+    mm.FILL_WALL, mm.FILL_CPU, mm.FILL_STORED, mm.FILL_BYTES,
+    mm.TTFB_MANIFEST, mm.TTFB_BLOB,
+    mm.PUSH_BIG, mm.PUSH_BIG_CPU, mm.PUSH_BIG_BYTES,
+    mm.PUSH_HUGE, mm.PUSH_HUGE_CPU, mm.PUSH_HUGE_BYTES,
 )  # fmt: skip
 
 

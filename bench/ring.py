@@ -84,6 +84,9 @@ class Setup:
         for replica in self.replicas:
             replica.stop()
 
+    def stored(self, digest: str) -> bool:
+        return any(replica.stored(digest) for replica in self.replicas)
+
     def pids(self) -> list[int]:
         pids = [r.pid for r in self.replicas if r.pid is not None]
         return pids + (self.nginx.pids() if self.nginx is not None else [])

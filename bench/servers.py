@@ -42,6 +42,10 @@ class Target(Protocol):
 
     def stop(self) -> None: ...
 
+    def stored(self, digest: str) -> bool:
+        """The blob is in this target's own storage: a fill has finished."""
+        ...
+
 
 class Relay:
     """``python -m bench.relay`` in front of the upstream; counts bytes both ways.
@@ -144,6 +148,10 @@ class GarProxy:
     def stop(self) -> None:
         self.process.stop()
 
+    def stored(self, digest: str) -> bool:
+        algorithm, _, hexdigest = digest.partition(":")
+        return (self.process.cache_dir / "blobs" / algorithm / hexdigest[:2] / hexdigest).exists()
+
 
 class DistributionProxy:
     """The CNCF distribution registry with ``proxy: remoteurl:`` (the reference)."""
@@ -176,6 +184,9 @@ class DistributionProxy:
     def stop(self) -> None:
         self.registry.stop()
 
+    def stored(self, digest: str) -> bool:
+        return _distribution_blob(self.registry.storage, digest).exists()
+
 
 class Direct:
     """The upstream registry itself, pulled from without any proxy (never restarted)."""
@@ -199,3 +210,13 @@ class Direct:
 
     def stop(self) -> None:
         pass
+
+    def stored(self, digest: str) -> bool:
+        return True
+
+
+def _distribution_blob(storage: Path, digest: str) -> Path:
+    """Where the distribution registry's filesystem driver keeps a blob's bytes."""
+    algorithm, _, hexdigest = digest.partition(":")
+    blobs = storage / "docker" / "registry" / "v2" / "blobs"
+    return blobs / algorithm / hexdigest[:2] / hexdigest / "data"

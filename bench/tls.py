@@ -30,7 +30,7 @@ from bench.servers import Direct, DistributionProxy, GarProxy, Relay
 from testkit.realclients import DistributionRegistry, TlsFiles
 
 # The cold scenarios: the only ones whose bytes come from the upstream while timed.
-COLD = (1, 3)
+COLD = (1, 3, 7, 10, 11)  # and the pushes, whose bytes go to the upstream
 CONTEXT = (
     "- TLS upstream rows: the same upstream storage served by a second docker-registry "
     "with http.tls (test CA; Go's TLS 1.3), through its own counting relay; gar-proxy "

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from starlette.applications import Starlette
+
 from proxy.app import create_app
 from proxy.auth.tls import ReloadingCertificate
 from proxy.clock import SYSTEM, Clock
-from proxy.commands.serve import bind_mirrors, keep_alive
+from proxy.commands.serve import bind_mirrors, uvicorn_options
 from proxy.config import Settings, load_settings
 from proxy.http.guarded import guarded_protocol
 from proxy.http.limits import ConnectionLimits, Connections
@@ -57,8 +59,17 @@ class RunningProxy:
         return self.server.url
 
     @property
+    def app(self) -> Starlette:
+        """The proxy's app, under whatever uvicorn wrapped it in (its proxy-headers
+        middleware, with ``server.trusted_proxies``)."""
+        app = self.server.config.loaded_app
+        while not isinstance(app, Starlette):
+            app = app.app
+        return app
+
+    @property
     def services(self) -> Services:
-        found: Services = self.server.config.loaded_app.app.state.services
+        found: Services = self.app.state.services
         return found
 
     def call(self, coroutine: Coroutine[Any, Any, T], timeout: float = 30) -> T:
@@ -101,7 +112,7 @@ def run_proxy(
             ssl_context=None if zero_copy else context,
             scheme="https" if context else None,
             extra_sockets=mirror_sockets,
-            timeout_keep_alive=keep_alive(settings),
+            **uvicorn_options(settings),
         )
     except BaseException:
         for sock in mirror_sockets:

@@ -11,7 +11,7 @@ from typing import BinaryIO
 import httpx
 import pytest
 
-from proxy.cache import fills
+from proxy.cache import fillwriter
 from proxy.oci.digest import Digest
 from testkit.fakes.gar import FakeGAR
 from testkit.proxyharness import RunningProxy
@@ -81,7 +81,7 @@ def test_enospc_mid_fill_fails_that_fill_and_the_next_request_passes_through(
     data = random.Random(2).randbytes(3 * MIB)
     digest = fake.put_blob("us", REPO, data)
     running = proxy(fake.upstream)
-    absorb = fills._store_batch
+    absorb = fillwriter._store_batch
     faults = [OSError(errno.ENOSPC, "No space left on device")]
 
     def full_once(file: BinaryIO, pieces: list[bytes]) -> None:
@@ -89,7 +89,7 @@ def test_enospc_mid_fill_fails_that_fill_and_the_next_request_passes_through(
             raise faults.pop()
         absorb(file, pieces)
 
-    monkeypatch.setattr(fills, "_store_batch", full_once)
+    monkeypatch.setattr(fillwriter, "_store_batch", full_once)
     url = f"/v2/{REPO}/blobs/{digest}"
     with httpx.Client(base_url=running.url, timeout=30) as client:
         # Cut (or refused before any byte), never completed.

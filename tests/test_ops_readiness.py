@@ -120,6 +120,9 @@ def guarded(fake_gar: FakeGarFactory, proxy: ProxyFactory, tmp_path: Path) -> Ru
         # A password in the URL: the admin's detail shows the URL with it redacted.
         fake_gar(auth="none").upstream.replace("http://", "http://u:pw-in-url@"),
         access__htpasswd_file=str(htpasswd), access__rules_file=str(rules),
+        # "Elsewhere" is a client a front proxy on loopback forwards (X-Forwarded-For),
+        # which is believed only from a listed proxy.
+        server__trusted_proxies="127.0.0.1",
     )  # fmt: skip
 
 

@@ -96,7 +96,7 @@ def test_an_upstream_outage_keeps_the_proxy_ready_and_the_alerts_follow_it(
         as prom,
         httpx.Client(base_url=prom, timeout=5) as api,
     ):  # fmt: skip
-        health = running.server.config.loaded_app.app.state.health
+        health = running.app.state.health
         _poll(lambda: clock.sleepers or None, 10, lambda: "the check loop never parked")
         assert _pull(running.url, image).status_code == 200
         assert (_gauge(running, "garproxy_upstream_up"), _gauge(running, "garproxy_ready")) == (

@@ -189,6 +189,17 @@ def listing_filter(scope: MutableMapping[str, Any]) -> Callable[[str], bool] | N
     return lambda repository: access.rules.allows(identity, PULL, repository)
 
 
+def pull_filter(scope: MutableMapping[str, Any]) -> Callable[[str], bool] | None:
+    """What this request's identity may pull, for a service that lends it what the
+    cache holds (a manifest PUT completed from the cache): None for everything (no
+    rules, or a pull grant on every repository), else a test on a repository name.
+    Unlike ``listing_filter``, being an admin adds nothing: names are not content."""
+    access, identity = judged_by(scope)
+    if access.rules.allows_everything(identity, PULL):
+        return None
+    return lambda repository: access.rules.allows(identity, PULL, repository)
+
+
 def unauthorized(why: str | None, headers: dict[str, str] | None = None) -> RegistryError:
     message = why or "authentication required"
     challenge = {"WWW-Authenticate": REALM, **(headers or {})}

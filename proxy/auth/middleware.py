@@ -8,7 +8,8 @@ runs, and answers the registry way when it cannot:
   ``Retry-After`` (``proxy.auth.throttle``), no credentials checked;
 - ``/_gar-proxy/*`` for anyone but an admin identity (loopback clients without client
   auth): 403 ``DENIED``;
-- an HTTP/1.1 request without exactly one ``Host``: 400 (RFC 9112 section 3.2).
+- an HTTP/1.1 request without exactly one ``Host``: 400 (RFC 9112 section 3.2); one
+  with more than one ``Authorization``: 400 (which one is meant is a guess).
 
 What an identity may do with a repository is not decided here, from the path the
 client sent, but by the routes on the repository as GAR knows it, after mirrors and
@@ -44,6 +45,7 @@ from proxy.auth.access import (
 )
 from proxy.auth.rules import ANONYMOUS
 from proxy.config import is_loopback
+from proxy.config.values import client_key
 from proxy.oci.errors import ErrorCode, RegistryError
 
 __all__ = ["Access", "AccessControl", "AccessPolicy"]
@@ -67,12 +69,20 @@ def _error(error: RegistryError, method: str) -> Response:
     return JSONResponse(error.envelope(), error.status, headers)
 
 
-def _headers(scope: Scope) -> tuple[bytes | None, int]:
-    """(the last Authorization value, as dict(headers) had it; how many Host headers)."""
-    authorization, hosts = None, 0
+def _throttled(wait: float) -> RegistryError:
+    return RegistryError(
+        ErrorCode.TOOMANYREQUESTS,
+        f"too many failed logins from this address; retry after {math.ceil(wait)} s",
+        headers={"Retry-After": str(math.ceil(wait))},
+    )
+
+
+def _headers(scope: Scope) -> tuple[list[bytes], int]:
+    """(the Authorization values, how many Host headers)."""
+    authorization, hosts = [], 0
     for key, value in scope["headers"]:
         if key == b"authorization":
-            authorization = value
+            authorization.append(value)
         elif key == b"host":
             hosts += 1
     return authorization, hosts
@@ -129,31 +139,36 @@ class AccessControl:
         if header is None:
             return ANONYMOUS if access.settings.anonymous else None
         value = header.decode("latin-1")
-        address = str((scope.get("client") or ("", 0))[0])
-        wait = self.policy.throttle.retry_after(address)
-        identity = await authenticator.identify(value, remembered_only=wait is not None)
+        known = authenticator.remembered(value)
+        if known is not None:
+            return known
+        address = client_key(str((scope.get("client") or ("", 0))[0]))  # a /64 for IPv6
+        async with self.policy.throttle.checking(address) as check:
+            if check.wait is not None:  # remembered meanwhile, or refused unchecked
+                return authenticator.remembered(value) or _throttled(check.wait)
+            identity = await authenticator.identify(value)
+            check.failed = identity is None
         if identity is not None:
             return identity
-        if wait is None:  # checked, and wrong: this one is a 401, the next may be a 429
-            denied(scope, _claimed_user(value), "bad credentials", repository=_asked(scope))
-            wait = self.policy.throttle.failed(address)
-            if wait is not None:
-                log.warning("access: too many failed logins from %s: its logins are refused"
-                            " for %d s", address, wait)  # fmt: skip
-            return None
-        return RegistryError(
-            ErrorCode.TOOMANYREQUESTS,
-            f"too many failed logins from this address; retry after {math.ceil(wait)} s",
-            headers={"Retry-After": str(math.ceil(wait))},
-        )
+        # Checked, and wrong: this one is a 401, the next may be a 429.
+        denied(scope, _claimed_user(value), "bad credentials", repository=_asked(scope))
+        if check.wait is not None:
+            log.warning("access: too many failed logins from %s: its logins are refused"
+                        " for %d s", address, check.wait)  # fmt: skip
+        return None
 
     async def _check(self, scope: Scope, access: Access) -> RegistryError | None:
         path: str = scope["path"]
-        header, hosts = _headers(scope)
+        credentials, hosts = _headers(scope)
         if hosts > 1 or (hosts == 0 and scope.get("http_version") == "1.1"):
             return RegistryError(
                 ErrorCode.HOST_INVALID, "an HTTP/1.1 request needs exactly one Host header"
             )
+        if len(credentials) > 1:
+            return RegistryError(
+                ErrorCode.AUTHORIZATION_INVALID, "send one Authorization header, not several"
+            )
+        header = credentials[0] if credentials else None
         if path == "/readyz" and access.authenticator is not None:
             await self._mark_admin(scope, access, header)  # its detail is for admins
             return None

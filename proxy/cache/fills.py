@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from proxy.cache.bodies import Segment
+from proxy.cache.fillwriter import BatchWriter, depth_for
 from proxy.oci.digest import Digest, DigestVerifier
 from proxy.oci.errors import ErrorCode, RegistryError
 
 log = logging.getLogger("gar_proxy.cache")
 
-CHUNK = 1024 * 1024  # bytes per batch handed to the writer thread
+CHUNK = 1024 * 1024  # bytes per batch handed to the writer (at least)
 # Per follower read, when bytes rather than file segments are sent: dozens of streams
 # run at once, each holding about one read in flight; 256 KiB rather than 1 MiB took
 # the peak RSS of 8 concurrent cold pulls from about 115 to 86 MiB at the same CPU
@@ -182,59 +183,33 @@ class Fill:
         return None
 
     async def _store(self, source: Source, file: BinaryIO, verifier: DigestVerifier) -> None:
-        """Write and hash on a worker thread, one batch behind the network.
-
-        Hashing and disk writes release the GIL, so on a second core they overlap the
-        event loop's reading of the next batch; batches are lists of the pieces as
-        received (no joining copy). ``written`` only counts bytes already in the file,
-        and grows as soon as a batch is in (followers of a slow upstream do not wait
-        for the next batch to fill).
-        """
-        loop = asyncio.get_running_loop()
-        writing: asyncio.Future[None] = loop.create_future()
-        writing.set_result(None)
+        """Upstream's pieces, in batches of at least ``CHUNK`` bytes (lists of the pieces
+        as received: no joining copy), to the file and the hash (``BatchWriter``).
+        ``written`` counts only bytes already in the file, and grows as each batch is
+        in (followers of a slow upstream do not wait for the next batch to fill)."""
+        writer = BatchWriter(file, verifier, self._landed, _recycling(source), depth_for(self.size))
         batch: list[bytes] = []
         batched = 0
+        first = True  # the first piece goes at once: followers' first bytes
         try:
             async for piece in source:
                 batch.append(piece)
                 batched += len(piece)
-                if batched >= CHUNK:
-                    await asyncio.shield(writing)  # a cancelled fill still waits for it
-                    writing = self._write(loop, file, verifier, batch, batched)
-                    writing.add_done_callback(_recycling(source, batch))
-                    batch, batched = [], 0
-            await asyncio.shield(writing)
-            writing = self._write(loop, file, verifier, batch, batched)
-            await asyncio.shield(writing)
-        finally:
-            if not writing.done():
-                # Cancelled: never let the file close under the thread still writing it.
-                await asyncio.wait([writing])
-                if not writing.cancelled():
-                    writing.exception()  # retrieved; the fill's own error is on its way
+                if batched >= CHUNK or first:
+                    await writer.put(batch, batched)
+                    batch, batched, first = [], 0, False
+            if batch:
+                await writer.put(batch, batched)
+            await writer.close()
+        except BaseException:
+            # Cancelled or failed: never let the file close under a thread still on it.
+            await writer.abandon()
+            raise
 
-    def _write(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        file: BinaryIO,
-        verifier: DigestVerifier,
-        batch: list[bytes],
-        size: int,
-    ) -> asyncio.Future[None]:
-        """Hash and write one batch on two threads at once: a write can wait on the
-        disk (or cost as much CPU as the hash) while the other core hashes."""
-        hashing = loop.run_in_executor(None, _hash, verifier, batch)
-        storing = loop.run_in_executor(None, _store_batch, file, batch)
-        writing = asyncio.ensure_future(_both(hashing, storing))
-        writing.add_done_callback(lambda done: self._landed(done, size))
-        return writing
-
-    def _landed(self, writing: asyncio.Future[None], size: int) -> None:
-        """Once a batch is in the file and hashed, followers may read it."""
-        if not writing.cancelled() and writing.exception() is None:
-            self.written += size
-            self._notify()
+    def _landed(self, size: int) -> None:
+        """A batch is in the file: followers may read it."""
+        self.written += size
+        self._notify()
 
     async def started(self) -> None:
         """Until upstream answered with headers; raises the fill's error if it did not."""
@@ -289,32 +264,14 @@ class Fill:
             await self._progress.wait()
 
 
-def _recycling(source: Source, batch: list[bytes]) -> Callable[[asyncio.Future[None]], None]:
+def _recycling(source: Source) -> Callable[[list[bytes]], None]:
     """Once a batch is written and hashed, its pieces go back to a source that reuses
     its buffers (``BlobStream.recycle``; optional, so any other source works as is)."""
     recycle = getattr(source, "recycle", None)
 
-    def done(_: asyncio.Future[None]) -> None:
+    def done(batch: list[bytes]) -> None:
         if recycle is not None:
             for piece in batch:
                 recycle(piece)
 
     return done
-
-
-async def _both(hashing: asyncio.Future[None], storing: asyncio.Future[None]) -> None:
-    """Both threads' work, done; the first failure raised only once neither runs."""
-    await asyncio.wait([hashing, storing])
-    for part in (hashing, storing):
-        part.result()
-
-
-def _hash(verifier: DigestVerifier, pieces: list[bytes]) -> None:
-    for piece in pieces:
-        verifier.update(piece)
-
-
-def _store_batch(file: BinaryIO, pieces: list[bytes]) -> None:
-    for piece in pieces:
-        file.write(piece)
-    file.flush()  # followers pread the file: nothing counted may sit in a buffer

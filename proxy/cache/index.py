@@ -9,7 +9,7 @@
     await index.pins.add([digest])               # Pins: what eviction never takes
     await index.documents.get(key)               # Documents: listings, locations
     index.scopes                                 # RepoScopes: which repository has what
-    index.touch(digest); await index.flush()     # reads, written in batches
+    index.touch(digest); await index.flush()     # reads (and add_soon pairs), in batches
 
 SQLite is the truth; small in-memory maps in front of it make a warm hit cost no
 query at all (tags and manifest bodies), and access times are batched: ``touch``
@@ -76,6 +76,8 @@ class CacheIndex:
         try:  # the connection's thread is not a daemon: a failed open must end it
             await db.executescript(SCHEMA)
             await _add_column(db, "manifests", "last_access REAL")  # cache.max_age; NULL: created
+            # Whose upload session it is; NULL (a row from before): nobody's, restarted.
+            await _add_column(db, "upload_sessions", "owner TEXT")
             await RepoScopes.setup(db)
             await db.commit()
             index = cls(db, clock)
@@ -90,7 +92,8 @@ class CacheIndex:
         self.reads.touch(digest)
 
     async def flush(self) -> None:
-        """Write the reads ``touch`` recorded."""
+        """Write the reads ``touch`` recorded and the pairs ``scopes.add_soon`` noted."""
+        await self.scopes.flush()
         await self.reads.flush()
 
     async def close(self) -> None:

@@ -15,6 +15,7 @@ from proxy.oci.digest import Digest
 TABLE = """
 CREATE TABLE IF NOT EXISTS repo_digests (
     repo TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (repo, digest));
+CREATE INDEX IF NOT EXISTS repo_digests_by_digest ON repo_digests (digest);
 """
 # A cache from before this table: what its tags prove (the tagged manifests, their
 # children and grandchildren: an index's images and their layers) is known already.
@@ -34,6 +35,8 @@ class RepoScopes:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
         self._known: set[tuple[str, str]] = set()
+        # Pairs noted by ``add_soon``, not yet in the table (``flush`` writes them).
+        self._pending: set[tuple[str, str]] = set()
 
     @staticmethod
     async def setup(db: aiosqlite.Connection) -> None:
@@ -55,6 +58,9 @@ class RepoScopes:
     async def stored(self, repo: str, digest: Digest) -> bool:
         """Known from an earlier run (or another process): remembered in memory then."""
         key = (repo, str(digest))
+        if key in self._pending:
+            self._remember(key)
+            return True
         async with self._db.execute(
             "SELECT 1 FROM repo_digests WHERE repo = ? AND digest = ?", key
         ) as cursor:
@@ -62,6 +68,14 @@ class RepoScopes:
         if found:
             self._remember(key)
         return found
+
+    async def holders(self, digest: Digest) -> list[str]:
+        """Every repository known to hold ``digest`` (for a write the cache may lend
+        it to only when the caller may pull one of them)."""
+        async with self._db.execute(
+            "SELECT repo FROM repo_digests WHERE digest = ?", (str(digest),)
+        ) as cursor:
+            return [str(row[0]) async for row in cursor]
 
     def _remember(self, key: tuple[str, str]) -> None:
         if len(self._known) >= MEMO_PAIRS:
@@ -81,9 +95,30 @@ class RepoScopes:
             pass
         await self._db.commit()
 
+    def add_soon(self, repo: str, digest: Digest) -> None:
+        """``add`` without waiting for the table: known at once, written by the next
+        ``flush`` (the index's, every few seconds and at close). For a fill's start,
+        where two trips to SQLite sat between upstream's answer and the client's
+        first byte; a pair lost in a crash costs one upstream check when next asked."""
+        key = (repo, str(digest))
+        if key not in self._known:
+            self._remember(key)
+            self._pending.add(key)
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, set()
+        async with self._db.executemany(
+            "INSERT OR IGNORE INTO repo_digests VALUES (?, ?)", sorted(pending)
+        ):
+            pass
+        await self._db.commit()
+
     async def forget(self, repo: str, digest: Digest) -> None:
         key = (repo, str(digest))
         self._known.discard(key)
+        self._pending.discard(key)
         async with self._db.execute("DELETE FROM repo_digests WHERE repo = ? AND digest = ?", key):
             pass
         await self._db.commit()

@@ -3,7 +3,8 @@
 A push through the proxy reaches upstream as one write, whatever the client does (GAR
 takes one per upload session: docs/GAR.md). For each upload the proxy keeps
 
-- a row: its own id, the repository, upstream's session URL (opaque: any path on the
+- a row: its own id, the repository, the identity that opened it (its owner: no other
+  identity may touch it), upstream's session URL (opaque: any path on the
   upstream's host) and what that session holds: ``OPEN`` (nothing: it can take the
   write), ``SPENT`` (a write began: it takes no other), or N > 0 (a write of N bytes
   completed: a ``PUT`` without a body commits it);
@@ -16,17 +17,23 @@ Hash state cannot be saved: after a restart the spool is hashed again from its f
 which is always a prefix of what the client sent (it is only appended to, or cut back
 to a mark). The files live outside ``tmp/``, which start-up empties, so that they
 survive a restart.
+
+Spools keep the cache's floor of free space (``cache.min_free``, which fills keep too):
+a write that would take the disk below it fails as on a full disk (ENOSPC), so a client
+pushing chunks it never finishes cannot spool the disk empty under SQLite and the fills.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import logging
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import aiosqlite
 
@@ -39,9 +46,11 @@ log = logging.getLogger("gar_proxy.uploads")
 READ_SIZE = 1024 * 1024
 # Sessions untouched this long are forgotten (with their bytes on disk).
 UPLOAD_TTL = 24 * 3600.0
+# Free space is probed again after at most this many bytes (or the room last seen).
+PROBE_EVERY = 4 * 1024 * 1024
 OPEN = 0  # the upstream session has had no write: it can take one
 SPENT = -1  # a write to it began (and may have failed, or be cut): it takes no other
-_COLUMNS = "id, repo, location, upstream_url, upstream, created, updated"
+_COLUMNS = "id, repo, location, upstream_url, upstream, created, updated, owner"
 
 
 @dataclass
@@ -53,6 +62,7 @@ class UploadRow:
     upstream: int  # OPEN, SPENT, or the bytes a completed write left there
     created: float
     updated: float
+    owner: str | None  # the identity that opened it; None: a row from before owners
 
     @property
     def repository(self) -> Repository:
@@ -65,8 +75,8 @@ class UploadTable:
 
     async def put(self, row: UploadRow) -> None:
         values = (row.id, row.repo, row.location, row.upstream_url, row.upstream, row.created,
-                  row.updated)  # fmt: skip
-        sql = f"INSERT OR REPLACE INTO upload_sessions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                  row.updated, row.owner)  # fmt: skip
+        sql = f"INSERT OR REPLACE INTO upload_sessions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         async with self._db.execute(sql, values):
             pass  # closed at once (see proxy.cache.rows.Rows)
         await self._db.commit()
@@ -80,7 +90,7 @@ class UploadTable:
             return None
         return UploadRow(
             str(found[0]), str(found[1]), found[2], str(found[3]), int(found[4]),
-            float(found[5]), float(found[6]),
+            float(found[5]), float(found[6]), None if found[7] is None else str(found[7]),
         )  # fmt: skip
 
     async def delete(self, upload_id: str) -> None:
@@ -122,6 +132,14 @@ def _hash_file(path: Path) -> tuple[hashlib._Hash, int] | None:
         return None
 
 
+class Floor(Protocol):
+    """The free space a spool must leave (``BlobCache``: ``cache.min_free``)."""
+
+    min_free: int
+
+    def free_bytes(self) -> int: ...
+
+
 class Spool:
     """The bytes of one upload as the client sent them, on disk, with their sha256.
 
@@ -130,21 +148,23 @@ class Spool:
     passed (the client's offset), but can neither be replayed nor cached.
     """
 
-    def __init__(self, path: Path, *, fresh: bool = True) -> None:
+    def __init__(self, path: Path, *, fresh: bool = True, floor: Floor | None = None) -> None:
         self.path = path
         self.size = 0
         self._hash: hashlib._Hash | None = hashlib.sha256()
         self._fd: int | None = None
+        self._floor = floor
+        self._budget = 0  # bytes that may be written before free space is probed again
         if fresh:
             path.write_bytes(b"")
 
     @classmethod
-    async def reopen(cls, path: Path) -> Spool | None:
+    async def reopen(cls, path: Path, floor: Floor | None = None) -> Spool | None:
         """The spool a restarted proxy finds, hashed again; None when its file is gone."""
         hashed = await asyncio.to_thread(_hash_file, path)
         if hashed is None:
             return None
-        spool = cls(path, fresh=False)
+        spool = cls(path, fresh=False, floor=floor)
         spool._hash, spool.size = hashed
         return spool
 
@@ -158,6 +178,7 @@ class Spool:
         if self._hash is None:
             self.size += len(piece)
             return
+        self._keep_floor(len(piece))
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         view = memoryview(piece)
@@ -165,6 +186,20 @@ class Spool:
             view = view[os.write(self._fd, view) :]
         self._hash.update(piece)
         self.size += len(piece)
+
+    def _keep_floor(self, size: int) -> None:
+        """ENOSPC, before a byte is written, when ``size`` more would take the disk
+        below the floor; the probe runs once per ``PROBE_EVERY`` bytes or room seen."""
+        if self._floor is None:
+            return
+        self._budget -= size
+        if self._budget >= 0:
+            return
+        room = self._floor.free_bytes() - self._floor.min_free
+        if room < size:
+            self._budget = 0
+            raise OSError(errno.ENOSPC, "the cache disk is at its floor (cache.min_free)")
+        self._budget = min(room, PROBE_EVERY) - size
 
     def mark(self) -> Mark:
         return Mark(self.size, self._hash.copy() if self._hash is not None else None)
@@ -224,15 +259,16 @@ class Spool:
 class UploadFiles:
     """``CACHE/uploads/``: one spool file per session."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, floor: Floor | None = None) -> None:
         self.root = root / "uploads"
         self.root.mkdir(parents=True, exist_ok=True)
+        self.floor = floor
 
     def spool(self, upload_id: str) -> Spool:
-        return Spool(self.root / upload_id)
+        return Spool(self.root / upload_id, floor=self.floor)
 
     async def reopen(self, upload_id: str) -> Spool | None:
-        return await Spool.reopen(self.root / upload_id)
+        return await Spool.reopen(self.root / upload_id, self.floor)
 
     def clean(self, keep: set[str]) -> int:
         """Remove files of sessions that are gone; returns how many."""

@@ -37,6 +37,24 @@ def keep_alive(settings: Settings) -> int:
     return max(1, math.ceil(idle)) if idle > 0 else 365 * 24 * 3600
 
 
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's settings that follow ours (``serve`` and the tests' servers alike).
+
+    X-Forwarded-For and -Proto are believed only from ``server.trusted_proxies``:
+    uvicorn's own default trusts 127.0.0.1 (and its ``FORWARDED_ALLOW_IPS``), so any
+    local process could name itself anew on each try and dodge the failed-login
+    throttle, or pass for a remote client. uvicorn takes the last address in the chain
+    that is not itself a trusted proxy, so a client cannot name itself through nginx's
+    ``$proxy_add_x_forwarded_for``."""
+    trusted = [str(network) for network in settings.server.trusted_proxies]
+    return {
+        "timeout_keep_alive": keep_alive(settings),
+        "server_header": False,
+        "proxy_headers": bool(trusted),
+        "forwarded_allow_ips": trusted or None,
+    }
+
+
 def warn_if_anonymous(settings: Settings) -> None:
     if settings.access.anonymous and not is_loopback(settings.server.host):
         log.warning(
@@ -141,8 +159,7 @@ def run(settings: Settings) -> int:
         log_config=None,
         access_log=False,  # proxy.routes.observe writes one richer line per request
         timeout_graceful_shutdown=max(1, round(settings.server.shutdown_grace)),
-        timeout_keep_alive=keep_alive(settings),
-        server_header=False,
+        **uvicorn_options(settings),
     )
     if tls is not None and connections is None:
         config.load()

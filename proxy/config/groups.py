@@ -16,6 +16,7 @@ from proxy.config.tag_policies import TagRule, parse_tag_policies
 from proxy.config.values import (
     GateOverrides,
     Mirror,
+    Network,
     Route,
     SharedBucket,
     WarmSchedule,
@@ -30,6 +31,7 @@ from proxy.config.values import (
     parse_listen,
     parse_location,
     parse_mirrors,
+    parse_networks,
     parse_optional_path,
     parse_optional_str,
     parse_path,
@@ -84,7 +86,22 @@ class ServerSettings:
         4096, parse_positive_int, doc="open client connections; more are answered 503"
     )
     max_connections_per_client: int = setting(
-        512, parse_positive_int, doc="open connections from one client address"
+        512, parse_positive_int, doc="open connections from one client (an IPv6 /64 is one)"
+    )
+    # Upload sessions each hold a row, a spool file and an upstream session for 24 h.
+    max_upload_sessions: int = setting(
+        4096, parse_positive_int, doc="upload sessions open at once; more are answered 429"
+    )
+    max_upload_sessions_per_identity: int = setting(
+        512, parse_positive_int, doc="upload sessions one identity has open at once"
+    )
+    # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told: any local process could
+    # then name itself anew to dodge the failed-login throttle (proxy/commands/serve.py).
+    trusted_proxies: tuple[Network, ...] = setting(
+        (),
+        parse_networks,
+        doc="front proxies (addresses or networks) whose X-Forwarded-For is believed; none "
+        "by default",
     )
 
     @property

@@ -8,6 +8,7 @@ which key it was).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from dataclasses import dataclass
@@ -242,6 +243,47 @@ def parse_listen(value: Any) -> tuple[str, int]:
 def parse_hosts(value: Any) -> tuple[str, ...]:
     items = value if isinstance(value, list) else str(value).split(",")
     return tuple(str(item).strip().lower() for item in items if str(item).strip())
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(value: Any) -> tuple[Network, ...]:
+    """Addresses and networks (``10.0.0.5``, ``10.0.0.0/24``, ``::1``), as a list or
+    separated by commas; a typo stops start-up rather than trusting nobody by surprise.
+
+    >>> [str(n) for n in parse_networks("127.0.0.1, 10.1.0.0/16,::1")]
+    ['127.0.0.1/32', '10.1.0.0/16', '::1/128']
+    """
+    networks = []
+    for item in parse_hosts(value):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or network") from None
+    return tuple(networks)
+
+
+def client_key(address: str) -> str:
+    """Whose connection or login this is, for per-client bounds: an IPv4 address, or
+    an IPv6 address's /64 (one host commonly holds a whole /64, so per address it
+    would have 2**64 connection caps and failed-login buckets).
+
+    >>> client_key("203.0.113.7"), client_key("2001:db8:1:2:aa::1"), client_key("::1")
+    ('203.0.113.7', '2001:db8:1:2::/64', '::1')
+    >>> client_key("::ffff:203.0.113.7"), client_key("unix-socket")
+    ('203.0.113.7', 'unix-socket')
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        if not ip.is_loopback:
+            return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 # Cloud Storage bucket names: 3-63 characters per dot-separated part (222 in all),

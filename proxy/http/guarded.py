@@ -107,7 +107,12 @@ class GuardedProtocol(ZeroCopyProtocol):
         began = self.loop.time()
         try:
             secure = await self.loop.start_tls(
-                transport, self, self.tls, server_side=True, ssl_handshake_timeout=timeout
+                transport,
+                self,
+                self.tls,
+                server_side=True,
+                ssl_handshake_timeout=timeout,
+                ssl_shutdown_timeout=timeout,  # a closing one too (a peer may never answer)
             )
         except Exception as error:  # any end of a handshake is this connection's end
             transport.close()

@@ -11,16 +11,28 @@ share across the connections of one server.
 (None, 'per-client cap', None)
 >>> open_.admit("10.0.0.3"), open_.total
 ('total cap', 2)
+
+One IPv6 host is its /64 (``client_key``): a new address of it is no new client.
+
+>>> open_ = Connections(ConnectionLimits(max_per_client=1))
+>>> open_.admit("2001:db8::1"), open_.admit("2001:db8::2"), open_.admit("2001:db8:0:1::1")
+(None, 'per-client cap', None)
+
+A front proxy listed in ``server.trusted_proxies`` carries many clients on its
+connections: the per-client cap does not apply to it (the total still does).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import functools
+import ipaddress
 import logging
 from dataclasses import dataclass
 
 from proxy.config import ServerSettings
+from proxy.config.values import Network, client_key
 
 log = logging.getLogger("gar_proxy.connections")
 LOG_INTERVAL = 10.0  # seconds: at most one line per this long, with the counts
@@ -37,6 +49,10 @@ class ConnectionLimits:
     send_timeout: float = 60.0
     max_connections: int = 4096
     max_per_client: int = 512
+    trusted_proxies: tuple[Network, ...] = ()
+
+    def is_trusted_proxy(self, address: str) -> bool:
+        return bool(self.trusted_proxies) and _in(address, self.trusted_proxies)
 
     @classmethod
     def of(cls, server: ServerSettings) -> ConnectionLimits:
@@ -48,7 +64,17 @@ class ConnectionLimits:
             send_timeout=server.send_timeout,
             max_connections=server.max_connections,
             max_per_client=server.max_connections_per_client,
+            trusted_proxies=server.trusted_proxies,
         )
+
+
+@functools.lru_cache(maxsize=4096)
+def _in(address: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
 
 
 class Connections:
@@ -66,19 +92,21 @@ class Connections:
         """Count a new connection; or the reason it is refused (then not counted)."""
         if self.total >= self.limits.max_connections:
             return "total cap"
-        count = self._by_address.get(address, 0)
-        if count >= self.limits.max_per_client:
+        key = client_key(address)
+        count = self._by_address.get(key, 0)
+        if count >= self.limits.max_per_client and not self.limits.is_trusted_proxy(address):
             return "per-client cap"
-        self._by_address[address] = count + 1
+        self._by_address[key] = count + 1
         self.total += 1
         return None
 
     def release(self, address: str) -> None:
-        count = self._by_address.get(address, 0) - 1
+        key = client_key(address)
+        count = self._by_address.get(key, 0) - 1
         if count > 0:
-            self._by_address[address] = count
+            self._by_address[key] = count
         else:
-            self._by_address.pop(address, None)
+            self._by_address.pop(key, None)
         self.total -= 1
 
     def note(self, reason: str) -> None:

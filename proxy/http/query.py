@@ -5,7 +5,10 @@ check that reads the first and a route that reads the last disagree about which
 repository a mount reads. So each parameter below is read by this one parser, into
 one frozen value that both use; a parameter given twice is a 400 ``QUERY_INVALID``
 (a registry has no meaning for two values, and guessing one is how the two readers
-came apart). Parameters the proxy does not act on are left alone.
+came apart). Parameters the proxy does not act on are left alone. A page size ``n``
+is 1 to 9 ASCII digits (``str.isdigit`` takes ``²``, which ``int()`` refuses, and
+``int()`` refuses more than 4,300 digits) or a 400 ``PAGINATION_NUMBER_INVALID``,
+before a listing or upstream sees it.
 
 >>> Parameters.parse(b"mount=sha256%3Aab&from=p%2Fr%2Fi").source
 'p/r/i'
@@ -15,10 +18,15 @@ True
 Traceback (most recent call last):
 ...
 proxy.oci.errors.RegistryError: query parameter 'ns' given 2 times; give it once
+>>> Parameters.parse(b"n=%C2%B2")
+Traceback (most recent call last):
+...
+proxy.oci.errors.RegistryError: n must be a number of 1 to 9 digits, got '²'
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -39,6 +47,8 @@ FIELDS = {
 # More bytes of query than any client sends (a digest, a name of 255, a mount's from):
 # refused before parsing, so a megabyte of "&&&" costs nothing.
 MAX_QUERY_BYTES = 8192
+# A page size: no listing is longer, and int() of it costs nothing.
+_PAGE_SIZE = re.compile(r"[0-9]{1,9}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +89,12 @@ class Parameters:
                 ErrorCode.QUERY_INVALID,
                 f"query parameter {name!r} given {counts[name]} times; give it once",
                 detail={"parameter": name},
+            )
+        n = found.get("n")
+        if n and not _PAGE_SIZE.fullmatch(n):
+            raise RegistryError(
+                ErrorCode.PAGINATION_NUMBER_INVALID,
+                f"n must be a number of 1 to 9 digits, got {n[:20]!r}",
             )
         return cls(**found)
 

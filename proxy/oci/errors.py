@@ -82,6 +82,8 @@ class ErrorCode(enum.Enum):
     QUERY_INVALID = ("QUERY_INVALID", 400, "invalid query parameter", OURS)
     # Ours, for HTTP itself (RFC 9112): answered before any route runs.
     HOST_INVALID = ("HOST_INVALID", 400, "HTTP/1.1 needs exactly one Host header", OURS)
+    # Two credentials: which one a front proxy or a log reads is anyone's guess.
+    AUTHORIZATION_INVALID = ("UNAUTHORIZED", 400, "send one Authorization header", OURS)
     REQUEST_TIMEOUT = ("REQUEST_TIMEOUT", 408, "the request did not arrive in time", OURS)
     TOO_MANY_CONNECTIONS = ("UNAVAILABLE", 503, "too many open connections", OURS)
     GAR_NOT_FOUND = ("NAME_UNKNOWN", 404, "not found in Artifact Registry", OURS)

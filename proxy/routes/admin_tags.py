@@ -2,7 +2,9 @@
 [?blobs=true]``: what ``gar-proxy refresh|purge --json`` print, done by this proxy (its
 memory, its running fills and readers), for admins only (without client auth: loopback
 clients) and, with rules in force, only on what they may pull: the same guard as the
-other admin paths (``proxy.routes.admin.guard``).
+other admin paths (``proxy.routes.admin.guard``), met on the repository as refresh and
+purge resolve it (a mirrored registry's name included: ``upstream_name``, the one
+resolution both use), so what is judged is what is acted on.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from proxy.oci.errors import ErrorCode, RegistryError
-from proxy.oci.names import ImageReference
 from proxy.routes.admin import PREFIX, guard
 from proxy.routes.common import parameters, services
 from proxy.services import maintenance
+from proxy.services.mirrors import upstream_name
 
 _YES, _NO = ("1", "true", "yes"), ("", "0", "false", "no")
 
@@ -23,8 +25,9 @@ _YES, _NO = ("1", "true", "yes"), ("", "0", "false", "no")
 def _image(request: Request) -> str:
     """The path's image, after the admin and pull check on its repository as GAR knows it."""
     text: str = request.path_params["image"]
-    image = ImageReference.parse(text)
-    guard(request, services(request).locations.named(image.repository).path, text)
+    name, _, _ = maintenance.split(text)
+    found = services(request)
+    guard(request, upstream_name(found.mirrors, found.locations, name, ns=None).path, text)
     return text
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from proxy.auth.access import listing_filter
+from proxy.auth.access import judged_by, listing_filter
 from proxy.human import human_seconds, human_size
 from proxy.metrics import Metrics
 from proxy.redact import redact
@@ -98,7 +98,12 @@ def _errors_table(request: Request, visible: Visible) -> str:
     return f'<h2>Recent upstream errors</h2><table id="upstream-errors">{body}</table>'
 
 
-async def _credentials_table(request: Request) -> str:
+async def _credentials_table(request: Request, detailed: bool) -> str:
+    """The upstream, the credential source and its token's refresh: like ``/readyz``'s
+    detail, for admins (or loopback clients) only when client auth is on."""
+    if not detailed:
+        body = "<tr><td>shown to admin identities</td></tr>"
+        return f"<h2>Upstream</h2><table>{body}</table>"
     health: Health = request.app.state.health
     check = await health.credentials()
     refresh = check.extra.get("token_refresh_in_s")
@@ -122,9 +127,11 @@ async def page(request: Request) -> Response:
     metrics = services(request).metrics
     visible = listing_filter(request.scope)
     health: Health = request.app.state.health
-    # The upstream's URL and state, like /readyz's detail: admins (or loopback without
-    # client auth) only.
-    detailed = not services(request).settings.access.enabled or admin_allowed(request)
+    # The upstream's URL, state and credentials, like /readyz's detail: with client auth,
+    # admin identities and loopback clients only.
+    access, identity = judged_by(request.scope)
+    detailed = access.authenticator is None or access.is_admin(identity)
+    detailed = detailed or admin_allowed(request)
     body = (
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>gar-proxy</title>"
         f"<style>{_STYLE}</style></head><body><h1>gar-proxy "
@@ -132,7 +139,8 @@ async def page(request: Request) -> Response:
         f"{await status_live.health_table(health, detailed)}"
         f"{status_live.chart(metrics.activity)}"
         f"{status_live.transfers_table(services(request), named=visible is None)}"
-        f"{_cache_table(request)}{_top_table(metrics, visible)}{await _credentials_table(request)}"
+        f"{_cache_table(request)}{_top_table(metrics, visible)}"
+        f"{await _credentials_table(request, detailed)}"
         f"{_errors_table(request, visible)}"
         '<p><a href="/metrics">metrics</a> · <a href="/readyz">readiness</a></p></body></html>'
     )

@@ -55,7 +55,8 @@ def _progress(done: int, total: int | None) -> str:
 
 def transfers_table(services: Services, *, named: bool = True) -> str:
     """Fills and uploads running now; with rules in force a non-admin sees how many,
-    not which (their repositories may be ones it cannot pull)."""
+    not which (their repositories may be ones it cannot pull). An upload shows who
+    pushes it, never its session id (the key to it)."""
     fills, uploads = services.cache.fills.running(), services.uploads.live()
     if not named:
         count = (f"<tr><td colspan=4>{len(fills)} fill(s) and {len(uploads)} upload(s); "
@@ -70,12 +71,12 @@ def transfers_table(services: Services, *, named: bool = True) -> str:
     ]
     rows += [
         f'<tr class=upload data-value="{session.offset}"><td>upload</td>'
-        f"<td>{html.escape(session.row.repo)}</td><td>{html.escape(session.id[:12])}</td>"
+        f"<td>{html.escape(session.row.repo)}</td><td>{html.escape(session.row.owner or '-')}</td>"
         f"<td>{human_size(session.offset)} received, open "
         f"{human_seconds(max(now - session.row.created, 0))}</td></tr>"
         for session in uploads
     ]
-    head = "<tr><th>Kind</th><th>Repository</th><th>Blob or session</th><th>Progress</th></tr>"
+    head = "<tr><th>Kind</th><th>Repository</th><th>Blob or pusher</th><th>Progress</th></tr>"
     body = "".join(rows) or "<tr><td colspan=4>none</td></tr>"
     return f'<h2>In progress</h2><table id="in-progress">{head}{body}</table>'
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from proxy.auth.access import judged_by, pull_filter
 from proxy.oci.digest import Digest
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.manifest import MANIFEST_READ_LIMIT
@@ -103,6 +104,12 @@ def _session_headers(name: str, state: UploadState) -> dict[str, str]:
     return headers
 
 
+def _owner(request: Request) -> str:
+    """Whose upload session a request opens or may touch: its identity (``anonymous``
+    without client auth)."""
+    return judged_by(request.scope)[1]
+
+
 def _session_answer(request: Request, state: UploadState, status: int) -> Response:
     headers = _session_headers(request.path_params["name"], state)
     return Response(status_code=status, headers={**headers, **API_VERSION})
@@ -117,16 +124,16 @@ async def start_upload(request: Request) -> Response:
     mount = await requested_mount(request)  # None: no mount, or not one the caller may have
     if mount is not None:
         repo = await repository(request)
-        state = await found.mounts.mount(repo, mount.digest, mount.source)
+        state = await found.mounts.mount(repo, mount.digest, mount.source, owner=_owner(request))
         if state is None:
             return _created(name, mount.digest)
         return _session_answer(request, state, 202)
     whole = Digest.parse(query.digest) if query.digest is not None else None
     repo = await repository(request)
     if whole is not None:
-        await found.uploads.monolithic(repo, whole, _chunk(request))
+        await found.uploads.monolithic(repo, whole, _chunk(request), owner=_owner(request))
         return _created(name, whole)
-    session = await found.uploads.start(repo)
+    session = await found.uploads.start(repo, owner=_owner(request))
     return _session_answer(request, session.state(), 202)
 
 
@@ -135,7 +142,7 @@ async def upload(request: Request) -> Response:
     found = _writable(request)
     repo = await repository(request)
     uploads = found.uploads
-    session = await uploads.session(repo, request.path_params["upload_id"])
+    session = await uploads.session(repo, request.path_params["upload_id"], owner=_owner(request))
     try:
         if request.method in ("GET", "HEAD"):
             return _session_answer(request, await uploads.progress(session), 204)
@@ -181,7 +188,7 @@ async def manifest(request: Request) -> Response:
         return Response(status_code=202, headers=API_VERSION)
     body = await _manifest_body(request)
     pushed = await found.manifest_writes.put(
-        repo, reference, request.headers.get("content-type"), body
+        repo, reference, request.headers.get("content-type"), body, pull_filter(request.scope)
     )
     headers = {
         "Location": f"/v2/{request.path_params['name']}/manifests/{pushed.digest}",

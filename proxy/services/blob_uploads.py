@@ -17,6 +17,10 @@ session URLs are opaque. So the client's session is the proxy's own
   client's body); when a final write fails in a way a fresh session may get past, the
   proxy writes it again itself (``blob_copy.ATTEMPTS`` sessions in all).
 
+A session is its opener's: another identity that may push the same repository finds
+no such session (as with a made-up id). Sessions open at once are bounded, in all and
+per identity (``UploadLimits``); past a bound a new one is 429 ``TOOMANYREQUESTS``.
+
 A ``GET`` on the session reports what the proxy holds (the spool), so a client that
 lost its connection resumes from there; a restarted proxy finds its rows and spools
 (``upload_store``). 201 comes only once upstream stored the blob at the digest the
@@ -28,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from dataclasses import dataclass
 
 from proxy.cache.blobs import BlobCache
 from proxy.cache.upload_store import OPEN, SPENT, UPLOAD_TTL, UploadFiles, UploadRow, UploadTable
@@ -55,6 +60,16 @@ DROPS_SESSION = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class UploadLimits:
+    """Sessions open at once (``server.max_upload_sessions``) and per identity
+    (``server.max_upload_sessions_per_identity``): each holds a row, a spool file and an
+    upstream session until it ends or goes untouched for ``UPLOAD_TTL``."""
+
+    total: int = 4096
+    per_owner: int = 512
+
+
 class UploadService:
     def __init__(
         self,
@@ -64,8 +79,10 @@ class UploadService:
         files: UploadFiles,
         clock: Clock = SYSTEM,
         missing: NegativeCache | None = None,
+        limits: UploadLimits | None = None,
     ) -> None:
         self.missing = missing or NegativeCache(0, clock)
+        self.limits = limits or UploadLimits()
         self.registry = registry
         self.cache = cache
         self.table = table
@@ -87,35 +104,61 @@ class UploadService:
 
     # --- starting and finding sessions ---------------------------------------------------
 
-    async def start(self, repo: Repository) -> Session:
-        await self._forget_stale()
-        return await self.adopt(repo, await self.registry.start_upload(repo))
+    async def start(self, repo: Repository, *, owner: str) -> Session:
+        await self.make_room(owner)
+        return await self.adopt(repo, await self.registry.start_upload(repo), owner=owner)
 
-    async def adopt(self, repo: Repository, progress: UploadProgress) -> Session:
-        """A session of our own over an upstream one a POST (or a refused mount) opened."""
+    async def make_room(self, owner: str) -> None:
+        """Before a new session for ``owner`` is opened upstream: forget stale ones,
+        then refuse when the bounds are reached (nothing asked upstream)."""
+        await self._forget_stale()
+        if len(self._live) >= self.limits.total:
+            what = f"{len(self._live)} upload sessions are open"
+            raise self._too_many(what, "server.max_upload_sessions")
+        mine = sum(1 for session in self._live.values() if session.row.owner == owner)
+        if mine >= self.limits.per_owner:
+            what = f"{owner} has {mine} upload sessions open"
+            raise self._too_many(what, "server.max_upload_sessions_per_identity")
+
+    @staticmethod
+    def _too_many(what: str, setting: str) -> RegistryError:
+        log.warning("upload refused: %s (%s)", what, setting)
+        return RegistryError(
+            ErrorCode.TOOMANYREQUESTS,
+            f"{what}: finish or cancel some (untouched sessions end after {UPLOAD_TTL / 3600:g} h)",
+            headers={"Retry-After": "60"},
+        )
+
+    async def adopt(self, repo: Repository, progress: UploadProgress, *, owner: str) -> Session:
+        """A session of ``owner`` over an upstream one a POST (or a refused mount) opened."""
         now = self.clock.time()
-        row = UploadRow(uuid.uuid4().hex, repo.path, repo.location, progress.url, OPEN, now, now)
+        row = UploadRow(
+            uuid.uuid4().hex, repo.path, repo.location, progress.url, OPEN, now, now, owner
+        )
         spool = self.files.spool(row.id)
         await self.table.put(row)
         session = Session(row, spool, chunk_min_length=progress.chunk_min_length)
         self._live[row.id] = session
         return session
 
-    async def session(self, repo: Repository, upload_id: str) -> Session:
-        """The session ``upload_id`` of ``repo``, restored from SQLite after a restart."""
+    async def session(self, repo: Repository, upload_id: str, *, owner: str) -> Session:
+        """The session ``upload_id`` of ``repo`` opened by ``owner``, restored from
+        SQLite after a restart. Anyone else's, like an id never handed out, is unknown."""
         if not UPLOAD_ID.fullmatch(upload_id):
             raise unknown_upload(upload_id)
         session = self._live.get(upload_id)
         if session is None:
             async with self._restoring:
-                session = self._live.get(upload_id) or await self._restore(repo, upload_id)
-        if session.row.repo != repo.path:
+                session = self._live.get(upload_id) or await self._restore(repo, upload_id, owner)
+        if session.row.repo != repo.path or session.row.owner != owner:
             raise unknown_upload(upload_id)
         return session
 
-    async def _restore(self, repo: Repository, upload_id: str) -> Session:
+    async def _restore(self, repo: Repository, upload_id: str, owner: str) -> Session:
         row = await self.table.get(upload_id)
-        if row is None or row.repo != repo.path or row.updated < self.clock.time() - UPLOAD_TTL:
+        if row is None or row.repo != repo.path or row.owner != owner:
+            raise unknown_upload(upload_id)  # a row from before owners is nobody's
+        if row.updated < self.clock.time() - UPLOAD_TTL:
             raise unknown_upload(upload_id)
         spool = await self.files.reopen(upload_id)
         if spool is None:  # its bytes are gone: the session cannot go on
@@ -171,9 +214,11 @@ class UploadService:
             await self.cache.index.scopes.add(str(repo), digest)
         self.missing.forget(BLOB, str(repo), str(digest))  # it exists now
 
-    async def monolithic(self, repo: Repository, digest: Digest, chunk: Chunk) -> None:
+    async def monolithic(
+        self, repo: Repository, digest: Digest, chunk: Chunk, *, owner: str
+    ) -> None:
         """``POST ?digest=`` with a body: a session, and the body as its one write."""
-        session = await self.start(repo)
+        session = await self.start(repo, owner=owner)
         try:
             await self.finish(session, digest, chunk)
         except BaseException:

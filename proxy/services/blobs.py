@@ -217,7 +217,7 @@ class BlobService:
                 self.missing.remember(BLOB, str(repo), str(digest), error)
             raise
         self.metrics.upstream_blob_fetch()
-        await self.scopes.add(str(repo), digest)
+        self.scopes.add_soon(str(repo), digest)  # not between upstream and the client
         return stream
 
     def fill_for(self, digest: Digest) -> Fill | None:

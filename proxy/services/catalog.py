@@ -27,9 +27,10 @@ class CatalogPage:
 
 
 def _page_size(n: str | None) -> int:
-    if n is None or n == "":
+    """``n`` as ``proxy.http.query`` let it through (1 to 9 digits), at most MAX_PAGE."""
+    if not n:
         return MAX_PAGE
-    if not n.isdigit():
+    if not n.isascii() or not n.isdigit() or len(n) > 9:  # a caller that skipped the parser
         raise RegistryError(
             ErrorCode.PAGINATION_NUMBER_INVALID, f"n must be a number, got {n[:20]!r}"
         )

@@ -23,7 +23,7 @@ from proxy.config import Settings
 from proxy.gar.repositories import RepositoryApi
 from proxy.gar.vulnerabilities import VulnerabilityClient
 from proxy.metrics import Metrics
-from proxy.services.blob_uploads import UploadService
+from proxy.services.blob_uploads import UploadLimits, UploadService
 from proxy.services.blobs import BlobService
 from proxy.services.gate import VulnerabilityGate
 from proxy.services.instrument import instrument
@@ -174,8 +174,12 @@ def build(
     missing = NegativeCache(cache_settings.negative_ttl, clock)  # upstream 404s, shared
     shared = make_shared_tier(settings, upstream, tokens, store, metrics)
     blobs = BlobService(cache, registry, metrics, offline=offline, missing=missing, shared=shared)
-    upload_table, upload_files = UploadTable(index.db), UploadFiles(cache_settings.dir)
-    uploads = UploadService(registry, cache, upload_table, upload_files, clock, missing)
+    upload_table = UploadTable(index.db)
+    upload_files = UploadFiles(cache_settings.dir, floor=cache)  # cache.min_free holds
+    limits = UploadLimits(
+        settings.server.max_upload_sessions, settings.server.max_upload_sessions_per_identity
+    )
+    uploads = UploadService(registry, cache, upload_table, upload_files, clock, missing, limits)
     mounts = MountService(registry, cache, blobs, uploads, gar=gar, offline=offline)
     instrument(metrics, cache, upstream, tokens, uploads)
     return Services(

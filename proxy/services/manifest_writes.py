@@ -4,7 +4,9 @@ A manifest is checked before upstream sees it: JSON shape, media type, digest (w
 pushed by digest), and that every blob and child manifest it references is in the
 repository upstream. A blob HEAD upstream is the authority: a cached blob counts
 only once it is upstream too, so a blob the cache holds but upstream lacks (a client
-trusted the proxy's cached HEAD and skipped it) is uploaded from the cache first.
+trusted the proxy's cached HEAD and skipped it) is uploaded from the cache first, when
+the cache may lend it to this caller (``MountService.lendable``: the repository's own
+scope, or one the caller may pull).
 What upstream accepted is cached under its digest and, for a tag, the tag.
 """
 
@@ -27,7 +29,7 @@ from proxy.oci.digest import Digest
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.manifest import Manifest, parse_manifest
 from proxy.oci.names import Repository
-from proxy.services.mounts import MountService
+from proxy.services.mounts import MountService, Readable
 from proxy.services.negative import MANIFEST, NegativeCache
 from proxy.upstream.registry import Registry
 
@@ -80,8 +82,15 @@ class ManifestWriteService:
         self.mounts = mounts
 
     async def put(
-        self, repo: Repository, reference: str | Digest, content_type: str | None, body: bytes
+        self,
+        repo: Repository,
+        reference: str | Digest,
+        content_type: str | None,
+        body: bytes,
+        readable: Readable = None,
     ) -> Pushed:
+        """``readable``: what the caller may pull (None: everything), which bounds what
+        the cache may complete the manifest's references with."""
         manifest = parse_manifest(body, content_type)  # a JSON object, or MANIFEST_INVALID
         document: dict[str, Any] = json.loads(body)
         _check_media_type(document, content_type)
@@ -96,7 +105,7 @@ class ManifestWriteService:
                 f"manifest hashes to {digest}, not {reference}",
                 detail={"expected": str(reference), "actual": str(digest)},
             )
-        await self._check_references(repo, manifest, _foreign_layers(document))
+        await self._check_references(repo, manifest, _foreign_layers(document), readable)
         put = await self.registry.put_manifest(repo, reference, media_type, body)
         if put.digest is not None and put.digest != digest and put.digest in names:
             digest = put.digest  # upstream names a signed schema-1 manifest the other way
@@ -122,7 +131,7 @@ class ManifestWriteService:
         return Pushed(digest, put.subject)
 
     async def _check_references(
-        self, repo: Repository, manifest: Manifest, foreign: set[str]
+        self, repo: Repository, manifest: Manifest, foreign: set[str], readable: Readable
     ) -> None:
         """Every referenced blob and child manifest is upstream (pushed from the cache if
         only the cache has it), checked ``push_concurrency`` at a time; stops once a few
@@ -131,8 +140,8 @@ class ManifestWriteService:
         blobs = sorted({d.digest for d in manifest.blobs if str(d.digest) not in foreign}, key=str)
         children = sorted({d.digest for d in manifest.manifests}, key=str)
         checks: list[tuple[Digest, Callable[[], Awaitable[bool]]]] = [
-            *[(d, functools.partial(self.mounts.ensure, repo, d)) for d in blobs],
-            *[(d, functools.partial(self._ensure_manifest, repo, d)) for d in children],
+            *[(d, functools.partial(self.mounts.ensure, repo, d, readable)) for d in blobs],
+            *[(d, functools.partial(self._ensure_manifest, repo, d, readable)) for d in children],
         ]
         missing: list[str] = []
         width = self.settings.push_concurrency
@@ -151,17 +160,20 @@ class ManifestWriteService:
                 detail={"digest": missing[0]},
             )
 
-    async def _ensure_manifest(self, repo: Repository, digest: Digest) -> bool:
+    async def _ensure_manifest(self, repo: Repository, digest: Digest, readable: Readable) -> bool:
         """Whether upstream has this child manifest in ``repo``, after pushing it there
-        from the cache if only the cache has it: a client copying an index may skip the
-        children it believes are there (as it may skip blobs; ``mounts.ensure``)."""
+        from the cache if only the cache has it (and may lend it to this caller): a
+        client copying an index may skip the children it believes are there (as it
+        may skip blobs; ``mounts.ensure``)."""
         if await self._has_manifest(repo, digest):
             return True
         row = await self.index.manifests.get(digest)
         if row is None or row.body is None:  # unknown, or over 4 MiB: the client's job
             return False
+        if not await self.mounts.lendable(repo, digest, readable):
+            return False
         log.info("pushing manifest %s to %s from the cache", digest, repo)
-        await self.put(repo, digest, row.media_type, row.body)  # its references first
+        await self.put(repo, digest, row.media_type, row.body, readable)  # its references first
         return True
 
     async def _has_manifest(self, repo: Repository, digest: Digest) -> bool:

@@ -215,7 +215,7 @@ class ManifestService:
         self, repo: Repository, reference: str, accept: tuple[str, ...], expected: Digest | None
     ) -> ManifestRow:
         row = await self._fetch_row(repo, reference, accept, expected)
-        await self.index.scopes.add(str(repo), row.digest)  # upstream has it in ``repo``
+        self.index.scopes.add_soon(str(repo), row.digest)  # upstream has it in ``repo``
         return row
 
     async def _fetch_row(

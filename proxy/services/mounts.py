@@ -13,12 +13,19 @@
   in one location the evidence is unknown, so 201 and 202 are both taken. A 202 (GAR
   would not mount) falls back to that copy, into the session GAR opened, or hands the
   session to the client (docs/GAR.md).
+
+A manifest PUT whose blob only the cache holds has it written from the cache
+(``ensure``), but only a blob the cache may lend to that write (``lendable``): one the
+target repository holds in its scope (a HEAD there was answered from the cache, so the
+client may have skipped it), or one a repository the caller may pull holds. Knowing a
+digest is no permission: without this a manifest naming a layer cached for a repository
+the caller may not read would copy it into one it may.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 
 from proxy.cache.blobs import BlobCache
 from proxy.oci.digest import Digest
@@ -32,6 +39,9 @@ from proxy.services.upload_session import UploadState
 from proxy.upstream.registry import Registry, UploadProgress
 
 log = logging.getLogger("gar_proxy.mounts")
+# What the caller may pull (a repository name as the cache's scopes key it -> may it?);
+# None: everything (no access rules, or a pull grant on every repository).
+Readable = Callable[[str], bool] | None
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
@@ -58,44 +68,58 @@ class MountService:
         self.scopes = cache.index.scopes
 
     async def mount(
-        self, repo: Repository, digest: Digest, source: Repository | None
+        self, repo: Repository, digest: Digest, source: Repository | None, *, owner: str
     ) -> UploadState | None:
-        """None: ``digest`` is in ``repo`` upstream now. A state: the client uploads it."""
+        """None: ``digest`` is in ``repo`` upstream now. A state: ``owner``'s session,
+        into which the client uploads it."""
+        await self.uploads.make_room(owner)  # before upstream may open a session
         if source is None:
-            return (await self.uploads.start(repo)).state()
-        state = await self._mount(repo, digest, source)
+            return (await self.uploads.start(repo, owner=owner)).state()
+        state = await self._mount(repo, digest, source, owner)
         if state is None:  # it exists now: a remembered "unknown" would be wrong
             self.uploads.missing.forget(BLOB, str(repo), str(digest))
             await self.scopes.add(str(repo), digest)
         return state
 
     async def _mount(
-        self, repo: Repository, digest: Digest, source: Repository
+        self, repo: Repository, digest: Digest, source: Repository, owner: str
     ) -> UploadState | None:
         if self.gar and repo.location != source.location:  # GAR mounts within a region
             if await self.upstream_has(repo, digest):
                 return None
             if await self._copied(repo, digest, source, None):
                 return None
-            return (await self.uploads.start(repo)).state()
+            return (await self.uploads.start(repo, owner=owner)).state()
         progress = await self.registry.mount(repo, digest, source)
         if progress is None:
             return None
         if await self._copied(repo, digest, source, progress):
             return None
-        return (await self.uploads.adopt(repo, progress)).state()
+        return (await self.uploads.adopt(repo, progress, owner=owner)).state()
 
-    async def ensure(self, repo: Repository, digest: Digest) -> bool:
+    async def ensure(self, repo: Repository, digest: Digest, readable: Readable = None) -> bool:
         """Is ``digest`` in ``repo`` upstream, if need be written from the cache? (A
-        manifest push whose blob a HEAD answered from the cache may have skipped.)"""
+        manifest push whose blob a HEAD answered from the cache may have skipped.) Only
+        what the cache may lend to the caller (``lendable``) is written."""
         if await self.upstream_has(repo, digest):
             return True
-        if self.cache.size(digest) is None:
+        if self.cache.size(digest) is None or not await self.lendable(repo, digest, readable):
             return False
         log.info("%s: writing %s upstream from the cache", repo, digest)
         await write_whole(self.registry, repo, digest, lambda: self._open(None, digest))
         await self.scopes.add(str(repo), digest)
         return True
+
+    async def lendable(self, repo: Repository, digest: Digest, readable: Readable) -> bool:
+        """May the cache's copy of ``digest`` be written into ``repo`` for a caller who
+        may pull what ``readable`` accepts? When ``repo``'s scope holds it, or the scope
+        of a repository the caller may pull."""
+        key = str(repo)
+        if readable is None or self.scopes.known(key, digest):
+            return True
+        if await self.scopes.stored(key, digest):
+            return True
+        return any(readable(holder) for holder in await self.scopes.holders(digest))
 
     async def upstream_has(self, repo: Repository, digest: Digest) -> bool:
         if await self.registry.stat_blob(repo, digest) is None:

@@ -14,6 +14,7 @@ Identities (htpasswd, bcrypt cost 4; password = name + "-pw")::
     builder  pull alpha/team, gamma/hub; push alpha/team
     hubber   pull gamma/hub
     lead     pull alpha/team; admin
+    ops      pull gamma/hub; admin
     root     pull, push everything; admin
     mallory  in htpasswd, no entry: the "*" entry, which grants nothing
 """
@@ -53,6 +54,10 @@ pull = ["gamma/hub"]
 pull = ["alpha/team"]
 admin = true
 
+[identities.ops]
+pull = ["gamma/hub"]
+admin = true
+
 [identities.root]
 pull = ["*"]
 push = ["*"]
@@ -61,7 +66,7 @@ admin = true
 [identities."*"]
 pull = []
 """
-USERS = ("alice", "builder", "hubber", "lead", "root", "mallory")
+USERS = ("alice", "builder", "hubber", "lead", "ops", "root", "mallory")
 MIRRORS: list[dict[str, Any]] = [
     {"host": "docker.io", "repository": "gamma/hub", "location": "us", "listen": "127.0.0.1:0"},
     {"host": "ghcr.io", "repository": "gamma/ghcr", "location": "us"},

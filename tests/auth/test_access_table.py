@@ -57,6 +57,10 @@ SECRET = [  # alpha/secret/app: only root may pull it
              "alpha/secret/app", "us-docker%2Epkg%2Edev/alpha/secret/nope"),
     Spelling("ns naming a GAR host", "alpha/secret/app", "alpha/secret/app",
              "alpha/secret/nope", "ns=us-docker.pkg.dev"),
+    Spelling("regional host", "docker.us.rep.pkg.dev/alpha/secret/app", "alpha/secret/app",
+             "docker.us.rep.pkg.dev/alpha/secret/nope"),
+    Spelling("ns naming a regional host", "alpha/secret/app", "alpha/secret/app",
+             "alpha/secret/nope", "ns=DOCKER.US.REP.PKG.DEV"),
 ]  # fmt: skip
 HUB = [  # gamma/hub/library/alpine: hubber, builder and root may pull it
     Spelling("GAR name", "gamma/hub/library/alpine", "gamma/hub/library/alpine",
@@ -185,6 +189,10 @@ def test_an_identity_reads_and_writes_its_own_repository_by_any_spelling(
     [
         ("dot segments", "alpha/team/../secret/app"),
         ("encoded dot segments", "alpha/team/%2E%2E/secret/app"),
+        ("encoded slashes and dots", "alpha/team%2F..%2Fsecret/app"),
+        ("NUL", "alpha/secret/app%00"),
+        ("overlong slash", "alpha%C0%AFsecret/app"),
+        ("fullwidth slash", "alpha%EF%BC%8Fsecret/app"),
         ("double slash", "alpha//secret/app"),
         ("semicolon parameter", "alpha/secret/app;v=1"),
         ("upper case", "Alpha/secret/app"),

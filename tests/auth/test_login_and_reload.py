@@ -165,7 +165,7 @@ def test_changed_rules_apply_after_the_reload_interval_and_broken_ones_are_kept_
         rules.write_text(RULES_TEAM)
         clock.advance(10)
         assert http.get(other, headers=basic("alice")).status_code == 403
-        assert proxy.server.config.loaded_app.app.state.access.reloads == 2
+        assert proxy.app.state.access.reloads == 2
 
 
 def test_changed_credentials_apply_after_a_reload(fake_gar: FakeGarFactory, tmp_path: Path) -> None:

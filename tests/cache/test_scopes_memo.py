@@ -28,3 +28,41 @@ async def test_the_memo_stays_bounded_and_forgotten_pairs_are_still_known(
         assert not await index.scopes.stored("proj/repo/other", digests[0])
     finally:
         await index.close()
+
+
+async def test_a_pair_added_soon_is_known_at_once_and_in_the_table_after_a_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scopes, "MEMO_PAIRS", 2)
+    path = tmp_path / "index.sqlite3"
+    index = await CacheIndex.open(path)
+    digests = [Digest.of(b"%d" % n) for n in range(4)]
+    try:
+        for digest in digests:
+            index.scopes.add_soon("proj/repo/app", digest)
+        # The memo started over: the first pairs are known from what is pending.
+        assert not index.scopes.known("proj/repo/app", digests[0])
+        assert await index.scopes.stored("proj/repo/app", digests[0])
+        await index.scopes.forget("proj/repo/app", digests[1])
+        assert not await index.scopes.stored("proj/repo/app", digests[1])
+        await index.flush()
+    finally:
+        await index.close()
+    again = await CacheIndex.open(path)  # what the table holds, no memo
+    try:
+        found = [await again.scopes.stored("proj/repo/app", d) for d in digests]
+        assert found == [True, False, True, True]
+    finally:
+        await again.close()
+
+
+async def test_pairs_added_soon_are_written_at_close(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite3"
+    index = await CacheIndex.open(path)
+    index.scopes.add_soon("proj/repo/app", Digest.of(b"x"))
+    await index.close()
+    again = await CacheIndex.open(path)
+    try:
+        assert await again.scopes.stored("proj/repo/app", Digest.of(b"x"))
+    finally:
+        await again.close()

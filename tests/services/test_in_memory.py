@@ -36,6 +36,7 @@ from testkit.images import build_image, make_layer
 from testkit.memregistry import MemoryRegistry
 
 REPO = Repository("p/r/i", "us")
+OWNER = "anonymous"
 OUTAGE = RegistryError(ErrorCode.UPSTREAM_BAD_GATEWAY, "upstream failed with HTTP 503")
 
 
@@ -173,7 +174,7 @@ async def test_a_monolithic_upload_lands_upstream_and_in_the_cache(
     data = b"pushed layer" * 1000
     digest = Digest.of(data)
     uploads = world.uploads(tmp_path)
-    await uploads.monolithic(REPO, digest, Chunk(once(data), len(data)))
+    await uploads.monolithic(REPO, digest, Chunk(once(data), len(data)), owner=OWNER)
     assert world.registry.blobs[f"p/r/i@{digest}"] == data
     assert world.cache.size(digest) == len(data)
     calls = dict(world.registry.calls)
@@ -220,13 +221,15 @@ async def test_a_blob_upstream_stored_under_another_digest_is_an_error_not_a_201
     data = b"a sha512 layer" * 100
     asked = Digest.of(data, "sha512")
     with pytest.raises(RegistryError) as raised:
-        await uploads.monolithic(REPO, asked, Chunk(once(data), len(data)))
+        await uploads.monolithic(REPO, asked, Chunk(once(data), len(data)), owner=OWNER)
     assert raised.value.code is ErrorCode.UPSTREAM_CORRUPT
     assert str(Digest.of(data)) in raised.value.message
     assert world.cache.size(asked) is None  # not cached as if it had landed
     assert registry.calls["stat_blob"] == 1  # asked whether the named digest exists after all
     same = b"a sha256 layer"
-    await uploads.monolithic(REPO, Digest.of(same), Chunk(once(same), len(same)))  # agrees: fine
+    await uploads.monolithic(
+        REPO, Digest.of(same), Chunk(once(same), len(same)), owner=OWNER
+    )  # agrees: fine
 
 
 async def test_a_manifest_naming_thousands_of_missing_layers_stops_at_the_first_few(

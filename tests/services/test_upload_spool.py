@@ -21,12 +21,13 @@ from proxy.cache.upload_store import Spool, UploadFiles, UploadTable
 from proxy.clock import ManualClock
 from proxy.oci.digest import Digest
 from proxy.oci.errors import ErrorCode, RegistryError
-from proxy.services.blob_uploads import UploadService
+from proxy.services.blob_uploads import UploadLimits, UploadService
 from proxy.services.upload_session import Chunk, Session
-from tests.services.test_in_memory import REPO, World
+from tests.services.test_in_memory import OWNER, REPO, World
 
 DATA = bytes(range(256)) * 400  # 102,400 bytes
 DIGEST = Digest.of(DATA)
+MIB = 1 << 20
 
 
 class FullSpool(Spool):
@@ -82,7 +83,7 @@ async def test_a_chunk_that_does_not_fit_on_disk_is_refused_and_leaves_no_trace(
     world: World, tmp_path: Path
 ) -> None:
     service = uploads(world, tmp_path, room=60_000)
-    session = await service.start(REPO)
+    session = await service.start(REPO, owner=OWNER)
     await service.append(session, chunk(DATA[:50_000], 0))
     with pytest.raises(RegistryError) as refused:
         await service.append(session, chunk(DATA[50_000:], 50_000))
@@ -98,7 +99,7 @@ async def test_a_streamed_write_goes_on_upstream_when_the_disk_fills(
     """docker's PATCH: upstream takes the whole blob; the spool gives up (not cached),
     and the empty PUT commits what upstream holds."""
     service = uploads(world, tmp_path, room=30_000)
-    session = await service.start(REPO)
+    session = await service.start(REPO, owner=OWNER)
     state = await service.append(session, Chunk(pieces(DATA), None))
     assert state.offset == len(DATA) and session.spool.lost
     await service.finish(session, DIGEST, Chunk(None))
@@ -111,7 +112,7 @@ async def test_more_after_a_spool_was_lost_cannot_land_and_says_so(
     world: World, tmp_path: Path
 ) -> None:
     service = uploads(world, tmp_path, room=30_000)
-    session = await service.start(REPO)
+    session = await service.start(REPO, owner=OWNER)
     await service.append(session, Chunk(pieces(DATA[:50_000]), None))
     with pytest.raises(RegistryError) as refused:
         await service.append(session, chunk(DATA[50_000:], 50_000))
@@ -124,7 +125,7 @@ async def test_a_wrong_digest_is_refused_before_any_upstream_write(
     world: World, tmp_path: Path
 ) -> None:
     service = uploads(world, tmp_path)
-    session = await service.start(REPO)
+    session = await service.start(REPO, owner=OWNER)
     await service.append(session, chunk(DATA, 0))
     with pytest.raises(RegistryError) as refused:
         await service.finish(session, Digest.of(b"something else"), Chunk(None))
@@ -140,7 +141,7 @@ async def test_a_wrong_last_chunk_never_completes_an_upstream_write(
     """The final write streams; its last byte waits for the digest check, so upstream
     gets a body cut short (no blob), not a wrong blob."""
     service = uploads(world, tmp_path)
-    session = await service.start(REPO)
+    session = await service.start(REPO, owner=OWNER)
     await service.append(session, chunk(DATA[:50_000], 0))
     wrong = bytes(len(DATA) - 50_000)
     with pytest.raises(RegistryError) as refused:
@@ -153,11 +154,11 @@ async def test_a_restarted_service_finds_the_session_and_its_bytes(
     world: World, tmp_path: Path
 ) -> None:
     first = uploads(world, tmp_path)
-    session = await first.start(REPO)
+    session = await first.start(REPO, owner=OWNER)
     await first.append(session, chunk(DATA[:40_000], 0))
     session.spool.pause()
     again = uploads(world, tmp_path)  # a new process: nothing in memory
-    restored: Session = await again.session(REPO, session.id)
+    restored: Session = await again.session(REPO, session.id, owner=OWNER)
     assert restored.offset == 40_000 and restored.upstream_open
     await again.append(restored, chunk(DATA[40_000:], 40_000))
     await again.finish(restored, DIGEST, Chunk(None))
@@ -169,9 +170,84 @@ async def test_a_session_of_another_repository_or_a_made_up_id_is_unknown(
     world: World, tmp_path: Path
 ) -> None:
     service = uploads(world, tmp_path)
-    session = await service.start(REPO)
+    session = await service.start(REPO, owner=OWNER)
     other = type(REPO)("p/r/other", "us")
     for repo, upload_id in ((other, session.id), (REPO, "0" * 32), (REPO, "../../etc")):
         with pytest.raises(RegistryError) as unknown:
-            await service.session(repo, upload_id)
+            await service.session(repo, upload_id, owner=OWNER)
         assert unknown.value.code is ErrorCode.BLOB_UPLOAD_UNKNOWN
+
+
+async def test_a_session_is_its_openers_alone_also_after_a_restart(
+    world: World, tmp_path: Path
+) -> None:
+    """Another identity finds no such session, in memory or restored from its row; a row
+    from before sessions had owners (owner NULL) is nobody's: its client starts again."""
+    first = uploads(world, tmp_path)
+    session = await first.start(REPO, owner="alice")
+    legacy = await first.start(REPO, owner="alice")
+    await first.append(session, chunk(DATA[:1000], 0))
+    session.spool.pause()
+    for service in (first, uploads(world, tmp_path)):  # live, then restored
+        with pytest.raises(RegistryError) as unknown:
+            await service.session(REPO, session.id, owner="bob")
+        assert unknown.value.code is ErrorCode.BLOB_UPLOAD_UNKNOWN
+    legacy.row.owner = None
+    await UploadTable(world.index.db).put(legacy.row)
+    again = uploads(world, tmp_path)
+    for owner in ("alice", "anonymous"):
+        with pytest.raises(RegistryError):
+            await again.session(REPO, legacy.id, owner=owner)
+    assert (await again.session(REPO, session.id, owner="alice")).offset == 1000
+
+
+async def test_open_sessions_are_bounded_in_all_and_per_identity(
+    world: World, tmp_path: Path
+) -> None:
+    table, files = UploadTable(world.index.db), UploadFiles(tmp_path)
+    limits = UploadLimits(total=3, per_owner=2)
+    service = UploadService(world.registry, world.cache, table, files, limits=limits)
+    alice = [await service.start(REPO, owner="alice") for _ in range(2)]
+    calls = world.registry.calls["start_upload"]
+    with pytest.raises(RegistryError) as refused:
+        await service.start(REPO, owner="alice")
+    assert refused.value.code is ErrorCode.TOOMANYREQUESTS
+    assert "alice has 2 upload sessions open" in refused.value.message
+    assert refused.value.headers["Retry-After"]
+    bob = await service.start(REPO, owner="bob")  # the total is not reached yet
+    with pytest.raises(RegistryError) as full:
+        await service.start(REPO, owner="carol")
+    assert (
+        full.value.code is ErrorCode.TOOMANYREQUESTS and "3 upload sessions" in full.value.message
+    )
+    assert world.registry.calls["start_upload"] == calls + 1  # refusals asked nothing upstream
+    await service.cancel(alice[0])
+    await service.finish(bob, Digest.of(b""), Chunk(None))
+    assert (await service.start(REPO, owner="carol")).row.owner == "carol"
+    assert (await service.start(REPO, owner="alice")).row.owner == "alice"
+
+
+async def test_spools_stop_at_the_cache_floor_as_at_a_full_disk(
+    world: World, tmp_path: Path
+) -> None:
+    """A client pushing chunks it never finishes could spool the disk empty (SQLite, and
+    every pull, then fail): below ``cache.min_free`` a spool is as full as on ENOSPC.
+    A chunk only the proxy keeps is refused, rolled back; a streamed write goes on."""
+    spooled = tmp_path / "uploads"
+    world.cache.min_free = 100 * MIB
+    world.cache.free_bytes = lambda: (  # 30 kB above the floor, less what spools hold
+        100 * MIB + 30_000 - sum(path.stat().st_size for path in spooled.iterdir())
+    )
+    service = UploadService(world.registry, world.cache, UploadTable(world.index.db),
+                            UploadFiles(tmp_path, floor=world.cache))  # fmt: skip
+    session = await service.start(REPO, owner=OWNER)
+    await service.append(session, chunk(DATA[:20_000], 0))
+    with pytest.raises(RegistryError) as refused:
+        await service.append(session, chunk(DATA[20_000:], 20_000))
+    assert refused.value.code is ErrorCode.CACHE_FULL and "cache.min_free" in refused.value.message
+    assert session.offset == 20_000 and session.spool.path.stat().st_size == 20_000
+    streamed = await service.start(REPO, owner=OWNER)
+    assert (await service.append(streamed, Chunk(pieces(DATA), None))).offset == len(DATA)
+    assert streamed.spool.lost
+    await service.finish(streamed, DIGEST, Chunk(None))
+    assert world.registry.blobs[f"{REPO.path}@{DIGEST}"] == DATA

@@ -16,6 +16,7 @@ import trustme
 import uvloop
 
 from proxy.upstream.lean import LEAN, LeanTransport, lean_ssl_context
+from proxy.upstream.lean.wire import FIRST_BATCH
 from proxy.upstream.lean.wire import SMALL_BATCH as BATCH  # bodies here are under BIG_BODY
 from testkit.fakes.gar import FakeGAR, Fault
 from testkit.images import make_layer
@@ -93,6 +94,7 @@ def test_a_body_arrives_whole_in_batches_and_the_connection_is_reused(
             assert (status, body) == (200, big)
             # Batches (one slow to fill comes early in parts), not 64-256 KiB reads.
             assert max(sizes) <= BATCH and len(sizes) < len(big) // (256 * 1024)
+            assert sizes[0] <= FIRST_BATCH  # the first bytes go on without a whole batch
             transport = http._transport
             assert isinstance(transport, LeanTransport)
             assert transport.idle_count() == 1

@@ -27,6 +27,9 @@ SMALL_BATCH = 2 * 1024 * 1024  # for smaller ones
 # in 2 MiB ones; but 8 concurrent cold pulls of a 256 MiB image peaked at 106 MiB of
 # RSS with 4 MiB batches against 81 MiB with 2 MiB (79 before).
 BIG_BODY = 256 * 1024 * 1024
+# A body's first batch: its first bytes reach followers once this much is in, not a
+# whole batch (2 MiB took 2-4 ms to arrive on loopback, and longer from a real upstream).
+FIRST_BATCH = 128 * 1024
 READY_LIMIT = 1  # full batches held before the socket is paused
 FREE_LIMIT = 2  # spare batches kept for reuse while a body is received
 SCRATCH = 64 * 1024
@@ -61,6 +64,7 @@ class Wire(asyncio.BufferedProtocol):
         # (and often faulted in) first, a third of what the socket reads cost.
         self._free: list[bytearray] = []
         self._size = BATCH  # of this body's batches
+        self._first = False  # the next batch is the body's first
 
     # --- protocol callbacks ----------------------------------------------------------
 
@@ -119,6 +123,7 @@ class Wire(asyncio.BufferedProtocol):
         the head) first. Bytes beyond ``length`` stay in ``pending``."""
         self._remaining = length
         self._size = BATCH if length >= BIG_BODY else SMALL_BATCH
+        self._first = True
         view = memoryview(prefix)
         while view:
             room = self.get_buffer(-1)
@@ -128,7 +133,8 @@ class Wire(asyncio.BufferedProtocol):
             view = view[count:]
 
     def _start_batch(self) -> None:
-        size = min(self._size, self._remaining)
+        size = min(FIRST_BATCH if self._first else self._size, self._remaining)
+        self._first = False
         self._batch = self._free.pop() if size == self._size and self._free else bytearray(size)
         self._view = memoryview(self._batch)
         self._filled = self._start = 0
