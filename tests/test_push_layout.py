@@ -94,7 +94,9 @@ async def test_uploads_stay_within_the_concurrency_bound(
 async def test_the_first_failed_layer_stops_the_push(
     fake: FakeGAR, served: tuple[InFlight, Services], tmp_path: Path
 ) -> None:
-    fake.add_fault(Fault(kind="upload", method="PUT", status=403, times=1))  # for good
+    # A refusal to open a session is for good (a 403 on a session GAR opened is the
+    # session's, and a fresh one is tried: docs/GAR.md U13).
+    fake.add_fault(Fault(kind="upload", method="POST", status=403, times=1))
     fake.add_fault(Fault(kind="upload", method="PUT", delay=0.5))
     layers = [make_layer({f"f{i}": bytes([i]) * 100}) for i in range(8)]
     with pytest.raises(RegistryError):

@@ -87,7 +87,25 @@ class BlobService:
             self.missing.remember(BLOB, str(repo), str(digest))
             raise self._unknown(digest)
         await self.scopes.add(str(repo), digest)
+        if info.size is None:  # upstream named no length (docs/GAR.md D4): a HEAD must
+            return await self._measured(repo, digest)
         return Answer(digest, mt.OCTET_STREAM, info.size)
+
+    async def _measured(self, repo: Repository, digest: Digest) -> Answer:
+        """A HEAD's answer when upstream's HEAD gave no ``Content-Length``: the blob is
+        fetched (as the client's GET next would) and its verified size answered, never 0."""
+        fill = await self._filling(repo, digest)
+        if fill.uncached:  # no room to keep it: counted as it passes, verified, dropped
+            source = fill.take() or await self._open_upstream(repo, digest)
+            counted = 0
+            async for chunk in PassThrough(source, digest):
+                counted += len(chunk)
+            return Answer(digest, mt.OCTET_STREAM, counted)
+        await fill.wait()
+        size = self.cache.size(digest)
+        if size is None:
+            raise _evicted(digest)
+        return Answer(digest, mt.OCTET_STREAM, size)
 
     async def get(self, repo: Repository, digest: Digest, range_header: str | None) -> Answer:
         size = self.cache.size(digest)
@@ -113,11 +131,7 @@ class BlobService:
             await fill.wait()
             answer = self._from_cache(digest, fill.written, range_header)
             if answer is None:
-                raise RegistryError(
-                    ErrorCode.CACHE_EVICTED,
-                    f"blob {digest} was evicted as soon as it was fetched; the cache is too "
-                    "small for what is being pulled (cache.max_size)",
-                )
+                raise _evicted(digest)
             return answer
         return Answer(digest, mt.OCTET_STREAM, fill.size, body=self.cache.follow(fill))
 
@@ -208,3 +222,11 @@ class BlobService:
 
     def fill_for(self, digest: Digest) -> Fill | None:
         return self.cache.fills.get(digest)
+
+
+def _evicted(digest: Digest) -> RegistryError:
+    return RegistryError(
+        ErrorCode.CACHE_EVICTED,
+        f"blob {digest} was evicted as soon as it was fetched; the cache is too "
+        "small for what is being pulled (cache.max_size)",
+    )

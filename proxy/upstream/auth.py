@@ -60,6 +60,18 @@ class AuthState:
     extra_scopes: list[str] = field(default_factory=list)
 
 
+class TokenServiceBusy(RegistryError):
+    """The token endpoint could not answer now (429, 5xx, or no connection): the same
+    passing trouble as on any registry path of the host, so the call that needed the
+    token backs off and tries again (``Upstream.send_to``); ``error`` if it gives up."""
+
+    def __init__(self, error: RegistryError, status: int | None, retry_after: str | None):
+        super().__init__(error.code, error.message, headers=error.headers)
+        self.error = error
+        self.answered = status  # None: no answer (a transport failure)
+        self.retry_after = retry_after  # the answer's Retry-After, as sent
+
+
 class SecretFile:
     """A password or token kept in a file (a mounted Kubernetes secret, a systemd
     credential) rather than in the config; read again when the file changes, so a
@@ -87,6 +99,12 @@ class SecretFile:
 
 def _basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def _token_key(base: str, state: AuthState) -> tuple[str, str]:
+    """Keyed by our own scope: a token bought with extra scopes a challenge named still
+    serves plain requests for this repository."""
+    return (base, state.scope + (" wide" if state.wide else ""))
 
 
 def _host(url: str) -> str:
@@ -173,7 +191,7 @@ class Authorizer:
         if challenge is not None and challenge.scope_for(state.scope) != state.scope:
             state.extra_scopes = challenge.scope_for(state.scope).split(" ")
         if self._challenge(base) is not None:
-            self._registry_tokens.pop((base, state.scope), None)
+            self.forget(base, state)
             if not state.retraded:
                 state.retraded = True
                 await self._refresh_google(state)
@@ -187,6 +205,12 @@ class Authorizer:
             log.info("upstream %s wants registry tokens; trading credentials at its realm", base)
             return True
         return False
+
+    def forget(self, base: str, state: AuthState) -> None:
+        """Drop the registry token ``state``'s request was refused with: the next request
+        trades anew instead of being refused once more (a streamed write cannot be tried
+        again, so nothing else would drop it)."""
+        self._registry_tokens.pop(_token_key(base, state), None)
 
     async def escalate(self, state: AuthState) -> bool:
         """After a 403 with a read-only token, try once with full cloud-platform scope."""
@@ -222,9 +246,7 @@ class Authorizer:
 
     async def _registry_token(self, base: str, challenge: Challenge, state: AuthState) -> str:
         scopes = [state.scope, *[s for s in state.extra_scopes if s != state.scope]]
-        # Keyed by our own scope: a token bought with extra scopes a challenge named
-        # still serves plain requests for this repository.
-        key = (base, state.scope + (" wide" if state.wide else ""))
+        key = _token_key(base, state)
         cached = self._registry_tokens.get(key)
         if cached and cached[1] > self._clock.monotonic():
             return cached[0]
@@ -257,15 +279,19 @@ class Authorizer:
         try:
             response = await self._http.get(realm, params=params, headers=headers)
         except httpx.HTTPError as error:
-            raise errors.from_transport(error, realm) from None
+            raise TokenServiceBusy(errors.from_transport(error, realm), None, None) from None
         self.observe("registry", response.status_code == 200)
         if response.status_code != 200:
-            raise errors.from_token_service(
+            refused = errors.from_token_service(
                 response.status_code,
                 response.headers,
                 response.content,
                 " ".join(scopes) or "a login",
             )
+            if response.status_code in errors.RETRYABLE_STATUSES:
+                wait = response.headers.get("retry-after")
+                raise TokenServiceBusy(refused, response.status_code, wait)
+            raise refused
         try:
             body = response.json()
         except ValueError:
@@ -277,6 +303,23 @@ class Authorizer:
         token = body.get("token") or body.get("access_token")
         if not isinstance(token, str) or not token:
             raise RegistryError(ErrorCode.DENIED, "upstream token service sent no token")
-        lifetime = float(body.get("expires_in") or 60)
+        lifetime = token_lifetime(body.get("expires_in"))
         self._registry_tokens[key] = (token, self._clock.monotonic() + lifetime * 0.9)
         return token
+
+
+def token_lifetime(expires_in: object) -> float:
+    """Seconds a registry token is good for: its ``expires_in`` (a number, or a number
+    as text), else the token spec's default of 60 (distribution's auth spec) when it is
+    left out, unreadable or not positive, so a token is never bought per request.
+
+    >>> token_lifetime(3600), token_lifetime("300"), token_lifetime("an hour")
+    (3600.0, 300.0, 60.0)
+    >>> token_lifetime(None), token_lifetime(-5), token_lifetime(float("nan"))
+    (60.0, 60.0, 60.0)
+    """
+    try:
+        seconds = float(expires_in)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 60.0
+    return seconds if 0 < seconds < float("inf") else 60.0

@@ -43,7 +43,7 @@ from proxy.metrics import Metrics, status_class
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
 from proxy.upstream import errors, lean, patch_h11_httpcore, redirects, sockets
-from proxy.upstream.auth import AccessTokens, Authorizer, AuthState
+from proxy.upstream.auth import AccessTokens, Authorizer, AuthState, TokenServiceBusy
 from proxy.upstream.calls import ASKED, Body, Call, Unreachable, body_failure
 from proxy.upstream.observer import Observer
 from proxy.upstream.ratelimit import RateLimits
@@ -160,6 +160,13 @@ class Upstream:
         while True:
             try:
                 response = await self._send_handling_auth(call)
+            except TokenServiceBusy as busy:  # the realm's passing trouble: as the host's
+                wait = self._token_wait(busy, attempt)
+                if wait is None:
+                    raise busy.error from None
+                said = f"HTTP {busy.answered}" if busy.answered else "no answer"
+                why = f"{said} from the token service"
+                self.observer.retrying(status_class(busy.answered))
             except Unreachable as failure:
                 if not (call.replayable and self.retries.may_retry(attempt)):
                     # A streamed request body that failed on our side (the client went
@@ -187,6 +194,14 @@ class Upstream:
             response.status_code, retry_after, attempt=attempt, now=self.clock.time()
         )
 
+    def _token_wait(self, busy: TokenServiceBusy, attempt: int) -> float | None:
+        """The pause before trading again at a realm that could not answer (docs/GAR.md
+        A12), or None. Nothing of the call was sent yet, so its body does not matter."""
+        if busy.answered is None:
+            return 0.0 if self.retries.may_retry(attempt) else None
+        now = self.clock.time()
+        return self.retries.wait(busy.answered, busy.retry_after, attempt=attempt, now=now)
+
     async def _pause(self, call: Call, attempt: int, at_least: float | None, why: str) -> None:
         delay = self.retries.delay(attempt, at_least)
         self.observer.backing_off(why, call.repo, call.base, attempt, delay)
@@ -205,7 +220,11 @@ class Upstream:
     async def _traded(self, call: Call, response: httpx.Response) -> bool:
         """Whether new credentials were got that may change ``response``: only for an
         answer from the upstream's origin, to a body that can be sent again."""
-        if not call.replayable or not redirects.same_origin(response.url, call.base):
+        if not redirects.same_origin(response.url, call.base):
+            return False
+        if not call.replayable:  # a streamed body cannot go again; the next request
+            if response.status_code == 401:  # trades anew rather than be refused too
+                self.auth.forget(call.base, call.state)
             return False
         if response.status_code == 401:
             return await self.auth.should_retry_401(call.base, response, call.state)

@@ -28,13 +28,15 @@ from proxy.oci import mediatypes as mt
 from proxy.oci.digest import Digest
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
-from proxy.upstream import errors, lean
-from proxy.upstream.calls import ASKED
+from proxy.upstream import errors
 from proxy.upstream.client import Upstream
+from proxy.upstream.registry_stream import BlobStream, ManifestStream, error_body, header_digest
 from proxy.upstream.registry_uploads import Body, UploadCalls, UploadProgress
+from proxy.upstream.resumable import ResumingBlobStream
 
 __all__ = [
     "BlobInfo",
+    "BlobStream",
     "Body",
     "Document",
     "ManifestInfo",
@@ -42,6 +44,7 @@ __all__ = [
     "Registry",
     "RegistryClient",
     "UploadProgress",
+    "error_body",
 ]  # fmt: skip
 
 
@@ -136,87 +139,11 @@ class Registry(Protocol):
     async def cancel_upload(self, repo: Repository, url: str) -> None: ...
 
 
-class BlobStream:
-    """An upstream body being received: its size when known, its bytes, ``aclose``.
-
-    ``size`` is None when upstream did not say (chunked) or encoded the body
-    (``Content-Encoding``): then the bytes counted are the decoded ones. A connection
-    cut mid-body is an upstream error, never an internal one.
-    """
-
-    def __init__(self, response: httpx.Response) -> None:
-        self._response = response
-        length = response.headers.get("content-length", "")
-        encoded = response.headers.get("content-encoding", "identity") != "identity"
-        self.size = int(length) if length.isdigit() and not encoded else None
-
-    @property
-    def media_type(self) -> str:
-        return str(self._response.headers.get("content-type", "")).split(";")[0].strip()
-
-    def header(self, name: str) -> str | None:
-        value = self._response.headers.get(name)
-        return str(value) if value is not None else None
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._chunks()
-
-    async def _chunks(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._response.aiter_bytes():
-                yield chunk
-        except httpx.HTTPError as error:  # named as asked: a redirect's target is signed
-            where = self._response.extensions.get(ASKED) or str(self._response.request.url)
-            raise errors.from_transport(error, where) from None
-
-    def recycle(self, piece: bytes) -> None:
-        """``piece`` (one this stream yielded) was written and hashed and is read no
-        more: the lean path reuses its memory for the next batch."""
-        body = self._response.extensions.get(lean.BODY)
-        if isinstance(body, lean.DirectBody) and isinstance(piece, memoryview):
-            body.recycle(piece)
-
-    async def read(self, limit: int) -> bytes | None:
-        """The whole body, or None (and closed) if it is larger than ``limit``."""
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in self:
-            size += len(chunk)
-            if size > limit:
-                await self.aclose()
-                return None
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    async def aclose(self) -> None:
-        await self._response.aclose()
-
-
-class ManifestStream(BlobStream):
-    """A manifest GET's body, with the digest and media type upstream announced."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        super().__init__(response)
-        self.digest = _header_digest(response.headers)
-
-    @property
-    def media_type(self) -> str:
-        return super().media_type or mt.OCI_MANIFEST
-
-
 class ListingTooLarge(RegistryError):
     """A tag list or referrers index over the size the caller can hold."""
 
     def __init__(self, limit: int) -> None:
         super().__init__(ErrorCode.UPSTREAM_BAD_GATEWAY, f"upstream listing is over {limit} bytes")
-
-
-def _header_digest(headers: Mapping[str, str]) -> Digest | None:
-    header = headers.get("docker-content-digest")
-    try:
-        return Digest.parse(header) if header else None
-    except RegistryError:
-        return None
 
 
 def _accept(accept: tuple[str, ...]) -> dict[str, str]:
@@ -253,12 +180,20 @@ class RegistryClient(UploadCalls):
         raise await self._fail(response, ErrorCode.BLOB_UNKNOWN)
 
     async def open_blob(self, repo: Repository, digest: Digest) -> BlobStream:
+        """The blob's body; a connection cut mid-body is picked up (``resumable``)."""
         response = await self.upstream.send(
             "GET", repo, f"/blobs/{digest}", stream=True, lean_body=True
         )
         if response.status_code != 200:
             raise await self._fail(response, ErrorCode.BLOB_UNKNOWN)
-        return BlobStream(response)
+
+        async def reopen(start: int) -> httpx.Response:  # a cut body, asked for again
+            ranged = {"Range": f"bytes={start}-"}
+            return await self.upstream.send(
+                "GET", repo, f"/blobs/{digest}", headers=ranged, stream=True, lean_body=True
+            )
+
+        return ResumingBlobStream(response, reopen)
 
     # --- manifests -------------------------------------------------------------------------
 
@@ -275,7 +210,7 @@ class RegistryClient(UploadCalls):
         length = response.headers.get("content-length", "")
         media_type = str(response.headers.get("content-type", "")).split(";")[0].strip()
         return ManifestInfo(
-            _header_digest(response.headers),
+            header_digest(response.headers),
             media_type or mt.OCI_MANIFEST,
             int(length) if length.isdigit() else None,
         )
@@ -299,7 +234,7 @@ class RegistryClient(UploadCalls):
         )  # fmt: skip
         if response.status_code not in (200, 201, 202):
             raise await self._fail(response)
-        return PutManifest(_header_digest(response.headers), response.headers.get("oci-subject"))
+        return PutManifest(header_digest(response.headers), response.headers.get("oci-subject"))
 
     async def delete_manifest(self, repo: Repository, reference: str | Digest) -> bool:
         """True when upstream deleted it, False when it did not have it."""
@@ -337,18 +272,3 @@ class RegistryClient(UploadCalls):
         }
         media_type = response.headers.get("content-type", "application/json").split(";")[0]
         return Document(media_type, body, headers)
-
-
-async def error_body(response: httpx.Response) -> bytes:
-    """The start of an error answer (enough for its OCI message); the rest is dropped."""
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in response.aiter_bytes():
-            chunks.append(chunk)
-            size += len(chunk)
-            if size >= errors.ERROR_BODY_LIMIT:
-                break
-    except httpx.HTTPError:
-        pass  # the status says enough
-    return b"".join(chunks)[: errors.ERROR_BODY_LIMIT]

@@ -106,10 +106,17 @@ class UploadCalls:
 
     async def _session_fail(self, response: httpx.Response) -> RegistryError:
         """A session's refusal; a 404 there means the session is gone, whatever code
-        came with it (then a fresh one is worth a try)."""
+        came with it (then a fresh one is worth a try). A 403 is the session's, not a
+        permission: the POST that opened it was allowed with the same credentials, and
+        its path is a signature that may have run out, as a download's does (docs/GAR.md
+        U13, D3); a fresh session's POST says whether the permission is really gone."""
         error = await self._fail(response, ErrorCode.BLOB_UPLOAD_UNKNOWN)
         if response.status_code == 404 and error.code is not ErrorCode.BLOB_UPLOAD_UNKNOWN:
             return RegistryError(ErrorCode.BLOB_UPLOAD_UNKNOWN, error.message)
+        if response.status_code == 403:
+            return RegistryError(
+                ErrorCode.BLOB_UPLOAD_INVALID, f"upstream refused {SESSION}: {error.message}"
+            )
         return error
 
     async def _session(

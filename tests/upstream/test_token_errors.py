@@ -30,12 +30,15 @@ def gar(fake_gar: FakeGarFactory) -> FakeGAR:
     return fake
 
 
-def via_token_service(fake: FakeGAR, proxy: ProxyFactory, password: str) -> httpx.Client:
+def via_token_service(
+    fake: FakeGAR, proxy: ProxyFactory, password: str, **keys: str
+) -> httpx.Client:
     running = proxy(
         fake.upstream,
         upstream__auth="basic",
         upstream__username="oauth2accesstoken",
         upstream__password=password,
+        **keys,
     )
     return httpx.Client(base_url=running.url, timeout=30)
 
@@ -95,8 +98,13 @@ def test_trouble_at_the_token_endpoint_is_upstream_trouble(
     from testkit.fakes.gar import Fault
 
     fake = gar(fake_gar)
-    fake.add_fault(Fault(kind="token", status=503, retry_after=7))
-    with via_token_service(fake, proxy, "ya29.good") as http:
+    fake.add_fault(Fault(kind="token", status=503, retry_after=1))
+    with via_token_service(fake, proxy, "ya29.good", transport__retries="1") as http:
         answer = http.get(f"/v2/{REPO}/manifests/1.0", headers=ACCEPT)
-    assert first_error(answer)[:2] == (503, "UNAVAILABLE")
-    assert answer.headers["retry-after"] == "7"
+        fake.reset_counts()
+        again = http.get(f"/v2/{REPO}/manifests/1.0", headers=ACCEPT)
+    # Tried once more after the pause it asked for, as any upstream 503, then passed on.
+    assert fake.count("GET", "token") == 2
+    for refused in (answer, again):
+        assert first_error(refused)[:2] == (503, "UNAVAILABLE")
+        assert refused.headers["retry-after"] == "1"
