@@ -72,10 +72,14 @@ class RepoScopes:
     async def holders(self, digest: Digest) -> list[str]:
         """Every repository known to hold ``digest`` (for a write the cache may lend
         it to only when the caller may pull one of them)."""
+        text = str(digest)
         async with self._db.execute(
-            "SELECT repo FROM repo_digests WHERE digest = ?", (str(digest),)
+            "SELECT repo FROM repo_digests WHERE digest = ?", (text,)
         ) as cursor:
-            return [str(row[0]) async for row in cursor]
+            found = [str(row[0]) async for row in cursor]
+        # Pairs ``add_soon`` noted and the next flush has not written yet count too.
+        pending = sorted(repo for repo, pair_digest in self._pending if pair_digest == text)
+        return found + [repo for repo in pending if repo not in found]
 
     def _remember(self, key: tuple[str, str]) -> None:
         if len(self._known) >= MEMO_PAIRS:

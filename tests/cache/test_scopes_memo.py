@@ -66,3 +66,23 @@ async def test_pairs_added_soon_are_written_at_close(tmp_path: Path) -> None:
         assert await again.scopes.stored("proj/repo/app", Digest.of(b"x"))
     finally:
         await again.close()
+
+
+async def test_the_holders_of_a_digest_include_pairs_not_yet_flushed(tmp_path: Path) -> None:
+    """Lending a cached blob to a push asks who holds it (``MountService.lendable``);
+    a fill's pair noted by ``add_soon`` counts before the flush writes it (a manifest
+    PUT right after the pull was refused MANIFEST_BLOB_UNKNOWN while it sat pending)."""
+    index = await CacheIndex.open(tmp_path / "index.sqlite3")
+    digest = Digest.of(b"layer")
+    try:
+        await index.scopes.add("proj/stored/app", digest)
+        index.scopes.add_soon("proj/pending/app", digest)
+        index.scopes.add_soon("proj/stored/app", digest)  # known already: no second entry
+        assert await index.scopes.holders(digest) == ["proj/stored/app", "proj/pending/app"]
+        await index.flush()
+        assert sorted(await index.scopes.holders(digest)) == [
+            "proj/pending/app",
+            "proj/stored/app",
+        ]
+    finally:
+        await index.close()
