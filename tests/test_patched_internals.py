@@ -120,3 +120,14 @@ def test_httpx_hands_a_transport_the_timeouts_the_lean_path_reads() -> None:
     assert request.extensions["timeout"] == limits
     assert callable(getattr(httpx.AsyncBaseTransport, "handle_async_request", None))
     assert callable(getattr(httpx.AsyncByteStream, "aclose", None))
+
+
+def test_uvicorn_request_body_is_grown_measured_and_taken_as_pieces_expects() -> None:
+    # server._Pieces stands in for the cycle's bytearray: uvicorn must only grow it with
+    # ``+=``, measure it with ``len`` and take it with ``bytes()``, resetting it after.
+    on_body = _source(httptools_impl.HttpToolsProtocol.on_body)
+    assert "self.cycle.body += body" in on_body
+    assert "len(self.cycle.body)" in on_body
+    receive = _source(httptools_impl.RequestResponseCycle.receive)
+    assert '"body": bytes(self.body)' in receive
+    assert "self.body = bytearray()" in receive

@@ -14,6 +14,11 @@ the cycle uvicorn makes per request is given this subclass's ``send``, and the
 connection's write buffer high-water mark is 0, so a cycle's ``drain`` returns only
 once uvicorn's buffer is empty: file bytes must not overtake buffered headers.
 
+A request body is kept as the pieces httptools hands over (``_Pieces``) and joined
+once, when the app asks for it: uvicorn appends each piece to a ``bytearray`` and then
+copies that into ``bytes``, two copies of every pushed byte on the event loop thread;
+here a lone piece is handed on as it is and several are joined in one copy.
+
 It also caps a request's headers (request line included) at ``MAX_HEADER_BYTES``:
 httptools has no limit of its own, and 60 MB of headers were once read and parsed
 whole. Over the cap the client gets ``431`` and the connection ends; what it still
@@ -48,6 +53,30 @@ LINGER_SECONDS = 1.0  # reading and dropping what a refused client still sends
 
 class HeadersTooLarge(Exception):
     """Raised in a parser callback: stops httptools before it builds a request."""
+
+
+class _Pieces:
+    """A request body's pieces, as uvicorn's ``cycle.body`` (which it only grows with
+    ``+=``, measures with ``len`` and takes with ``bytes``): nothing is copied until
+    ``receive()`` takes them, and a lone piece not even then."""
+
+    __slots__ = ("_parts", "_size")
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def __iadd__(self, piece: bytes) -> _Pieces:
+        self._parts.append(piece)
+        self._size += len(piece)
+        return self
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __bytes__(self) -> bytes:
+        parts = self._parts
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 class ZeroCopyCycle(RequestResponseCycle):
@@ -188,6 +217,12 @@ class ZeroCopyProtocol(HttpToolsProtocol):
             extensions[ABORT] = {}
             if self._zero_copy:
                 extensions[ZEROCOPY] = {}
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if type(cycle.body) is bytearray and not cycle.body:  # uvicorn's, fresh after receive()
+            cycle.body = _Pieces()  # type: ignore[assignment]
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
