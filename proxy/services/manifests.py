@@ -214,9 +214,7 @@ class ManifestService:
     async def _fetch(
         self, repo: Repository, reference: str, accept: tuple[str, ...], expected: Digest | None
     ) -> ManifestRow:
-        row = await self._fetch_row(repo, reference, accept, expected)
-        self.index.scopes.add_soon(str(repo), row.digest)  # upstream has it in ``repo``
-        return row
+        return await self._fetch_row(repo, reference, accept, expected)
 
     async def _fetch_row(
         self, repo: Repository, reference: str, accept: tuple[str, ...], expected: Digest | None
@@ -233,7 +231,7 @@ class ManifestService:
                     f"{self.settings.manifest_max_size} (cache.manifest_max_size)",
                 )
             if size is not None and size > MANIFEST_READ_LIMIT and digest is not None:
-                return await self._fetch_large(stream, digest)
+                return await self._fetch_large(repo, stream, digest)
             body = await stream.read(MANIFEST_READ_LIMIT)
         finally:
             await stream.aclose()
@@ -242,9 +240,11 @@ class ManifestService:
                 ErrorCode.MANIFEST_INVALID,
                 "upstream manifest is over 4 MiB and came without a length or digest",
             )
-        return await self._store(body, stream.media_type, digest)
+        return await self._store(repo, body, stream.media_type, digest)
 
-    async def _store(self, body: bytes, media_type: str, digest: Digest | None) -> ManifestRow:
+    async def _store(
+        self, repo: Repository, body: bytes, media_type: str, digest: Digest | None
+    ) -> ManifestRow:
         # A signed schema-1 manifest has two possible names (docs/GAR.md N2): upstream's
         # is the one kept; without one, distribution's (its signed payload's).
         names = schema1.digests(body, media_type, digest.algorithm if digest else "sha256")
@@ -257,10 +257,18 @@ class ManifestService:
                 detail={"expected": str(digest), "actual": str(actual)},
             )
         row = ManifestRow(actual, media_type, len(body), body)
+        self._in_scope(repo, actual)
         await self.index.manifests.put(row, children(body, media_type))
         return row
 
-    async def _fetch_large(self, stream: ManifestBody, digest: Digest) -> ManifestRow:
+    def _in_scope(self, repo: Repository, digest: Digest) -> None:
+        """Upstream has ``digest`` in ``repo``: noted before its row can be seen, or a
+        request finding the row meanwhile would ask upstream (a HEAD) to scope it."""
+        self.index.scopes.add_soon(str(repo), digest)
+
+    async def _fetch_large(
+        self, repo: Repository, stream: ManifestBody, digest: Digest
+    ) -> ManifestRow:
         """Stream a big manifest into the blob store, verified, never held in memory."""
 
         async def opened() -> ManifestBody:
@@ -273,5 +281,6 @@ class ManifestService:
             refs = await asyncio.to_thread(digests_in_file, self.cache.store.path(digest))
         except FileNotFoundError:
             refs = []  # evicted already; fetched again (with children) when asked
+        self._in_scope(repo, digest)
         await self.index.manifests.put(row, refs)
         return row

@@ -83,3 +83,29 @@ async def test_offline_serves_only_what_is_known_for_the_repository(cache: BlobC
     assert (await service(False).get(B, digest, (OCI,), head=True)).digest == digest
     assert registry.calls["head_manifest"] == 1
     assert (await offline.get(B, digest, (OCI,), head=True)).digest == digest  # now known
+
+
+async def test_a_manifest_row_is_never_seen_before_its_repository_scope(
+    cache: BlobCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request that finds a just-fetched manifest's row while the fetch is still
+    committing it (the flight is over for it, the scope must not be) is answered from
+    the cache: no upstream HEAD to scope a digest the same repository just fetched."""
+    registry = MemoryRegistry()
+    digest = registry.put_manifest_bytes(MANIFEST, OCI, A.path)
+    service = ManifestService(
+        CacheSettings(), cache.index, cache, registry, Metrics(), ManualClock()
+    )
+    rows = cache.index.manifests
+    real_put = rows.put
+    followers: list[object] = []
+
+    async def put_then_a_follower_asks(row, children=()):  # type: ignore[no-untyped-def]
+        await real_put(row, children)
+        # The row is visible, the fetch has not returned yet: a second client arrives.
+        followers.append((await service.get(A, digest, (OCI,), head=False)).body)
+
+    monkeypatch.setattr(rows, "put", put_then_a_follower_asks)
+    assert (await service.get(A, digest, (OCI,), head=False)).body == MANIFEST
+    assert followers == [MANIFEST]
+    assert registry.calls["head_manifest"] == 0 and registry.calls["get_manifest"] == 1
