@@ -82,8 +82,9 @@ async def _warm_files(services: Services, entry: WarmSchedule) -> int:
     platforms = [Platform.parse(p) for p in entry.platforms]
     try:
         found = await warm_files.read_and_resolve(
-            services, [Path(f) for f in entry.files], platforms
-        )
+            services, [Path(f) for f in entry.files], platforms,
+            build_args=dict(entry.build_args), env_files=[Path(f) for f in entry.env_files],
+        )  # fmt: skip
     except Exception as error:  # unreadable, or the API down: try next interval
         log.warning("scheduled warm of %s: reading failed: %s", entry.name, error)
         _count(services, "failed")
