@@ -1,6 +1,7 @@
 """Scheduled warming (``[[warm]]``): while ``serve`` runs, the tags of each listed image
 that match its pattern, and every image its ``files`` name (read again each round:
-a checkout a sidecar keeps current is followed), are pulled into the cache at start
+a checkout a sidecar keeps current is followed; with its ``build_args`` and
+``env_files``, never the server's own environment), are pulled into the cache at start
 and then every interval, through the same ``warm`` a ``gar-proxy warm`` runs, so no
 client waits on a cold pull of what is listed. A failure is logged and counted
 (``garproxy_scheduled_warms_total{outcome="failed"}``) and tried again at the next
