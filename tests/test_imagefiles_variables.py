@@ -333,3 +333,13 @@ services:
     assert [f.text for f in given.found] == ["redis:7.4", "ghcr.io/org/app:1.0", "postgres:16"]
     files = scan([tmp_path], Inputs(environ={"PG": "15"}, env_files={"APP_TAG": "2"}))
     assert [f.text for f in files.found] == ["ghcr.io/org/app:2", "postgres:15"]  # no .env
+
+
+def test_big_hostile_files_stay_linear() -> None:
+    """An unterminated quote before 200,000 lines (rescanned per line: ~10^11 steps)
+    and 20,000 FROMs read for two platforms (compared pairwise: ~10^9)."""
+    assert parse_env('A="open\n' + "B=1\n" * 200_000, {}) == {}
+    assert parse_env("A='x\ny'\n" * 100_000, {}) == {"A": "x\ny"}
+    text = "ARG V=1\n" + "".join(f"FROM img{n}:${{V}}\n" for n in range(20_000))
+    items = dockerfile_images(text, "Dockerfile", Inputs((AMD, ARM), AMD))
+    assert len(found(items)) == 20_000 and all(p is None for _, p in found(items))

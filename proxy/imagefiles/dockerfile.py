@@ -173,15 +173,14 @@ def dockerfile_images(
     build = inputs.build_platform or Platform.host()
     parsed = list(instructions(text))
     runs = [_evaluate(parsed, where, t, build, inputs.build_args) for t in targets]
-    out: list[Found | Problem] = []
+    everywhere = set(runs[0]).intersection(*runs[1:])
+    out: dict[Found | Problem, None] = {}  # ordered, and 100,000 FROMs stay linear
     for target, items in zip(targets, runs, strict=True):
         for item in items:
-            differs = not all(item in other for other in runs)
-            if isinstance(item, Found) and item.platform is None and differs:
+            if isinstance(item, Found) and item.platform is None and item not in everywhere:
                 item = replace(item, platform=str(target))
-            if item not in out:
-                out.append(item)
-    return out
+            out.setdefault(item)
+    return list(out)
 
 
 def _evaluate(

@@ -31,30 +31,29 @@ _ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", '"': '"'}
 
 
 def parse_env(text: str, environ: Mapping[str, str]) -> dict[str, str]:
-    """The keys and values of an environment file's ``text``."""
+    """The keys and values of an environment file's ``text``. One pass over it: a
+    quoted value is scanned once from its quote, however many lines it spans."""
     values: dict[str, str] = {}
-    lines = text.splitlines()
-    number = 0
-    while number < len(lines):
-        line = lines[number]
-        number += 1
-        if not line.strip() or line.strip().startswith("#"):
-            continue
-        found = _LINE.match(line)
+    at = 0
+    while at < len(text):
+        eol = text.find("\n", at)
+        eol = len(text) if eol < 0 else eol
+        line, start, at = text[at:eol], at, eol + 1
+        found = _LINE.match(line) if line.strip()[:1] not in ("", "#") else None
         if found is None:
             continue
-        rest = found["rest"].strip()
-        quote = rest[:1] if rest[:1] in ("'", '"') else ""
+        rest = found["rest"]
+        quote = rest.lstrip()[:1] if rest.lstrip()[:1] in ("'", '"') else ""
         if quote:
-            body = rest[1:]
-            while (end := _closing_quote(body, quote)) < 0 and number < len(lines):
-                body += "\n" + lines[number]
-                number += 1
+            opened = start + found.start("rest") + len(rest) - len(rest.lstrip()) + 1
+            end = _closing_quote(text, quote, opened)
             if end < 0:
-                continue  # unterminated: not a value Compose would accept either
-            raw = body[:end]
+                break  # unterminated: it runs to the end, as no other key can follow
+            raw = text[opened:end]
+            after = text.find("\n", end)
+            at = len(text) if after < 0 else after + 1
         else:
-            raw = re.split(r"\s#", rest, maxsplit=1)[0].strip()
+            raw = re.split(r"\s#", rest.strip(), maxsplit=1)[0].strip()
         value = _value(raw, quote, ChainMap(dict(environ), values))
         if value is None:
             values.pop(found["key"], None)
@@ -63,13 +62,12 @@ def parse_env(text: str, environ: Mapping[str, str]) -> dict[str, str]:
     return values
 
 
-def _closing_quote(body: str, quote: str) -> int:
-    index = 0
-    while index < len(body):
-        if body[index] == "\\":
+def _closing_quote(text: str, quote: str, index: int) -> int:
+    while index < len(text):
+        if text[index] == "\\":
             index += 2
             continue
-        if body[index] == quote:
+        if text[index] == quote:
             return index
         index += 1
     return -1
