@@ -173,6 +173,112 @@ def _on_services(
         return failed
 
 
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from proxy.commands import serve
+
+    return serve.run(settings)
+
+
+def _config(args: argparse.Namespace, settings: Settings) -> int:
+    from proxy.commands import config_check
+    from proxy.config.sources import sources
+
+    found = sources(args.config, os.environ, _overrides(args))
+    return config_check.run(settings, found, _say)
+
+
+def _healthcheck(args: argparse.Namespace, settings: Settings) -> int:
+    from proxy.commands import healthcheck
+
+    return healthcheck.run(settings, args.path)
+
+
+def _doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from proxy.commands import doctor
+
+    return doctor.run(args, settings, _say)
+
+
+def _push(args: argparse.Namespace, settings: Settings) -> int:
+    from proxy.commands import push_layout
+
+    if not _preflight("push", settings):
+        return 1
+    return asyncio.run(push_layout.run(settings, args.layout, args.target))
+
+
+def _warm(args: argparse.Namespace, settings: Settings) -> int:
+    from proxy.commands import warm
+    from proxy.imagefiles.variables import parse_build_args
+    from proxy.oci.platform import Platform
+
+    if bool(args.image) == bool(args.file):
+        print("gar-proxy warm: give an IMAGE or -f PATH (not both)", file=sys.stderr)
+        return 2
+    if args.image and (args.build_arg or args.env_file or args.dry_run):
+        print("gar-proxy warm: --build-arg, --env-file, --dry-run go with -f", file=sys.stderr)
+        return 2
+
+    async def warming(services: Any) -> int:
+        platforms = [Platform.parse(p) for p in args.platform]
+        if args.file:
+            return await warm.run_files(
+                services, args.file, platforms, pin=args.pin, all_platforms=args.all_platforms,
+                dry_run=args.dry_run, say=_say, warn=_warn, env_files=args.env_file,
+                build_args=parse_build_args(args.build_arg, os.environ), environ=os.environ,
+            )  # fmt: skip
+        return await warm.run(
+            services, args.image, platforms, pin=args.pin,
+            all_platforms=args.all_platforms, say=_say,
+        )  # fmt: skip
+
+    return _on_services("warm", settings, warming)
+
+
+def _ls(args: argparse.Namespace, settings: Settings) -> int:
+    from proxy.commands import ls
+
+    if not settings.cache.dir.expanduser().exists():  # a listing creates no cache...
+        if not _preflight_files("ls", settings):  # ...but checks the other files
+            return 1
+        _say(f"nothing cached: no cache at {settings.cache.dir}")
+        return 0
+    return _on_services("ls", settings, lambda found: ls.run(found, args.prefix, args.json, _say))
+
+
+def _cache_check(args: argparse.Namespace, settings: Settings) -> int:
+    from proxy.commands import gc, verify
+
+    chosen = {"gc": gc.run, "verify": verify.run}[args.command]
+    return _on_services(args.command, settings, lambda services: chosen(services, _say))
+
+
+Command = Callable[[argparse.Namespace, Settings], int]
+COMMANDS: dict[str, Command] = {
+    "serve": _serve,
+    "config": _config,
+    "healthcheck": _healthcheck,
+    "doctor": _doctor,
+    "push": _push,
+    "warm": _warm,
+    "ls": _ls,
+    "gc": _cache_check,
+    "verify": _cache_check,
+}
+
+
+def _grouped(args: argparse.Namespace, settings: Settings) -> int:
+    """The maintenance and report commands, which dispatch among themselves."""
+    from proxy.commands import maintenance, reports
+
+    def on_services(name: str, *rest: Any) -> int:
+        return _on_services(name, settings, *rest)
+
+    if args.command in maintenance.COMMANDS:
+        return maintenance.run(args, settings, on_services, _say, _warn)
+    return reports.run(args, on_services, _say)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "config" and args.action == "example":  # no settings needed
@@ -185,75 +291,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"gar-proxy: config: {error}", file=sys.stderr)
         return 2
-    if args.command == "serve":
-        from proxy.commands import serve
-
-        return serve.run(settings)
-    if args.command == "config":
-        from proxy.commands import config_check
-        from proxy.config.sources import sources
-
-        found = sources(args.config, os.environ, _overrides(args))
-        return config_check.run(settings, found, _say)
-    if args.command == "healthcheck":
-        from proxy.commands import healthcheck
-
-        return healthcheck.run(settings, args.path)
-    if args.command == "doctor":
-        from proxy.commands import doctor
-
-        return doctor.run(args, settings, _say)
-    if args.command == "push":
-        from proxy.commands import push_layout
-
-        if not _preflight("push", settings):
-            return 1
-        return asyncio.run(push_layout.run(settings, args.layout, args.target))
-    if args.command == "warm":
-        from proxy.commands import warm
-        from proxy.imagefiles.variables import parse_build_args
-        from proxy.oci.platform import Platform
-
-        if bool(args.image) == bool(args.file):
-            print("gar-proxy warm: give an IMAGE or -f PATH (not both)", file=sys.stderr)
-            return 2
-        if args.image and (args.build_arg or args.env_file or args.dry_run):
-            print("gar-proxy warm: --build-arg, --env-file, --dry-run go with -f", file=sys.stderr)
-            return 2
-
-        async def warming(services: Any) -> int:
-            platforms = [Platform.parse(p) for p in args.platform]
-            if args.file:
-                return await warm.run_files(
-                    services, args.file, platforms, pin=args.pin, all_platforms=args.all_platforms,
-                    dry_run=args.dry_run, say=_say, warn=_warn, env_files=args.env_file,
-                    build_args=parse_build_args(args.build_arg, os.environ), environ=os.environ,
-                )  # fmt: skip
-            return await warm.run(
-                services, args.image, platforms, pin=args.pin,
-                all_platforms=args.all_platforms, say=_say,
-            )  # fmt: skip
-
-        return _on_services("warm", settings, warming)
-    if args.command == "ls":
-        from proxy.commands import ls
-
-        if not settings.cache.dir.expanduser().exists():  # a listing creates no cache...
-            if not _preflight_files("ls", settings):  # ...but checks the other files
-                return 1
-            _say(f"nothing cached: no cache at {settings.cache.dir}")
-            return 0
-        return _on_services(
-            "ls", settings, lambda found: ls.run(found, args.prefix, args.json, _say)
-        )
-    from proxy.commands import gc, maintenance, reports, verify
-
-    if args.command in maintenance.COMMANDS:
-        return maintenance.run(
-            args, settings, lambda *a: _on_services(a[0], settings, *a[1:]), _say, _warn
-        )
-    if args.command in reports.COMMANDS:
-        return reports.run(args, lambda *a: _on_services(a[0], settings, *a[1:]), _say)
-
-    chosen = {"gc": gc.run, "verify": verify.run}[args.command]
-    return _on_services(args.command, settings, lambda services: chosen(services, _say))
+    return COMMANDS.get(args.command, _grouped)(args, settings)
