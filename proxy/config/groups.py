@@ -95,6 +95,18 @@ class ServerSettings:
     max_upload_sessions_per_identity: int = setting(
         512, parse_positive_int, doc="upload sessions one identity has open at once"
     )
+    # One identity's unfinished pushes could otherwise spool the cache disk down to
+    # cache.min_free, and then nobody's push or fill finds room. 20 GiB: docker pushes
+    # 5 layers at once, so five 4 GiB layers fit, and two identities at their cap leave
+    # most of the default 50 GiB cache alone. A blob larger than the cap cannot be
+    # pushed through the proxy (its spool holds it whole), so raise it for huge layers.
+    max_upload_bytes_per_identity: int = setting(
+        20 * 1024**3,
+        parse_size,
+        doc="bytes one identity's unfinished uploads may hold on disk; more are answered "
+        "429 (a single larger blob 413); all clients are one identity without client "
+        "auth; 0: no cap",
+    )
     # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told: any local process could
     # then name itself anew to dodge the failed-login throttle (proxy/commands/serve.py).
     trusted_proxies: tuple[Network, ...] = setting(
