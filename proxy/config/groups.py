@@ -75,6 +75,20 @@ class ServerSettings:
     body_timeout: float = setting(
         60.0, parse_duration, doc="close a request whose body sends nothing for this long (0: off)"
     )
+    # A client sending one body byte per body_timeout held its connection (and upload
+    # session) for ever. As Apache's mod_reqtimeout (body=20,MinRate=500, its default):
+    # a body must arrive at body_min_rate on average, with body_rate_grace seconds of
+    # credit; 500 B/s is slower than any link a push works over (a 1 GB layer would
+    # take 23 days), yet a trickler must now spend 500 B/s per connection it holds.
+    body_min_rate: int = setting(
+        500,
+        parse_size,
+        doc="bytes per second a request body must average, after body_rate_grace of "
+        "credit, or the connection is closed (0: off)",
+    )
+    body_rate_grace: float = setting(
+        20.0, parse_duration, doc="seconds of credit a request body has against body_min_rate"
+    )
     tls_handshake_timeout: float = setting(
         10.0, parse_duration, doc="a TLS handshake must finish within this (0: off)"
     )
