@@ -66,13 +66,23 @@ def _parser() -> argparse.ArgumentParser:
         "image", nargs="?", help="[LOCATION-docker.pkg.dev/]PROJECT/REPO/IMAGE[:TAG|@DIGEST]"
     )
     warm.add_argument(
-        "-f", "--file", action="append", type=Path, default=[], metavar="PATH",
+        "-f", "--file", action="extend", nargs="+", type=Path, default=[], metavar="PATH",
         help="Kubernetes/Helm output, Compose, GitHub Actions, GitLab CI files, Dockerfiles;"
         " directories are walked",
     )  # fmt: skip
     warm.add_argument(
         "--dry-run", action="store_true", help="with -f: print the references, pull nothing"
     )
+    warm.add_argument(
+        "--build-arg", action="append", default=[], metavar="NAME[=VALUE]",
+        help="with -f: a Dockerfile's ARG, as docker build takes it (NAME alone: from the"
+        " environment)",
+    )  # fmt: skip
+    warm.add_argument(
+        "--env-file", action="append", default=[], type=Path, metavar="PATH",
+        help="with -f: Compose's variables from PATH instead of each file's .env, as docker"
+        " compose --env-file (the environment still wins)",
+    )  # fmt: skip
     warm.add_argument(
         "--platform", action="append", default=[], help="os/arch[/variant]; default: this host's"
     )
@@ -201,10 +211,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(push_layout.run(settings, args.layout, args.target))
     if args.command == "warm":
         from proxy.commands import warm
+        from proxy.imagefiles.variables import parse_build_args
         from proxy.oci.platform import Platform
 
         if bool(args.image) == bool(args.file):
             print("gar-proxy warm: give an IMAGE or -f PATH (not both)", file=sys.stderr)
+            return 2
+        if args.image and (args.build_arg or args.env_file or args.dry_run):
+            print("gar-proxy warm: --build-arg, --env-file, --dry-run go with -f", file=sys.stderr)
             return 2
 
         async def warming(services: Any) -> int:
@@ -212,7 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.file:
                 return await warm.run_files(
                     services, args.file, platforms, pin=args.pin, all_platforms=args.all_platforms,
-                    dry_run=args.dry_run, say=_say, warn=_warn,
+                    dry_run=args.dry_run, say=_say, warn=_warn, env_files=args.env_file,
+                    build_args=parse_build_args(args.build_arg, os.environ), environ=os.environ,
                 )  # fmt: skip
             return await warm.run(
                 services, args.image, platforms, pin=args.pin,

@@ -5,13 +5,15 @@ why a reference cannot be known. Pure parsing; resolving and pulling is
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from proxy.imagefiles import Found, Problem, scan
 from proxy.imagefiles.dockerfile import dockerfile_images
-from proxy.imagefiles.refs import Unresolved, expand, normalize
+from proxy.imagefiles.refs import Unresolved, normalize
+from proxy.imagefiles.variables import expand
 from proxy.imagefiles.yamlfiles import yaml_images
 from proxy.oci.platform import Platform
 
@@ -19,11 +21,11 @@ DIGEST = "sha256:" + "0123456789abcdef" * 4
 AMD = Platform("linux", "amd64")
 
 
-def texts(items: list[Found | Problem]) -> list[str]:
+def texts(items: Sequence[Found | Problem]) -> list[str]:
     return [i.text for i in items if isinstance(i, Found)]
 
 
-def reasons(items: list[Found | Problem]) -> dict[str, str]:
+def reasons(items: Sequence[Found | Problem]) -> dict[str, str]:
     return {i.text: i.reason for i in items if isinstance(i, Problem)}
 
 
@@ -227,8 +229,11 @@ services:
     action.write_text("runs:\n  using: docker\n  image: docker://ghcr.io/org/action:1\n")
     found = scan([tmp_path])
     assert [f.text for f in found.found] == [
-        "ghcr.io/org/action:1", "redis:7.2", "web:latest", "app:${NOT_A_VARIABLE}", "worker:",
+        "ghcr.io/org/action:1", "redis:7.2", "web:latest", "app:${NOT_A_VARIABLE}",
     ]  # fmt: skip
+    assert reasons(found.problems) == {  # :? refuses an empty value, as Compose does
+        "worker:${EMPTY:?set EMPTY}": "required variable EMPTY is missing a value: set EMPTY"
+    }
     assert found.files == 2
 
 

@@ -111,6 +111,39 @@ def test_dry_run_prints_what_the_proxy_will_ask_for_and_pulls_nothing(
     assert fake.count() == 0
 
 
+def test_dry_run_with_build_args_env_files_and_the_environment(
+    seeded: tuple[FakeGAR, dict[str, Image | Index]], tmp_path: Path
+) -> None:
+    """``--build-arg`` over the Dockerfile's ARG defaults (TOOLS_IMAGE has none);
+    ``--env-file`` instead of the compose file's ``.env``, the environment over both."""
+    fake, _ = seeded
+    fake.reset_counts()
+    env_file = tmp_path / "prod.env"
+    env_file.write_text("REDIS_VERSION=6\nWEB_IMAGE='us-docker.pkg.dev/proj/repo/web:2.0.0'\n")
+    files = [str(FILES / "app" / "Dockerfile"), str(FILES / "compose.yaml")]
+    result = run_cli(
+        tmp_path / "cache", fake.upstream, "warm", "-f", *files, "--dry-run",
+        "--build-arg", "PYTHON_VERSION=3.13", "--build-arg", "TOOLS_IMAGE=ghcr.io/org/tools:5",
+        "--env-file", str(env_file), env={**ENV, "REDIS_VERSION": "7.4-alpine"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"us-docker.pkg.dev/{HUB}/library/python:3.13-slim",
+        f"europe-west1-docker.pkg.dev/{GHCR}/org/tools:5",
+        f"europe-west1-docker.pkg.dev/{GHCR}/org/linter:3",
+        "us-docker.pkg.dev/proj/repo/web:2.0.0",  # from the --env-file, not the default
+        f"us-docker.pkg.dev/{HUB}/library/redis:7.4-alpine",  # the environment wins
+    ]
+    (problem,) = result.stderr.splitlines()  # TOOLS_IMAGE and the redis tag are known now
+    assert problem.startswith("cannot warm quay.io/team/search:3 (")
+    assert "compose.yaml: services.search): 'quay.io' is not a configured mirror" in problem
+    missing = run_cli(tmp_path / "cache", fake.upstream, "warm", "-f", *files, "--dry-run",
+                      "--env-file", str(tmp_path / "nope.env"), env=ENV)  # fmt: skip
+    assert missing.returncode == 1
+    assert "nope.env: cannot read it" in missing.stderr and not missing.stdout
+    assert fake.count() == 0
+
+
 def test_warm_from_files_then_a_docker_pull_touches_no_upstream_blob(
     seeded: tuple[FakeGAR, dict[str, Image | Index]], tmp_path: Path, dockerd: Dockerd
 ) -> None:
@@ -162,6 +195,32 @@ def test_scheduled_warm_reads_files_too(
         assert warms("garproxy_scheduled_warms_total", {"outcome": "ok"}) == 4
 
 
+def test_scheduled_warm_takes_build_args_and_env_files(
+    seeded: tuple[FakeGAR, dict[str, Image | Index]], tmp_path: Path
+) -> None:
+    fake, images = seeded
+    env_file = tmp_path / "ci.env"
+    env_file.write_text("REDIS_VERSION=7-alpine\n")
+    compose = tmp_path / "compose.yaml"  # no .env beside it: the env file gives the tag
+    compose.write_text("services:\n  cache: {image: 'redis:${REDIS_VERSION}'}\n")
+    entry = WarmSchedule(
+        files=(str(FILES / "app" / "Dockerfile"), str(compose)),
+        build_args=(("TOOLS_IMAGE", "busybox:1.36"),), env_files=(str(env_file),),
+    )  # fmt: skip
+    settings = proxy_settings(tmp_path, fake.upstream, routing__mirrors=json.dumps(MIRRORS))
+    with run_proxy(settings) as proxy:
+        fake.reset_counts()
+        assert proxy.call(warm_once(proxy.services, entry)) == 0
+        hub = [f"us-docker.pkg.dev/{HUB}/library/{name}"
+               for name in ("python:3.12-slim", "busybox:1.36", "redis:7-alpine")]  # fmt: skip
+        linter = f"europe-west1-docker.pkg.dev/{GHCR}/org/linter:3"
+        assert sorted(_tag_gets(fake)) == sorted([*hub, linter])
+        for key in (f"{HUB}/library/busybox:1.36", f"{HUB}/library/redis:7-alpine"):
+            image = images[key]
+            assert isinstance(image, Image)
+            assert all(proxy.services.cache.size(Digest.parse(b.digest)) for b in image.blobs)
+
+
 def test_warm_entries_take_files_and_check_them(tmp_path: Path) -> None:
     config = tmp_path / "gar-proxy.toml"
     config.write_text('[[warm]]\nfiles = ["deploy/", "Dockerfile"]\ninterval = "30m"\n')
@@ -174,3 +233,19 @@ def test_warm_entries_take_files_and_check_them(tmp_path: Path) -> None:
     config.write_text('[[warm]]\ninterval = "1h"\n')
     with pytest.raises(ConfigError, match=r"needs an image .* or files"):
         load_settings(config, env={})
+    config.write_text(
+        '[[warm]]\nfiles = ["Dockerfile"]\nbuild_args = {BASE = "debian:13", V = "1"}\n'
+        'env_files = ["ci.env"]\n'
+    )
+    (entry,) = load_settings(config, env={}).cache.warm
+    assert (entry.build_args, entry.env_files) == ((("BASE", "debian:13"), ("V", "1")), ("ci.env",))
+    assert "debian:13" not in str(entry)  # a build arg may be a secret: never printed
+    for bad, reason in [
+        ('files = ["D"]\nbuild_args = {V = 1}', "build_args must be a table of strings"),
+        ('files = ["D"]\nbuild_args = ["V=1"]', "build_args must be a table of strings"),
+        ('files = ["D"]\nenv_files = "ci.env"', "env_files must be a list of paths"),
+        ('image = "p/r/i"\nbuild_args = {V = "1"}', "build_args and env_files are for files"),
+    ]:
+        config.write_text(f"[[warm]]\n{bad}\n")
+        with pytest.raises(ConfigError, match=reason):
+            load_settings(config, env={})

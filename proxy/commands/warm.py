@@ -5,6 +5,7 @@ per line, as the proxy will ask GAR for them, and pulls nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from proxy.commands.progress import Progress, Say, Task
@@ -60,9 +61,14 @@ async def run_files(
     dry_run: bool,
     say: Say,
     warn: Say,
+    build_args: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    env_files: Sequence[Path] = (),
 ) -> int:
     """Warm every image the files name, each once; 1 when one could not be warmed."""
-    found = await warm_files.read_and_resolve(services, paths, platforms)
+    found = await warm_files.read_and_resolve(
+        services, paths, platforms, build_args=build_args, environ=environ, env_files=env_files
+    )
     for problem in found.problems:
         if problem.text == problem.where:  # a whole file
             warn(f"skipped {problem.where}: {problem.reason}")

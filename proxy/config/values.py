@@ -59,13 +59,17 @@ class Mirror:
 class WarmSchedule:
     """Keep the tags of ``image`` that match ``tags`` (a regex, searched), and every
     image ``files`` name (files or directories, read again each time), cached, checked
-    every ``interval`` seconds, for ``platforms`` (``os/arch``; none: the host's)."""
+    every ``interval`` seconds, for ``platforms`` (``os/arch``; none: the host's).
+    ``build_args`` are a Dockerfile's ``--build-arg``s, ``env_files`` a Compose file's
+    ``--env-file``s (without them: the ``.env`` beside it)."""
 
     image: str = ""
     tags: str = "^latest$"
     interval: float = 3600.0
     platforms: tuple[str, ...] = ()
     files: tuple[str, ...] = ()
+    build_args: tuple[tuple[str, str], ...] = ()
+    env_files: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         platforms = f" for {','.join(self.platforms)}" if self.platforms else ""
@@ -382,11 +386,22 @@ def _short_mirror(part: str) -> dict[str, str]:
     return {**table, "location": location} if location else table
 
 
-def _warm_files(table: dict[str, Any]) -> tuple[str, ...]:
-    files = table.get("files", [])
+def _warm_files(table: dict[str, Any], key: str = "files") -> tuple[str, ...]:
+    files = table.get(key, [])
     if not isinstance(files, list) or not all(isinstance(f, str) and f.strip() for f in files):
-        raise ValueError("warm files must be a list of paths (files or directories)")
+        what = "files or directories" if key == "files" else "environment files"
+        raise ValueError(f"warm {key} must be a list of paths ({what})")
     return tuple(f.strip() for f in files)
+
+
+def _warm_build_args(table: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    args = table.get("build_args", {})
+    if not isinstance(args, dict) or not all(
+        isinstance(k, str) and k.strip() and "=" not in k and isinstance(v, str)
+        for k, v in args.items()
+    ):
+        raise ValueError('warm build_args must be a table of strings: {NAME = "VALUE"}')
+    return tuple(args.items())
 
 
 def _warm_entry(table: Any) -> WarmSchedule:
@@ -394,10 +409,16 @@ def _warm_entry(table: Any) -> WarmSchedule:
         raise ValueError(
             "each [[warm]] entry needs an image (a name without a tag) or files = [...]"
         )
-    unknown = set(table) - {"image", "tags", "interval", "platforms", "files"}
+    unknown = set(table) - {
+        "image", "tags", "interval", "platforms", "files", "build_args", "env_files"
+    }  # fmt: skip
     if unknown:
         raise ValueError(f"unknown [[warm]] key(s) {sorted(unknown)}")
     files = _warm_files(table)
+    build_args = _warm_build_args(table)
+    env_files = _warm_files(table, "env_files")
+    if (build_args or env_files) and not files:
+        raise ValueError("warm build_args and env_files are for files = [...]")
     image = str(table.get("image", "")).strip()
     label = image or ", ".join(files)
     if "@" in image or ":" in image.rpartition("/")[2]:
@@ -413,7 +434,9 @@ def _warm_entry(table: Any) -> WarmSchedule:
     platforms = table.get("platforms", [])
     if not isinstance(platforms, list) or not all(p.count("/") in (1, 2) for p in platforms):
         raise ValueError(f"warm {label}: platforms must be a list of os/arch[/variant]")
-    return WarmSchedule(image, tags, interval, tuple(str(p) for p in platforms), files)
+    return WarmSchedule(
+        image, tags, interval, tuple(str(p) for p in platforms), files, build_args, env_files
+    )
 
 
 def parse_warm_schedule(value: Any) -> tuple[WarmSchedule, ...]:

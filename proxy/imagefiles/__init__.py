@@ -18,10 +18,10 @@ from pathlib import Path
 
 from proxy.imagefiles.dockerfile import dockerfile_images
 from proxy.imagefiles.found import Found, Problem
+from proxy.imagefiles.variables import Inputs
 from proxy.imagefiles.yamlfiles import yaml_images
-from proxy.oci.platform import Platform
 
-__all__ = ["Found", "Problem", "Scan", "scan"]
+__all__ = ["Found", "Inputs", "Problem", "Scan", "scan"]
 SKIPPED_DIRECTORIES = frozenset((".git", "node_modules", ".venv", "__pycache__"))
 MAX_FILE = 8 * 1024 * 1024  # bigger is no manifest anyone wrote by hand
 
@@ -45,7 +45,7 @@ def _is_yaml(name: str) -> bool:
     return name.lower().endswith((".yaml", ".yml"))
 
 
-def _read(path: Path, scan: Scan, platform: Platform | None) -> None:
+def _read(path: Path, scan: Scan, inputs: Inputs) -> None:
     try:
         if path.stat().st_size > MAX_FILE:
             scan.problems.append(Problem(str(path), str(path), "over 8 MiB: not read"))
@@ -56,9 +56,9 @@ def _read(path: Path, scan: Scan, platform: Platform | None) -> None:
         return
     scan.files += 1
     items = (
-        dockerfile_images(text, str(path), platform)
+        dockerfile_images(text, str(path), inputs)
         if is_dockerfile(path.name) and not _is_yaml(path.name)
-        else yaml_images(text, path)
+        else yaml_images(text, path, inputs)
     )
     for item in items:
         if isinstance(item, Found):
@@ -75,16 +75,18 @@ def _walk(root: Path) -> Iterable[Path]:
                 yield Path(directory) / name
 
 
-def scan(paths: Iterable[Path], platform: Platform | None = None) -> Scan:
-    """Everything the files name, in the order met; ``platform``: the build's (for a
-    Dockerfile's ``$TARGETARCH`` and friends; this host's when None)."""
+def scan(paths: Iterable[Path], inputs: Inputs | None = None) -> Scan:
+    """Everything the files name, in the order met; ``inputs``: the platforms a
+    Dockerfile is built for and on, ``--build-arg``s, and the environment and
+    ``--env-file`` values Compose files read (none of them when None)."""
+    inputs = inputs or Inputs()
     result = Scan()
     for path in paths:
         if path.is_dir():
             for found in _walk(path):
-                _read(found, result, platform)
+                _read(found, result, inputs)
         elif path.exists():
-            _read(path, result, platform)
+            _read(path, result, inputs)
         else:
             result.problems.append(Problem(str(path), str(path), "no such file or directory"))
     return result

@@ -2,28 +2,36 @@
 --mount=from=`` naming an image rather than a stage.
 
 A build stage's name (``FROM base AS build``, later ``FROM build``) is not an image,
-nor is ``scratch``. ``ARG``s declared before the first ``FROM`` are the only ones a
-``FROM`` may use; their defaults are substituted, and one without a default leaves
-the line unresolved (listed with the reason: it is given with ``--build-arg``). The
-automatic platform ``ARG``s (``$BUILDPLATFORM``, ``$TARGETARCH``...) are the platform
-being warmed for. ``FROM --platform=linux/arm64`` asks for that platform; a
-``$BUILDPLATFORM``/``$TARGETPLATFORM`` one for the warmed platform. Line continuations,
-the ``# escape=`` directive, comments and here-documents are read as docker reads
-them::
+nor is ``scratch``. ``FROM`` reads the ARGs declared before the first ``FROM`` and the
+automatic platform ARGs, as buildkit does (``dockerfile2llb``'s ``buildMetaArgs`` and
+``defaultArgs``): a ``--build-arg`` replaces a declared ARG's default, and sets an
+automatic one (``BUILDPLATFORM``...) whether declared or not, but no other name; a
+default may use the ARGs above it. An ARG without a default or a ``--build-arg``
+leaves a ``FROM`` naming it unresolved, listed with the reason (docker would pull an
+empty name). ``$TARGETPLATFORM`` and friends are the platform being warmed (each of
+them in turn), ``$BUILDPLATFORM`` the one building (this host's unless a
+``--build-arg`` says otherwise); ``FROM --platform=linux/arm64`` asks for that one.
+Line continuations, the ``# escape=`` directive, comments and here-documents are read
+as docker reads them::
 
     >>> text = 'ARG PY=3.12\\nFROM python:${PY}-slim AS build\\nFROM build\\nFROM scratch\\n'
     >>> [(f.text, f.line) for f in dockerfile_images(text, "Dockerfile") if isinstance(f, Found)]
     [('python:3.12-slim', 2)]
+    >>> given = Inputs(build_args={"PY": "3.13"})
+    >>> [f.text for f in dockerfile_images(text, "Dockerfile", given) if isinstance(f, Found)]
+    ['python:3.13-slim']
 """
 
 from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 
 from proxy.imagefiles.found import Found, Problem
-from proxy.imagefiles.refs import Unresolved, expand
+from proxy.imagefiles.refs import Unresolved
+from proxy.imagefiles.variables import Inputs, expand
 from proxy.oci.platform import Platform
 
 _DIRECTIVE = re.compile(r"#\s*escape\s*=\s*(\S)\s*$", re.I)
@@ -89,99 +97,139 @@ def _flags(words: list[str]) -> tuple[dict[str, list[str]], list[str]]:
     return flags, words
 
 
-def _builtins(platform: Platform) -> dict[str, str]:
-    variant = platform.variant or ""
-    text = str(platform)
-    return {
-        **{f"{side}PLATFORM": text for side in ("BUILD", "TARGET")},
-        **{f"{side}OS": platform.os for side in ("BUILD", "TARGET")},
-        **{f"{side}ARCH": platform.architecture for side in ("BUILD", "TARGET")},
-        **{f"{side}VARIANT": variant for side in ("BUILD", "TARGET")},
-    }
+def _builtins(target: Platform, build: Platform, build_args: Mapping[str, str]) -> dict[str, str]:
+    """The automatic platform ARGs, which a ``--build-arg`` of the same name overrides
+    (buildkit's ``defaultArgs``)."""
+    found = {"TARGETSTAGE": "default"}
+    for side, platform in (("BUILD", build), ("TARGET", target)):
+        found |= {
+            f"{side}PLATFORM": str(platform), f"{side}OS": platform.os,
+            f"{side}OSVERSION": platform.os_version or "", f"{side}ARCH": platform.architecture,
+            f"{side}VARIANT": platform.variant or "",
+        }  # fmt: skip
+    return {k: build_args.get(k, v) for k, v in found.items()}
 
 
-def _declare(rest: str, args: dict[str, str | None]) -> None:
-    for word in _split(rest):
-        found = _ARG.fullmatch(word)
-        if found is None:
-            continue
-        value = found["value"]
-        known = {k: v for k, v in args.items() if v is not None}
-        try:
-            args[found["name"]] = None if value is None else expand(value, known)
-        except Unresolved:
-            args[found["name"]] = None
+@dataclass
+class _Scope:
+    """The ARGs a ``FROM`` can use: the automatic ones and those declared before the
+    first ``FROM`` (a ``--build-arg`` replacing a declared one's default), and why an
+    unset one has no value."""
+
+    values: dict[str, str]
+    build_args: Mapping[str, str]
+    target: str  # the platform being warmed (what FROM without --platform asks)
+    missing: dict[str, str] = field(default_factory=dict)
+
+    def declare(self, rest: str) -> None:
+        for word in _split(rest):
+            found = _ARG.fullmatch(word)
+            if found is None:
+                continue
+            name, default = found["name"], found["value"]
+            if name in self.build_args:
+                self.values[name] = self.build_args[name]
+            elif default is not None:
+                try:
+                    self.values[name] = expand(default, self.values, dollar_escape=False)
+                except Unresolved as error:  # keep the first cause: A=$B, B's default...
+                    self.values.pop(name, None)
+                    self.missing[name] = self.missing.get(
+                        _named(error), f"ARG {name}'s default: {error}"
+                    )
+                    continue
+            elif name not in self.values:  # ARG TARGETARCH keeps the automatic value
+                self.missing[name] = f"ARG {name} has no default (it is given with --build-arg)"
+                continue
+            self.missing.pop(name, None)
+
+    def why(self, error: Unresolved) -> str:
+        name, text = _named(error), str(error)
+        if name in self.missing:
+            return self.missing[name]
+        if name in self.build_args:
+            return f"--build-arg {name} is given, but no ARG {name} before the first FROM"
+        if name:
+            return f"${name} is not an ARG declared before the first FROM"
+        return text
 
 
-def _platform(flags: dict[str, list[str]], values: dict[str, str], auto: str) -> str | None:
-    raw = (flags.get("platform") or [""])[0]
-    if not raw:
-        return None
-    try:
-        chosen = expand(raw, values)
-    except Unresolved:
-        return None
-    return None if chosen == auto else chosen  # $BUILDPLATFORM: the warmed platform
+def _named(error: Unresolved) -> str:
+    """The variable an "$NAME is not set" names; "" for any other reason."""
+    text = str(error)
+    return text.split()[0].lstrip("$") if text.startswith("$") else ""
 
 
 def dockerfile_images(
-    text: str, where: str, platform: Platform | None = None
+    text: str, where: str, inputs: Inputs | Platform | None = None
 ) -> list[Found | Problem]:
-    """What the Dockerfile at ``where`` pulls, for a build on ``platform`` (this host's)."""
-    platform = platform or Platform.host()
-    builtins = _builtins(platform)
-    args: dict[str, str | None] = {}  # before the first FROM; None: no default
+    """What the Dockerfile at ``where`` pulls, built for each of ``inputs.platforms``
+    (this host's when none; a bare ``Platform``: that one) on ``inputs.build_platform``
+    (this host's), with ``inputs.build_args``. An image whose name differs by target
+    platform (``base-${TARGETARCH}``) is found for that platform only."""
+    if not isinstance(inputs, Inputs):
+        inputs = Inputs(platforms=(inputs,) if inputs else ())
+    targets = inputs.platforms or (Platform.host(),)
+    build = inputs.build_platform or Platform.host()
+    parsed = list(instructions(text))
+    runs = [_evaluate(parsed, where, t, build, inputs.build_args) for t in targets]
+    everywhere = set(runs[0]).intersection(*runs[1:])
+    out: dict[Found | Problem, None] = {}  # ordered, and 100,000 FROMs stay linear
+    for target, items in zip(targets, runs, strict=True):
+        for item in items:
+            if isinstance(item, Found) and item.platform is None and item not in everywhere:
+                item = replace(item, platform=str(target))
+            out.setdefault(item)
+    return list(out)
+
+
+def _evaluate(
+    parsed: list[tuple[int, str, str]],
+    where: str,
+    target: Platform,
+    build: Platform,
+    build_args: Mapping[str, str],
+) -> list[Found | Problem]:
+    scope = _Scope(_builtins(target, build, build_args), build_args, str(target))
     stages: set[str] = set()
     seen_from = False
     out: list[Found | Problem] = []
-    for line, instruction, rest in instructions(text):
+    for line, instruction, rest in parsed:
         if instruction == "ARG" and not seen_from:
-            _declare(rest, args)
+            scope.declare(rest)
         elif instruction == "FROM":
             seen_from = True
-            out += _from(rest, where, line, args, builtins, stages)
+            out += _from(rest, f"{where}:{line}", line, scope, stages)
         elif instruction in ("COPY", "ADD", "RUN"):
             out += _from_flags(rest, where, line, stages)
     return out
 
 
-def _from(
-    rest: str,
-    where: str,
-    line: int,
-    args: dict[str, str | None],
-    builtins: dict[str, str],
-    stages: set[str],
-) -> list[Found | Problem]:
+def _from(rest: str, at: str, line: int, scope: _Scope, stages: set[str]) -> list[Found | Problem]:
     flags, words = _flags(_split(rest))
     if not words:
-        return [Problem("FROM", f"{where}:{line}", "FROM without an image")]
+        return [Problem("FROM", at, "FROM without an image")]
     earlier = set(stages)  # a stage may name the image it starts from: FROM alpine AS alpine
     if len(words) >= 3 and words[1].lower() == "as":
         stages.add(words[2].lower())
-    values = {**builtins, **{k: v for k, v in args.items() if v is not None}}
     try:
-        image = expand(words[0], values)
+        image = expand(words[0], scope.values, dollar_escape=False)
     except Unresolved as error:
-        return [Problem(words[0], f"{where}:{line}", _why(str(error), args, builtins))]
+        return [Problem(words[0], at, scope.why(error))]
+    if not image.strip():
+        return [Problem(words[0], at, "the image name is empty once substituted")]
     if image.lower() == "scratch" or image.lower() in earlier:
         return []
-    chosen = _platform(flags, values, builtins["TARGETPLATFORM"])
-    if chosen is not None:
-        try:
-            Platform.parse(chosen)
-        except ValueError as error:
-            return [Problem(image, f"{where}:{line}", str(error))]
-    return [Found(image, f"{where}:{line}", chosen, line)]
-
-
-def _why(error: str, args: dict[str, str | None], builtins: dict[str, str]) -> str:
-    name = error.split()[0].lstrip("$") if error.startswith("$") else ""
-    if name in args:
-        return f"ARG {name} has no default (it is given with --build-arg)"
-    if name and name not in builtins:
-        return f"${name} is not an ARG declared before the first FROM"
-    return error
+    raw = (flags.get("platform") or [""])[0]
+    if not raw:
+        return [Found(image, at, None, line)]
+    try:
+        chosen = Platform.parse(expand(raw, scope.values, dollar_escape=False))
+    except Unresolved as error:
+        return [Problem(image, at, f"--platform={raw}: {scope.why(error)}")]
+    except ValueError as error:
+        return [Problem(image, at, str(error))]
+    return [Found(image, at, None if str(chosen) == scope.target else str(chosen), line)]
 
 
 def _from_flags(rest: str, where: str, line: int, stages: set[str]) -> list[Found | Problem]:

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 class Found:
     """An image reference as the file writes it (variables substituted), where it was
     (``path:line`` or ``path: Kind/name containers[0]``), and the platform the file
-    asks for (``FROM --platform=linux/arm64``; None: the warmed platform)."""
+    asks for (``FROM --platform=linux/arm64``, or the one warmed platform a Dockerfile
+    names it for: ``base-${TARGETARCH}``; None: every warmed platform)."""
 
     text: str
     where: str

@@ -1,4 +1,4 @@
-"""Image references as the files write them, and the variables in them.
+"""Image references as the files write them.
 
 ``normalize`` applies the rules docker, containerd and Kubernetes apply to a name in
 a file, so the proxy asks for what they would pull: a first component with a dot, a
@@ -16,15 +16,6 @@ registry's::
     'proj/repo/app'
     >>> normalize("localhost:5001/alpine", own={"localhost:5001": "docker.io"}).name
     'docker.io/library/alpine'
-
-``expand`` substitutes ``$NAME`` and ``${NAME}`` (with ``:-``/``-`` defaults and
-``:+``/``+`` alternatives, as Dockerfiles and Compose files write them) and raises
-``Unresolved`` saying which variable is missing::
-
-    >>> expand("python:${PY:-3.12}-slim", {})
-    'python:3.12-slim'
-    >>> expand("$REGISTRY/app", {"REGISTRY": "ghcr.io/org"})
-    'ghcr.io/org/app'
 """
 
 from __future__ import annotations
@@ -37,9 +28,7 @@ DOCKER_HUB = "docker.io"
 _HOST = re.compile(r"[a-zA-Z0-9.-]+(:[0-9]+)?|\[[0-9a-fA-F:]+\](:[0-9]+)?")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 _DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}")
-_BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
-_BRACED = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-+?])(?P<word>.*))?", re.S)
 
 
 class Unresolved(ValueError):
@@ -91,60 +80,3 @@ def normalize(text: str, *, own: Mapping[str, str] | None = None) -> Wanted:
     if not all(_COMPONENT.fullmatch(part) for part in parts):
         raise Unresolved(f"{text!r} is not a valid repository name")
     return Wanted(name, digest if at else tag)
-
-
-def expand(text: str, values: Mapping[str, str], *, defaults: bool = True) -> str:
-    """``text`` with its variables substituted from ``values``; ``Unresolved`` names
-    the first one that is unset and has no default. ``defaults=False``: only
-    ``$NAME``/``${NAME}`` (GitLab CI's forms). Defaults may hold variables."""
-    out, at = [], 0
-    while (dollar := text.find("$", at)) >= 0:
-        out.append(text[at:dollar])
-        if text.startswith("$$", dollar):  # Compose's escaped dollar
-            out.append("$")
-            at = dollar + 2
-        elif text.startswith("${", dollar):
-            close = _closing(text, dollar + 2)
-            out.append(_braced(text[dollar + 2 : close], values, defaults))
-            at = close + 1
-        elif bare := _BARE.match(text, dollar + 1):
-            out.append(_value(bare[0], values))
-            at = bare.end()
-        else:
-            out.append("$")
-            at = dollar + 1
-    return "".join(out) + text[at:]
-
-
-def _closing(text: str, start: int) -> int:
-    depth = 1
-    for index in range(start, len(text)):
-        if text.startswith("${", index):
-            depth += 1
-        elif text[index] == "}":
-            depth -= 1
-            if depth == 0:
-                return index
-    raise Unresolved(f"unclosed ${{ in {text!r}")
-
-
-def _braced(inner: str, values: Mapping[str, str], defaults: bool) -> str:
-    braced = _BRACED.fullmatch(inner)
-    if braced is None or (braced["op"] and not defaults):
-        raise Unresolved(f"unsupported substitution ${{{inner}}}")
-    name, op, word = braced["name"], braced["op"], braced["word"] or ""
-    value = values.get(name)
-    if op in (":-", "-"):
-        unset = value is None or (op == ":-" and value == "")
-        return expand(word, values) if unset else str(value)
-    if op in (":+", "+"):
-        is_set = value is not None and (op == "+" or value != "")
-        return expand(word, values) if is_set else ""
-    return _value(name, values)  # ${NAME}, or ${NAME?error}: required
-
-
-def _value(name: str, values: Mapping[str, str]) -> str:
-    value = values.get(name)
-    if value is None:
-        raise Unresolved(f"${name} is not set and has no default")
-    return value

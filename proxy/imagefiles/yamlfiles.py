@@ -11,7 +11,8 @@ Each document of a file is recognised by its shape:
   ``image``), ``jobs.*.services.*.image``, steps' ``uses: docker://IMAGE``; an action
   (``runs.image: docker://IMAGE``). ``${{ ... }}`` is known only when it runs.
 - **Compose** (``services`` a mapping of services): ``services.*.image``, with
-  ``${VAR:-default}`` from the ``.env`` beside the file.
+  ``${VAR}`` from the process environment over the ``.env`` beside the file (or over
+  the ``--env-file``s instead), as Compose ranks them (``envfile.py``).
 - **GitLab CI** (``.gitlab-ci.yml``, or its keywords): ``image`` (a string or its
   ``name``) and ``services`` at the top, in ``default`` and in each job, with ``$VAR``
   from the file's ``variables``.
@@ -23,13 +24,16 @@ Any other YAML (Helm values, configuration) has no images; a file that is not YA
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from proxy.imagefiles.envfile import compose_values
 from proxy.imagefiles.found import Found, Problem
-from proxy.imagefiles.refs import Unresolved, expand
+from proxy.imagefiles.refs import Unresolved
+from proxy.imagefiles.variables import Inputs, expand
 
 Item = Found | Problem
 POD_SPECS = {
@@ -71,7 +75,7 @@ def _image(text: Any, where: str, values: Mapping[str, str] | None = None) -> It
         try:
             return Found(expand(text, values), where)
         except Unresolved as error:
-            return Problem(text, where, f"{error} in the file")
+            return Problem(text, where, str(error))
     return Found(text.strip(), where)
 
 
@@ -135,28 +139,13 @@ def github(document: Mapping[str, Any], where: str) -> Iterator[Item]:
 # ------------------------------------------------------------------ Compose
 
 
-def dotenv(path: Path) -> dict[str, str]:
-    """``KEY=VALUE`` lines of a ``.env`` file (Compose reads it for interpolation)."""
-    values: dict[str, str] = {}
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError):
-        return values
-    for line in text.splitlines():
-        line = line.strip().removeprefix("export ").strip()
-        key, sep, value = line.partition("=")
-        if sep and key and not key.startswith("#"):
-            value = value.strip()
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-                value = value[1:-1]
-            values[key.strip()] = value
-    return values
-
-
 def compose(document: Mapping[str, Any], where: str, env: Mapping[str, str]) -> Iterator[Item]:
     for name, service in document["services"].items():
         image = service.get("image") if isinstance(service, Mapping) else None
-        if (found := _image(image, f"{where}: services.{name}", env)) is not None:
+        found = _image(image, f"{where}: services.{name}", env)
+        if isinstance(found, Problem) and "is not set" in found.reason:
+            found = replace(found, reason=f"{found.reason} (in the environment or env file)")
+        if found is not None:
             yield found
 
 
@@ -229,7 +218,7 @@ def _is_gitlab(document: Mapping[str, Any], path: Path) -> bool:
 # ------------------------------------------------------------------ dispatch
 
 
-def document_images(document: Any, where: str, path: Path) -> Iterator[Item]:
+def document_images(document: Any, where: str, path: Path, inputs: Inputs) -> Iterator[Item]:
     if not isinstance(document, Mapping):
         return
     if "apiVersion" in document and "kind" in document:
@@ -237,12 +226,13 @@ def document_images(document: Any, where: str, path: Path) -> Iterator[Item]:
     elif _is_github(document):
         yield from github(document, where)
     elif isinstance(document.get("services"), Mapping):
-        yield from compose(document, where, dotenv(path.parent / ".env"))
+        values = compose_values(path, inputs.environ, inputs.env_files)
+        yield from compose(document, where, values)
     elif _is_gitlab(document, path):
         yield from gitlab(document, where)
 
 
-def yaml_images(text: str, path: Path) -> list[Item]:
+def yaml_images(text: str, path: Path, inputs: Inputs | None = None) -> list[Item]:
     """Every document of a YAML file; a file that is not YAML is one ``Problem``."""
     found: list[Item] = []
     try:
@@ -253,5 +243,5 @@ def yaml_images(text: str, path: Path) -> list[Item]:
         return [Problem(str(path), str(path), f"not YAML{at}: an unrendered template?")]
     for number, document in enumerate(documents):
         where = str(path) if len(documents) == 1 else f"{path}#{number + 1}"
-        found += document_images(document, where, path)
+        found += document_images(document, where, path, inputs or Inputs())
     return found

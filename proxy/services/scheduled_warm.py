@@ -1,6 +1,7 @@
 """Scheduled warming (``[[warm]]``): while ``serve`` runs, the tags of each listed image
 that match its pattern, and every image its ``files`` name (read again each round:
-a checkout a sidecar keeps current is followed), are pulled into the cache at start
+a checkout a sidecar keeps current is followed; with its ``build_args`` and
+``env_files``, never the server's own environment), are pulled into the cache at start
 and then every interval, through the same ``warm`` a ``gar-proxy warm`` runs, so no
 client waits on a cold pull of what is listed. A failure is logged and counted
 (``garproxy_scheduled_warms_total{outcome="failed"}``) and tried again at the next
@@ -80,8 +81,9 @@ async def _warm_files(services: Services, entry: WarmSchedule) -> int:
     platforms = [Platform.parse(p) for p in entry.platforms]
     try:
         found = await warm_files.read_and_resolve(
-            services, [Path(f) for f in entry.files], platforms
-        )
+            services, [Path(f) for f in entry.files], platforms,
+            build_args=dict(entry.build_args), env_files=[Path(f) for f in entry.env_files],
+        )  # fmt: skip
     except Exception as error:  # unreadable, or the API down: try next interval
         log.warning("scheduled warm of %s: reading failed: %s", entry.name, error)
         _count(services, "failed")

@@ -12,12 +12,13 @@ to it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from proxy.config import Settings
-from proxy.imagefiles import Problem, Scan, scan
+from proxy.imagefiles import Inputs, Problem, Scan, scan
+from proxy.imagefiles.envfile import read_env_files
 from proxy.imagefiles.refs import Unresolved, normalize
 from proxy.oci.digest import Digest
 from proxy.oci.errors import RegistryError
@@ -97,11 +98,26 @@ async def resolve(services: Services, found: Scan) -> Resolved:
 
 
 async def read_and_resolve(
-    services: Services, paths: Iterable[Path], platforms: list[Platform]
+    services: Services,
+    paths: Iterable[Path],
+    platforms: list[Platform],
+    *,
+    build_args: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    env_files: Sequence[Path] = (),
 ) -> Resolved:
-    """``scan`` then ``resolve``; a Dockerfile's automatic platform ARGs are the first
-    platform warmed for (this host's when none is given)."""
-    return await resolve(services, scan(paths, platforms[0] if platforms else None))
+    """``scan`` then ``resolve``. A Dockerfile is read for each platform warmed (this
+    host's when none is given) with ``build_args``; a Compose file with ``environ``
+    (the process environment, for the CLI) over the ``env_files`` (``ValueError`` if
+    one cannot be read), or over its ``.env`` when there are none."""
+    environ = environ or {}
+    inputs = Inputs(
+        platforms=tuple(platforms),
+        build_args=dict(build_args or {}),
+        environ=environ,
+        env_files=read_env_files(list(env_files), environ) if env_files else None,
+    )
+    return await resolve(services, scan(paths, inputs))
 
 
 def platforms_for(
