@@ -111,6 +111,13 @@ class UploadTable:
         async with self._db.execute("SELECT id FROM upload_sessions") as cursor:
             return {str(row[0]) async for row in cursor}
 
+    async def owners(self) -> list[tuple[str, str, float]]:
+        """(id, owner, updated) of every session that has an owner."""
+        async with self._db.execute(
+            "SELECT id, owner, updated FROM upload_sessions WHERE owner IS NOT NULL"
+        ) as cursor:
+            return [(str(row[0]), str(row[1]), float(row[2])) async for row in cursor]
+
 
 @dataclass(frozen=True)
 class Mark:
@@ -140,33 +147,68 @@ class Floor(Protocol):
     def free_bytes(self) -> int: ...
 
 
+class Allowance(Protocol):
+    """What the bytes of one identity's spools may hold
+    (``proxy.services.upload_bytes``: ``server.max_upload_bytes_per_identity``)."""
+
+    def take(self, size: int, *, own: int = 0) -> None:
+        """Room for ``size`` more bytes in a spool holding ``own``, or a RegistryError."""
+
+    def give(self, size: int) -> None:
+        """``size`` bytes no longer held (negative: held again, as found; never refused)."""
+
+
 class Spool:
     """The bytes of one upload as the client sent them, on disk, with their sha256.
 
     Writes go straight to the kernel (no buffer), so a full disk shows at the write
     that hit it. A spool that could not keep a byte is ``lost``: it still counts what
-    passed (the client's offset), but can neither be replayed nor cached.
+    passed (the client's offset), but can neither be replayed nor cached. What it
+    holds on disk is taken from ``allowance`` before a byte is written and given back
+    when cut off, lost, discarded or handed to the cache.
     """
 
-    def __init__(self, path: Path, *, fresh: bool = True, floor: Floor | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        fresh: bool = True,
+        floor: Floor | None = None,
+        allowance: Allowance | None = None,
+    ) -> None:
         self.path = path
         self.size = 0
         self._hash: hashlib._Hash | None = hashlib.sha256()
         self._fd: int | None = None
         self._floor = floor
         self._budget = 0  # bytes that may be written before free space is probed again
+        self._allowance = allowance
+        self._held = 0  # bytes on disk, as taken from the allowance
         if fresh:
             path.write_bytes(b"")
 
     @classmethod
-    async def reopen(cls, path: Path, floor: Floor | None = None) -> Spool | None:
-        """The spool a restarted proxy finds, hashed again; None when its file is gone."""
+    async def reopen(
+        cls, path: Path, floor: Floor | None = None, allowance: Allowance | None = None
+    ) -> Spool | None:
+        """The spool a restarted proxy finds, hashed again; None when its file is gone.
+        Its bytes count against ``allowance`` whatever the cap: they are held already."""
         hashed = await asyncio.to_thread(_hash_file, path)
         if hashed is None:
             return None
         spool = cls(path, fresh=False, floor=floor)
         spool._hash, spool.size = hashed
+        spool._allowance = allowance
+        if allowance is not None:
+            allowance.give(-spool.size)  # counted, never refused
+            spool._held = spool.size
         return spool
+
+    def _hold(self, size: int) -> None:
+        """What the spool holds on disk is now ``size``: the allowance follows."""
+        if self._allowance is not None and size != self._held:
+            self._allowance.give(self._held - size)
+        self._held = size
 
     @property
     def lost(self) -> bool:
@@ -179,11 +221,18 @@ class Spool:
             self.size += len(piece)
             return
         self._keep_floor(len(piece))
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-        view = memoryview(piece)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        if self._allowance is not None:
+            self._allowance.take(len(piece), own=self._held)  # before a byte is written
+            self._held += len(piece)
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            view = memoryview(piece)
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError:
+            self._hold(self.size)  # the caller rolls back or loses what did reach disk
+            raise
         self._hash.update(piece)
         self.size += len(piece)
 
@@ -212,12 +261,14 @@ class Spool:
             return  # lost since: nothing kept to cut
         os.truncate(self.path, mark.size)
         self._hash = mark.hasher.copy()
+        self._hold(mark.size)
 
     def lose(self) -> None:
         """Stop keeping bytes (the disk is full); what passed is still counted."""
         self.pause()
         self._hash = None
         self.path.unlink(missing_ok=True)
+        self._hold(0)
         log.warning("upload spool %s: no room on the cache disk; bytes not kept", self.path.name)
 
     def pause(self) -> None:
@@ -254,6 +305,12 @@ class Spool:
         self.pause()
         self._hash = None
         self.path.unlink(missing_ok=True)
+        self._hold(0)
+
+    def hand_over(self) -> None:
+        """The file is the cache's now (or gone with it): the spool holds nothing."""
+        self.pause()
+        self._hold(0)
 
 
 class UploadFiles:
@@ -264,11 +321,21 @@ class UploadFiles:
         self.root.mkdir(parents=True, exist_ok=True)
         self.floor = floor
 
-    def spool(self, upload_id: str) -> Spool:
-        return Spool(self.root / upload_id, floor=self.floor)
+    def spool(self, upload_id: str, allowance: Allowance | None = None) -> Spool:
+        return Spool(self.root / upload_id, floor=self.floor, allowance=allowance)
 
-    async def reopen(self, upload_id: str) -> Spool | None:
-        return await Spool.reopen(self.root / upload_id, self.floor)
+    async def reopen(self, upload_id: str, allowance: Allowance | None = None) -> Spool | None:
+        return await Spool.reopen(self.root / upload_id, self.floor, allowance)
+
+    def size(self, upload_id: str) -> int:
+        """The bytes a session's spool holds on disk (0: no file)."""
+        try:
+            return (self.root / upload_id).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def remove(self, upload_id: str) -> None:
+        (self.root / upload_id).unlink(missing_ok=True)
 
     def clean(self, keep: set[str]) -> int:
         """Remove files of sessions that are gone; returns how many."""

@@ -75,6 +75,20 @@ class ServerSettings:
     body_timeout: float = setting(
         60.0, parse_duration, doc="close a request whose body sends nothing for this long (0: off)"
     )
+    # A client sending one body byte per body_timeout held its connection (and upload
+    # session) for ever. As Apache's mod_reqtimeout (body=20,MinRate=500, its default):
+    # a body must arrive at body_min_rate on average, with body_rate_grace seconds of
+    # credit; 500 B/s is slower than any link a push works over (a 1 GB layer would
+    # take 23 days), yet a trickler must now spend 500 B/s per connection it holds.
+    body_min_rate: int = setting(
+        500,
+        parse_size,
+        doc="bytes per second a request body must average, after body_rate_grace of "
+        "credit, or the connection is closed (0: off)",
+    )
+    body_rate_grace: float = setting(
+        20.0, parse_duration, doc="seconds of credit a request body has against body_min_rate"
+    )
     tls_handshake_timeout: float = setting(
         10.0, parse_duration, doc="a TLS handshake must finish within this (0: off)"
     )
@@ -94,6 +108,18 @@ class ServerSettings:
     )
     max_upload_sessions_per_identity: int = setting(
         512, parse_positive_int, doc="upload sessions one identity has open at once"
+    )
+    # One identity's unfinished pushes could otherwise spool the cache disk down to
+    # cache.min_free, and then nobody's push or fill finds room. 20 GiB: docker pushes
+    # 5 layers at once, so five 4 GiB layers fit, and two identities at their cap leave
+    # most of the default 50 GiB cache alone. A blob larger than the cap cannot be
+    # pushed through the proxy (its spool holds it whole), so raise it for huge layers.
+    max_upload_bytes_per_identity: int = setting(
+        20 * 1024**3,
+        parse_size,
+        doc="bytes one identity's unfinished uploads may hold on disk; more are answered "
+        "429 (a single larger blob 413); all clients are one identity without client "
+        "auth; 0: no cap",
     )
     # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told: any local process could
     # then name itself anew to dodge the failed-login throttle (proxy/commands/serve.py).

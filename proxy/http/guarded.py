@@ -17,6 +17,11 @@ connection:
 - closes it when a request body sent nothing for ``server.body_timeout`` while the
   app waited for it (the app then sees a disconnect); a body the app is slow to read
   (reading paused) is not the client's fault and is not timed;
+- closes it when a body, from its first byte, arrives slower than
+  ``server.body_min_rate`` on average with ``server.body_rate_grace`` seconds of credit
+  (Apache's mod_reqtimeout ``MinRate``): it must be in by first byte + grace +
+  bytes / rate, not counting time reading was paused. A client sending a byte just
+  inside ``body_timeout`` otherwise held its connection and upload session for ever;
 - closes it when the client took no byte of an answer for ``server.send_timeout``
   (uvicorn's writes: its write buffer stayed full; zero-copy file sends: the socket
   stayed unwritable, ``proxy.http.sendfile``).
@@ -34,7 +39,7 @@ import math
 import ssl
 from typing import Any, ClassVar
 
-from proxy.http.limits import ConnectionLimits, Connections
+from proxy.http.limits import BodyRate, ConnectionLimits, Connections
 from proxy.http.server import ZeroCopyCycle, ZeroCopyProtocol, write_error
 from proxy.oci.errors import ErrorCode, RegistryError
 
@@ -42,6 +47,7 @@ log = logging.getLogger("gar_proxy.connections")
 # Phases of a connection; only the first three have a deadline.
 IDLE, HEADERS, BODY, BUSY = "idle", "headers", "body", "busy"
 _TIMED_OUT = {IDLE: "idle", HEADERS: "header timeout", BODY: "body timeout"}
+TOO_SLOW = "body under server.body_min_rate"
 
 
 class GuardedProtocol(ZeroCopyProtocol):
@@ -61,6 +67,7 @@ class GuardedProtocol(ZeroCopyProtocol):
         self._early: list[bytes] = []
         self._raw: list[bytes] | None = None
         self._handshaking: asyncio.Task[None] | None = None  # kept: a task needs a holder
+        self._body = BodyRate()
 
     @property
     def limits(self) -> ConnectionLimits:
@@ -164,6 +171,7 @@ class GuardedProtocol(ZeroCopyProtocol):
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
+        self._body = BodyRate()
         self._expect(BODY, self.limits.body_timeout)
         cycle = self.cycle
         if isinstance(cycle, ZeroCopyCycle):  # its file sends wait on the socket themselves
@@ -175,8 +183,15 @@ class GuardedProtocol(ZeroCopyProtocol):
 
     def on_body(self, body: bytes) -> None:
         super().on_body(body)
-        if self._phase == BODY and self.limits.body_timeout:
+        if self._phase != BODY:
+            return
+        if self.limits.body_timeout:
             self._deadline = self.loop.time() + self.limits.body_timeout
+        if self.limits.body_min_rate:
+            self._body.received(len(body), self.loop.time(), self.flow.read_paused)
+            due = self._rate_due()
+            if due != math.inf:
+                self._arm(due)  # a no-op unless it is due before the timer
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -221,11 +236,21 @@ class GuardedProtocol(ZeroCopyProtocol):
             self._timer.cancel()
             self._timer = None
 
+    def _rate_due(self) -> float:
+        """When the body must be in to average ``body_min_rate`` (inf: not timed)."""
+        if self._phase != BODY or not self.limits.body_min_rate:
+            return math.inf
+        limits = self.limits
+        return self._body.due(limits.body_min_rate, limits.body_rate_grace)
+
     def _due(self) -> tuple[float, str]:
         """When this connection must end, and why, unless it makes progress first."""
         due, reason = self._deadline, _TIMED_OUT.get(self._phase, "")
         if self._stalled is not None and self._stalled + self.limits.send_timeout < due:
             due, reason = self._stalled + self.limits.send_timeout, "send timeout"
+        rate_due = self._rate_due()
+        if rate_due < due:
+            due, reason = rate_due, TOO_SLOW
         return due, reason
 
     def _fire(self) -> None:
@@ -233,8 +258,10 @@ class GuardedProtocol(ZeroCopyProtocol):
         if self.transport.is_closing():
             return
         now = self.loop.time()
-        if self._phase == BODY and self.flow.read_paused:
-            self._deadline = now + self.limits.body_timeout  # the app is slow, not the client
+        if self._phase == BODY:
+            self._body.paused(now, self.flow.read_paused)  # that time is not the client's
+            if self.flow.read_paused and self.limits.body_timeout:
+                self._deadline = now + self.limits.body_timeout  # the app is slow
         due, reason = self._due()
         if due == math.inf:
             return

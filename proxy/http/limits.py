@@ -29,6 +29,7 @@ import collections
 import functools
 import ipaddress
 import logging
+import math
 from dataclasses import dataclass
 
 from proxy.config import ServerSettings
@@ -45,6 +46,8 @@ class ConnectionLimits:
     header_timeout: float = 20.0
     idle_timeout: float = 15.0
     body_timeout: float = 60.0
+    body_min_rate: int = 500  # bytes per second; 0: off
+    body_rate_grace: float = 20.0
     tls_handshake_timeout: float = 10.0
     send_timeout: float = 60.0
     max_connections: int = 4096
@@ -60,6 +63,8 @@ class ConnectionLimits:
             header_timeout=server.header_timeout,
             idle_timeout=server.idle_timeout,
             body_timeout=server.body_timeout,
+            body_min_rate=server.body_min_rate,
+            body_rate_grace=server.body_rate_grace,
             tls_handshake_timeout=server.tls_handshake_timeout,
             send_timeout=server.send_timeout,
             max_connections=server.max_connections,
@@ -137,3 +142,50 @@ class Connections:
             self.total,
             extra={"connections_ended": total, "connections_open": self.total},
         )
+
+
+class BodyRate:
+    """How fast one request body arrives: bytes since its first, and how long reading
+    was paused meanwhile (the app not reading: not the client's time).
+
+    >>> rate = BodyRate()
+    >>> rate.due(500, 20.0)  # no byte yet: body_timeout's business
+    inf
+    >>> rate.received(1000, now=100.0, read_paused=False)
+    >>> rate.due(500, 20.0)  # first byte + grace + 1000 / 500
+    122.0
+    >>> rate.received(100, now=110.0, read_paused=True)  # the app stopped reading
+    >>> rate.due(500, 20.0)
+    inf
+    >>> rate.paused(now=115.0, read_paused=False)  # 5 s paused: not the client's
+    >>> rate.due(500, 20.0)
+    127.2
+    """
+
+    __slots__ = ("_bytes", "_paused_for", "_paused_since", "_start")
+
+    def __init__(self) -> None:
+        self._start: float | None = None
+        self._bytes = 0
+        self._paused_for = 0.0
+        self._paused_since: float | None = None
+
+    def received(self, size: int, now: float, read_paused: bool) -> None:
+        if self._start is None:
+            self._start = now
+        self._bytes += size
+        self.paused(now, read_paused)
+
+    def paused(self, now: float, read_paused: bool) -> None:
+        """Note whether reading is paused now; a pause counts until it is seen ended
+        (a little long, in the client's favour)."""
+        if self._paused_since is not None:
+            self._paused_for += now - self._paused_since
+        self._paused_since = now if read_paused else None
+
+    def due(self, rate: int, grace: float) -> float:
+        """First byte + grace + bytes / rate, later by every pause; inf before the first
+        byte (``body_timeout`` times that) and while paused."""
+        if self._start is None or self._paused_since is not None:
+            return math.inf
+        return self._start + self._paused_for + grace + self._bytes / rate

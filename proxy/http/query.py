@@ -103,5 +103,11 @@ class Parameters:
         """``ns`` when it says something (an empty one says nothing)."""
         return self.ns or None
 
+    @property
+    def repository_choice(self) -> dict[str, str]:
+        """The parameters that chose the repository (with the path's name), for a
+        ``Link`` to another page of the same listing to carry."""
+        return {"ns": self.ns} if self.ns else {}
+
 
 EMPTY = Parameters()

@@ -51,7 +51,11 @@ async def tags(request: Request) -> Response:
     repo = await repository(request)
     query = parameters(request)
     listing = await services(request).listings.tags(
-        repo, query.n, query.last, client_name=request.path_params["name"]
+        repo,
+        query.n,
+        query.last,
+        client_name=request.path_params["name"],
+        keep=query.repository_choice,
     )
     return Response(listing.body, 200, {**listing.headers, **API_VERSION}, listing.media_type)
 

@@ -19,7 +19,8 @@ session URLs are opaque. So the client's session is the proxy's own
 
 A session is its opener's: another identity that may push the same repository finds
 no such session (as with a made-up id). Sessions open at once are bounded, in all and
-per identity (``UploadLimits``); past a bound a new one is 429 ``TOOMANYREQUESTS``.
+per identity (``UploadLimits``); past a bound a new one is 429 ``TOOMANYREQUESTS``; so
+are the bytes one identity's sessions hold (``upload_bytes``).
 
 A ``GET`` on the session reports what the proxy holds (the spool), so a client that
 lost its connection resumes from there; a restarted proxy finds its rows and spools
@@ -32,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass
 
 from proxy.cache.blobs import BlobCache
 from proxy.cache.upload_store import OPEN, SPENT, UPLOAD_TTL, UploadFiles, UploadRow, UploadTable
@@ -42,8 +42,9 @@ from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
 from proxy.services.blob_copy import check_stored
 from proxy.services.negative import BLOB, NegativeCache
+from proxy.services.upload_bytes import UploadBytes, UploadLimits
 from proxy.services.upload_flow import Intake
-from proxy.services.upload_landing import land
+from proxy.services.upload_landing import land, undo
 from proxy.services.upload_session import (
     UPLOAD_ID,
     Chunk,
@@ -60,16 +61,6 @@ DROPS_SESSION = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class UploadLimits:
-    """Sessions open at once (``server.max_upload_sessions``) and per identity
-    (``server.max_upload_sessions_per_identity``): each holds a row, a spool file and an
-    upstream session until it ends or goes untouched for ``UPLOAD_TTL``."""
-
-    total: int = 4096
-    per_owner: int = 512
-
-
 class UploadService:
     def __init__(
         self,
@@ -83,6 +74,7 @@ class UploadService:
     ) -> None:
         self.missing = missing or NegativeCache(0, clock)
         self.limits = limits or UploadLimits()
+        self.held = UploadBytes(self.limits.bytes_per_owner)
         self.registry = registry
         self.cache = cache
         self.table = table
@@ -112,10 +104,12 @@ class UploadService:
         """Before a new session for ``owner`` is opened upstream: forget stale ones,
         then refuse when the bounds are reached (nothing asked upstream)."""
         await self._forget_stale()
-        if len(self._live) >= self.limits.total:
-            what = f"{len(self._live)} upload sessions are open"
+        open_now = len(self._live) + self.held.resting()  # resting: found at start-up
+        if open_now >= self.limits.total:
+            what = f"{open_now} upload sessions are open"
             raise self._too_many(what, "server.max_upload_sessions")
         mine = sum(1 for session in self._live.values() if session.row.owner == owner)
+        mine += self.held.resting(owner)
         if mine >= self.limits.per_owner:
             what = f"{owner} has {mine} upload sessions open"
             raise self._too_many(what, "server.max_upload_sessions_per_identity")
@@ -135,7 +129,7 @@ class UploadService:
         row = UploadRow(
             uuid.uuid4().hex, repo.path, repo.location, progress.url, OPEN, now, now, owner
         )
-        spool = self.files.spool(row.id)
+        spool = self.files.spool(row.id, self.held.account(owner))
         await self.table.put(row)
         session = Session(row, spool, chunk_min_length=progress.chunk_min_length)
         self._live[row.id] = session
@@ -159,8 +153,10 @@ class UploadService:
         if row is None or row.repo != repo.path or row.owner != owner:
             raise unknown_upload(upload_id)  # a row from before owners is nobody's
         if row.updated < self.clock.time() - UPLOAD_TTL:
+            await self._forget_resting(upload_id)
             raise unknown_upload(upload_id)
-        spool = await self.files.reopen(upload_id)
+        spool = await self.files.reopen(upload_id, self.held.account(owner))
+        self.held.wake(upload_id)  # its spool counts it from here
         if spool is None:  # its bytes are gone: the session cannot go on
             await self.table.delete(upload_id)
             raise unknown_upload(upload_id)
@@ -168,11 +164,25 @@ class UploadService:
         log.info("upload %s restored at offset %d", upload_id, spool.size)
         return session
 
+    async def rest_found(self) -> None:
+        """Start-up: the sessions on disk count against their owners' bytes (and
+        sessions) before anyone resumes them."""
+        for upload_id, owner, updated in await self.table.owners():
+            self.held.rest(upload_id, owner, self.files.size(upload_id), updated)
+
     async def _forget_stale(self) -> None:
         cutoff = self.clock.time() - UPLOAD_TTL
         for session in [s for s in self._live.values() if s.row.updated < cutoff]:
             if not session.lock.locked():
                 await self._drop(session)
+        for upload_id in self.held.stale(cutoff):
+            await self._forget_resting(upload_id)
+
+    async def _forget_resting(self, upload_id: str) -> None:
+        """A session found at start-up that expired before anyone resumed it."""
+        self.held.wake(upload_id)
+        await self.table.delete(upload_id)
+        self.files.remove(upload_id)
 
     def _alive(self, session: Session) -> None:
         """The session may have finished or been dropped while a request waited."""
@@ -187,6 +197,7 @@ class UploadService:
             self._alive(session)
             expected = check_span(session, chunk)
             if chunk.body is not None:
+                self._room_for(session, chunk, expected)
                 if expected is None and session.offset == 0 and session.upstream_open:
                     await self._write_through(session, chunk)
                 else:
@@ -204,6 +215,8 @@ class UploadService:
             try:
                 if chunk.body is None:
                     await self._check_complete(session, digest)  # before any upstream write
+                else:
+                    self._room_for(session, chunk, expected)
                 stored = await land(self, session, digest, chunk, expected)
                 await check_stored(self.registry, repo, digest, stored)
             except RegistryError as error:
@@ -224,6 +237,12 @@ class UploadService:
         except BaseException:
             await self.abandon(session)
             raise
+
+    def _room_for(self, session: Session, chunk: Chunk, expected: int | None) -> None:
+        """A body whose length is known is refused before a byte of it is read when
+        its owner's spools cannot hold it (``upload_bytes``); others, at the piece."""
+        owner = session.row.owner or ""
+        self.held.check(owner, expected or chunk.length, own=session.offset)
 
     async def progress(self, session: Session) -> UploadState:
         """GET on a session: the bytes the proxy holds (nothing is asked upstream)."""
@@ -252,14 +271,16 @@ class UploadService:
         row.upstream = SPENT  # a crash mid-write leaves it so: never written to again
         await self.table.put(row)
         assert chunk.body is not None
+        mark = session.spool.mark()
         intake = Intake(chunk.body, session.spool, upstream_too=True)
         try:
             progress = await self.registry.write_upload(
                 row.repository, row.upstream_url, intake.pieces(), chunk.length
             )
         except RegistryError as error:
-            if intake.failure is not None:
-                raise intake.failure from None  # the client left: what arrived is kept
+            if intake.failure is not None:  # the client left (what arrived is kept), or
+                undo(session.spool, mark, intake.failure)  # its allowance ran out
+                raise intake.failure from None
             log.warning(
                 "upload %s: upstream did not take the streamed write (%s); the blob goes "
                 "to a fresh upstream session when it is complete", session.id, error.code.wire,
@@ -340,7 +361,7 @@ class UploadService:
         await self.table.delete(session.id)
         spool = session.spool
         if not spool.lost and await spool.matches(digest):
-            spool.pause()
+            spool.hand_over()  # the cache's bytes now, not the uploader's
             await self.cache.admit(spool.path, digest, spool.size)
             return
         spool.discard()

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import quote
 
 from proxy.cache.catalog import repositories
 from proxy.cache.index import CacheIndex
 from proxy.oci.errors import ErrorCode, RegistryError
+from proxy.oci.links import next_link
 
 # Without ?n= the whole list, up to this many (distribution's default page is 100).
 MAX_PAGE = 1000
@@ -55,5 +55,5 @@ async def catalog(
     page = names[:size]
     headers = {}
     if len(names) > size and page:
-        headers["Link"] = f'</v2/_catalog?n={size}&last={quote(page[-1], safe="")}>; rel="next"'
+        headers["Link"] = next_link("/v2/_catalog", {}, str(size), page[-1])
     return CatalogPage(json.dumps({"repositories": page}).encode(), headers)

@@ -23,7 +23,7 @@ from proxy.config import Settings
 from proxy.gar.repositories import RepositoryApi
 from proxy.gar.vulnerabilities import VulnerabilityClient
 from proxy.metrics import Metrics
-from proxy.services.blob_uploads import UploadLimits, UploadService
+from proxy.services.blob_uploads import UploadService
 from proxy.services.blobs import BlobService
 from proxy.services.gate import VulnerabilityGate
 from proxy.services.instrument import instrument
@@ -35,6 +35,7 @@ from proxy.services.mirrors import MirrorTable
 from proxy.services.mounts import MountService
 from proxy.services.negative import NegativeCache
 from proxy.services.repository_checks import RepositoryChecks
+from proxy.services.upload_bytes import UploadLimits
 from proxy.upstream.auth import AccessTokens
 from proxy.upstream.client import Upstream
 from proxy.upstream.google_api import GoogleApi
@@ -176,8 +177,11 @@ def build(
     blobs = BlobService(cache, registry, metrics, offline=offline, missing=missing, shared=shared)
     upload_table = UploadTable(index.db)
     upload_files = UploadFiles(cache_settings.dir, floor=cache)  # cache.min_free holds
+    server = settings.server
     limits = UploadLimits(
-        settings.server.max_upload_sessions, settings.server.max_upload_sessions_per_identity
+        server.max_upload_sessions,
+        server.max_upload_sessions_per_identity,
+        server.max_upload_bytes_per_identity,
     )
     uploads = UploadService(registry, cache, upload_table, upload_files, clock, missing, limits)
     mounts = MountService(registry, cache, blobs, uploads, gar=gar, offline=offline)
@@ -263,6 +267,7 @@ async def _recover(services: Services, lock: CacheLock, stack: AsyncExitStack) -
         session.forget(crashed)
         uploads = services.uploads
         await recover_uploads(uploads.table, uploads.files, services.clock.time())
+        await uploads.rest_found()  # what survived counts against its owner again
     else:
         log.info("cache %s is open in another process: no recovery", root)
     lock.opened()

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from urllib.parse import parse_qsl, urlsplit
+from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
 
 from proxy.cache.index import CacheIndex
 from proxy.clock import SYSTEM, Clock
 from proxy.config import CacheSettings
 from proxy.oci.digest import Digest
 from proxy.oci.errors import ErrorCode, RegistryError
+from proxy.oci.links import next_link, next_target, page_size
 from proxy.oci.names import Repository
 from proxy.upstream.registry import Document, ListingTooLarge, Registry
 
@@ -54,8 +55,17 @@ class ListingService:
         self._warned: set[str] = set()
 
     async def tags(
-        self, repo: Repository, n: str | None, last: str | None, *, client_name: str
+        self,
+        repo: Repository,
+        n: str | None,
+        last: str | None,
+        *,
+        client_name: str,
+        keep: Mapping[str, str] = MappingProxyType({}),
     ) -> Listing:
+        """A page of ``repo``'s tags; its ``Link`` names the proxy's own
+        ``/v2/<client_name>/tags/list`` with ``keep`` (the query parameters that chose
+        ``repo``, so the next page is of the same repository) and ``n``/``last``."""
         params = {k: v for k, v in (("n", n), ("last", last)) if v}
         # Only the whole list is kept (for outages): one row per repository, however
         # many n/last pages clients ask for.
@@ -80,9 +90,11 @@ class ListingService:
                 raise
             body = json.dumps({"name": repo.path, "tags": local}).encode()
             return Listing("application/json", body, {})
-        next_link = listing.headers.pop("link", None)
-        if next_link:
-            listing.headers["Link"] = _rewrite_link(next_link, client_name)
+        upstream_link = listing.headers.pop("link", None)
+        if upstream_link:
+            link = _next_page_link(upstream_link, listing.body, n, client_name, keep)
+            if link:
+                listing.headers["Link"] = link
         elif not params:
             self._warn_at_gar_limit(repo, listing.body)
         return listing
@@ -141,9 +153,28 @@ class ListingService:
         return Listing(document.media_type, document.body, headers)
 
 
-def _rewrite_link(link: str, client_name: str) -> str:
-    """Point upstream's ``Link: <...?n=&last=>`` at the proxy; the query is all we keep."""
-    target = link.split(">")[0].lstrip("<")
-    query = dict(parse_qsl(urlsplit(target).query))
-    keep = "&".join(f"{k}={query[k]}" for k in ("n", "last") if k in query)
-    return f'</v2/{client_name}/tags/list?{keep}>; rel="next"'
+def _next_page_link(
+    upstream: str, body: bytes, n: str | None, client_name: str, keep: Mapping[str, str]
+) -> str | None:
+    """Upstream's next page as a ``Link`` to the proxy (never upstream's URL, which a
+    client cannot reach with its credentials). ``n`` is upstream's (it may have asked a
+    page size of its own), else the client's; ``last`` is upstream's, else this page's
+    last tag (the spec's rule for building the next request). None when there is no
+    next page to name: no ``rel="next"``, ``n=0`` (the spec forbids a Link then), or
+    neither a ``last`` nor a tag on the page."""
+    target = next_target(upstream)
+    if target is None or n == "0":
+        return None
+    last = target.get("last") or _last_tag(body)
+    if not last:
+        return None
+    size = page_size(target.get("n")) or n
+    return next_link(f"/v2/{client_name}/tags/list", keep, size, last)
+
+
+def _last_tag(body: bytes) -> str | None:
+    try:
+        tags = json.loads(body).get("tags") or []
+    except (ValueError, AttributeError):
+        return None
+    return tags[-1] if tags and isinstance(tags[-1], str) else None

@@ -18,10 +18,10 @@ import platform
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 from proxy.clock import SYSTEM, Clock
 from proxy.config.values import WarmSchedule
+from proxy.oci.links import next_target
 from proxy.oci.names import ImageReference
 from proxy.oci.platform import Platform, normalize_arch
 from proxy.services import warm_files
@@ -60,11 +60,9 @@ async def matching_tags(services: Services, entry: WarmSchedule) -> list[str]:
 
 def _next_page(link: str | None) -> tuple[str | None, str | None] | None:
     """(n, last) of a ``Link: </v2/...?n=N&last=T>; rel="next"``; None without one."""
-    if not link:
-        return None
-    query = parse_qs(urlsplit(link.split(">")[0].lstrip("<")).query)
-    last = query.get("last", [None])[0]
-    return (query.get("n", [None])[0], last) if last else None
+    target = next_target(link)
+    last = target.get("last") if target else None
+    return (target.get("n"), last) if target and last else None
 
 
 async def warm_once(services: Services, entry: WarmSchedule) -> int:

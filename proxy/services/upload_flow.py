@@ -90,6 +90,8 @@ class Intake:
                 raise self._fail(RegistryError(ErrorCode.SIZE_INVALID, message))
             try:
                 self.spool.write(piece)
+            except RegistryError as error:  # past the identity's allowance: nothing taken
+                raise self._fail(error) from None
             except OSError as error:
                 if not self.upstream_too:
                     message = f"no room on the cache disk to hold the upload ({error.strerror})"

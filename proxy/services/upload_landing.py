@@ -62,12 +62,17 @@ async def land(
             return await registry.commit_upload(repo, row.upstream_url, digest, body, length)
         except Exception as error:
             if intake is not None and intake.failure is not None:
-                _undo(spool, mark, intake.failure)
+                undo(spool, mark, intake.failure)
                 raise intake.failure from None
             if not isinstance(error, RegistryError):
                 raise
             if intake is not None:
-                await intake.drain()  # the client's rest: the next attempt replays it
+                try:
+                    await intake.drain()  # the client's rest: the next attempt replays it
+                except Exception:
+                    if intake.failure is not None:
+                        undo(spool, mark, intake.failure)
+                    raise
             if error.code not in FRESH_MAY_HELP or spool.lost or attempt == ATTEMPTS:
                 raise
             _again(session, error)
@@ -103,9 +108,9 @@ def _matches(spool: Spool, digest: Digest) -> Callable[[], Awaitable[None]]:
     return check
 
 
-def _undo(spool: Spool, mark: Mark, failure: Exception) -> None:
-    """A final chunk refused for its size leaves no trace; one the client cut off is
-    kept (the client can ask where it stands and go on)."""
+def undo(spool: Spool, mark: Mark, failure: Exception) -> None:
+    """A body refused (for its size, or past its owner's allowance) leaves no trace;
+    one the client cut off is kept (the client can ask where it stands and go on)."""
     if getattr(failure, "code", None) is not ErrorCode.CLIENT_GONE:
         spool.rollback(mark)
 

@@ -17,11 +17,12 @@ import pytest
 from proxy.cache.blobs import BlobCache
 from proxy.cache.index import CacheIndex
 from proxy.cache.store import BlobStore
-from proxy.cache.upload_store import Spool, UploadFiles, UploadTable
+from proxy.cache.upload_store import Allowance, Spool, UploadFiles, UploadTable
 from proxy.clock import ManualClock
 from proxy.oci.digest import Digest
 from proxy.oci.errors import ErrorCode, RegistryError
-from proxy.services.blob_uploads import UploadLimits, UploadService
+from proxy.services.blob_uploads import UploadService
+from proxy.services.upload_bytes import UploadLimits
 from proxy.services.upload_session import Chunk, Session
 from tests.services.test_in_memory import OWNER, REPO, World
 
@@ -46,8 +47,8 @@ class FullFiles(UploadFiles):
         super().__init__(root)
         self.room = room
 
-    def spool(self, upload_id: str) -> Spool:
-        spool = FullSpool(self.root / upload_id)
+    def spool(self, upload_id: str, allowance: Allowance | None = None) -> Spool:
+        spool = FullSpool(self.root / upload_id, allowance=allowance)
         spool.room = self.room
         return spool
 
