@@ -46,6 +46,8 @@ over it, since it is on by default.
 from __future__ import annotations
 
 from proxy.upstream.lean.bodies import DirectBody, ParsedBody
-from proxy.upstream.lean.transport import BODY, LEAN, LeanTransport, lean_ssl_context
+from proxy.upstream.lean.transport import BODY, LEAN, SEND, LeanTransport, lean_ssl_context
 
-__all__ = ["BODY", "LEAN", "DirectBody", "LeanTransport", "ParsedBody", "lean_ssl_context"]
+__all__ = [
+    "BODY", "LEAN", "SEND", "DirectBody", "LeanTransport", "ParsedBody", "lean_ssl_context",
+]  # fmt: skip
