@@ -33,6 +33,8 @@ resolves against it) and says whether it names the same place; ``cursor_link`` a
 NextPage(query=(('c', 'x+y'),), elsewhere=None)
 >>> next_page('<https://evil.example/v2/p/r/i/referrers/sha256:ab?c=1>; rel="next"', asked)
 NextPage(query=(), elsewhere='https://evil.example/v2/p/r/i/referrers/sha256:ab')
+>>> next_page('<https://us-docker.pkg.dev:x/v2/p?c=1>; rel="next"', asked).elsewhere
+'https://us-docker.pkg.dev:x/v2/p'
 >>> cursor(cursor_link((("c", "x+y"),)))
 (('c', 'x+y'),)
 >>> page_link("/v2/library/a/referrers/sha256:ab", {"ns": "docker.io"}, (("ns", "x"), ("c", "1")))
@@ -46,7 +48,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urljoin, urlsplit
+from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlencode, urljoin, urlsplit
 
 # One link-value of RFC 8288: <target> then ;-parameters up to the next link or the end.
 # A target holds no ">" (RFC 3986 URIs cannot), and a parameter no "<".
@@ -106,13 +108,18 @@ def next_page(header: str | None, asked: str) -> NextPage | None:
     if target is None:
         return None
     url = urlsplit(urljoin(asked, target))
-    here = urlsplit(asked)
-    if (url.scheme, url.hostname, url.port, unquote(url.path)) != (
-        here.scheme, here.hostname, here.port, unquote(here.path)
-    ):  # fmt: skip
+    if _place(url) != _place(urlsplit(asked)):
         return NextPage((), f"{url.scheme}://{url.netloc.rpartition('@')[2]}{url.path}")
     query = _query(url.geturl())
     return NextPage(query) if query else None
+
+
+def _place(url: SplitResult) -> tuple[str, str | None, int | None, str] | None:
+    """Scheme, host, port and path; None when the port is not a port (no place)."""
+    try:
+        return url.scheme, url.hostname, url.port, unquote(url.path)
+    except ValueError:
+        return None
 
 
 def cursor_link(query: tuple[tuple[str, str], ...]) -> str:
