@@ -298,13 +298,14 @@ CHECKS: dict[str, Callable[[FakeGAR, httpx.Client], None]] = {
 }  # fmt: skip
 # Rows whose fake code is not a registry answer a default fake gives (credentials
 # fakes, the preview's semantics), held by their own tests instead.
+# N8 (referrers pages) is a knob; its tests follow the proxy's Links.
 # Upload and download rows whose fake code is a knob (another host, an expiry, a cut, a
 # refused mount) or whose point is what the proxy does, and the quota rows (the fake
 # enforces no quota), are held by the proxy's own tests named in the row.
 # A12, A13, U13 and D6 are open behaviours the GAR twin tries every answer of (tests/twin/).
 ELSEWHERE = {"A2", "R8", "R9", "R10", "R11", "R12", "R13", "U2", "U4", "U6", "U8", "U9", "U10",
              "U11", "U12", "U13", "D2", "D3", "D5", "D6", "A12", "A13", "Q1", "Q2",
-             "Q3"}  # fmt: skip
+             "Q3", "N8"}  # fmt: skip
 
 
 @pytest.mark.parametrize("row", sorted(CHECKS))

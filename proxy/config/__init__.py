@@ -1,9 +1,11 @@
 """Settings: declared once, built once from TOML, then environment, then CLI flags;
 frozen; each component is passed its own section(s).
 
-- ``groups``: every setting, one frozen dataclass per TOML section (``server``,
-  ``upstream``, ``gcp``, ``routing``, ``transport``, ``quotas``, ``apis``, ``cache``,
-  ``access``, ``tls``, ``vulnerability_gate``), each field with its parser and doc;
+- ``sections``: every setting, one frozen dataclass per TOML section, each field with
+  its parser and doc: ``listener`` (``server``, ``access``, ``tls``), ``upstream``
+  (``upstream``, ``gcp``, ``routing``, ``transport``, ``quotas``, ``apis``), ``cache``,
+  ``gate`` (``vulnerability_gate``); ``groups``: the sections in order, ``Settings``,
+  ``SPECS``;
 - ``fields``: how a setting is declared (``setting``) and read back (``Spec``);
 - ``values``: the parsers and the value types (``Route``, ``Mirror``, ...);
   ``tag_policies``: the ``[[tag_policies]]`` rules;

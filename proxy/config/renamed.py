@@ -4,7 +4,7 @@ The ``[upstream]`` section once held 32 keys of six concerns; its routing, trans
 quota and API keys moved to sections of their own (``MOVED``), and every setting lost
 the second environment names it had grown (``RENAMED_ENV``). A setting keeps one
 environment name, ``GAR_PROXY_<SECTION>_<KEY>``, plus the original design's and
-Google's own (declared beside it in ``proxy.config.groups``). An old spelling stops
+Google's own (declared beside it in ``proxy.config.sections``). An old spelling stops
 start-up with one line naming the new one, so nobody's setting is silently ignored::
 
     >>> print(env_error("GAR_PROXY_POOL_SIZE"))  # doctest: +NORMALIZE_WHITESPACE

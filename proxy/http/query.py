@@ -22,6 +22,17 @@ proxy.oci.errors.RegistryError: query parameter 'ns' given 2 times; give it once
 Traceback (most recent call last):
 ...
 proxy.oci.errors.RegistryError: n must be a number of 1 to 9 digits, got '²'
+
+A route that passes its query upstream (a referrers page: upstream's cursor is opaque,
+``proxy.oci.links``) acts on every parameter, so ``passed_on`` holds each of those to
+the same rule:
+
+>>> Parameters.parse(b"ns=docker.io&artifactType=a%2Fb&c=1").passed_on()
+{'artifactType': 'a/b', 'c': '1'}
+>>> Parameters.parse(b"c=1&c=2").passed_on()
+Traceback (most recent call last):
+...
+proxy.oci.errors.RegistryError: query parameter 'c' given 2 times; give it once
 """
 
 from __future__ import annotations
@@ -64,6 +75,8 @@ class Parameters:
     artifact_type: str | None = None
     wait: str | None = None
     blobs: str | None = None  # purge's ?blobs=true
+    # Every parameter, in order, as sent: for a route that passes them on.
+    pairs: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def parse(cls, query: bytes) -> Parameters:
@@ -74,29 +87,26 @@ class Parameters:
                 ErrorCode.QUERY_INVALID, f"query string over {MAX_QUERY_BYTES} bytes"
             )
         found: dict[str, str] = {}
-        counts: dict[str, int] = {}
         text = query.decode("latin-1")
-        for name, value in parse_qsl(text, keep_blank_values=True, errors="replace"):
+        pairs = tuple(parse_qsl(text, keep_blank_values=True, errors="replace"))
+        for name, value in pairs:
             field = FIELDS.get(name)
-            if field is None:
-                continue
-            counts[name] = counts.get(name, 0) + 1
-            found[field] = value
-        repeated = sorted(name for name, count in counts.items() if count > 1)
-        if repeated:
-            name = repeated[0]
-            raise RegistryError(
-                ErrorCode.QUERY_INVALID,
-                f"query parameter {name!r} given {counts[name]} times; give it once",
-                detail={"parameter": name},
-            )
+            if field is not None:
+                found[field] = value
+        _once([name for name, _ in pairs if name in FIELDS])
         n = found.get("n")
         if n and not _PAGE_SIZE.fullmatch(n):
             raise RegistryError(
                 ErrorCode.PAGINATION_NUMBER_INVALID,
                 f"n must be a number of 1 to 9 digits, got {n[:20]!r}",
             )
-        return cls(**found)
+        return cls(**found, pairs=pairs)
+
+    def passed_on(self) -> dict[str, str]:
+        """Every parameter but ``ns`` (which chose the repository), in the order sent,
+        for a route that passes its query upstream; each once, or a 400."""
+        _once([name for name, _ in self.pairs])
+        return {name: value for name, value in self.pairs if name != "ns"}
 
     @property
     def namespace(self) -> str | None:
@@ -111,3 +121,19 @@ class Parameters:
 
 
 EMPTY = Parameters()
+
+
+def _once(names: list[str]) -> None:
+    """A parameter the proxy acts on, given twice, is a 400 naming the first such."""
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    repeated = sorted(name for name, count in counts.items() if count > 1)
+    if repeated:
+        name = repeated[0]
+        shown = name[:64]  # a passed-on name is the client's: up to the query's size
+        raise RegistryError(
+            ErrorCode.QUERY_INVALID,
+            f"query parameter {shown!r} given {counts[name]} times; give it once",
+            detail={"parameter": shown},
+        )

@@ -61,10 +61,17 @@ async def tags(request: Request) -> Response:
 
 
 async def referrers(request: Request) -> Response:
+    """Upstream's query (its cursor) is passed on: every parameter is read, once."""
     digest = Digest.parse(request.path_params["digest"])
+    query = parameters(request)
+    passed_on = query.passed_on()
     repo = await repository(request)
     listing = await services(request).listings.referrers(
-        repo, digest, parameters(request).artifact_type
+        repo,
+        digest,
+        passed_on,
+        client_name=request.path_params["name"],
+        keep=query.repository_choice,
     )
     return Response(listing.body, 200, {**listing.headers, **API_VERSION}, listing.media_type)
 

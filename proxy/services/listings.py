@@ -18,7 +18,7 @@ from proxy.clock import SYSTEM, Clock
 from proxy.config import CacheSettings
 from proxy.oci.digest import Digest
 from proxy.oci.errors import ErrorCode, RegistryError
-from proxy.oci.links import next_link, next_target, page_size
+from proxy.oci.links import cursor, next_link, next_target, page_link, page_size
 from proxy.oci.names import Repository
 from proxy.upstream.registry import Document, ListingTooLarge, Registry
 
@@ -119,15 +119,33 @@ class ListingService:
         )  # fmt: skip
 
     async def referrers(
-        self, repo: Repository, digest: Digest, artifact_type: str | None
+        self,
+        repo: Repository,
+        digest: Digest,
+        query: Mapping[str, str],
+        *,
+        client_name: str,
+        keep: Mapping[str, str] = MappingProxyType({}),
     ) -> Listing:
-        params = {"artifactType": artifact_type} if artifact_type else {}
-        key = f"referrers:{repo}@{digest}?{artifact_type or ''}"
-        return await self._fetch(
+        """A page of the referrers of ``digest``. ``query`` (the client's, less what
+        chose ``repo``: ``artifactType``, and upstream's own cursor when the client
+        follows a ``Link``) goes upstream as it is; the answer's ``Link`` names the
+        proxy's ``/v2/<client_name>/referrers/<digest>`` with ``keep`` and that cursor,
+        so a client pages the same repository on the spelling it used."""
+        params = {k: v for k, v in query.items() if v or k != "artifactType"}
+        # Only first pages are kept (for outages), one per filter: a cursor is upstream's.
+        first = set(params) <= {"artifactType"}
+        key = f"referrers:{repo}@{digest}?{params.get('artifactType', '')}" if first else None
+        listing = await self._fetch(
             lambda: self.registry.referrers(repo, digest, params, self.limit),
             key,
             fresh_for=self.settings.tag_ttl,
         )
+        upstream = cursor(listing.headers.pop("link", None))
+        if upstream:
+            path = f"/v2/{client_name}/referrers/{digest}"
+            listing.headers["Link"] = page_link(path, keep, upstream)
+        return listing
 
     async def _fetch(
         self, fetch: Callable[[], Awaitable[Document]], key: str | None, *, fresh_for: float

@@ -55,8 +55,8 @@ async def land(
     intake = None if chunk.body is None else Intake(chunk.body, spool, expected, upstream_too=True)
     for attempt in range(1, ATTEMPTS + 1):
         if not session.upstream_open:
-            await service.renew(session)
-        await service.spend(session)
+            await service.book.renew(session)
+        await service.book.spend(session)
         body, length = _body(spool, mark, intake, chunk.length, _matches(spool, digest))
         try:
             return await registry.commit_upload(repo, row.upstream_url, digest, body, length)

@@ -30,6 +30,7 @@ from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.oci.names import Repository
 from proxy.upstream import errors
 from proxy.upstream.client import Upstream
+from proxy.upstream.registry_pages import NextPages
 from proxy.upstream.registry_stream import BlobStream, ManifestStream, error_body, header_digest
 from proxy.upstream.registry_uploads import Body, UploadCalls, UploadProgress
 from proxy.upstream.resumable import ResumingBlobStream
@@ -153,6 +154,7 @@ def _accept(accept: tuple[str, ...]) -> dict[str, str]:
 class RegistryClient(UploadCalls):
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
+        self._next_pages = NextPages()
 
     async def _fail(
         self, response: httpx.Response, not_found: ErrorCode = ErrorCode.NAME_UNKNOWN
@@ -254,10 +256,18 @@ class RegistryClient(UploadCalls):
     async def referrers(
         self, repo: Repository, digest: Digest, params: Mapping[str, str], limit: int
     ) -> Document:
-        return await self._document(repo, f"/referrers/{digest}", params, limit)
+        """The index; its ``link``, if any, is upstream's next page as a ``cursor_link``
+        (its query, for the same path): one to anywhere else is dropped."""
+        return await self._document(repo, f"/referrers/{digest}", params, limit, cursor=True)
 
     async def _document(
-        self, repo: Repository, path: str, params: Mapping[str, str], limit: int
+        self,
+        repo: Repository,
+        path: str,
+        params: Mapping[str, str],
+        limit: int,
+        *,
+        cursor: bool = False,
     ) -> Document:
         response = await self.upstream.send("GET", repo, path, params=params, stream=True)
         if response.status_code != 200:
@@ -270,5 +280,7 @@ class RegistryClient(UploadCalls):
             for name in ("link", "oci-filters-applied")
             if name in response.headers
         }
+        if cursor and "link" in headers:
+            self._next_pages.keep(headers, str(response.url))
         media_type = response.headers.get("content-type", "application/json").split(";")[0]
         return Document(media_type, body, headers)

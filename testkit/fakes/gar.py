@@ -164,6 +164,12 @@ class FakeGAR(
         self.tag_list_limit = 10_000  # N4: GAR's Docker API lists at most this many
         self.repository_challenge_service = True  # A1: seen in 2021; today's is unknown
         self.referrers_api = referrers_api
+        # Whether and how GAR pages a referrers index is unknown (docs/GAR.md N8): by
+        # default one answer holds them all; with a size, pages linked by an opaque
+        # cursor, the Link on ``referrers_link_host`` when set (a link elsewhere).
+        self.referrers_page_size: int | None = None
+        self.referrers_link_host: str | None = None
+        self.referrers_queries: list[str] = []  # each referrers request's raw query
         self.upload_state_query = upload_state_query
         self.upload_chunk_min_length: int | None = None  # sent as OCI-Chunk-Min-Length
         self.absolute_locations = absolute_locations

@@ -8,10 +8,12 @@ and blobs (a GET is sent on to a signed download, ``gar_downloads``), and lists 
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -30,6 +32,10 @@ from testkit.fakes.gar_model import (
 )
 from testkit.fakes.gar_shapes import SCHEMA1, SCHEMA1_SIGNED, Schema1Digest, manifest_digest
 
+# Starts every cursor with "+/" (base64 of these bits), and its length pads it with "=":
+# the three characters a query's encoding and decoding get wrong.
+_CURSOR_HEAD = b"\xfb\xff"
+
 
 class RegistryApiMixin:
     """Manifest, blob, tag-list and referrers routes; part of ``FakeGAR``."""
@@ -38,6 +44,9 @@ class RegistryApiMixin:
     absolute_locations: bool
     chunk_size: int
     referrers_api: bool
+    referrers_page_size: int | None
+    referrers_link_host: str | None
+    referrers_queries: list[str]
     _blobs: dict[str, Buffer]
     _lock: threading.RLock
     schema1_digest: Schema1Digest
@@ -255,9 +264,39 @@ class RegistryApiMixin:
             if stored.annotations:
                 descriptor["annotations"] = stored.annotations
             descriptors.append(descriptor)
-        body = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": descriptors})
         headers = {"OCI-Filters-Applied": "artifactType"} if wanted else {}
+        self.referrers_queries.append(request.url.query)
+        if self.referrers_page_size is not None:
+            descriptors, link = self._referrers_page(request, route, descriptors)
+            if link:
+                headers["Link"] = link
+        body = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": descriptors})
         return Response(body, 200, headers, media_type=mt.OCI_INDEX)
+
+    def _referrers_page(
+        self, request: Request, route: _Route, descriptors: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page after the ``cursor`` (opaque: base64 of the last digest served,
+        with ``+``, ``/`` and ``=`` to survive percent-encoding), and the ``Link`` to
+        the next, carrying the filter as the spec's example does (N8)."""
+        assert self.referrers_page_size is not None
+        after = request.query_params.get("cursor")
+        if after is not None:
+            last = base64.b64decode(after)[len(_CURSOR_HEAD) :].decode()
+            descriptors = [d for d in descriptors if d["digest"] > last]
+        size = self.referrers_page_size
+        page, rest = descriptors[:size], descriptors[size:]
+        if not rest:
+            return page, None
+        opaque = base64.b64encode(_CURSOR_HEAD + page[-1]["digest"].encode()).decode()
+        query = {"cursor": opaque}
+        wanted = request.query_params.get("artifactType")
+        if wanted:
+            query = {"artifactType": wanted, **query}
+        path = f"/{route.location}/v2/{route.name}/referrers/{route.ref}?{urlencode(query)}"
+        if self.referrers_link_host:
+            return page, f'<{request.url.scheme}://{self.referrers_link_host}{path}>; rel="next"'
+        return page, f'<{self._url(request, path)}>; rel="next"'
 
 
 def _schema1_type(doc: dict[str, Any]) -> str:
