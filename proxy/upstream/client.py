@@ -282,8 +282,8 @@ class Upstream:
         request = self.http.build_request(
             call.method, target, headers=call.headers, params=query, content=call.content
         )
-        if call.lean_body:  # a blob body: its own connection, read into batches (lean/)
-            request.extensions[lean.LEAN] = True
+        if call.lean_body:  # a blob body: lean/ reads a GET's in batches, sends an upload's
+            request.extensions[lean.LEAN if call.method == "GET" else lean.SEND] = True
         authorization = await self.auth.authorization(call.base, call.state) if own else None
         if authorization:
             request.headers["Authorization"] = authorization

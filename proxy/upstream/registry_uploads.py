@@ -136,9 +136,10 @@ class UploadCalls:
             headers["Content-Length"] = str(length if length is not None and body else 0)
             if body and length is None:
                 del headers["Content-Length"]  # streamed: chunked transfer
+        streamed = body is not None and not isinstance(body, bytes)  # lean/ sends it
         return await self.upstream.send_to(
             method, repo, url, headers=headers, content=body, write=method != "GET",
-            label=SESSION,
+            lean_body=streamed, label=SESSION,
         )  # fmt: skip
 
     async def _progress(

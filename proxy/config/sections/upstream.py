@@ -173,8 +173,9 @@ class TransportSettings:
     http2: bool = setting(False, parse_bool, doc="speak HTTP/2 to the upstream")
     lean_bodies: bool = setting(
         True, parse_bool,
-        doc="blob bodies on their own HTTP/1.1 connections, read straight into 4 MiB "
-        "batches (false: through httpx like every other call)",
+        doc="blob bodies on their own HTTP/1.1 connections: downloads read straight into "
+        "4 MiB batches, uploads sent straight from the client's pieces (false: through "
+        "httpx like every other call)",
     )  # fmt: skip
     retries: int = setting(4, parse_int, doc="tries again on 429, 5xx and connection errors")
     backoff_base: float = setting(

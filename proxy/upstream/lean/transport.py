@@ -1,11 +1,15 @@
-"""``LeanTransport``: blob GETs on lean HTTP/1.1 connections of its own, every other
-request through the inner httpx transport (the package docstring maps the whole path).
+"""``LeanTransport``: blob GETs and streamed upload bodies on lean HTTP/1.1 connections
+of its own, every other request through the inner httpx transport (the package
+docstring maps the whole path).
 
 Failures are httpx's exceptions, so ``errors.from_transport`` translates them as
-before. A connection is reused only after a complete body; a reused one the server
-had closed is replaced once, as httpcore does. Idle connections are kept per origin
-(at most ``IDLE_PER_ORIGIN``) and across origins (at most ``max_idle``, oldest closed
-first), each for at most ``idle_expiry`` seconds of the injected clock.
+before. A connection is reused only after a complete exchange; a reused one the server
+had closed is replaced once for a GET, as httpcore does. A streamed body cannot be
+sent twice, so it goes only on an idle connection that shows no sign of its end (no
+EOF or byte seen by the loop, nothing readable on the socket), else on a fresh one.
+Idle connections are kept per origin (at most ``IDLE_PER_ORIGIN``) and across origins
+(at most ``max_idle``, oldest closed first), each for at most ``idle_expiry`` seconds
+of the injected clock.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ import httpx
 
 from proxy.clock import SYSTEM, Clock
 from proxy.upstream import sockets
+from proxy.upstream.lean import sending
 from proxy.upstream.lean.bodies import DirectBody, ParsedBody
 from proxy.upstream.lean.wire import Wire
 
 LEAN = "gar_proxy.lean_body"  # request extension: this GET may take the lean path
+SEND = "gar_proxy.lean_send"  # request extension: this streamed body may take the lean path
 BODY = "gar_proxy.direct_body"  # response extension: its ``DirectBody``, if it has one
 IDLE_PER_ORIGIN = 4
 # Across origins (GAR's regional hosts, storage): httpx's max_keepalive_connections.
@@ -45,6 +51,8 @@ class _Stale(Exception):
 
 
 def _protocol_error(error: h11.ProtocolError, request: httpx.Request) -> httpx.HTTPError:
+    if isinstance(error, h11.LocalProtocolError):
+        return httpx.LocalProtocolError(str(error), request=request)
     return httpx.RemoteProtocolError(str(error), request=request)
 
 
@@ -69,8 +77,11 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        if request.extensions.get(LEAN) and request.method == "GET" and url.scheme in _PORTS:
-            return await self._get(request)
+        if url.scheme in _PORTS:
+            if request.extensions.get(LEAN) and request.method == "GET":
+                return await self._lean(request)
+            if request.extensions.get(SEND) and request.method in ("PATCH", "PUT", "POST"):
+                return await self._lean(request)
         return await self._inner.handle_async_request(request)
 
     async def aclose(self) -> None:
@@ -82,7 +93,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             await asyncio.wait([asyncio.ensure_future(w.gone.wait()) for w in wires], timeout=2)
         await self._inner.aclose()
 
-    async def _get(self, request: httpx.Request) -> httpx.Response:
+    async def _lean(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         origin = (url.scheme, url.host, url.port or _PORTS[url.scheme])
         timeouts = request.extensions.get("timeout", {})
@@ -110,10 +121,13 @@ class LeanTransport(httpx.AsyncBaseTransport):
     async def _answer(
         self, origin: Origin, request: httpx.Request, timeouts: dict[str, float | None]
     ) -> tuple[Wire, httpx.Response]:
-        wire = self._checkout(origin)
+        streamed = request.method != "GET"  # its body cannot be sent again
+        wire = self._checkout(origin, quiet=streamed)
         if wire is not None:
             try:
-                return wire, await self._exchange(wire, origin, request, timeouts, reused=True)
+                return wire, await self._exchange(
+                    wire, origin, request, timeouts, reused=not streamed
+                )
             except _Stale:
                 wire.close()
         wire = await self._connect(origin, request, timeouts.get("connect"))
@@ -125,8 +139,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 "upstream closed the connection without an answer", request=request
             ) from None
 
-    def _checkout(self, origin: Origin) -> Wire | None:
-        """The most recently pooled live connection to ``origin``, if any."""
+    def _checkout(self, origin: Origin, *, quiet: bool = False) -> Wire | None:
+        """The most recently pooled live connection to ``origin``, if any (``quiet``:
+        only one whose socket has nothing to read either, not even an EOF)."""
         self._expire()
         for place in range(len(self._idle) - 1, -1, -1):
             idle = self._idle[place]
@@ -134,7 +149,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 continue
             del self._idle[place]
             wire = idle.wire
-            if not wire.closed and not wire.pending:
+            # A body's connection has nothing unread either: the loop may not have seen
+            # an EOF or a reset that is already there (httpcore asks the same).
+            if not wire.closed and not wire.pending and not (quiet and wire.unread()):
                 wire.idle = False
                 return wire
             wire.close()
@@ -190,9 +207,14 @@ class LeanTransport(httpx.AsyncBaseTransport):
         reused: bool,
     ) -> httpx.Response:
         conn = h11.Connection(h11.CLIENT)
-        head = h11.Request(method="GET", target=request.url.raw_path, headers=request.headers.raw)
+        streamed = request.method != "GET"
         try:
-            wire.write(conn.send(head) + (conn.send(h11.EndOfMessage()) or b""))
+            if streamed:  # written piece by piece as the body comes
+                await sending.send(wire, conn, request)
+            else:
+                head = h11.Request(method="GET", target=request.url.raw_path,
+                                   headers=request.headers.raw)  # fmt: skip
+                wire.write(conn.send(head) + (conn.send(h11.EndOfMessage()) or b""))
             answer = await _head(wire, conn, request, timeouts.get("read"), reused)
         except h11.ProtocolError as error:
             wire.close()
@@ -204,7 +226,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         length = _content_length(answer)
         checkin = functools.partial(self.checkin, origin)
         body: httpx.AsyncByteStream
-        if answer.status_code == 200 and length:
+        if answer.status_code == 200 and length and not streamed:
             keep = answer.http_version == b"1.1" and not _says_close(answer)
             body = DirectBody(checkin, wire, request, length, read, keep)
             wire.receive_body(length, conn.trailing_data[0])

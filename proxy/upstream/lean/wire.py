@@ -10,13 +10,17 @@ Everything else (the response head, chunked or close-delimited bodies, error bod
 is copied out of a small scratch buffer and parsed by ``h11``, as httpx itself does.
 
 Reading pauses while ``READY_LIMIT`` full batches wait for the consumer, so a slow
-disk or hash holds at most that many batches in memory.
+disk or hash holds at most that many batches in memory. A request body
+(``lean.sending``) is written with the transport's flow control: past ``WRITE_HIGH``
+bytes not yet sent the transport pauses the wire's writing, and the sender waits for it
+to resume.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import select
 from collections.abc import Callable
 
 import httpx
@@ -36,6 +40,10 @@ SCRATCH = 64 * 1024
 # Copied bytes not yet parsed (a head, a chunked or close-delimited body) held before
 # reading pauses: those bodies wait on the disk and the hash like batches do.
 PENDING_LIMIT = 256 * 1024
+# Request body bytes the transport may hold unsent before the sender waits: a few of
+# the client's pieces (~170 KiB each), so the socket always has the next one at hand.
+WRITE_HIGH = 1024 * 1024
+_READABLE = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
 
 
 class Wire(asyncio.BufferedProtocol):
@@ -47,6 +55,9 @@ class Wire(asyncio.BufferedProtocol):
         self.closed = False  # EOF or connection lost
         self.error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._writer: asyncio.Future[None] | None = None  # a sender waits to write more
+        self.write_paused = False
+        self._poller: select.poll | None = None  # asks the socket itself (``unread``)
         self.gone = asyncio.Event()  # connection_lost was called
         self._paused = False
         # In the idle pool: no request is due, so any byte the server sends is a fault.
@@ -107,6 +118,7 @@ class Wire(asyncio.BufferedProtocol):
     def eof_received(self) -> bool:
         self.closed = True
         self._wake()
+        self._wake_writer()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -115,6 +127,14 @@ class Wire(asyncio.BufferedProtocol):
         self.error = exc
         self.gone.set()
         self._wake()
+        self._wake_writer()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._wake_writer()
 
     # --- direct bodies -----------------------------------------------------------------
 
@@ -215,6 +235,58 @@ class Wire(asyncio.BufferedProtocol):
     def write(self, data: bytes) -> None:
         assert self.transport is not None
         self.transport.write(data)
+
+    # --- sending a request body ------------------------------------------------------
+
+    def start_sending(self) -> None:
+        """A request body follows: let the transport hold ``WRITE_HIGH`` bytes unsent."""
+        assert self.transport is not None
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH)
+
+    def unread(self) -> bool:
+        """The socket holds bytes, an EOF or an error the loop has not read yet (or
+        the wire has no socket any more)."""
+        if self._poller is None:
+            sock = self.transport.get_extra_info("socket") if self.transport else None
+            if sock is None or sock.fileno() < 0:
+                return True
+            self._poller = select.poll()
+            self._poller.register(sock.fileno(), _READABLE)
+        return bool(self._poller.poll(0))
+
+    @property
+    def ended(self) -> bool:
+        """The peer closed (or the transport is going): nothing more can be sent."""
+        return self.closed or self.transport is None or self.transport.is_closing()
+
+    def send(self, parts: list[bytes]) -> None:
+        """Framing and a body piece, as h11 gave them (uvloop writes the list with one
+        ``writev`` and no copy; asyncio's stdlib transport joins it first)."""
+        assert self.transport is not None
+        if len(parts) == 1:
+            self.transport.write(parts[0])
+        elif parts:
+            self.transport.writelines(parts)
+
+    async def writable(self, seconds: float | None) -> bool:
+        """Until the transport takes more bytes or the connection ended: True; False
+        once ``seconds`` passed with writing still paused (the peer stopped reading)."""
+        if not self.write_paused or self.ended:
+            return True
+        self._writer = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(seconds):
+                await self._writer
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._writer = None
+
+    def _wake_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None and not writer.done():
+            writer.set_result(None)
 
     def hold(self, release: Callable[[], None]) -> None:
         """Keep the transport's slot until the wire is pooled again or closed."""

@@ -1,0 +1,76 @@
+"""Streamed request bodies on a lean connection: an upload's ``PATCH`` or ``PUT``.
+
+The head is written by ``h11``; each piece of the body goes straight to the event
+loop's transport as h11 frames it (``send_with_data_passthrough``: a chunk header and
+the caller's own bytes, never a copy of them; or the bytes alone under a
+Content-Length). When the transport holds ``wire.WRITE_HIGH`` bytes unsent it pauses
+the wire's writing, and the next piece waits for it to resume, at most the request's
+write timeout (``httpx.WriteTimeout``). httpcore paid a cancel scope, a
+``fail_after``, ``sniffio`` and ``current_task`` per piece for the same.
+
+As httpcore does, an upstream that closes the connection before the body ends (it
+answered early: a 401, a 413) does not fail the request: the sender stops, and the
+answer it sent is read and returned like any other; only when it sent none is that a
+``WriteError``. A body that raises (the client left, a digest check refused the last
+byte) drops the connection, so the upstream never sees a complete body, and its
+exception goes on unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import h11
+import httpx
+
+from proxy.upstream.lean.wire import Wire
+
+
+async def send(wire: Wire, conn: h11.Connection, request: httpx.Request) -> None:
+    """Write ``request`` and its streamed body to ``wire``, up to the end of the body or
+    of the connection, if the upstream answered before it (its answer is read next)."""
+    if not await _write(wire, conn, request) and not wire.pending:
+        raise httpx.WriteError(
+            "upstream closed the connection before the request body ended", request=request
+        )
+
+
+async def _write(wire: Wire, conn: h11.Connection, request: httpx.Request) -> bool:
+    """True: all of it was sent; False: the upstream ended the connection first."""
+    seconds = request.extensions.get("timeout", {}).get("write")
+    assert isinstance(request.stream, httpx.AsyncByteStream)  # an AsyncClient's request
+    head = h11.Request(method=request.method, target=request.url.raw_path,
+                       headers=request.headers.raw)  # fmt: skip
+    wire.start_sending()
+    try:
+        wire.write(conn.send(head) or b"")
+        async for piece in request.stream:
+            if await _answered(wire):
+                return False
+            if not piece:
+                continue
+            wire.send(conn.send_with_data_passthrough(h11.Data(data=piece)) or [])
+            if wire.write_paused and not await wire.writable(seconds):
+                raise httpx.WriteTimeout("timed out writing to upstream", request=request)
+        if await _answered(wire):
+            return False
+        wire.write(conn.send(h11.EndOfMessage()) or b"")
+    except h11.LocalProtocolError as error:  # the body's length is not the one announced
+        wire.abort()
+        raise httpx.LocalProtocolError(str(error), request=request) from None
+    except BaseException:
+        wire.abort()  # a body cut short never reaches the upstream complete
+        raise
+    return True
+
+
+async def _answered(wire: Wire) -> bool:
+    """The upstream answered (its first bytes are in) or ended the connection: send no
+    more. Whatever its socket holds unread is taken in first: a write to a connection
+    the upstream has reset makes the loop drop it unread, its answer too (httpcore
+    loses such an answer that way). Two turns of the loop: in the first its callback
+    for the socket is queued behind this task, in the second it has run."""
+    if wire.unread():
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+    return wire.ended or bool(wire.pending)
