@@ -13,7 +13,7 @@ and ``--py-spy`` (``--native``, raw stacks)::
 
     python -m bench.pushprofile --workdir /tmp/gb --runs 3 --strace --py-spy
     python -m bench.pushprofile --workdir /tmp/gb --upstream-tls
-    python -m bench.pushprofile --workdir /tmp/gb --env GAR_PROXY_TRANSPORT__LEAN_BODIES=false
+    python -m bench.pushprofile --workdir /tmp/gb --env GAR_PROXY_TRANSPORT_LEAN_BODIES=false
 
 ``--env NAME=VALUE`` starts gar-proxy with that setting (an A/B of a switch).
 """
