@@ -112,11 +112,14 @@ async def _send(http: httpx.AsyncClient, url: str, body: AsyncIterator[bytes]) -
     return await http.send(request)
 
 
-async def _pieces(count: int, size: int = PIECE) -> AsyncIterator[bytes]:
+async def _pieces(count: int, size: int = PIECE, *, turns: bool = True) -> AsyncIterator[bytes]:
+    """``turns``: a turn of the loop between pieces, as a client's arrive; else they come
+    at once, as fast as they are sent."""
     piece = b"x" * size
     for _ in range(count):
         yield piece
-        await asyncio.sleep(0)  # a client's pieces arrive over turns of the loop
+        if turns:
+            await asyncio.sleep(0)
 
 
 def test_interim_100_continue_answers_do_not_stop_the_body(
@@ -150,3 +153,42 @@ def test_interim_100_continue_answers_do_not_stop_the_body(
     response = asyncio.run(go())
     assert (response.status_code, response.content) == (202, b"accepted")
     assert seen == [total]
+
+
+def test_an_answer_while_writing_is_paused_is_the_response(
+    tls: ssl.SSLContext | None, ca: trustme.CA
+) -> None:
+    """The upstream answers 413 early, keeps the connection open and reads no more: our
+    writing stays paused (its buffers and ours are full). The answer, not a
+    ``WriteTimeout``, is the response."""
+    stop = asyncio.Event()
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h11.Connection(h11.SERVER)
+        assert isinstance(await _event(conn, reader), h11.Request)
+        await _read_body(conn, reader, PIECE)
+        writer.write(_answer(conn, 413, b'{"errors":[{"code":"SIZE_INVALID"}]}'))
+        await stop.wait()  # reads nothing more, closes nothing
+
+    async def go() -> tuple[httpx.Response | BaseException, int]:
+        peer = Peer(script)
+        url = await peer.start(tls)
+        async with _client(ca, write=5.0) as http:
+            try:
+                response: httpx.Response | BaseException = await _send(
+                    http, url, _pieces(512, 1024 * 1024, turns=False)
+                )
+            except httpx.HTTPError as error:
+                response = error
+            idle = _lean(http).idle_count()
+        stop.set()
+        await peer.stop()
+        return response, idle
+
+    response, idle = asyncio.run(go())
+    assert isinstance(response, httpx.Response), repr(response)
+    assert (response.status_code, response.content) == (
+        413,
+        b'{"errors":[{"code":"SIZE_INVALID"}]}',
+    )
+    assert idle == 0

@@ -4,8 +4,9 @@ The head is written by ``h11``; each piece of the body goes straight to the even
 loop's transport as h11 frames it (``send_with_data_passthrough``: a chunk header and
 the caller's own bytes, never a copy of them; or the bytes alone under a
 Content-Length). When the transport holds ``wire.WRITE_HIGH`` bytes unsent it pauses
-the wire's writing, and the next piece waits for it to resume, at most the request's
-write timeout (``httpx.WriteTimeout``). httpcore paid a cancel scope, a
+the wire's writing, and the next piece waits for it to resume (or for the upstream's
+final answer: one that answers early may read no more), at most the request's write
+timeout (``httpx.WriteTimeout``). httpcore paid a cancel scope, a
 ``fail_after``, ``sniffio`` and ``current_task`` per piece for the same.
 
 As httpcore does, an upstream that closes the connection before the body ends (it
@@ -60,8 +61,8 @@ async def _write(
             if not piece:
                 continue
             wire.send(conn.send_with_data_passthrough(h11.Data(data=piece)) or [])
-            if wire.write_paused and not await wire.writable(seconds):
-                raise httpx.WriteTimeout("timed out writing to upstream", request=request)
+            if wire.write_paused and (early := await _paused(wire, conn, request, seconds)):
+                return early
         if (early := await _answered(wire, conn)) is not None:
             return early
         wire.write(conn.send(h11.EndOfMessage()) or b"")
@@ -71,6 +72,23 @@ async def _write(
     except BaseException:
         wire.abort()  # a body cut short never reaches the upstream complete
         raise
+    return None
+
+
+async def _paused(
+    wire: Wire, conn: h11.Connection, request: httpx.Request, seconds: float | None
+) -> h11.Response | None:
+    """Until the transport takes more bytes (None) or the upstream's final answer came
+    (it may answer early and read no more: waiting on its reading would never end);
+    ``WriteTimeout`` after ``seconds`` with neither. Interim answers wait on."""
+    clock = asyncio.get_running_loop().time
+    deadline = None if seconds is None else clock() + seconds
+    while wire.write_paused and not wire.ended:
+        if not await wire.writable(None if deadline is None else deadline - clock()):
+            raise httpx.WriteTimeout("timed out writing to upstream", request=request)
+        early = await _answered(wire, conn)
+        if isinstance(early, h11.Response):
+            return early
     return None
 
 
