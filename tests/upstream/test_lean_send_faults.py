@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import h11
 import httpx
 import pytest
 import trustme
+import uvloop
 
 from proxy.upstream.lean import LEAN
 from tests.upstream.sendpeer import (
@@ -44,8 +47,16 @@ def tls(request: pytest.FixtureRequest, ca: trustme.CA) -> ssl.SSLContext | None
     return context
 
 
+Runner = Callable[[Awaitable[Any]], Any]
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request: pytest.FixtureRequest) -> Runner:
+    return asyncio.run if request.param == "asyncio" else uvloop.run  # type: ignore[return-value]
+
+
 def test_interim_100_continue_answers_do_not_stop_the_body(
-    tls: ssl.SSLContext | None, ca: trustme.CA
+    tls: ssl.SSLContext | None, ca: trustme.CA, run: Runner
 ) -> None:
     """A server may send ``100 Continue`` unasked (RFC 9110 15.2: a client must parse
     1xx answers it did not expect), here at once after the head and again mid-body;
@@ -67,18 +78,19 @@ def test_interim_100_continue_answers_do_not_stop_the_body(
     async def go() -> httpx.Response:
         peer = Peer(script)
         url = await peer.start(tls)
-        async with client(ca, timeout=5.0) as http:
-            response = await send(http, url, pieces(total // PIECE))
-        await peer.stop()
-        return response
+        try:  # stopped even on a failure: uvloop's runner waits for its connections
+            async with client(ca, timeout=5.0) as http:
+                return await send(http, url, pieces(total // PIECE))
+        finally:
+            await peer.stop()
 
-    response = asyncio.run(go())
+    response = run(go())
     assert (response.status_code, response.content) == (202, b"accepted")
     assert seen == [total]
 
 
 def test_an_answer_while_writing_is_paused_is_the_response(
-    tls: ssl.SSLContext | None, ca: trustme.CA
+    tls: ssl.SSLContext | None, ca: trustme.CA, run: Runner
 ) -> None:
     """The upstream answers 413 early, keeps the connection open and reads no more: our
     writing stays paused (its buffers and ours are full). The answer, not a
@@ -107,7 +119,7 @@ def test_an_answer_while_writing_is_paused_is_the_response(
         await peer.stop()
         return response, idle
 
-    response, idle = asyncio.run(go())
+    response, idle = run(go())
     assert isinstance(response, httpx.Response), repr(response)
     assert (response.status_code, response.content) == (
         413,
