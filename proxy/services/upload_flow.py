@@ -119,12 +119,41 @@ async def chained(*streams: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
 
 
 async def gated(
-    pieces: AsyncIterable[bytes], check: Callable[[], Awaitable[None]]
+    pieces: AsyncIterable[bytes], check: Callable[[], Awaitable[None]], total: int | None = None
 ) -> AsyncIterator[bytes]:
     """``pieces``, all but the very last byte as they come, that byte only once
     ``check()`` has passed: when it raises, the body ends short (the connection is
     dropped) and nothing is committed. One byte, not the last piece, so that a client
-    pausing mid-body has every byte it sent on its way upstream meanwhile."""
+    pausing mid-body has every byte it sent on its way upstream meanwhile.
+
+    With the body's ``total`` length known, pieces pass on as they are and only the one
+    holding byte ``total`` is split; without it every piece is held back by a byte,
+    which costs a copy of each."""
+    if total is None:
+        async for piece in _held_back(pieces, check):
+            yield piece
+        return
+    sent, checked = 0, False
+    async for piece in pieces:
+        if not piece:
+            continue
+        end = sent + len(piece)
+        if checked or end < total:
+            sent = end
+            yield piece  # before the last byte; or past it, for the writer to refuse
+            continue
+        last = total - 1 - sent  # where the body's last byte sits in this piece
+        if last > 0:
+            yield piece[:last]
+        await check()
+        checked, sent = True, end
+        yield piece[last:]
+    # Shorter than ``total``: never checked, and the writer refuses a short body.
+
+
+async def _held_back(
+    pieces: AsyncIterable[bytes], check: Callable[[], Awaitable[None]]
+) -> AsyncIterator[bytes]:
     tail = b""
     async for piece in pieces:
         if not piece:

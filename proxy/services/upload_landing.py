@@ -91,9 +91,9 @@ def _body(
     """The final write's body and its length, when known: the spool as it stood, then
     the client's body streaming through; once that is all spooled, the spool alone."""
     if intake is None or intake.done:
-        return gated(spool.replay(spool.size), check), spool.size
+        return gated(spool.replay(spool.size), check, spool.size), spool.size
     total = mark.size + length if length is not None else None
-    return gated(chained(spool.replay(mark.size), intake.pieces()), check), total
+    return gated(chained(spool.replay(mark.size), intake.pieces()), check, total), total
 
 
 def _matches(spool: Spool, digest: Digest) -> Callable[[], Awaitable[None]]:
