@@ -258,6 +258,13 @@ async def test_a_write_follows_a_307_only_to_the_upstreams_own_host_with_a_repla
         with pytest.raises(RegistryError) as streamed:
             await upstream.send("PATCH", REPO, "/same", content=_body(b"chunk"), write=True)
         assert streamed.value.status == 502 and "streamed body" in streamed.value.message
+        sent = len(script.seen)
+        with pytest.raises(RegistryError) as lean:  # the same on the lean path (SEND)
+            await upstream.send(
+                "PATCH", REPO, "/same", content=_body(b"chunk"), write=True, lean_body=True
+            )
+        assert lean.value.status == 502 and "streamed body" in lean.value.message
+        assert len(script.seen) == sent + 1  # the body went once, never to "/moved"
     finally:
         await upstream.aclose()
 

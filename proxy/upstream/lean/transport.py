@@ -209,13 +209,14 @@ class LeanTransport(httpx.AsyncBaseTransport):
         conn = h11.Connection(h11.CLIENT)
         streamed = request.method != "GET"
         try:
+            early = None  # a streamed body's final answer, when it came before the end
             if streamed:  # written piece by piece as the body comes
-                await sending.send(wire, conn, request)
+                early = await sending.send(wire, conn, request)
             else:
                 head = h11.Request(method="GET", target=request.url.raw_path,
                                    headers=request.headers.raw)  # fmt: skip
                 wire.write(conn.send(head) + (conn.send(h11.EndOfMessage()) or b""))
-            answer = await _head(wire, conn, request, timeouts.get("read"), reused)
+            answer = early or await _head(wire, conn, request, timeouts.get("read"), reused)
         except h11.ProtocolError as error:
             wire.close()
             raise _protocol_error(error, request) from None

@@ -102,6 +102,7 @@ class Wire(asyncio.BufferedProtocol):
             if len(self.pending) >= PENDING_LIMIT:
                 self._pause()
             self._wake()
+            self._wake_writer()  # a paused sender looks at an early answer
             return
         self._filled += nbytes
         self._remaining -= nbytes
@@ -269,8 +270,9 @@ class Wire(asyncio.BufferedProtocol):
             self.transport.writelines(parts)
 
     async def writable(self, seconds: float | None) -> bool:
-        """Until the transport takes more bytes or the connection ended: True; False
-        once ``seconds`` passed with writing still paused (the peer stopped reading)."""
+        """Until the transport takes more bytes, the peer sent some or the connection
+        ended: True; False once ``seconds`` passed with writing still paused (the peer
+        stopped reading)."""
         if not self.write_paused or self.ended:
             return True
         self._writer = asyncio.get_running_loop().create_future()
