@@ -181,7 +181,9 @@ def test_the_gitlab_service_starts_with_the_variables_gitlab_hands_it() -> None:
     env = {name: key for name in referenced}  # the CI/CD variables themselves
     env.update({k: re.sub(r"\$\{?(\w+)\}?", lambda m: env[m[1]], str(v)) for k, v in own.items()})
     env.update({"CI": "true", "CI_JOB_ID": "1", "GITLAB_CI": "true"})
-    env["GAR_PROXY_SERVER_LISTEN"] = "0.0.0.0:5000"  # the image's own
+    # The image's own listen, only parsed here (nothing binds): inside the service
+    # container it is that container's network namespace.
+    env["GAR_PROXY_SERVER_LISTEN"] = "0.0.0.0:5000"
     try:
         settings = load_settings(None, env=env)
     except ConfigError as error:

@@ -33,7 +33,8 @@ OWNER = "ya29.owner"
 SCOPED = "ya29.scoped"
 PROJECT = "ya29.project-reader"
 NARROW = "ya29.read-only-scope"
-SCOPES = {NARROW: (CLOUD_PLATFORM_READ_ONLY,)}
+WIDE = "ya29.cloud-platform-scope"
+SCOPES = {NARROW: (CLOUD_PLATFORM_READ_ONLY,), WIDE: (CLOUD_PLATFORM,)}
 IAM_TEXT = re.compile(
     r'^Permission "artifactregistry\.repositories\.(download|upload)Artifacts" denied on '
     r'resource "projects/[^/]+/locations/[^/]+/repositories/[^/]+" \(or it may not exist\)$'
@@ -217,7 +218,7 @@ def r2(fake: FakeGAR, http: httpx.Client) -> None:
 
 
 def r3_r6(fake: FakeGAR, http: httpx.Client) -> None:
-    analysis = FakeAnalysis(access_tokens={OWNER, NARROW}, scopes=SCOPES.get)
+    analysis = FakeAnalysis(access_tokens={OWNER, NARROW, WIDE}, scopes=SCOPES.get)
     url = "https://us-docker.pkg.dev/proj/repo/app@sha256:" + "0" * 64
     params = {"filter": f'resourceUrl="{url}" AND kind="VULNERABILITY"'}
     with serve_in_thread(analysis.in_front_of(fake)) as base:
@@ -225,13 +226,12 @@ def r3_r6(fake: FakeGAR, http: httpx.Client) -> None:
             f"{base}/v1/projects/proj/occurrences", params=params, headers=bearer(NARROW)
         )
         full = http.get(
-            f"{base}/v1/projects/proj/occurrences", params=params, headers=bearer(OWNER)
+            f"{base}/v1/projects/proj/occurrences", params=params, headers=bearer(WIDE)
         )
         registry_api = http.get(f"{base}/v1/projects/proj/locations", headers=bearer(NARROW))
     assert google_reason(narrow) == (403, "PERMISSION_DENIED", "ACCESS_TOKEN_SCOPE_INSUFFICIENT")
-    assert full.status_code == 200
+    assert full.status_code == 200  # a token with cloud-platform itself is taken
     assert registry_api.status_code == 200  # R6: Artifact Registry reads take read-only
-    assert CLOUD_PLATFORM not in SCOPES[NARROW]
 
 
 def r5(fake: FakeGAR, http: httpx.Client) -> None:
