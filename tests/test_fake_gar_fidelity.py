@@ -225,9 +225,7 @@ def r3_r6(fake: FakeGAR, http: httpx.Client) -> None:
         narrow = http.get(
             f"{base}/v1/projects/proj/occurrences", params=params, headers=bearer(NARROW)
         )
-        full = http.get(
-            f"{base}/v1/projects/proj/occurrences", params=params, headers=bearer(WIDE)
-        )
+        full = http.get(f"{base}/v1/projects/proj/occurrences", params=params, headers=bearer(WIDE))
         registry_api = http.get(f"{base}/v1/projects/proj/locations", headers=bearer(NARROW))
     assert google_reason(narrow) == (403, "PERMISSION_DENIED", "ACCESS_TOKEN_SCOPE_INSUFFICIENT")
     assert full.status_code == 200  # a token with cloud-platform itself is taken
