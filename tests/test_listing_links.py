@@ -19,6 +19,7 @@ import pytest
 from proxy.oci import mediatypes as mt
 from testkit.fakes.gar import FakeGAR
 from testkit.images import build_image, make_layer
+from testkit.paging import follow_pages
 from testkit.proxyharness import RunningProxy
 from tests.conftest import FakeGarFactory, ProxyFactory
 
@@ -46,22 +47,7 @@ def running(fake_gar: FakeGarFactory, proxy: ProxyFactory) -> tuple[FakeGAR, Run
 
 def follow(base: str, path: str, params: dict[str, str]) -> tuple[list[str], list[str]]:
     """Every page's tags, in order, and the Links followed to get them."""
-    tags: list[str] = []
-    links: list[str] = []
-    with httpx.Client(base_url=base, timeout=30) as http:
-        answer = http.get(path, params=params)
-        for _ in range(50):
-            assert answer.status_code == 200, (answer.request.url, answer.text)
-            tags += answer.json()["tags"]
-            link = answer.headers.get("link")
-            if link is None:
-                return tags, links
-            assert link.endswith('>; rel="next"'), link
-            target = link[1 : link.index(">")]
-            assert target.startswith("/v2/"), link  # the proxy's, never upstream's
-            links.append(target)
-            answer = http.get(target)
-    raise AssertionError(f"more than 50 pages: {links[-3:]}")
+    return follow_pages(base, path, params, lambda body: body["tags"])
 
 
 @pytest.mark.parametrize("n", ["3", "4", "1"])

@@ -21,6 +21,7 @@ import pytest
 
 from testkit.fakes.gar import FakeGAR
 from testkit.images import Image, build_artifact, build_image, make_layer
+from testkit.paging import follow_pages
 from testkit.proxyharness import RunningProxy
 from tests.conftest import FakeGarFactory, ProxyFactory
 
@@ -53,22 +54,9 @@ def running(fake_gar: FakeGarFactory, proxy: ProxyFactory) -> tuple[FakeGAR, Run
 
 def follow(base: str, path: str, params: dict[str, str]) -> tuple[list[str], list[str]]:
     """Every page's referrer digests, in order, and the Links followed to get them."""
-    digests: list[str] = []
-    links: list[str] = []
-    with httpx.Client(base_url=base, timeout=30) as http:
-        answer = http.get(path, params=params)
-        for _ in range(20):
-            assert answer.status_code == 200, (answer.request.url, answer.text)
-            digests += [d["digest"] for d in answer.json()["manifests"]]
-            link = answer.headers.get("link")
-            if link is None:
-                return digests, links
-            assert link.endswith('>; rel="next"'), link
-            target = link[1 : link.index(">")]
-            assert target.startswith("/v2/"), link  # the proxy's, never upstream's
-            links.append(target)
-            answer = http.get(target)
-    raise AssertionError(f"more than 20 pages: {links[-3:]}")
+    return follow_pages(
+        base, path, params, lambda body: [d["digest"] for d in body["manifests"]], 20
+    )
 
 
 def wanted(kind: str | None = None) -> list[str]:
