@@ -85,11 +85,16 @@ def client(
     write: float = 10.0,
     pool: float = 10.0,
     slots: int = 4,
+    lean: bool = True,
 ) -> httpx.AsyncClient:
+    """A client trusting ``ca``: on a ``LeanTransport``, or (``lean=False``) on httpx's
+    own transport, for the same fault through both."""
     trusting = ssl.create_default_context()
     ca.configure_trust(trusting)
     inner = httpx.AsyncHTTPTransport(verify=trusting)
-    transport = LeanTransport(inner, lean_ssl_context(trusting), slots)
+    transport: httpx.AsyncBaseTransport = inner
+    if lean:
+        transport = LeanTransport(inner, lean_ssl_context(trusting), slots)
     limits = httpx.Timeout(timeout, write=write, pool=pool)
     return httpx.AsyncClient(transport=transport, timeout=limits)
 
@@ -100,8 +105,12 @@ def lean(http: httpx.AsyncClient) -> LeanTransport:
     return transport
 
 
-async def send(http: httpx.AsyncClient, url: str, body: AsyncIterator[bytes]) -> httpx.Response:
-    request = http.build_request("PATCH", f"{url}{SESSION_PATH}", content=body)
+async def send(
+    http: httpx.AsyncClient, url: str, body: AsyncIterator[bytes], length: int | None = None
+) -> httpx.Response:
+    """A streamed ``PATCH`` marked ``SEND``: chunked, or under ``length``."""
+    headers = {"Content-Length": str(length)} if length is not None else {}
+    request = http.build_request("PATCH", f"{url}{SESSION_PATH}", content=body, headers=headers)
     request.extensions[SEND] = True
     return await http.send(request)
 

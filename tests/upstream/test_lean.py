@@ -26,11 +26,6 @@ REPO = "proj/repo/app"
 Runner = Callable[[Awaitable[Any]], Any]
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
 @pytest.fixture(params=["plain", "tls"])
 def fake(request: pytest.FixtureRequest, ca: trustme.CA) -> Iterator[FakeGAR]:
     fake = FakeGAR(auth="none")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,10 +22,11 @@ import uvloop
 
 from proxy.oci.errors import ErrorCode
 from proxy.upstream import errors
-from proxy.upstream.lean import SEND, LeanTransport, lean_ssl_context
+from proxy.upstream.lean import LeanTransport
 from testkit.images import make_layer
+from tests.upstream.sendpeer import PIECE, answer, client, reset, send
 
-PIECE = 64 * 1024
+DENIED = b'{"errors":[{"code":"DENIED"}]}'
 Runner = Callable[[Awaitable[Any]], Any]
 
 
@@ -102,59 +102,19 @@ class Server:
                     return
             elif isinstance(event, h11.EndOfMessage) and seen is not None:
                 seen.complete = True
-                writer.write(_answer(conn, 202))
+                writer.write(answer(conn, 202, b"", Location="/next"))
                 conn.start_next_cycle()
             elif isinstance(event, h11.ConnectionClosed):
                 return
 
     async def _act(self, conn: h11.Connection, writer: asyncio.StreamWriter) -> None:
         if self.behaviour == "early":
-            writer.write(_answer(conn, self.status, b'{"errors":[{"code":"DENIED"}]}'))
+            writer.write(answer(conn, self.status, DENIED, Location="/next"))
             await writer.drain()
             writer.close()
         else:
-            linger = struct.pack("ii", 1, 0)  # close with RST
-            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
-            writer.transport.abort()
+            reset(writer)
         self.acted.set()
-
-
-def _answer(conn: h11.Connection, status: int, body: bytes = b"") -> bytes:
-    headers = [("Content-Length", str(len(body))), ("Location", "/next")]
-    return conn.send(h11.Response(status_code=status, headers=headers)) + conn.send(
-        h11.Data(data=body)
-    ) + conn.send(h11.EndOfMessage())  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(params=["plain", "tls"])
-def tls(request: pytest.FixtureRequest, ca: trustme.CA) -> ssl.SSLContext | None:
-    if request.param == "plain":
-        return None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    return context
-
-
-def _client(ca: trustme.CA, *, lean: bool = True, write: float = 10.0) -> httpx.AsyncClient:
-    trusting = ssl.create_default_context()
-    ca.configure_trust(trusting)
-    inner = httpx.AsyncHTTPTransport(verify=trusting)
-    transport = LeanTransport(inner, lean_ssl_context(trusting)) if lean else inner
-    return httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(10.0, write=write))
-
-
-async def _send(
-    http: httpx.AsyncClient, url: str, body: AsyncIterator[bytes], length: int | None = None
-) -> httpx.Response:
-    headers = {"Content-Length": str(length)} if length is not None else {}
-    request = http.build_request("PATCH", f"{url}/upload", content=body, headers=headers)
-    request.extensions[SEND] = True
-    return await http.send(request)
 
 
 async def _pieces(data: bytes, size: int = PIECE) -> AsyncIterator[bytes]:
@@ -192,10 +152,10 @@ def test_a_body_arrives_byte_exact_and_the_connection_is_reused(
     async def go() -> Server:
         server = Server("ok")
         url = await server.start(tls)
-        async with _client(ca) as http:
+        async with client(ca) as http:
             for data, size in ((first, 100_003), (second, 170_000)):
                 length = len(data) if framing == "content-length" else None
-                response = await _send(http, url, _pieces(data, size), length)
+                response = await send(http, url, _pieces(data, size), length)
                 assert response.status_code == 202
                 assert response.headers["location"] == "/next"
                 assert _idle(http) == 1
@@ -226,8 +186,8 @@ def test_an_early_answer_mid_body_is_the_response(
     async def go() -> tuple[int, bytes, Server, int]:
         server = Server("early", status=status, after=3 * PIECE)
         url = await server.start(tls)
-        async with _client(ca) as http:
-            response = await _send(http, url, _held_back(server, 4, 64))
+        async with client(ca) as http:
+            response = await send(http, url, _held_back(server, 4, 64))
             idle = _idle(http)
         await server.stop()
         return response.status_code, response.content, server, idle
@@ -245,9 +205,9 @@ def test_a_reset_mid_body_is_an_httpx_error_mapped_as_before(
     async def go() -> httpx.HTTPError:
         server = Server("reset", after=3 * PIECE)
         url = await server.start(tls)
-        async with _client(ca, lean=lean) as http:
+        async with client(ca, lean=lean) as http:
             with pytest.raises(httpx.TransportError) as caught:
-                await _send(http, url, _held_back(server, 4, 64))
+                await send(http, url, _held_back(server, 4, 64))
             assert _idle(http) in (0, -1)
         await server.stop()
         return caught.value
@@ -270,9 +230,9 @@ def test_an_upstream_that_stops_reading_is_a_write_timeout(
     async def go() -> httpx.HTTPError:
         server = Server("stall")
         url = await server.start(tls)
-        async with _client(ca, lean=lean, write=0.2) as http:
+        async with client(ca, lean=lean, write=0.2) as http:
             with pytest.raises(httpx.WriteTimeout) as caught:
-                await _send(http, url, flood())
+                await send(http, url, flood())
             assert _idle(http) in (0, -1)
         await server.stop()
         return caught.value
@@ -293,11 +253,11 @@ def test_a_stale_pooled_connection_is_not_used_for_a_body(
     async def go() -> Server:
         server = Server("ok")
         url = await server.start(tls)
-        async with _client(ca) as http:
-            assert (await _send(http, url, _pieces(b"first"))).status_code == 202
+        async with client(ca) as http:
+            assert (await send(http, url, _pieces(b"first"))).status_code == 202
             assert _idle(http) == 1
             server.writers[0].get_extra_info("socket").shutdown(socket.SHUT_WR)  # a FIN, now
-            assert (await _send(http, url, _pieces(data))).status_code == 202
+            assert (await send(http, url, _pieces(data))).status_code == 202
         await server.stop()
         return server
 
@@ -320,9 +280,9 @@ def test_a_body_that_fails_drops_the_connection_and_its_error_goes_on(ca: trustm
     async def go() -> tuple[Server, int]:
         server = Server("ok")
         url = await server.start(None)
-        async with _client(ca) as http:
+        async with client(ca) as http:
             with pytest.raises(Gone):
-                await _send(http, url, failing())
+                await send(http, url, failing())
             idle = _idle(http)
             await server.ended.wait()
         await server.stop()

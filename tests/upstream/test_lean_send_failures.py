@@ -36,20 +36,6 @@ from tests.upstream.sendpeer import (
 )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(params=["plain", "tls"])
-def tls(request: pytest.FixtureRequest, ca: trustme.CA) -> ssl.SSLContext | None:
-    if request.param == "plain":
-        return None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    return context
-
-
 def test_a_reset_right_after_the_head_fails_and_frees_the_slot(
     tls: ssl.SSLContext | None, ca: trustme.CA
 ) -> None:
