@@ -16,7 +16,6 @@ import pytest
 
 from proxy.cache.blobs import BlobCache
 from proxy.cache.index import CacheIndex
-from proxy.cache.store import BlobStore
 from proxy.cache.upload_store import UploadFiles, UploadTable
 from proxy.clock import ManualClock
 from proxy.config import CacheSettings, ServerSettings
@@ -57,18 +56,6 @@ class World:
     def uploads(self, tmp_path: Path) -> UploadService:
         table, files = UploadTable(self.index.db), UploadFiles(tmp_path)
         return UploadService(self.registry, self.cache, table, files, self.clock)
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    clock = ManualClock()
-    index = await CacheIndex.open(tmp_path / "index.sqlite3", clock)
-    cache = BlobCache(BlobStore(tmp_path), index, max_size=1 << 30, fill_limit=60)
-    try:
-        yield World(cache, index, clock)
-    finally:
-        await cache.fills.aclose()
-        await index.close()
 
 
 async def body_of(answer: Answer) -> bytes:

@@ -14,11 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.cache.blobs import BlobCache
-from proxy.cache.index import CacheIndex
-from proxy.cache.store import BlobStore
 from proxy.cache.upload_store import UPLOAD_TTL, UploadFiles, UploadTable
-from proxy.clock import ManualClock
 from proxy.oci.digest import Digest
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.services.blob_uploads import UploadService
@@ -28,18 +24,6 @@ from tests.services.test_in_memory import REPO, World
 
 CAP = 100_000
 DATA = bytes(range(256)) * 250  # 64,000 bytes
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    clock = ManualClock()
-    index = await CacheIndex.open(tmp_path / "index.sqlite3", clock)
-    cache = BlobCache(BlobStore(tmp_path), index, max_size=1 << 30, fill_limit=60)
-    try:
-        yield World(cache, index, clock)
-    finally:
-        await cache.fills.aclose()
-        await index.close()
 
 
 def service(world: World, tmp_path: Path, cap: int = CAP) -> UploadService:

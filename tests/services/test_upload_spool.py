@@ -14,11 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.cache.blobs import BlobCache
-from proxy.cache.index import CacheIndex
-from proxy.cache.store import BlobStore
 from proxy.cache.upload_store import Allowance, Spool, UploadFiles, UploadTable
-from proxy.clock import ManualClock
 from proxy.oci.digest import Digest
 from proxy.oci.errors import ErrorCode, RegistryError
 from proxy.services.blob_uploads import UploadService
@@ -51,18 +47,6 @@ class FullFiles(UploadFiles):
         spool = FullSpool(self.root / upload_id, allowance=allowance)
         spool.room = self.room
         return spool
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    clock = ManualClock()
-    index = await CacheIndex.open(tmp_path / "index.sqlite3", clock)
-    cache = BlobCache(BlobStore(tmp_path), index, max_size=1 << 30, fill_limit=60)
-    try:
-        yield World(cache, index, clock)
-    finally:
-        await cache.fills.aclose()
-        await index.close()
 
 
 async def pieces(data: bytes, size: int = 10_000) -> AsyncIterator[bytes]:
