@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -366,6 +367,13 @@ class Dockerd:
     def cli(self, *args: str, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
         env = {"DOCKER_CONFIG": str(self.base / "cli-config"), "DOCKER_CONTEXT": "default"}
         return run([require_binary("docker"), "--host", self.host, *args], timeout=timeout, env=env)
+
+    def push(self, ref: str) -> str:
+        """``docker push ref``: the manifest digest docker says it pushed."""
+        out = self.cli("push", ref).stdout
+        found = re.search(r"digest: (sha256:[0-9a-f]{64})", out)
+        assert found is not None, f"docker push printed no digest: {out}"
+        return found[1]
 
     def repo_digests(self, ref: str) -> list[str]:
         out = self.cli("image", "inspect", "--format", "{{json .RepoDigests}}", ref).stdout

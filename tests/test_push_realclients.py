@@ -59,10 +59,8 @@ def test_docker_push_through_the_proxy(
     with run_proxy(proxy_settings(tmp_path, distribution_registry.url)) as proxy:
         target = f"{proxy.url.removeprefix('http://')}/proj/repo/docker-push:v1"
         dockerd.cli("tag", source, target)
-        pushed = dockerd.cli("push", target).stdout
-    found = re.search(r"digest: (sha256:[0-9a-f]{64})", pushed)
-    assert found is not None, pushed
-    assert _upstream_digest(distribution_registry, "proj/repo/docker-push", "v1") == found[1]
+        digest = dockerd.push(target)
+    assert _upstream_digest(distribution_registry, "proj/repo/docker-push", "v1") == digest
 
 
 def _gib_of_chunks(hasher: hashlib._Hash) -> Iterator[bytes]:

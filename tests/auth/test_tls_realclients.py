@@ -9,7 +9,6 @@ Each client logs in, pulls, pushes, and meets ``DENIED`` where the rules say so.
 from __future__ import annotations
 
 import contextlib
-import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -112,9 +111,8 @@ def test_docker_logs_in_pulls_pushes_and_is_denied(
         dockerd.cli("pull", "--quiet", f"{host}/proj/repo/base:v1")
         target = f"{host}/proj/repo/team-a/web:v1"
         dockerd.cli("tag", f"{host}/proj/repo/base:v1", target)
-        pushed = re.search(r"digest: (sha256:[0-9a-f]{64})", dockerd.cli("push", target).stdout)
-        assert pushed is not None
-        assert _upstream_digest(distribution_registry, "proj/repo/team-a/web", "v1") == pushed[1]
+        pushed = dockerd.push(target)
+        assert _upstream_digest(distribution_registry, "proj/repo/team-a/web", "v1") == pushed
         assert "denied" in _refused(dockerd.cli, "pull", f"{host}/other/repo/img:v1")
         # ci (a token, given as the password) may pull proj/repo but push nothing.
         dockerd.cli("login", "-u", CI[0], "-p", CI[1], host)
