@@ -225,11 +225,7 @@ class Wire(asyncio.BufferedProtocol):
         connection ended): True; or ``seconds`` passed: False."""
         self._waiter = asyncio.get_running_loop().create_future()
         try:
-            async with asyncio.timeout(seconds):
-                await self._waiter
-            return True
-        except TimeoutError:
-            return False
+            return await _settled(self._waiter, seconds)
         finally:
             self._waiter = None
 
@@ -277,11 +273,7 @@ class Wire(asyncio.BufferedProtocol):
             return True
         self._writer = asyncio.get_running_loop().create_future()
         try:
-            async with asyncio.timeout(seconds):
-                await self._writer
-            return True
-        except TimeoutError:
-            return False
+            return await _settled(self._writer, seconds)
         finally:
             self._writer = None
 
@@ -312,3 +304,13 @@ class Wire(asyncio.BufferedProtocol):
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
+
+
+async def _settled(future: asyncio.Future[None], seconds: float | None) -> bool:
+    """True once ``future`` is set; False if ``seconds`` pass first."""
+    try:
+        async with asyncio.timeout(seconds):
+            await future
+        return True
+    except TimeoutError:
+        return False
