@@ -30,7 +30,7 @@ OPENING_FENCE = re.compile(r"^\s*(```+|~~~+)\s*[A-Za-z]")
 
 def markdown_files() -> list[Path]:
     found = [REPO / "README.md"]
-    for folder in ("deploy", "docs"):
+    for folder in ("deploy", "docs", "bench"):
         found += sorted((REPO / folder).rglob("*.md"))
     return found
 
